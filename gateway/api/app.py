@@ -1,0 +1,65 @@
+"""Flask app factory: defaults, then environment, then test overrides, then each part's init."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from flask import Flask, g, request
+
+from gateway.api import errors
+from gateway.api.caller import resolve_caller
+from gateway.config import Settings
+from gateway.store.clock import now_iso
+from gateway.store.engine import make_engine
+from gateway.store.interactions import FhirService
+from gateway.store.repo import Store
+from gateway.store.schema import migrate
+
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+}
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the gateway. ``settings`` overrides the environment (tests pass their own)."""
+    settings = settings or Settings.from_env()
+    app = Flask("gateway", instance_path=str(settings.instance_path.resolve()))
+    app.config["SETTINGS"] = settings
+    app.config["STARTED_AT"] = now_iso()
+    app.config["MAX_CONTENT_LENGTH"] = None  # we enforce the limit ourselves, with an OperationOutcome
+    app.json.sort_keys = False
+
+    engine = make_engine(settings.database_url, echo=settings.sql_echo)
+    migrate(engine)
+    store = Store(engine)
+    app.extensions["gateway.store"] = store
+    app.extensions["gateway.service"] = FhirService(store, max_bundle_entries=settings.max_bundle_entries)
+
+    errors.init_app(app)
+
+    @app.before_request
+    def _identify():
+        g.request_id = request.headers.get("X-Request-ID") or str(uuid.uuid4())
+        g.caller = resolve_caller(request)
+
+    @app.after_request
+    def _headers(resp):
+        for k, v in _SECURITY_HEADERS.items():
+            resp.headers.setdefault(k, v)
+        resp.headers["X-Request-ID"] = g.get("request_id", "")
+        return resp
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
+    from gateway.api import fhir_rest
+
+    app.register_blueprint(fhir_rest.bp)
+    logging.getLogger("gateway").setLevel(logging.INFO)
+    return app

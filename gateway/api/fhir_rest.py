@@ -1,0 +1,313 @@
+"""The FHIR R4 REST API at /fhir: thin views over gateway.store.interactions."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from urllib.parse import parse_qsl, urlencode
+
+import orjson
+from flask import Blueprint, current_app, g, request
+
+from gateway.api import operations
+from gateway.api.capability import capability_statement
+from gateway.api.http import (
+    base_url,
+    check_accept,
+    fhir_response,
+    json_body,
+    prefer_return,
+    prefer_strict,
+    version_headers,
+)
+from gateway.fhir.errors import (
+    InvalidResource,
+    MethodNotAllowed,
+    NotFound,
+    UnsupportedMediaType,
+    information_outcome,
+    operation_outcome,
+    Issue,
+)
+from gateway.fhir.models import R4_ONLY_TYPES, SUPPORTED_TYPES
+from gateway.fhir.search import SearchQuery, parse_search
+from gateway.fhir.search_params import normalise_reference
+from gateway.store.clock import now_iso
+from gateway.store.interactions import FhirService
+from gateway.store.repo import Store, Stored, WriteResult
+
+bp = Blueprint("fhir", __name__, url_prefix="/fhir")
+
+
+def store() -> Store:
+    return current_app.extensions["gateway.store"]
+
+
+def service() -> FhirService:
+    return current_app.extensions["gateway.service"]
+
+
+@bp.before_request
+def _negotiate():
+    check_accept()
+
+
+def _check_type(rtype: str) -> None:
+    if rtype in R4_ONLY_TYPES:
+        raise NotFound(f"{rtype} is an R4 type this gateway does not support (no R4B model)", rtype)
+    if rtype not in SUPPORTED_TYPES:
+        raise NotFound(f"Unknown resource type '{rtype}'", rtype)
+
+
+# -- capability --------------------------------------------------------------------------------
+@bp.get("/metadata")
+def metadata():
+    return fhir_response(capability_statement(base_url(), current_app.config["STARTED_AT"]))
+
+
+# -- system level ------------------------------------------------------------------------------
+@bp.post("/")
+@bp.post("")
+def system_bundle():
+    body = json_body()
+    include = prefer_return() == "representation"
+    result = service().process_bundle(body, include_resources=include, read=_read_for_bundle)
+    return fhir_response(result)
+
+
+@bp.get("/_history")
+def system_history():
+    return _history(None, None)
+
+
+# -- type level --------------------------------------------------------------------------------
+@bp.route("/<rtype>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+def type_level(rtype: str):
+    if rtype.startswith("$"):
+        return _operation(None, None, rtype[1:])
+    _check_type(rtype)
+    if request.method == "GET":
+        return _search(rtype, list(request.args.items(multi=True)))
+    if request.method == "POST":
+        resource = json_body()
+        result = service().create(_as_dict(resource, rtype), if_none_exist=request.headers.get("If-None-Exist"))
+        return _write_response(result, HTTPStatus.CREATED if result.created else HTTPStatus.OK)
+    if request.method == "PUT":
+        query = request.query_string.decode()
+        if not query:
+            raise MethodNotAllowed(f"PUT /{rtype} needs an id (/{rtype}/id) or search parameters (conditional update)",
+                                   rtype)
+        resource = json_body()
+        result = service().conditional_update(rtype, query, _as_dict(resource, rtype),
+                                              if_match=request.headers.get("If-Match"))
+        return _write_response(result, HTTPStatus.CREATED if result.created else HTTPStatus.OK)
+    if request.method == "DELETE":
+        query = request.query_string.decode()
+        if not query:
+            raise MethodNotAllowed(f"DELETE /{rtype} needs an id or search parameters", rtype)
+        result = service().conditional_delete(rtype, query)
+        if result is None:
+            return fhir_response(information_outcome(f"No {rtype} matched '{query}'; nothing deleted"))
+        return fhir_response(information_outcome(f"Deleted {rtype}/{result.stored.id}"),
+                             headers={"ETag": result.stored.etag})
+    raise MethodNotAllowed(f"{request.method} is not supported on /{rtype}", rtype)
+
+
+@bp.post("/<rtype>/_search")
+def type_search_post(rtype: str):
+    _check_type(rtype)
+    if request.mimetype != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType("POST _search needs an application/x-www-form-urlencoded body", "Content-Type")
+    items = list(request.args.items(multi=True)) + list(request.form.items(multi=True))
+    return _search(rtype, items)
+
+
+@bp.get("/<rtype>/_history")
+def type_history(rtype: str):
+    _check_type(rtype)
+    return _history(rtype, None)
+
+
+# -- instance level ----------------------------------------------------------------------------
+@bp.route("/<rtype>/<rid>", methods=["GET", "PUT", "DELETE", "POST", "PATCH"])
+def instance(rtype: str, rid: str):
+    if rid.startswith("$"):
+        return _operation(rtype, None, rid[1:])
+    _check_type(rtype)
+    if request.method == "GET":
+        st = store().read(rtype, rid)
+        return fhir_response(st.content, headers=version_headers(st))
+    if request.method == "PUT":
+        resource = json_body()
+        result = service().update(rtype, rid, _as_dict(resource, rtype), if_match=request.headers.get("If-Match"))
+        return _write_response(result, HTTPStatus.CREATED if result.created else HTTPStatus.OK)
+    if request.method == "DELETE":
+        result = service().delete(rtype, rid, if_match=request.headers.get("If-Match"))
+        if result.outcome == "not-found":
+            return fhir_response(information_outcome(f"{rtype}/{rid} did not exist or was already deleted"))
+        return fhir_response(None, HTTPStatus.NO_CONTENT, headers={"ETag": result.stored.etag})
+    raise MethodNotAllowed(f"{request.method} is not supported on /{rtype}/{rid}", f"{rtype}")
+
+
+@bp.route("/<rtype>/<rid>/<op>", methods=["GET", "POST"])
+def instance_operation(rtype: str, rid: str, op: str):
+    if op == "_history" and request.method == "GET":
+        _check_type(rtype)
+        return _history(rtype, rid)
+    if op.startswith("$"):
+        return _operation(rtype, rid, op[1:])
+    raise NotFound(f"Unknown path /{rtype}/{rid}/{op}", f"{rtype}")
+
+
+@bp.get("/<rtype>/<rid>/_history/<vid>")
+def vread(rtype: str, rid: str, vid: str):
+    _check_type(rtype)
+    if not vid.isdigit():
+        raise NotFound(f"Version '{vid}' is not a version number", f"{rtype}.meta.versionId")
+    st = store().vread(rtype, rid, int(vid))
+    return fhir_response(st.content, headers=version_headers(st))
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def _as_dict(resource: object, rtype: str) -> dict:
+    if not isinstance(resource, dict):
+        raise InvalidResource("The body must be a JSON object (a FHIR resource)", rtype)
+    return resource
+
+
+def _write_response(result: WriteResult, status: HTTPStatus):
+    st = result.stored
+    headers = version_headers(st, location=True)
+    pref = prefer_return()
+    if pref == "minimal":
+        return fhir_response(None, status, headers)
+    if pref == "OperationOutcome":
+        return fhir_response(information_outcome(f"{st.type}/{st.id} {result.outcome} (version {st.version})"),
+                             status, headers)
+    return fhir_response(st.content, status, headers)
+
+
+def _operation(rtype: str | None, rid: str | None, name: str):
+    if rtype is not None:
+        _check_type(rtype)
+    op = operations.find(rtype, name, rid is not None)
+    if op is None:
+        where = f"{rtype or ''}{'/' + rid if rid else ''}"
+        raise NotFound(f"Operation ${name} is not supported on {where or 'the system'}", f"${name}")
+    if request.method not in op.methods:
+        raise MethodNotAllowed(f"${name} does not support {request.method}", f"${name}")
+    return op.handler(rtype, rid)
+
+
+def _entry(st: Stored, mode: str = "match") -> dict:
+    return {"fullUrl": f"{base_url()}/{st.type}/{st.id}", "resource": orjson.Fragment(st.content),
+            "search": {"mode": mode}}
+
+
+def run_search(rtype: str, items: list[tuple[str, str]]) -> tuple[SearchQuery, int, list[Stored]]:
+    settings = current_app.config["SETTINGS"]
+    q = parse_search(rtype, items, default_count=settings.default_count, max_count=settings.max_count,
+                     strict=prefer_strict())
+    total, rows = store().search(q)
+    return q, total, rows
+
+
+def _search(rtype: str, items: list[tuple[str, str]]):
+    q, total, rows = run_search(rtype, items)
+    base = base_url()
+    bundle: dict = {"resourceType": "Bundle", "id": None, "meta": {"lastUpdated": now_iso()},
+                    "type": "searchset", "total": total, "link": []}
+    from gateway.store.interactions import new_id
+
+    bundle["id"] = new_id()
+    bundle["link"].append({"relation": "self", "url": f"{base}/{rtype}?{q.link_query(q.offset)}"})
+    if not q.summary_count and q.count > 0:
+        if q.offset + q.count < total:
+            bundle["link"].append({"relation": "next", "url": f"{base}/{rtype}?{q.link_query(q.offset + q.count)}"})
+        if q.offset > 0:
+            bundle["link"].append({"relation": "prev",
+                                   "url": f"{base}/{rtype}?{q.link_query(max(0, q.offset - q.count))}"})
+        entries = [_entry(st) for st in rows]
+        entries.extend(_entry(st, "include") for st in _includes(q, rows))
+        if q.unknown:
+            oo = operation_outcome([Issue("not-supported", f"Search parameter '{p}' is not supported and was "
+                                          "ignored", [p], severity="warning") for p in q.unknown])
+            entries.append({"resource": oo, "search": {"mode": "outcome"}})
+        bundle["entry"] = entries
+    return fhir_response(bundle)
+
+
+def _includes(q: SearchQuery, rows: list[Stored]) -> list[Stored]:
+    if not q.includes or not rows:
+        return []
+    wanted: list[tuple[str, str]] = []
+    seen = {(r.type, r.id) for r in rows}
+    for st in rows:
+        res = st.resource()
+        for inc in q.includes:
+            _, _, param = inc.partition(":")
+            for ref in _refs(res.get(param)):
+                t, _, i = normalise_reference(ref).partition("/")
+                if i and (t, i) not in seen:
+                    seen.add((t, i))
+                    wanted.append((t, i))
+    return store().read_many(wanted)
+
+
+def _refs(value: object) -> list[str]:
+    items = value if isinstance(value, list) else [value]
+    return [v["reference"] for v in items if isinstance(v, dict) and isinstance(v.get("reference"), str)]
+
+
+def _history(rtype: str | None, rid: str | None):
+    settings = current_app.config["SETTINGS"]
+    items = list(request.args.items(multi=True))
+    q = parse_search(None, [(k, v) for k, v in items if k in ("_count", "_offset")],
+                     default_count=settings.default_count, max_count=settings.max_count)
+    since = request.args.get("_since")
+    total, rows = store().history(rtype, rid, count=q.count, offset=q.offset, since=since)
+    base = base_url()
+    path = "/".join(p for p in (rtype, rid, "_history") if p)
+    extra = [(k, v) for k, v in items if k == "_since"]
+
+    def link(offset: int) -> str:
+        return f"{base}/{path}?{urlencode(extra + [('_count', q.count), ('_offset', offset)])}"
+
+    from gateway.store.interactions import new_id
+
+    bundle: dict = {"resourceType": "Bundle", "id": new_id(), "type": "history", "total": total,
+                    "link": [{"relation": "self", "url": link(q.offset)}]}
+    if q.offset + q.count < total:
+        bundle["link"].append({"relation": "next", "url": link(q.offset + q.count)})
+    if q.offset > 0:
+        bundle["link"].append({"relation": "prev", "url": link(max(0, q.offset - q.count))})
+    entries = []
+    for st in rows:
+        e: dict = {"fullUrl": f"{base}/{st.type}/{st.id}"}
+        if st.content:
+            e["resource"] = orjson.Fragment(st.content)
+        method = st.method or "PUT"
+        e["request"] = {"method": method, "url": f"{st.type}/{st.id}" if method != "POST" else st.type}
+        status = "201 Created" if method == "POST" or st.version == 1 else (
+            "204 No Content" if st.deleted else "200 OK")
+        e["response"] = {"status": status, "etag": st.etag, "lastModified": st.last_updated}
+        entries.append(e)
+    bundle["entry"] = entries
+    return fhir_response(bundle)
+
+
+def _read_for_bundle(url: str) -> dict:
+    path, _, query = url.partition("?")
+    parts = [p for p in path.strip("/").split("/") if p]
+    if len(parts) == 2 and not query:
+        return store().read(parts[0], parts[1]).resource()
+    if len(parts) == 1:
+        _check_type(parts[0])
+        q, total, rows = run_search(parts[0], parse_qsl(query, keep_blank_values=True))
+        return {"resourceType": "Bundle", "type": "searchset", "total": total,
+                "entry": [{"fullUrl": f"{base_url()}/{r.type}/{r.id}", "resource": r.resource(),
+                           "search": {"mode": "match"}} for r in rows]}
+    raise InvalidResource(f"GET entry url '{url}' must be Type/id or Type?search", "request.url")
+
+
+def caller():
+    return g.caller

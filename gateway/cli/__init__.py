@@ -1,0 +1,29 @@
+"""The ``gateway`` command. Each area adds its commands in its own module, listed in COMMAND_MODULES."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# Modules that define a ``register(cli: click.Group)`` function.
+COMMAND_MODULES = [
+    "gateway.cli.core",
+]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fhir-trial-gateway")
+def cli() -> None:
+    """FHIR R4 trial-matching gateway.
+
+    Configuration comes from GATEWAY_* environment variables; see the README.
+    """
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(cli)
+
+
+def main() -> None:
+    cli()

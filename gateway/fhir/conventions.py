@@ -1,0 +1,74 @@
+"""Names every part of the gateway shares: identifier systems, code systems, our canonical URLs.
+
+Chosen once, documented in the README's reference section, and kept. Clients and acceptance
+checks rely on them: add, never rename.
+"""
+
+from __future__ import annotations
+
+# Our own canonical namespace for extensions, code systems, search parameters and topics.
+BASE = "https://trialgateway.org/fhir"
+
+# -- identifier systems -------------------------------------------------------------------------
+NHS_NUMBER = "https://fhir.nhs.uk/Id/nhs-number"
+ODS_ORGANIZATION = "https://fhir.nhs.uk/Id/ods-organization-code"
+CTGOV = "https://clinicaltrials.gov"
+CTGOV_ALIASES = frozenset({"https://clinicaltrials.gov", "http://clinicaltrials.gov", "https://clinicaltrials.gov/",
+                           "http://clinicaltrials.gov/", "https://www.clinicaltrials.gov",
+                           "http://www.clinicaltrials.gov"})
+ISRCTN = "https://www.isrctn.com"
+EUDRACT = "https://www.clinicaltrialsregister.eu"
+EU_CT = "https://euclinicaltrials.eu"  # EU CTR numbers (2022-500123-45-00)
+IRAS = "https://www.hra.nhs.uk/iras"
+CONTACT_REQUEST_ID = f"{BASE}/Id/contact-request"  # keyed hash of NHS number + study identifier
+
+# -- code systems -------------------------------------------------------------------------------
+SNOMED = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+ICD10 = "http://hl7.org/fhir/sid/icd-10"  # WHO ICD-10 (used by the NHS)
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"  # US clinical modification
+MESH = "https://www.nlm.nih.gov/mesh"  # as HL7 Terminology (THO) names it
+MESH_ALIASES = frozenset({MESH, "http://id.nlm.nih.gov/mesh", "http://www.nlm.nih.gov/research/umls/mesh",
+                          "urn:oid:2.16.840.1.113883.6.177", "https://id.nlm.nih.gov/mesh"})
+ONCOTREE = "http://oncotree.mskcc.org"
+ADMIN_GENDER = "http://hl7.org/fhir/administrative-gender"
+CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+CONDITION_VER_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+RESEARCH_STUDY_PHASE = "http://terminology.hl7.org/CodeSystem/research-study-phase"
+ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
+
+# -- eligibility Group characteristic codes (ARCHITECTURE.md "Eligibility Group") ---------------
+AGE = (LOINC, "30525-0")
+SEX = (LOINC, "46098-0")
+DIAGNOSIS = (SNOMED, "439401001")
+ECOG = (LOINC, "89247-1")
+KARNOFSKY = (LOINC, "89243-0")
+ELIGIBILITY_CS = f"{BASE}/CodeSystem/eligibility-criterion"
+HEALTHY_VOLUNTEERS = (ELIGIBILITY_CS, "healthy-volunteers")
+
+# -- extensions ---------------------------------------------------------------------------------
+EXT_ELIGIBILITY_TEXT = f"{BASE}/StructureDefinition/eligibility-criteria-text"  # on Group, valueMarkdown
+EXT_SITE_RECRUITMENT_STATUS = f"{BASE}/StructureDefinition/site-recruitment-status"  # on Location, valueCode
+EXT_ENROLLMENT_BY_INVITATION = f"{BASE}/StructureDefinition/enrollment-by-invitation"  # on ResearchStudy, valueBoolean
+EXT_REGISTRY_STATUS = f"{BASE}/StructureDefinition/registry-status"  # on ResearchStudy, valueCode (source status)
+EXT_MATCH_EXPLANATION = f"{BASE}/StructureDefinition/match-explanation"  # on Bundle.entry.search
+
+# -- consent purposes ---------------------------------------------------------------------------
+PURPOSE_RESEARCH = (ACT_REASON, "HRESCH")
+CONSENT_PURPOSE_CS = f"{BASE}/CodeSystem/consent-purpose"
+PURPOSE_TRIAL_ALERTS = (CONSENT_PURPOSE_CS, "trial-alerts")
+
+# -- search parameters and topics ---------------------------------------------------------------
+SP_RESEARCHSTUDY_CONDITION = f"{BASE}/SearchParameter/ResearchStudy-condition"
+TOPIC_NEW_MATCHING_STUDY = f"{BASE}/SubscriptionTopic/new-matching-study"
+TOPIC_RESEARCH_SUBJECT_STATUS = f"{BASE}/SubscriptionTopic/research-subject-status"
+
+
+def normalise_ctgov_system(system: str | None) -> str | None:
+    """'http://clinicaltrials.gov/' -> 'https://clinicaltrials.gov'; others unchanged."""
+    if system is not None and system.rstrip("/").replace("://www.", "://") in {
+            s.rstrip("/") for s in CTGOV_ALIASES}:
+        return CTGOV
+    return system

@@ -1,0 +1,144 @@
+"""Validate inbound resources once, at the edge.
+
+``validate_resource(data)`` checks structure with the fhir.resources R4B models, then the
+required code bindings the gateway relies on (fhir.resources checks no bindings). It returns the
+input dict unchanged: the validated JSON is what the store keeps, so nothing the sender wrote is lost.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from pydantic import ValidationError
+
+from gateway.fhir import models
+from gateway.fhir.errors import CodeInvalid, InvalidResource, Issue, NotSupported
+
+ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+_CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+_CONDITION_VER = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+
+# type -> [(path, allowed codes, coding system or None for a plain `code` element)]
+# Required bindings from the R4 spec that the gateway reasons about.
+REQUIRED_BINDINGS: dict[str, list[tuple[str, frozenset[str], str | None]]] = {
+    "ResearchStudy": [("status", frozenset(
+        "active administratively-completed approved closed-to-accrual closed-to-accrual-and-intervention "
+        "completed disapproved in-review temporarily-closed-to-accrual "
+        "temporarily-closed-to-accrual-and-intervention withdrawn".split()), None)],
+    "ResearchSubject": [("status", frozenset(
+        "candidate eligible follow-up ineligible not-registered off-study on-study on-study-intervention "
+        "on-study-observation pending-on-study potential-candidate screening withdrawn".split()), None)],
+    "Condition": [
+        ("clinicalStatus", frozenset("active recurrence relapse inactive remission resolved".split()),
+         _CONDITION_CLINICAL),
+        ("verificationStatus", frozenset(
+            "unconfirmed provisional differential confirmed refuted entered-in-error".split()), _CONDITION_VER),
+    ],
+    "Observation": [("status", frozenset(
+        "registered preliminary final amended corrected cancelled entered-in-error unknown".split()), None)],
+    "Consent": [("status", frozenset("draft proposed active rejected inactive entered-in-error".split()), None)],
+    "Patient": [("gender", frozenset("male female other unknown".split()), None)],
+    "Group": [("type", frozenset("person animal practitioner device medication substance".split()), None)],
+    "Location": [("status", frozenset("active suspended inactive".split()), None)],
+    "Subscription": [
+        ("status", frozenset("requested active error off".split()), None),
+        ("channel.type", frozenset("rest-hook websocket email sms message".split()), None),
+    ],
+    "Procedure": [("status", frozenset(
+        "preparation in-progress not-done on-hold stopped completed entered-in-error unknown".split()), None)],
+    "MedicationStatement": [("status", frozenset(
+        "active completed entered-in-error intended stopped on-hold unknown not-taken".split()), None)],
+    "MedicationRequest": [("status", frozenset(
+        "active on-hold cancelled completed entered-in-error stopped draft unknown".split()), None)],
+}
+
+
+def _loc_to_expression(resource_type: str, loc: tuple) -> str:
+    """('identifier', 0, 'system') -> 'ResearchStudy.identifier[0].system'."""
+    out = resource_type
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("resource_type", "__root__"):
+            out += ".resourceType" if part == "resource_type" else ""
+        else:
+            out += f".{part}"
+    return out
+
+
+def _walk(node: object, parts: list[str], expr: str) -> Iterator[tuple[str, object]]:
+    if not parts:
+        yield expr, node
+        return
+    if isinstance(node, dict):
+        key = parts[0]
+        if key in node:
+            child = node[key]
+            if isinstance(child, list):
+                for i, item in enumerate(child):
+                    yield from _walk(item, parts[1:], f"{expr}.{key}[{i}]")
+            else:
+                yield from _walk(child, parts[1:], f"{expr}.{key}")
+
+
+def check_bindings(resource: dict) -> list[Issue]:
+    """Issues for codes outside the required value sets we rely on (empty when all is well)."""
+    rtype = resource.get("resourceType", "")
+    issues: list[Issue] = []
+    for path, allowed, system in REQUIRED_BINDINGS.get(rtype, ()):
+        for expr, value in _walk(resource, path.split("."), rtype):
+            if system is None:
+                if isinstance(value, str) and value not in allowed:
+                    issues.append(Issue("code-invalid", f"'{value}' is not a valid code "
+                                        f"(expected one of: {', '.join(sorted(allowed))})", [expr]))
+            elif isinstance(value, dict):
+                for i, coding in enumerate(value.get("coding") or []):
+                    if coding.get("system") == system and coding.get("code") not in allowed:
+                        issues.append(Issue("code-invalid", f"'{coding.get('code')}' is not a code of {system} "
+                                            f"(expected one of: {', '.join(sorted(allowed))})",
+                                            [f"{expr}.coding[{i}].code"]))
+    return issues
+
+
+def validate_resource(data: object, expected_type: str | None = None) -> dict:
+    """Validate one resource; return it unchanged or raise InvalidResource / CodeInvalid / NotSupported.
+
+    >>> validate_resource({"resourceType": "Patient", "gender": "female"})["gender"]
+    'female'
+    """
+    if not isinstance(data, dict):
+        raise InvalidResource("A resource must be a JSON object", "Resource")
+    rtype = data.get("resourceType")
+    if not isinstance(rtype, str):
+        raise InvalidResource("resourceType is missing or not a string", "Resource.resourceType")
+    if expected_type and rtype != expected_type:
+        raise InvalidResource(f"resourceType '{rtype}' does not match the endpoint type '{expected_type}'",
+                              f"{rtype}.resourceType")
+    if rtype in models.R4_ONLY_TYPES:
+        raise NotSupported(f"{rtype} is an R4 type this gateway cannot validate (no R4B model); "
+                           "it is not accepted", f"{rtype}")
+    if rtype not in models.SUPPORTED_TYPES:
+        raise InvalidResource(f"Unknown resource type '{rtype}'", "Resource.resourceType")
+    rid = data.get("id")
+    if rid is not None and (not isinstance(rid, str) or not ID_RE.match(rid)):
+        raise InvalidResource(f"id '{rid}' is not a valid FHIR id ([A-Za-z0-9-.]{{1,64}})", f"{rtype}.id")
+    try:
+        models.construct(rtype, data)
+    except ValidationError as exc:
+        issues = [Issue("structure", str(err.get("msg", "invalid")).split("\n")[0],
+                        [_loc_to_expression(rtype, tuple(err.get("loc", ())))])
+                  for err in exc.errors(include_url=False)]
+        raise InvalidResource(_summary(issues), issues=issues) from None
+    except (TypeError, ValueError) as exc:  # fhir.resources raises these for some malformed primitives
+        raise InvalidResource(f"{rtype}: {exc}", rtype) from None
+    issues = check_bindings(data)
+    if issues:
+        raise CodeInvalid(_summary(issues), issues=issues)
+    return data
+
+
+def _summary(issues: list[Issue]) -> str:
+    return "; ".join(f"{(i.expression or ['?'])[0]}: {i.diagnostics}" for i in issues[:5]) + (
+        f" (and {len(issues) - 5} more)" if len(issues) > 5 else "")

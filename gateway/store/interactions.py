@@ -1,0 +1,417 @@
+"""FHIR interaction semantics over the store: create, conditional create/update, delete, Bundles.
+
+No Flask here: the REST API, ``gateway load`` and the ingest pipeline all call these.
+
+>>> svc.create({"resourceType": "Patient"}).outcome
+'created'
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from urllib.parse import parse_qsl
+
+from gateway.fhir.errors import (
+    FhirError,
+    InvalidResource,
+    Issue,
+    MethodNotAllowed,
+    NotFound,
+    PreconditionFailed,
+    TooLarge,
+)
+from gateway.fhir.models import SUPPORTED_TYPES
+from gateway.fhir.search import SearchQuery, parse_search
+from gateway.fhir.validate import validate_resource
+from gateway.store.repo import Store, Tx, WriteResult
+
+# Hooks run inside the write transaction after each successful write, e.g. to enqueue outbox jobs
+# in the same transaction: fn(tx, write_result, resource_dict).
+WriteHook = Callable[[Tx, WriteResult, dict], None]
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _status_line(status: HTTPStatus) -> str:
+    return f"{status.value} {status.phrase}"
+
+
+@dataclass
+class EntryResult:
+    """What one Bundle entry (or one REST call) produced."""
+
+    status: HTTPStatus
+    write: WriteResult | None = None
+    outcome: dict | None = None
+    resource: dict | None = None  # for GET entries
+
+    def response(self, include_resource: bool) -> dict:
+        entry: dict = {}
+        resp: dict = {"status": _status_line(self.status)}
+        if self.write is not None:
+            st = self.write.stored
+            resp["location"] = f"{st.type}/{st.id}/_history/{st.version}"
+            resp["etag"] = st.etag
+            resp["lastModified"] = st.last_updated
+            if include_resource and st.content:
+                entry["resource"] = st.resource()
+        if self.outcome is not None:
+            resp["outcome"] = self.outcome
+        if self.resource is not None:
+            entry["resource"] = self.resource
+        entry["response"] = resp
+        return entry
+
+
+@dataclass
+class FhirService:
+    store: Store
+    max_bundle_entries: int = 1000
+    hooks: list[WriteHook] = field(default_factory=list)
+
+    # -- single interactions -------------------------------------------------------------------
+    def create(self, resource: dict, *, if_none_exist: str | None = None, validated: bool = False) -> WriteResult:
+        if not validated:
+            validate_resource(resource)
+        with self.store.write() as tx:
+            return self._create(tx, resource, if_none_exist)
+
+    def update(self, rtype: str, rid: str, resource: dict, *, if_match: str | None = None) -> WriteResult:
+        validate_resource(resource, rtype)
+        if resource.get("id") != rid:
+            raise InvalidResource(f"The resource id '{resource.get('id')}' does not match the URL id '{rid}'",
+                                  f"{rtype}.id")
+        with self.store.write() as tx:
+            return self._put(tx, resource, if_match)
+
+    def conditional_update(self, rtype: str, query: str, resource: dict, *,
+                           if_match: str | None = None) -> WriteResult:
+        validate_resource(resource, rtype)
+        with self.store.write() as tx:
+            return self._conditional_update(tx, rtype, query, resource, if_match)
+
+    def delete(self, rtype: str, rid: str, *, if_match: str | None = None) -> WriteResult:
+        with self.store.write() as tx:
+            result = tx.delete(rtype, rid, if_match=if_match)
+            self._run_hooks(tx, result, {})
+            return result
+
+    def conditional_delete(self, rtype: str, query: str) -> WriteResult | None:
+        with self.store.write() as tx:
+            q = self._query(rtype, query)
+            tx.lock(f"{rtype}?{query}")
+            ids = tx.search_ids(q)
+            if len(ids) > 1:
+                raise PreconditionFailed(f"Conditional delete matched {len(ids)}+ {rtype} resources",
+                                         f"{rtype}")
+            if not ids:
+                return None
+            result = tx.delete(rtype, ids[0])
+            self._run_hooks(tx, result, {})
+            return result
+
+    # -- internals shared by REST and Bundles --------------------------------------------------
+    def _query(self, rtype: str, query: str) -> SearchQuery:
+        items = parse_qsl(query, keep_blank_values=True)
+        if not items:
+            raise InvalidResource(f"Conditional request on {rtype} has no search parameters", rtype)
+        q = parse_search(rtype, items, strict=True)
+        return q
+
+    def _create(self, tx: Tx, resource: dict, if_none_exist: str | None) -> WriteResult:
+        rtype = resource["resourceType"]
+        if if_none_exist:
+            q = self._query(rtype, if_none_exist.lstrip("?").split("?", 1)[-1])
+            # Serialise on the search key: two concurrent creates with the same key cannot both miss.
+            tx.lock(f"{rtype}?{_canonical_query(if_none_exist)}")
+            ids = tx.search_ids(q)
+            if len(ids) > 1:
+                raise PreconditionFailed(f"If-None-Exist '{if_none_exist}' matched {len(ids)}+ {rtype} resources",
+                                         f"{rtype}")
+            if ids:
+                cur = tx.current(rtype, ids[0])
+                assert cur is not None
+                return WriteResult("unchanged", cur)
+        result = tx.create(resource, new_id())
+        self._run_hooks(tx, result, resource)
+        return result
+
+    def _put(self, tx: Tx, resource: dict, if_match: str | None) -> WriteResult:
+        result = tx.put(resource, if_match=if_match)
+        if result.outcome != "unchanged":
+            self._run_hooks(tx, result, resource)
+        return result
+
+    def _conditional_update(self, tx: Tx, rtype: str, query: str, resource: dict,
+                            if_match: str | None) -> WriteResult:
+        q = self._query(rtype, query)
+        tx.lock(f"{rtype}?{_canonical_query(query)}")
+        ids = tx.search_ids(q)
+        if len(ids) > 1:
+            raise PreconditionFailed(f"Conditional update '{rtype}?{query}' matched {len(ids)}+ resources", rtype)
+        if ids:
+            if resource.get("id") not in (None, ids[0]):
+                raise InvalidResource(f"The resource id '{resource['id']}' does not match the resource found by "
+                                      f"'{query}' ({ids[0]})", f"{rtype}.id")
+            return self._put(tx, {**resource, "id": ids[0]}, if_match)
+        if resource.get("id"):
+            return self._put(tx, resource, if_match)
+        result = tx.create(resource, new_id())
+        self._run_hooks(tx, result, resource)
+        return result
+
+    def _run_hooks(self, tx: Tx, result: WriteResult, resource: dict) -> None:
+        for hook in self.hooks:
+            hook(tx, result, resource)
+
+    # -- Bundles -------------------------------------------------------------------------------
+    def process_bundle(self, bundle: object, *, include_resources: bool = False,
+                       read: Callable[[str], dict] | None = None) -> dict:
+        """A transaction or batch Bundle -> its transaction-response / batch-response Bundle."""
+        btype, results = self.run_bundle(bundle, read=read)
+        return {"resourceType": "Bundle", "id": new_id(), "type": f"{btype}-response",
+                "entry": [r.response(include_resources) for r in results]}
+
+    def run_bundle(self, bundle: object, *, read: Callable[[str], dict] | None = None
+                   ) -> tuple[str, list[EntryResult]]:
+        """Process a transaction or batch Bundle; return its type and one EntryResult per entry."""
+        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+            raise InvalidResource("POST to the base URL needs a Bundle", "Bundle")
+        btype = bundle.get("type")
+        if btype not in ("transaction", "batch"):
+            raise InvalidResource(f"Bundle.type must be 'transaction' or 'batch' to be processed, got '{btype}'",
+                                  "Bundle.type")
+        entries = bundle.get("entry") or []
+        if not isinstance(entries, list):
+            raise InvalidResource("Bundle.entry must be an array", "Bundle.entry")
+        if len(entries) > self.max_bundle_entries:
+            raise TooLarge(f"Bundle has {len(entries)} entries; the maximum is {self.max_bundle_entries} "
+                           "(GATEWAY_MAX_BUNDLE_ENTRIES)", "Bundle.entry")
+        if btype == "transaction":
+            return btype, self._transaction(entries, read)
+        return btype, self._batch(entries, read)
+
+    def _transaction(self, entries: list, read) -> list[EntryResult]:
+        parsed = _parse_entries(entries, transaction=True)
+        errors = [e for e in parsed if isinstance(e, FhirError)]
+        if errors:
+            issues = [i for e in errors for i in e.issues]
+            status_cls = type(errors[0]) if all(type(e) is type(errors[0]) for e in errors) else InvalidResource
+            raise status_cls("; ".join(e.diagnostics for e in errors[:5]), issues=issues)
+        plan: list[_Entry] = parsed  # type: ignore[assignment]
+        _check_duplicate_targets(plan)
+        results: dict[int, EntryResult] = {}
+        with self.store.write() as tx:
+            # Resolve the id every POST and conditional PUT will get, so references can be rewritten.
+            idmap: dict[str, str] = {}
+            for e in plan:
+                try:
+                    self._resolve_target(tx, e)
+                except FhirError as exc:
+                    raise exc.prefixed(f"Bundle.entry[{e.index}]") from None
+                if e.full_url and e.target_id:
+                    idmap[e.full_url] = f"{e.rtype}/{e.target_id}"
+            for e in plan:
+                if e.resource is not None:
+                    unresolved = _rewrite_references(e.resource, idmap)
+                    if unresolved:
+                        raise InvalidResource(
+                            f"Bundle.entry[{e.index}].resource: reference '{unresolved[0]}' does not resolve to "
+                            "any entry's fullUrl", f"Bundle.entry[{e.index}].resource")
+            order = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
+            for e in sorted(plan, key=lambda x: (order[x.method], x.index)):
+                try:
+                    results[e.index] = self._apply(tx, e, read)
+                except FhirError as exc:
+                    raise exc.prefixed(f"Bundle.entry[{e.index}]") from None
+        return [results[i] for i in range(len(plan))]
+
+    def _batch(self, entries: list, read) -> list[EntryResult]:
+        out = []
+        for item in _parse_entries(entries, transaction=False):
+            if isinstance(item, FhirError):
+                out.append(EntryResult(item.status, outcome=item.outcome()))
+                continue
+            try:
+                with self.store.write() as tx:
+                    self._resolve_target(tx, item)
+                    out.append(self._apply(tx, item, read))
+            except FhirError as exc:
+                err = exc.prefixed(f"Bundle.entry[{item.index}]")
+                out.append(EntryResult(exc.status, outcome=err.outcome()))
+        return out
+
+    def _resolve_target(self, tx: Tx, e: _Entry) -> None:
+        if e.method == "POST":
+            if e.if_none_exist:
+                q = self._query(e.rtype, e.if_none_exist.lstrip("?"))
+                tx.lock(f"{e.rtype}?{_canonical_query(e.if_none_exist)}")
+                ids = tx.search_ids(q)
+                if len(ids) > 1:
+                    raise PreconditionFailed(f"ifNoneExist '{e.if_none_exist}' matched {len(ids)}+ resources",
+                                             "request.ifNoneExist")
+                if ids:
+                    e.target_id, e.existing = ids[0], True
+                    return
+            e.target_id = new_id()
+        elif e.method == "PUT":
+            if e.query is not None:
+                q = self._query(e.rtype, e.query)
+                tx.lock(f"{e.rtype}?{_canonical_query(e.query)}")
+                ids = tx.search_ids(q)
+                if len(ids) > 1:
+                    raise PreconditionFailed(f"Conditional update '{e.url}' matched {len(ids)}+ resources",
+                                             "request.url")
+                rid = (e.resource or {}).get("id")
+                if ids and rid not in (None, ids[0]):
+                    raise InvalidResource(f"resource id '{rid}' does not match the resource found by '{e.url}' "
+                                          f"({ids[0]})", "resource.id")
+                e.target_id = ids[0] if ids else (rid or new_id())
+            else:
+                e.target_id = e.url_id
+
+    def _apply(self, tx: Tx, e: _Entry, read) -> EntryResult:
+        if e.method == "POST":
+            if e.existing:
+                cur = tx.current(e.rtype, e.target_id)
+                assert cur is not None
+                return EntryResult(HTTPStatus.OK, WriteResult("unchanged", cur))
+            result = tx.create(e.resource, e.target_id)
+            self._run_hooks(tx, result, e.resource)
+            return EntryResult(HTTPStatus.CREATED, result)
+        if e.method == "PUT":
+            result = self._put(tx, {**e.resource, "id": e.target_id}, e.if_match)
+            return EntryResult(HTTPStatus.CREATED if result.created else HTTPStatus.OK, result)
+        if e.method == "DELETE":
+            if e.query is not None:
+                q = self._query(e.rtype, e.query)
+                ids = tx.search_ids(q)
+                if len(ids) > 1:
+                    raise PreconditionFailed(f"Conditional delete '{e.url}' matched {len(ids)}+ resources",
+                                             "request.url")
+                if not ids:
+                    return EntryResult(HTTPStatus.NO_CONTENT)
+                e.url_id = ids[0]
+            result = tx.delete(e.rtype, e.url_id, if_match=e.if_match)
+            self._run_hooks(tx, result, {})
+            return EntryResult(HTTPStatus.NO_CONTENT if result.outcome == "not-found" else HTTPStatus.OK, result)
+        # GET
+        if read is None:
+            raise MethodNotAllowed("GET entries are not supported here", "request.method")
+        tx.flush()
+        return EntryResult(HTTPStatus.OK, resource=read(e.url))
+
+
+@dataclass
+class _Entry:
+    index: int
+    method: str
+    url: str
+    rtype: str
+    resource: dict | None = None
+    full_url: str | None = None
+    url_id: str | None = None
+    query: str | None = None
+    if_none_exist: str | None = None
+    if_match: str | None = None
+    target_id: str | None = None
+    existing: bool = False
+
+
+def _parse_entries(entries: list, *, transaction: bool) -> list[_Entry | FhirError]:
+    out: list[_Entry | FhirError] = []
+    for i, entry in enumerate(entries):
+        where = f"Bundle.entry[{i}]"
+        try:
+            out.append(_parse_entry(i, entry, where))
+        except FhirError as exc:
+            out.append(exc if exc.issues and exc.issues[0].expression and
+                       exc.issues[0].expression[0].startswith("Bundle") else exc.prefixed(where))
+    return out
+
+
+def _parse_entry(i: int, entry: object, where: str) -> _Entry:
+    if not isinstance(entry, dict):
+        raise InvalidResource(f"{where} must be an object", where)
+    req = entry.get("request")
+    if not isinstance(req, dict):
+        raise InvalidResource(f"{where}.request is required in a transaction or batch", f"{where}.request")
+    method, url = req.get("method"), req.get("url")
+    if method not in ("GET", "POST", "PUT", "DELETE"):
+        raise InvalidResource(f"{where}.request.method '{method}' is not supported (GET, POST, PUT, DELETE)",
+                              f"{where}.request.method")
+    if not isinstance(url, str) or not url:
+        raise InvalidResource(f"{where}.request.url is required", f"{where}.request.url")
+    path, _, query = url.partition("?")
+    parts = [p for p in path.strip("/").split("/") if p]
+    rtype = parts[0] if parts else ""
+    if method != "GET" and rtype not in SUPPORTED_TYPES:
+        raise NotFound(f"{where}.request.url: unknown resource type '{rtype}'", f"{where}.request.url")
+    e = _Entry(i, method, url, rtype, full_url=entry.get("fullUrl"),
+               if_none_exist=req.get("ifNoneExist"), if_match=req.get("ifMatch"))
+    if method in ("POST", "PUT"):
+        res = entry.get("resource")
+        try:
+            e.resource = validate_resource(res, rtype)
+        except FhirError as exc:
+            raise exc.prefixed(f"{where}.resource") from None
+        if method == "POST" and len(parts) != 1:
+            raise InvalidResource(f"{where}.request.url for POST must be a type ('{rtype}')",
+                                  f"{where}.request.url")
+    if method in ("PUT", "DELETE"):
+        if len(parts) == 2 and not query:
+            e.url_id = parts[1]
+            if method == "PUT" and e.resource is not None and e.resource.get("id") != parts[1]:
+                raise InvalidResource(f"{where}.resource.id '{e.resource.get('id')}' does not match the URL id "
+                                      f"'{parts[1]}'", f"{where}.resource.id")
+        elif len(parts) == 1 and query:
+            e.query = query
+        else:
+            raise InvalidResource(f"{where}.request.url '{url}' must be Type/id or Type?search",
+                                  f"{where}.request.url")
+    return e
+
+
+def _check_duplicate_targets(plan: list[_Entry]) -> None:
+    seen: dict[str, int] = {}
+    for e in plan:
+        if e.method == "PUT" and e.url_id:
+            key = f"{e.rtype}/{e.url_id}"
+            if key in seen:
+                raise InvalidResource(f"Bundle.entry[{e.index}] and Bundle.entry[{seen[key]}] both write {key}",
+                                      f"Bundle.entry[{e.index}].request.url")
+            seen[key] = e.index
+
+
+def _rewrite_references(node: object, idmap: dict[str, str]) -> list[str]:
+    """Rewrite Reference.reference values found in ``idmap`` in place; return unresolved urn: ones."""
+    unresolved: list[str] = []
+
+    def walk(n: object) -> None:
+        if isinstance(n, dict):
+            for k, v in n.items():
+                if k == "reference" and isinstance(v, str):
+                    if v in idmap:
+                        n[k] = idmap[v]
+                    elif v.startswith("urn:uuid:") or v.startswith("urn:oid:"):
+                        unresolved.append(v)
+                else:
+                    walk(v)
+        elif isinstance(n, list):
+            for x in n:
+                walk(x)
+
+    walk(node)
+    return unresolved
+
+
+def _canonical_query(query: str) -> str:
+    return "&".join(sorted(query.lstrip("?").split("&")))
+
+
+__all__ = ["FhirService", "EntryResult", "Issue", "new_id"]

@@ -1,0 +1,422 @@
+"""Versioned resource store: create/read/vread/update/delete/history/search, transactions, change feed.
+
+All writes go through ``Store.write()``, a context manager giving a ``Tx`` that runs in one database
+transaction. Index rows, versions and change-feed rows are buffered and flushed in bulk before
+any search inside the transaction and at commit, which keeps 100-entry Bundles cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import orjson
+from sqlalchemy import Engine, and_, delete, func, insert, literal, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from gateway.fhir.errors import Conflict, Gone, NotFound, PreconditionFailed
+from gateway.fhir.search import Criterion, SearchQuery, parse_date, parse_token
+from gateway.fhir.search_params import date_range, index_rows, normalise_reference, normalise_string
+from gateway.store import schema as s
+from gateway.store.clock import now_iso
+from gateway.store.engine import WRITE_OPTION, is_postgres
+
+
+@dataclass
+class Stored:
+    """One stored version of a resource (content is the JSON text; None for a tombstone)."""
+
+    type: str
+    id: str
+    version: int
+    last_updated: str
+    deleted: bool
+    content: str | None
+    pk: int = 0
+    method: str | None = None
+    content_hash: str | None = None
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+    def resource(self) -> dict:
+        return orjson.loads(self.content) if self.content else {}
+
+
+@dataclass
+class WriteResult:
+    outcome: str  # created | updated | unchanged | deleted | not-found (delete of nothing)
+    stored: Stored
+
+    @property
+    def created(self) -> bool:
+        return self.outcome == "created"
+
+
+def content_hash(resource: dict) -> str:
+    """Hash of the content that matters for 'has it changed': everything but the server's meta."""
+    meta = resource.get("meta")
+    if isinstance(meta, dict) and ("versionId" in meta or "lastUpdated" in meta):
+        rest = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
+        resource = {**resource, "meta": rest} if rest else {k: v for k, v in resource.items() if k != "meta"}
+    return hashlib.sha256(orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _with_meta(resource: dict, version: int, last_updated: str) -> dict:
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = last_updated
+    out = {"resourceType": resource["resourceType"], "id": resource["id"], "meta": meta}
+    out.update((k, v) for k, v in resource.items() if k not in out)
+    return out
+
+
+def _lock_id(key: str) -> int:
+    return zlib.crc32(key.encode()) - 2**31
+
+
+@dataclass
+class _Pending:
+    versions: list[dict] = field(default_factory=list)
+    index: dict[str, list[dict]] = field(default_factory=lambda: {k: [] for k in s.INDEX_TABLES})
+    changes: list[dict] = field(default_factory=list)
+    clear_index: list[int] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.versions or self.changes or self.clear_index)
+
+
+class Tx:
+    """Operations inside one database transaction. Obtain with ``store.write()``."""
+
+    def __init__(self, store: Store, conn):
+        self.store = store
+        self.conn = conn
+        self.pending = _Pending()
+        self.now = now_iso()
+        self._pg = is_postgres(store.engine)
+
+    # -- locking -----------------------------------------------------------------------------
+    def lock(self, key: str) -> None:
+        """Serialise transactions that share ``key`` (conditional create/update search keys).
+
+        PostgreSQL: a transaction-scoped advisory lock. SQLite: write transactions already run one
+        at a time (BEGIN IMMEDIATE), so nothing more is needed.
+        """
+        if self._pg:
+            self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_id(key)})
+
+    # -- reads inside the transaction ----------------------------------------------------------
+    def current(self, rtype: str, rid: str) -> Stored | None:
+        self.flush()
+        stmt = select(s.resources).where(s.resources.c.type == rtype, s.resources.c.id == rid)
+        if self._pg:
+            stmt = stmt.with_for_update()
+        row = self.conn.execute(stmt).mappings().first()
+        return _stored(row) if row else None
+
+    def search_ids(self, query: SearchQuery) -> list[str]:
+        self.flush()
+        return self.store.search_ids(query, conn=self.conn, limit=3)
+
+    # -- writes --------------------------------------------------------------------------------
+    def put(self, resource: dict, *, if_match: str | None = None, method: str = "PUT",
+            current: Stored | None = None, fetched: bool = False) -> WriteResult:
+        """Create or update ``resource`` (which carries its id). No-op when the content is unchanged."""
+        rtype, rid = resource["resourceType"], resource["id"]
+        cur = current if fetched else self.current(rtype, rid)
+        if if_match is not None:
+            _check_if_match(if_match, cur, rtype, rid)
+        chash = content_hash(resource)
+        if cur is not None and not cur.deleted and cur.content_hash == chash:
+            return WriteResult("unchanged", cur)
+        version = (cur.version + 1) if cur else 1
+        body = _with_meta(resource, version, self.now)
+        content = orjson.dumps(body).decode()
+        values = dict(version=version, last_updated=self.now, deleted=False, content_hash=chash, content=content)
+        if cur is None:
+            try:
+                with self.conn.begin_nested() if self._pg else _null():
+                    pk = self.conn.execute(insert(s.resources).values(type=rtype, id=rid, **values)
+                                           .returning(s.resources.c.pk)).scalar_one()
+            except IntegrityError:
+                raise Conflict(f"{rtype}/{rid} was created by a concurrent request; retry",
+                               f"{rtype}.id") from None
+            outcome = "created"
+        else:
+            pk = cur.pk
+            self.conn.execute(update(s.resources).where(s.resources.c.pk == pk).values(**values))
+            self.pending.clear_index.append(pk)
+            outcome = "created" if cur.deleted else "updated"
+        self._record(pk, rtype, rid, version, method, False, content, "create" if outcome == "created" else "update")
+        for kind, rows in index_rows(body).items():
+            tbl_rows = self.pending.index[kind]
+            for row in rows:
+                tbl_rows.append(_index_dict(kind, pk, row))
+        return WriteResult(outcome, Stored(rtype, rid, version, self.now, False, content, pk))
+
+    def create(self, resource: dict, new_id: str) -> WriteResult:
+        body = {**resource, "id": new_id}
+        return self.put(body, method="POST", current=None, fetched=True)
+
+    def delete(self, rtype: str, rid: str, *, if_match: str | None = None) -> WriteResult:
+        cur = self.current(rtype, rid)
+        if if_match is not None:
+            _check_if_match(if_match, cur, rtype, rid)
+        if cur is None or cur.deleted:
+            return WriteResult("not-found", cur or Stored(rtype, rid, 0, self.now, True, None))
+        version = cur.version + 1
+        self.conn.execute(update(s.resources).where(s.resources.c.pk == cur.pk).values(
+            version=version, last_updated=self.now, deleted=True, content=None, content_hash=None))
+        self.pending.clear_index.append(cur.pk)
+        self._record(cur.pk, rtype, rid, version, "DELETE", True, None, "delete")
+        return WriteResult("deleted", Stored(rtype, rid, version, self.now, True, None, cur.pk))
+
+    def _record(self, pk, rtype, rid, version, method, deleted, content, op) -> None:
+        self.pending.versions.append(dict(res_pk=pk, version=version, type=rtype, id=rid,
+                                          last_updated=self.now, method=method, deleted=deleted,
+                                          content=content))
+        self.pending.changes.append(dict(res_pk=pk, type=rtype, id=rid, version=version, op=op, at=self.now))
+
+    def flush(self) -> None:
+        p = self.pending
+        if p.empty():
+            return
+        c = self.conn
+        if p.clear_index:
+            for tbl in s.INDEX_TABLES.values():
+                c.execute(delete(tbl).where(tbl.c.res_pk.in_(p.clear_index)))
+        if p.versions:
+            c.execute(insert(s.resource_versions), p.versions)
+        for kind, rows in p.index.items():
+            if rows:
+                c.execute(insert(s.INDEX_TABLES[kind]), rows)
+        if p.changes:
+            # The counter row is locked until commit, so sequence numbers follow commit order.
+            n = len(p.changes)
+            last = c.execute(update(s.counters).where(s.counters.c.name == "changes")
+                             .values(value=s.counters.c.value + n).returning(s.counters.c.value)).scalar_one()
+            for i, ch in enumerate(p.changes):
+                ch["seq"] = last - n + 1 + i
+            c.execute(insert(s.changes), p.changes)
+        self.pending = _Pending()
+
+
+@contextmanager
+def _null():
+    yield
+
+
+def _check_if_match(if_match: str, cur: Stored | None, rtype: str, rid: str) -> None:
+    want = if_match.strip()
+    if want.startswith("W/"):
+        want = want[2:]
+    want = want.strip('"')
+    have = str(cur.version) if cur and not cur.deleted else None
+    if have != want:
+        current = f'W/"{have}"' if have else "none"
+        raise PreconditionFailed(f"If-Match {if_match} does not match the current version of {rtype}/{rid} "
+                                 f"({current})", f"{rtype}.meta.versionId")
+
+
+def _index_dict(kind: str, pk: int, row: tuple) -> dict:
+    if kind == "token":
+        return {"res_pk": pk, "param": row[0], "system": row[1], "code": row[2][:255]}
+    if kind == "reference":
+        return {"res_pk": pk, "param": row[0], "ref": row[1][:255]}
+    if kind == "date":
+        return {"res_pk": pk, "param": row[0], "low": row[1], "high": row[2]}
+    return {"res_pk": pk, "param": row[0], "value": row[1][:512]}
+
+
+def _stored(row) -> Stored:
+    return Stored(row["type"], row["id"], row["version"], row["last_updated"], bool(row["deleted"]),
+                  row["content"], row["pk"], content_hash=row["content_hash"])
+
+
+class Store:
+    """The resource store over one SQLAlchemy engine."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
+
+    @contextmanager
+    def write(self) -> Iterator[Tx]:
+        with self._write_engine.begin() as conn:
+            tx = Tx(self, conn)
+            yield tx
+            tx.flush()
+
+    # -- reads ---------------------------------------------------------------------------------
+    def read(self, rtype: str, rid: str) -> Stored:
+        """Current version; NotFound if never stored, Gone if deleted."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(s.resources).where(s.resources.c.type == rtype, s.resources.c.id == rid)
+                               ).mappings().first()
+        if row is None:
+            raise NotFound(f"{rtype}/{rid} is not known", f"{rtype}.id")
+        st = _stored(row)
+        if st.deleted:
+            raise Gone(f"{rtype}/{rid} was deleted (version {st.version})", f"{rtype}.id")
+        return st
+
+    def read_many(self, refs: list[tuple[str, str]]) -> list[Stored]:
+        """Current, non-deleted versions for (type, id) pairs; missing ones are skipped."""
+        if not refs:
+            return []
+        conds = [and_(s.resources.c.type == t, s.resources.c.id == i) for t, i in refs]
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(s.resources).where(or_(*conds), s.resources.c.deleted.is_(False))
+                                ).mappings().all()
+        return [_stored(r) for r in rows]
+
+    def vread(self, rtype: str, rid: str, version: int) -> Stored:
+        v = s.resource_versions
+        with self.engine.connect() as conn:
+            row = conn.execute(select(v).where(v.c.type == rtype, v.c.id == rid, v.c.version == version)
+                               ).mappings().first()
+        if row is None:
+            raise NotFound(f"{rtype}/{rid} has no version {version}", f"{rtype}.meta.versionId")
+        st = Stored(row["type"], row["id"], row["version"], row["last_updated"], bool(row["deleted"]),
+                    row["content"], row["res_pk"], row["method"])
+        if st.deleted:
+            raise Gone(f"{rtype}/{rid} version {version} is a deletion", f"{rtype}.meta.versionId")
+        return st
+
+    def history(self, rtype: str | None = None, rid: str | None = None, *, count: int = 20, offset: int = 0,
+                since: str | None = None) -> tuple[int, list[Stored]]:
+        v = s.resource_versions
+        conds = []
+        if rtype:
+            conds.append(v.c.type == rtype)
+        if rid:
+            conds.append(v.c.id == rid)
+        if since:
+            conds.append(v.c.last_updated >= since)
+        with self.engine.connect() as conn:
+            if rid:
+                exists = conn.execute(select(s.resources.c.pk).where(s.resources.c.type == rtype,
+                                                                     s.resources.c.id == rid)).first()
+                if exists is None:
+                    raise NotFound(f"{rtype}/{rid} is not known", f"{rtype}.id")
+            total = conn.execute(select(func.count()).select_from(v).where(*conds)).scalar_one()
+            rows = conn.execute(select(v).where(*conds).order_by(v.c.last_updated.desc(), v.c.version.desc())
+                                .limit(count).offset(offset)).mappings().all()
+        return total, [Stored(r["type"], r["id"], r["version"], r["last_updated"], bool(r["deleted"]),
+                              r["content"], r["res_pk"], r["method"]) for r in rows]
+
+    def changes_since(self, seq: int, limit: int = 1000, types: tuple[str, ...] = ()) -> list[dict]:
+        """The change feed: committed changes with ``seq`` > the given one, in commit order."""
+        c = s.changes
+        stmt = select(c).where(c.c.seq > seq)
+        if types:
+            stmt = stmt.where(c.c.type.in_(types))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt.order_by(c.c.seq).limit(limit)).mappings()]
+
+    # -- search --------------------------------------------------------------------------------
+    def _where(self, query: SearchQuery) -> list:
+        r = s.resources
+        conds = [r.c.deleted.is_(False)]
+        if query.resource_type:
+            conds.append(r.c.type == query.resource_type)
+        for crit in query.criteria:
+            conds.append(self._criterion(query.resource_type, crit))
+        return conds
+
+    def _criterion(self, rtype: str | None, crit: Criterion):
+        r = s.resources
+        if crit.name == "_id":
+            return r.c.id.in_(crit.values)
+        if crit.name == "_lastUpdated":
+            return or_(*[_date_cond(r.c.last_updated, r.c.last_updated, v) for v in crit.values])
+        key = f"{rtype}:{crit.name}"
+        tbl = s.INDEX_TABLES[crit.kind]
+        ors = []
+        for value in crit.values:
+            if crit.kind == "token":
+                system, code, has_bar = parse_token(value)
+                c = []
+                if code is not None:
+                    c.append(tbl.c.code == code)
+                if has_bar:
+                    c.append(tbl.c.system == system if system is not None else tbl.c.system.is_(None))
+                ors.append(and_(*c) if c else literal(True))
+            elif crit.kind == "string":
+                nv = normalise_string(value)
+                if crit.modifier == "exact":
+                    ors.append(tbl.c.value == nv)
+                elif crit.modifier == "contains":
+                    ors.append(tbl.c.value.like(f"%{_like_escape(nv)}%", escape="\\"))
+                else:
+                    ors.append(tbl.c.value.like(f"{_like_escape(nv)}%", escape="\\"))
+            elif crit.kind == "reference":
+                ors.append(tbl.c.ref.in_(_reference_forms(value, crit)))
+            elif crit.kind == "date":
+                ors.append(_date_cond(tbl.c.low, tbl.c.high, value))
+            else:
+                ors.append(tbl.c.value == value)
+        sub = select(tbl.c.res_pk).where(tbl.c.param == key, or_(*ors))
+        return r.c.pk.in_(sub)
+
+    def search(self, query: SearchQuery) -> tuple[int, list[Stored]]:
+        r = s.resources
+        conds = self._where(query)
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(r).where(*conds)).scalar_one()
+            if query.summary_count or query.count == 0:
+                return total, []
+            rows = conn.execute(select(r).where(*conds).order_by(r.c.pk).limit(query.count)
+                                .offset(query.offset)).mappings().all()
+        return total, [_stored(x) for x in rows]
+
+    def search_ids(self, query: SearchQuery, conn=None, limit: int | None = None) -> list[str]:
+        r = s.resources
+        stmt = select(r.c.id).where(*self._where(query)).order_by(r.c.pk)
+        if limit:
+            stmt = stmt.limit(limit)
+        if conn is not None:
+            return list(conn.execute(stmt).scalars())
+        with self.engine.connect() as c:
+            return list(c.execute(stmt).scalars())
+
+    def count(self, rtype: str | None = None) -> int:
+        r = s.resources
+        stmt = select(func.count()).select_from(r).where(r.c.deleted.is_(False))
+        if rtype:
+            stmt = stmt.where(r.c.type == rtype)
+        with self.engine.connect() as conn:
+            return conn.execute(stmt).scalar_one()
+
+
+def _like_escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _reference_forms(value: str, crit: Criterion) -> list[str]:
+    ref = normalise_reference(value)
+    if "/" in ref:
+        return [ref]
+    targets = crit.param.targets if crit.param else ()
+    return [f"{t}/{ref}" for t in targets] or [ref]
+
+
+def _date_cond(low_col, high_col, value: str):
+    prefix, v = parse_date(value)
+    lo, hi = date_range(v)
+    if prefix == "eq":
+        return and_(low_col >= lo, high_col <= hi + "\uffff")
+    if prefix == "ne":
+        return or_(high_col < lo, low_col > hi + "\uffff")
+    if prefix in ("lt", "eb"):
+        return low_col < lo
+    if prefix == "le":
+        return low_col <= hi + "\uffff"
+    if prefix in ("gt", "sa"):
+        return high_col > hi + "\uffff"
+    return high_col >= lo  # ge

@@ -1,0 +1,170 @@
+"""Database schema (SQLAlchemy Core) and its migrations.
+
+Tables: ``resources`` (current version of each resource), ``resource_versions`` (every version,
+tombstones included), ``idx_*`` (search index rows written with each version), ``changes`` (the
+change feed, in commit order) and ``counters``.
+
+Migrations are an ordered list of steps recorded in ``schema_version``; ``migrate()`` applies the
+missing ones at start-up and in ``gateway db upgrade``. One small list keeps the schema and its
+history in one file; Alembic would add a second tool for what is, so far, additive DDL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    insert,
+    select,
+    text,
+)
+
+metadata = MetaData()
+
+# BigInteger that is still SQLite's rowid alias (SQLite only autoincrements INTEGER PRIMARY KEY).
+PK = BigInteger().with_variant(Integer(), "sqlite")
+
+resources = Table(
+    "resources", metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("type", String(64), nullable=False),
+    Column("id", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("last_updated", String(40), nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("content_hash", String(64)),
+    Column("content", Text),
+    UniqueConstraint("type", "id", name="uq_resources_type_id"),
+)
+Index("ix_resources_type_updated", resources.c.type, resources.c.last_updated)
+
+resource_versions = Table(
+    "resource_versions", metadata,
+    Column("res_pk", PK, primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("type", String(64), nullable=False),
+    Column("id", String(64), nullable=False),
+    Column("last_updated", String(40), nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("content", Text),
+)
+Index("ix_versions_type_updated", resource_versions.c.type, resource_versions.c.last_updated)
+
+idx_token = Table(
+    "idx_token", metadata,
+    Column("res_pk", PK, nullable=False),
+    Column("param", String(96), nullable=False),
+    Column("system", String(255)),
+    Column("code", String(255), nullable=False),
+)
+Index("ix_idx_token_lookup", idx_token.c.param, idx_token.c.code, idx_token.c.system)
+Index("ix_idx_token_res", idx_token.c.res_pk)
+
+idx_string = Table(
+    "idx_string", metadata,
+    Column("res_pk", PK, nullable=False),
+    Column("param", String(96), nullable=False),
+    Column("value", String(512), nullable=False),
+)
+Index("ix_idx_string_lookup", idx_string.c.param, idx_string.c.value)
+Index("ix_idx_string_res", idx_string.c.res_pk)
+
+idx_reference = Table(
+    "idx_reference", metadata,
+    Column("res_pk", PK, nullable=False),
+    Column("param", String(96), nullable=False),
+    Column("ref", String(255), nullable=False),
+)
+Index("ix_idx_reference_lookup", idx_reference.c.param, idx_reference.c.ref)
+Index("ix_idx_reference_res", idx_reference.c.res_pk)
+
+idx_date = Table(
+    "idx_date", metadata,
+    Column("res_pk", PK, nullable=False),
+    Column("param", String(96), nullable=False),
+    Column("low", String(40), nullable=False),
+    Column("high", String(40), nullable=False),
+)
+Index("ix_idx_date_lookup", idx_date.c.param, idx_date.c.low)
+Index("ix_idx_date_res", idx_date.c.res_pk)
+
+idx_uri = Table(
+    "idx_uri", metadata,
+    Column("res_pk", PK, nullable=False),
+    Column("param", String(96), nullable=False),
+    Column("value", String(512), nullable=False),
+)
+Index("ix_idx_uri_lookup", idx_uri.c.param, idx_uri.c.value)
+Index("ix_idx_uri_res", idx_uri.c.res_pk)
+
+INDEX_TABLES = {"token": idx_token, "string": idx_string, "reference": idx_reference, "date": idx_date,
+                "uri": idx_uri}
+
+changes = Table(
+    "changes", metadata,
+    Column("seq", PK, primary_key=True, autoincrement=False),
+    Column("res_pk", PK, nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("id", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("op", String(8), nullable=False),  # create | update | delete
+    Column("at", String(40), nullable=False),
+)
+Index("ix_changes_type_seq", changes.c.type, changes.c.seq)
+
+counters = Table(
+    "counters", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", PK, nullable=False),
+)
+
+schema_version = Table(
+    "schema_version", metadata,
+    Column("version", Integer, primary_key=True),
+    Column("applied_at", String(40), nullable=False),
+)
+
+
+def _v1(engine: Engine) -> None:
+    metadata.create_all(engine, tables=[resources, resource_versions, *INDEX_TABLES.values(), changes,
+                                        counters])
+    with engine.begin() as conn:
+        if conn.execute(select(counters.c.name).where(counters.c.name == "changes")).first() is None:
+            conn.execute(insert(counters).values(name="changes", value=0))
+
+
+# Ordered migrations: (version, step). Append, never edit a released step.
+MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _v1)]
+
+
+def current_version(engine: Engine) -> int:
+    schema_version.create(engine, checkfirst=True)
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT COALESCE(MAX(version), 0) FROM schema_version")).scalar_one()
+
+
+def migrate(engine: Engine) -> list[int]:
+    """Apply missing migrations; return the versions applied (empty when up to date)."""
+    from gateway.store.clock import now_iso
+
+    have = current_version(engine)
+    applied = []
+    for version, step in MIGRATIONS:
+        if version > have:
+            step(engine)
+            with engine.begin() as conn:
+                conn.execute(insert(schema_version).values(version=version, applied_at=now_iso()))
+            applied.append(version)
+    return applied
