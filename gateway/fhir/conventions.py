@@ -72,3 +72,10 @@ def normalise_ctgov_system(system: str | None) -> str | None:
             s.rstrip("/") for s in CTGOV_ALIASES}:
         return CTGOV
     return system
+
+# Prior therapy criterion (e.g. "no prior bevacizumab"): code PRIOR_THERAPY, valueCodeableConcept = the
+# medication (RxNorm or dm+d), usually with exclude=true. Met by a MedicationStatement/MedicationRequest/
+# MedicationAdministration of that medication.
+PRIOR_THERAPY = (ELIGIBILITY_CS, "prior-therapy")
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+SPONSOR_STUDY_ID = f"{BASE}/Id/sponsor-study"  # example sponsors' own study ids in the demo data
