@@ -11,8 +11,10 @@ from gateway.fhir.search_params import CONDITION_SEARCH_PARAM_URL, INCLUDES, SEA
 _INTERACTIONS = ["read", "vread", "update", "delete", "history-instance", "history-type", "create",
                  "search-type"]
 
-# Extra statements other layers contribute (e.g. subscription topics), keyed by name.
+# Extensions other layers contribute: on the CapabilityStatement itself, and per resource type
+# (e.g. the subscription topics on rest.resource[type=Subscription]).
 EXTENSIONS: list[dict] = []
+RESOURCE_EXTENSIONS: dict[str, list[dict]] = {}
 
 
 def capability_statement(base: str, date: str) -> dict:
@@ -38,6 +40,8 @@ def capability_statement(base: str, date: str) -> dict:
             entry["searchParam"].append(param)
         if rtype in INCLUDES:
             entry["searchInclude"] = list(INCLUDES[rtype])
+        if RESOURCE_EXTENSIONS.get(rtype):
+            entry["extension"] = list(RESOURCE_EXTENSIONS[rtype])
         ops = [o for o in operations.all_operations() if o.resource_type == rtype]
         if ops:
             entry["operation"] = [{"name": o.name, "definition": o.definition or f"{base}/OperationDefinition/{o.name}"}
