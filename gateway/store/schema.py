@@ -137,6 +137,47 @@ schema_version = Table(
 )
 
 
+# Change-feed followers (workers) remember how far they have read: name -> last seq processed.
+feed_cursors = Table(
+    "feed_cursors", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("seq", PK, nullable=False),
+    Column("updated_at", String(40), nullable=False),
+)
+
+# Topic-based subscriptions (gateway.notify): per-subscription state and its numbered events.
+subscription_state = Table(
+    "subscription_state", metadata,
+    Column("subscription_id", String(64), primary_key=True),
+    Column("topic", String(255), nullable=False),
+    Column("status", String(16), nullable=False),  # requested | active | error | off
+    Column("events_since_start", PK, nullable=False, default=0),
+    Column("consecutive_failures", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("updated_at", String(40), nullable=False),
+)
+
+subscription_events = Table(
+    "subscription_events", metadata,
+    Column("subscription_id", String(64), primary_key=True),
+    Column("event_number", PK, primary_key=True, autoincrement=False),
+    Column("topic", String(255), nullable=False),
+    Column("focus", String(160), nullable=False),  # "ResearchStudy/123"
+    Column("occurred_at", String(40), nullable=False),
+    Column("cancelled", Boolean, nullable=False, default=False),
+)
+Index("ix_subscription_events_focus", subscription_events.c.focus)
+
+# Which person has already been told about / proposed for which study (a new match is one not seen before).
+match_notices = Table(
+    "match_notices", metadata,
+    Column("study_id", String(64), primary_key=True),
+    Column("person", String(96), primary_key=True),  # NHS number, or Patient/id when there is none
+    Column("kind", String(32), primary_key=True),  # alert | proposal
+    Column("at", String(40), nullable=False),
+)
+
+
 def _v1(engine: Engine) -> None:
     metadata.create_all(engine, tables=[resources, resource_versions, *INDEX_TABLES.values(), changes,
                                         counters])
@@ -145,8 +186,12 @@ def _v1(engine: Engine) -> None:
             conn.execute(insert(counters).values(name="changes", value=0))
 
 
+def _v2(engine: Engine) -> None:
+    metadata.create_all(engine, tables=[feed_cursors, subscription_state, subscription_events, match_notices])
+
+
 # Ordered migrations: (version, step). Append, never edit a released step.
-MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _v1)]
+MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _v1), (2, _v2)]
 
 
 def current_version(engine: Engine) -> int:
