@@ -177,6 +177,16 @@ match_notices = Table(
     Column("at", String(40), nullable=False),
 )
 
+# Client-assertion ids (jti) already used at /auth/token (gateway.security): a replay is refused across
+# processes; rows may be purged once ``expires_at`` (ISO) has passed.
+used_jtis = Table(
+    "used_jtis", metadata,
+    Column("client_id", String(128), primary_key=True),
+    Column("jti", String(255), primary_key=True),
+    Column("expires_at", String(40), nullable=False),
+)
+Index("ix_used_jtis_expires", used_jtis.c.expires_at)
+
 
 def _v1(engine: Engine) -> None:
     metadata.create_all(engine, tables=[resources, resource_versions, *INDEX_TABLES.values(), changes,
@@ -190,8 +200,12 @@ def _v2(engine: Engine) -> None:
     metadata.create_all(engine, tables=[feed_cursors, subscription_state, subscription_events, match_notices])
 
 
+def _v3(engine: Engine) -> None:
+    metadata.create_all(engine, tables=[used_jtis])
+
+
 # Ordered migrations: (version, step). Append, never edit a released step.
-MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _v1), (2, _v2)]
+MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _v1), (2, _v2), (3, _v3)]
 
 
 def current_version(engine: Engine) -> int:
