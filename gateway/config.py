@@ -26,6 +26,20 @@ def _bool(name: str, default: bool = False) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _secret(name: str) -> str | None:
+    """A secret from ``NAME`` or from the file named by ``NAME_FILE`` (container secrets); no default."""
+    raw = os.environ.get(name)
+    if raw:
+        return raw
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        try:
+            return Path(path).read_text()
+        except OSError as exc:
+            raise SystemExit(f"{name}_FILE={path!r} cannot be read: {exc.strerror}") from None
+    return None
+
+
 @dataclass
 class Settings:
     """Everything that varies by deployment. ``Settings.from_env()`` is the only reader of os.environ."""
@@ -41,6 +55,16 @@ class Settings:
     mappings_path: Path = Path("mappings")
     insecure_dev: bool = False
     sql_echo: bool = False
+    # security (gateway/security): no clients_path = development mode (no clients, local administrator)
+    clients_path: Path | None = None
+    token_signing_key: str | None = None  # PEM private key (RSA or EC P-384) for the access tokens we issue
+    idp_jwks_url: str | None = None
+    idp_jwks_file: Path | None = None
+    idp_issuer: str | None = None
+    idp_audience: str | None = None
+    idp_nhs_number_claim: str = "nhs_number"
+    rate_limit: int = 600  # requests per minute per authenticated client; 0 = off
+    audit: str = "auto"  # auto (on when clients are configured) | on | off
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -58,4 +82,14 @@ class Settings:
             mappings_path=Path(os.environ.get("GATEWAY_MAPPINGS_PATH", "mappings")),
             insecure_dev=_bool("GATEWAY_INSECURE_DEV"),
             sql_echo=_bool("GATEWAY_SQL_ECHO"),
+            clients_path=Path(os.environ.get("GATEWAY_CLIENTS_PATH", "mappings/clients")),
+            token_signing_key=_secret("GATEWAY_TOKEN_SIGNING_KEY"),
+            idp_jwks_url=os.environ.get("GATEWAY_IDP_JWKS_URL") or None,
+            idp_jwks_file=Path(os.environ["GATEWAY_IDP_JWKS_FILE"]) if os.environ.get("GATEWAY_IDP_JWKS_FILE")
+            else None,
+            idp_issuer=os.environ.get("GATEWAY_IDP_ISSUER") or None,
+            idp_audience=os.environ.get("GATEWAY_IDP_AUDIENCE") or None,
+            idp_nhs_number_claim=os.environ.get("GATEWAY_IDP_NHS_NUMBER_CLAIM") or "nhs_number",
+            rate_limit=_int("GATEWAY_RATE_LIMIT", 600),
+            audit=(os.environ.get("GATEWAY_AUDIT") or "auto").strip().lower(),
         )

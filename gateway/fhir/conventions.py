@@ -79,3 +79,14 @@ def normalise_ctgov_system(system: str | None) -> str | None:
 PRIOR_THERAPY = (ELIGIBILITY_CS, "prior-therapy")
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 SPONSOR_STUDY_ID = f"{BASE}/Id/sponsor-study"  # example sponsors' own study ids in the demo data
+
+# -- security (gateway/security) ----------------------------------------------------------------
+# meta.tag naming the organisation (ODS code or sponsor organisation identifier value) that wrote a resource.
+TENANT_TAG = f"{BASE}/CodeSystem/tenant"
+CLIENT_ID_SYSTEM = f"{BASE}/Id/client"  # AuditEvent.agent.who.identifier: our registered client ids
+AUDIT_EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
+RESTFUL_INTERACTION = "http://hl7.org/fhir/restful-interaction"
+BALP_ENTITY_TYPE = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType"
+AUDIT_ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+AUDIT_SUBTYPE = f"{BASE}/CodeSystem/audit-subtype"  # our own subtypes: erasure, token, automatic actions
