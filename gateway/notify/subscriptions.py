@@ -1,7 +1,7 @@
 """R4 topic-based Subscriptions (HL7 Subscriptions R5 Backport IG): what a Subscription asks for,
 checked against the topics the gateway offers, and the notification Bundles sent to subscribers.
 
->>> spec = parse_subscription(sub_json, topics, allowed_hosts={"app.example.org"})
+>>> spec = parse_subscription(sub_json, topics, AllowList.parse("app.example.org").allows)
 >>> spec.filters
 {'patient': ['Patient/123']}
 """
@@ -9,6 +9,7 @@ checked against the topics the gateway offers, and the notification Bundles sent
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
@@ -56,9 +57,12 @@ def _fail(issues: list[Issue]) -> None:
                                     issues=issues)
 
 
-def parse_subscription(sub: dict, topics: dict[str, Topic], allowed_hosts: set[str] | frozenset[str]
+def parse_subscription(sub: dict, topics: dict[str, Topic], endpoint_allowed: Callable[[str], bool]
                        ) -> SubscriptionSpec:
-    """Check a Subscription against the topics and the outbound allow-list (422 with expressions)."""
+    """Check a Subscription against the topics and the outbound allow-list (422 with expressions).
+
+    ``endpoint_allowed`` is the GATEWAY_ALLOWED_HOSTS check (gateway.outbound.allowlist.AllowList.allows).
+    """
     issues: list[Issue] = []
     criteria = sub.get("criteria")
     topic = topics.get(criteria) if isinstance(criteria, str) else None
@@ -104,7 +108,7 @@ def parse_subscription(sub: dict, topics: dict[str, Topic], allowed_hosts: set[s
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         issues.append(Issue("business-rule", "channel.endpoint must be an absolute http(s) URL",
                             ["Subscription.channel.endpoint"]))
-    elif parts.hostname not in allowed_hosts:
+    elif not endpoint_allowed(endpoint):
         issues.append(Issue("business-rule", f"channel.endpoint host '{parts.hostname}' is not in "
                             "GATEWAY_ALLOWED_HOSTS", ["Subscription.channel.endpoint"]))
     payload = channel.get("payload")

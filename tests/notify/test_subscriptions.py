@@ -18,10 +18,11 @@ from gateway.notify.subscriptions import (
     parse_subscription,
 )
 from gateway.notify.topics import TopicFileError, load_topic_file, load_topics
+from gateway.outbound.allowlist import AllowList
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPICS = load_topics(ROOT / "mappings" / "topics")
-HOSTS = frozenset({"app.example.org"})
+HOSTS = AllowList.parse("app.example.org").allows
 
 
 def subscription(**over) -> dict:
