@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qsl
 
+from gateway.fhir.conventions import CTGOV, normalise_ctgov_system
 from gateway.fhir.errors import (
     FhirError,
     InvalidResource,
@@ -76,12 +77,14 @@ class FhirService:
 
     # -- single interactions -------------------------------------------------------------------
     def create(self, resource: dict, *, if_none_exist: str | None = None, validated: bool = False) -> WriteResult:
+        resource = normalise_systems(resource)
         if not validated:
             validate_resource(resource)
         with self.store.write() as tx:
             return self._create(tx, resource, if_none_exist)
 
     def update(self, rtype: str, rid: str, resource: dict, *, if_match: str | None = None) -> WriteResult:
+        resource = normalise_systems(resource)
         validate_resource(resource, rtype)
         if resource.get("id") != rid:
             raise InvalidResource(f"The resource id '{resource.get('id')}' does not match the URL id '{rid}'",
@@ -91,6 +94,7 @@ class FhirService:
 
     def conditional_update(self, rtype: str, query: str, resource: dict, *,
                            if_match: str | None = None) -> WriteResult:
+        resource = normalise_systems(resource)
         validate_resource(resource, rtype)
         with self.store.write() as tx:
             return self._conditional_update(tx, rtype, query, resource, if_match)
@@ -355,7 +359,7 @@ def _parse_entry(i: int, entry: object, where: str) -> _Entry:
     e = _Entry(i, method, url, rtype, full_url=entry.get("fullUrl"),
                if_none_exist=req.get("ifNoneExist"), if_match=req.get("ifMatch"))
     if method in ("POST", "PUT"):
-        res = entry.get("resource")
+        res = normalise_systems(entry.get("resource"))
         try:
             e.resource = validate_resource(res, rtype)
         except FhirError as exc:
@@ -408,6 +412,39 @@ def _rewrite_references(node: object, idmap: dict[str, str]) -> list[str]:
 
     walk(node)
     return unresolved
+
+
+def normalise_systems(resource: object) -> object:
+    """Store one form of the ClinicalTrials.gov system wherever a ``system`` names it.
+
+    {"identifier": [{"system": "http://clinicaltrials.gov/", "value": "NCT1"}]} ->
+    {"identifier": [{"system": "https://clinicaltrials.gov", "value": "NCT1"}]}.
+    Runs before validation and hashing, so a re-push under another spelling is "unchanged".
+    The input is not modified: a changed copy is returned (the same object when nothing changes).
+    """
+
+    def walk(n: object) -> object:
+        if isinstance(n, dict):
+            out = None
+            for k, v in n.items():
+                if k == "system" and isinstance(v, str):
+                    # Cheap substring test first: this runs on every coding of every inbound resource.
+                    nv = v
+                    if "clinicaltrials.gov" in v and v != CTGOV:
+                        nv = normalise_ctgov_system(v)
+                else:
+                    nv = walk(v) if isinstance(v, dict | list) else v
+                if nv is not v:
+                    if out is None:
+                        out = dict(n)
+                    out[k] = nv
+            return n if out is None else out
+        if isinstance(n, list):
+            items = [walk(x) if isinstance(x, dict | list) else x for x in n]
+            return n if all(a is b for a, b in zip(items, n, strict=True)) else items
+        return n
+
+    return walk(resource)
 
 
 def _canonical_query(query: str) -> str:

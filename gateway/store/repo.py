@@ -17,6 +17,7 @@ import orjson
 from sqlalchemy import Engine, and_, delete, func, insert, literal, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 
+from gateway.fhir.conventions import normalise_ctgov_system
 from gateway.fhir.errors import Conflict, Gone, NotFound, PreconditionFailed
 from gateway.fhir.search import Criterion, SearchQuery, parse_date, parse_token
 from gateway.fhir.search_params import date_range, index_rows, normalise_reference, normalise_string
@@ -341,6 +342,7 @@ class Store:
         for value in crit.values:
             if crit.kind == "token":
                 system, code, has_bar = parse_token(value)
+                system = normalise_ctgov_system(system)  # stored in one form (see FhirService)
                 c = []
                 if code is not None:
                     c.append(tbl.c.code == code)
