@@ -188,6 +188,50 @@ used_jtis = Table(
 Index("ix_used_jtis_expires", used_jtis.c.expires_at)
 
 
+# The transactional outbox (gateway.outbound): one row per delivery to make, written in the same
+# transaction as the change that caused it; workers claim, deliver, record attempts, back off.
+outbox = Table(
+    "outbox", metadata,
+    Column("id", PK, primary_key=True, autoincrement=True),
+    Column("kind", String(64), nullable=False),  # a registered job kind, e.g. research-subject
+    Column("destination", String(128), nullable=False),  # hospital name or endpoint key
+    Column("resource_type", String(64)),
+    Column("resource_id", String(64)),
+    Column("resource_version", Integer),
+    Column("dedupe_key", String(255), nullable=False),
+    Column("payload", Text, nullable=False),  # JSON; never secrets
+    Column("state", String(16), nullable=False),  # pending | in-progress | delivered | dead
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False),
+    Column("next_attempt_at", String(40), nullable=False),
+    Column("lease_until", String(40)),
+    Column("claimed_by", String(128)),
+    Column("created_at", String(40), nullable=False),
+    Column("updated_at", String(40), nullable=False),
+    Column("delivered_at", String(40)),
+    Column("last_status", Integer),
+    Column("last_error", Text),
+    Column("result", Text),  # e.g. the Location the destination returned
+    UniqueConstraint("dedupe_key", name="uq_outbox_dedupe"),
+)
+Index("ix_outbox_state_next", outbox.c.state, outbox.c.next_attempt_at)
+Index("ix_outbox_resource", outbox.c.resource_type, outbox.c.resource_id)
+
+outbox_attempts = Table(
+    "outbox_attempts", metadata,
+    Column("id", PK, primary_key=True, autoincrement=True),
+    Column("job_id", PK, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("worker", String(128), nullable=False),
+    Column("started_at", String(40), nullable=False),
+    Column("finished_at", String(40), nullable=False),
+    Column("outcome", String(16), nullable=False),  # delivered | retry | dead
+    Column("status", Integer),
+    Column("error", Text),
+)
+Index("ix_outbox_attempts_job", outbox_attempts.c.job_id)
+
+
 def _v1(engine: Engine) -> None:
     metadata.create_all(engine, tables=[resources, resource_versions, *INDEX_TABLES.values(), changes,
                                         counters])
@@ -204,8 +248,12 @@ def _v3(engine: Engine) -> None:
     metadata.create_all(engine, tables=[used_jtis])
 
 
+def _v4(engine: Engine) -> None:
+    metadata.create_all(engine, tables=[outbox, outbox_attempts])
+
+
 # Ordered migrations: (version, step). Append, never edit a released step.
-MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _v1), (2, _v2), (3, _v3)]
+MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4)]
 
 
 def current_version(engine: Engine) -> int:
