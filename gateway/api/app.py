@@ -61,5 +61,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     from gateway.api import fhir_rest
 
     app.register_blueprint(fhir_rest.bp)
+    from gateway.api import subscriptions
+
+    subscriptions.init_app(app)
     logging.getLogger("gateway").setLevel(logging.INFO)
     return app
