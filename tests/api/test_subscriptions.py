@@ -18,7 +18,8 @@ def _allowed_hosts(monkeypatch):
 def _sub(patient: str = "Patient/p1", endpoint: str = "https://app.example.org/hook", status: str = "requested"):
     return {"resourceType": "Subscription", "status": status, "reason": "trial alerts",
             "criteria": TOPIC_NEW_MATCHING_STUDY,
-            "_criteria": {"extension": [{"url": EXT_FILTER_CRITERIA, "valueString": f"ResearchStudy?patient={patient}"}]},
+            "_criteria": {"extension": [{"url": EXT_FILTER_CRITERIA,
+                                         "valueString": f"ResearchStudy?patient={patient}"}]},
             "channel": {"type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json",
                         "_payload": {"extension": [{"url": EXT_PAYLOAD_CONTENT, "valueCode": "full-resource"}]}}}
 
