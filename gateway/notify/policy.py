@@ -1,0 +1,128 @@
+"""Who may be touched by an automatic action (ARCHITECTURE.md "Consent").
+
+- Alerts to a patient need an active ``trial-alerts`` permit.
+- Proposing a patient to a research team needs an active ``HRESCH`` permit, or a legal basis configured
+  for that study (mappings/legal-bases/*.yaml); under a legal basis, never for a person on the national
+  data opt-out list.
+Patient-initiated actions (search, contact request) never come through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import yaml
+from marshmallow import RAISE, Schema, ValidationError, fields
+
+from gateway.fhir import conventions as cv
+from gateway.matching.consent import decide
+
+
+class LegalBasisFileError(ValueError):
+    """A legal-basis file is broken; the message names the file and the field."""
+
+
+class _LegalBasisSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    name = fields.String(required=True)
+    reference = fields.String(required=True)
+    description = fields.String(load_default="")
+    studies = fields.List(fields.String(), required=True)
+    enabled = fields.Boolean(load_default=True)
+
+
+@dataclass(frozen=True)
+class LegalBasis:
+    name: str
+    reference: str
+    description: str
+    studies: frozenset[tuple[str, str]]
+    source: str
+
+
+def load_legal_bases(folder: Path) -> list[LegalBasis]:
+    """Enabled legal bases from ``folder``; a broken file raises LegalBasisFileError naming file and field."""
+    out = []
+    for path in sorted(folder.glob("*.yaml")) if folder.exists() else []:
+        try:
+            data = _LegalBasisSchema().load(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        except ValidationError as exc:
+            detail = "; ".join(f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                               for k, v in exc.messages.items())
+            raise LegalBasisFileError(f"{path}: {detail}") from None
+        studies = set()
+        for i, ident in enumerate(data["studies"]):
+            system, sep, value = ident.rpartition("|")
+            if not sep or not system or not value:
+                raise LegalBasisFileError(f"{path}: studies.{i}: expected system|value, got '{ident}'")
+            studies.add((cv.normalise_ctgov_system(system) or system, value))
+        if data["enabled"]:
+            out.append(LegalBasis(data["name"], data["reference"], data["description"], frozenset(studies),
+                                  str(path)))
+    return out
+
+
+class OptOutList:
+    """The national data opt-out: NHS numbers whose data may not be used under a legal basis.
+
+    Loaded from a file (one NHS number a line, or a JSON array); the HTTP source fetches the same
+    format through the outbound client (see ``from_lines``).
+    """
+
+    def __init__(self, numbers: Iterable[str] = ()):
+        self._numbers = frozenset(n.replace(" ", "") for n in numbers if n)
+
+    @classmethod
+    def from_lines(cls, text: str) -> OptOutList:
+        stripped = text.strip()
+        if stripped.startswith("["):
+            return cls(str(x) for x in orjson.loads(stripped))
+        return cls(line.split("#", 1)[0].strip() for line in stripped.splitlines())
+
+    @classmethod
+    def from_file(cls, path: Path) -> OptOutList:
+        return cls.from_lines(path.read_text(encoding="utf-8"))
+
+    def __contains__(self, nhs_number: object) -> bool:
+        return isinstance(nhs_number, str) and nhs_number.replace(" ", "") in self._numbers
+
+    def __len__(self) -> int:
+        return len(self._numbers)
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    basis: str | None  # consent | legal-basis | None
+    reason: str
+    blocked_by_optout: bool = False
+
+
+@dataclass
+class Policy:
+    legal_bases: list[LegalBasis] = field(default_factory=list)
+    optout: OptOutList = field(default_factory=OptOutList)
+
+    def may_alert(self, consents: list[dict]) -> Decision:
+        d = decide(consents, cv.PURPOSE_TRIAL_ALERTS)
+        return Decision(d.allowed, "consent" if d.allowed else None, d.reason)
+
+    def may_propose(self, study: dict, consents: list[dict], nhs_number: str | None) -> Decision:
+        d = decide(consents, cv.PURPOSE_RESEARCH)
+        if d.allowed:
+            return Decision(True, "consent", d.reason)
+        ids = {(cv.normalise_ctgov_system(i.get("system")), i.get("value")) for i in study.get("identifier") or []}
+        basis = next((b for b in self.legal_bases if b.studies & ids), None)
+        if basis is None:
+            return Decision(False, None, f"{d.reason}, and no legal basis covers this study")
+        if nhs_number is None:
+            return Decision(False, None, "Legal basis needs an NHS number to check the national data opt-out")
+        if nhs_number in self.optout:
+            return Decision(False, None, f"On the national data opt-out list (legal basis {basis.reference} "
+                                         "does not apply)", blocked_by_optout=True)
+        return Decision(True, "legal-basis", f"Legal basis {basis.reference} ({basis.name})")
