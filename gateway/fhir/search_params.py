@@ -141,6 +141,17 @@ SEARCH_PARAMS: dict[str, dict[str, SearchParam]] = {
         _p("version", "token", "version"),
         _p("status", "token", "status"),
     ]},
+    # The audit trail (gateway.security.audit). ``agent`` is a token on agent.who.identifier (our clients
+    # are not resources), unlike R4's reference-typed agent.
+    "AuditEvent": {p.name: p for p in [
+        _p("date", "date", "recorded"),
+        _p("patient", "reference", "entity.what", targets=("Patient",)),
+        _p("entity", "reference", "entity.what"),
+        _p("agent", "token", "agent.who.identifier"),
+        _p("subtype", "token", "subtype"),
+        _p("action", "token", "action"),
+        _p("outcome", "token", "outcome"),
+    ]},
 }
 
 # _include targets supported: "Type:param"
