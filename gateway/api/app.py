@@ -64,5 +64,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     from gateway.api import subscriptions
 
     subscriptions.init_app(app)
+    from gateway.api import matching_ops
+
+    matching_ops.init_app(app)
     logging.getLogger("gateway").setLevel(logging.INFO)
     return app

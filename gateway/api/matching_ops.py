@@ -1,0 +1,217 @@
+"""ResearchStudy/$match (patient -> studies) and ResearchStudy/{id}/$candidates (study -> patients): thin views."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask import Flask, Response, current_app, g, request
+
+from gateway.api import operations
+from gateway.api.http import base_url, fhir_response, json_body
+from gateway.fhir.errors import Forbidden, InvalidResource, NotFound
+from gateway.fhir.validate import validate_resource
+from gateway.matching import consent as consent_rules
+from gateway.matching.engine import MET, NOT_MET, Finding
+from gateway.matching.explain import near_miss_outcome, search_element
+from gateway.matching.index import DEFAULT_STATUSES, MatchQuery
+from gateway.matching.profile import PatientProfile, build_profile, group_by_person
+from gateway.matching.state import MatchingState
+from gateway.matching.terms import default_terminology
+from gateway.store.clock import now_iso
+from gateway.store.interactions import new_id
+
+_EXT_KEY = "gateway.matching"
+
+
+def init_app(app: Flask) -> None:
+    """Register the operations; the indexes are built on first use (then refreshed from the change feed)."""
+    app.extensions[_EXT_KEY] = None
+
+
+def matching_state() -> MatchingState:
+    state = current_app.extensions.get(_EXT_KEY)
+    if state is None:
+        state = MatchingState(current_app.extensions["gateway.store"], default_terminology())
+        current_app.extensions[_EXT_KEY] = state
+    state.refresh()
+    return state
+
+
+# -- parameters ------------------------------------------------------------------------------------
+def _param_value(p: dict) -> object:
+    for k, v in p.items():
+        if k.startswith("value"):
+            return v
+    return p.get("resource")
+
+
+def _float(raw: object, name: str) -> float:
+    try:
+        v = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidResource(f"Parameter {name} must be a number, got {raw!r}", name) from None
+    if v < 0:
+        raise InvalidResource(f"Parameter {name} must not be negative", name)
+    return v
+
+
+def _int(raw: object, name: str) -> int:
+    try:
+        v = int(str(raw))
+    except ValueError:
+        raise InvalidResource(f"Parameter {name} must be an integer, got {raw!r}", name) from None
+    if v < 0:
+        raise InvalidResource(f"Parameter {name} must not be negative", name)
+    return v
+
+
+def _bool(raw: object, name: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if str(raw).lower() in ("true", "false"):
+        return str(raw).lower() == "true"
+    raise InvalidResource(f"Parameter {name} must be true or false, got {raw!r}", name)
+
+
+def _match_params() -> dict[str, list[object]]:
+    """GET query or POST Parameters -> {name: [values]}."""
+    out: dict[str, list[object]] = {}
+    if request.method == "GET":
+        for k, v in request.args.items(multi=True):
+            if k == "_format":
+                continue
+            vals = v.split(",") if k in ("status", "phase") else [v]
+            out.setdefault(k, []).extend(x for x in vals if x != "")
+        return out
+    body = json_body()
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise InvalidResource("$match takes a Parameters resource in the body", "Parameters")
+    for i, p in enumerate(body.get("parameter") or []):
+        if not isinstance(p, dict) or not p.get("name"):
+            raise InvalidResource("Each parameter needs a name", f"Parameters.parameter[{i}].name")
+        out.setdefault(p["name"], []).append(_param_value(p))
+    return out
+
+
+def _query(params: dict[str, list[object]], default_count: int) -> tuple[MatchQuery, int]:
+    def one(name: str):
+        vals = params.get(name) or []
+        return vals[0] if vals else None
+
+    statuses = frozenset(str(s) for s in params.get("status") or []) or DEFAULT_STATUSES
+    phases = frozenset(str(s) for s in params.get("phase") or [])
+    dist = one("maxDistanceKm")
+    near = one("includeNearMisses")
+    count = one("_count")
+    q = MatchQuery(statuses, phases, _float(dist, "maxDistanceKm") if dist is not None else None,
+                   _bool(near, "includeNearMisses") if near is not None else False,
+                   datetime.now(UTC).date())
+    limit = min(_int(count, "_count"), current_app.config["SETTINGS"].max_count) if count is not None \
+        else default_count
+    return q, limit
+
+
+def _profile_from_bundle(bundle: object, state: MatchingState) -> PatientProfile:
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise InvalidResource("Parameter bundle must be a Bundle resource", "Parameters.parameter.resource")
+    bundle = validate_resource(bundle, "Bundle")
+    resources = []
+    for e in bundle.get("entry") or []:
+        res = e.get("resource")
+        if isinstance(res, dict):
+            resources.append({**res, "_fullUrl": e["fullUrl"]} if e.get("fullUrl") else res)
+    people = group_by_person(resources)
+    if len(people) != 1:
+        raise InvalidResource(f"The bundle must hold the records of exactly one patient; it holds {len(people)}",
+                              "Bundle.entry")
+    (key, records), = people.items()
+    # A bundle without a Patient reference convention (no subject) still describes that one patient.
+    attached = {id(r) for r in records}
+    records += [r for r in resources if id(r) not in attached and r.get("resourceType") != "Patient"]
+    return build_profile(records, state.term, key=key)
+
+
+def _profile_from_patient(ref: object, state: MatchingState) -> PatientProfile:
+    text = ref.get("reference") if isinstance(ref, dict) else ref
+    if not isinstance(text, str) or not text:
+        raise InvalidResource("Parameter patient must reference a stored Patient ('Patient/<id>')", "patient")
+    pid = text.rsplit("Patient/", 1)[1].split("/")[0] if "Patient/" in text else text
+    key = state.person_for_patient(pid)
+    if key is None or key not in state.patients.profiles:
+        current_app.extensions["gateway.store"].read("Patient", pid)  # NotFound / Gone with the right message
+        raise NotFound(f"Patient/{pid} is not known to matching", "patient")
+    return state.patients.profiles[key]
+
+
+def _bundle(entries: list[dict], total: int, self_url: str) -> dict:
+    return {"resourceType": "Bundle", "id": new_id(), "meta": {"lastUpdated": now_iso()}, "type": "searchset",
+            "total": total, "link": [{"relation": "self", "url": self_url}], "entry": entries}
+
+
+# -- $match ------------------------------------------------------------------------------------------
+def match_view(_rtype: str | None, _rid: str | None) -> Response:
+    """Parameters (patient | bundle, maxDistanceKm, status, phase, _count, includeNearMisses) -> searchset."""
+    state = matching_state()
+    params = _match_params()
+    q, limit = _query(params, current_app.config["SETTINGS"].default_count)
+    if params.get("bundle"):
+        profile = _profile_from_bundle(params["bundle"][0], state)
+    elif params.get("patient") or params.get("patient-id"):
+        profile = _profile_from_patient((params.get("patient") or params.get("patient-id"))[0], state)
+    else:
+        raise InvalidResource("$match needs a patient (reference), a bundle, or patient-id", "patient")
+    matches, near = state.studies.match(profile, q)
+    base = base_url()
+    entries = [{"fullUrl": f"{base}/ResearchStudy/{r.study_id}",
+                "resource": state.raw["ResearchStudy"][r.study_id],
+                "search": search_element(r)} for r in matches[:limit]]
+    if q.near_misses:
+        entries.append({"resource": near_miss_outcome(near[:limit]), "search": {"mode": "outcome"}})
+    return fhir_response(_bundle(entries, len(matches), f"{base}/ResearchStudy/$match"))
+
+
+# -- $candidates ---------------------------------------------------------------------------------------
+def candidates_view(_rtype: str | None, rid: str | None) -> Response:
+    """GET ResearchStudy/{id}/$candidates[?consent=any][&_count=][&maxDistanceKm=] -> searchset of Patients."""
+    state = matching_state()
+    consent_mode = request.args.get("consent", "required")
+    if consent_mode not in ("required", "any"):
+        raise InvalidResource("consent must be 'required' (the default) or 'any'", "consent")
+    if consent_mode == "any" and not g.caller.is_admin:
+        raise Forbidden("consent=any is for administrators only", "consent")
+    sc = state.studies.studies.get(rid or "")
+    if sc is None:
+        current_app.extensions["gateway.store"].read("ResearchStudy", rid or "")
+        raise NotFound(f"ResearchStudy/{rid} is not known to matching", "ResearchStudy.id")
+    dist = request.args.get("maxDistanceKm")
+    q = MatchQuery(frozenset({sc.status}), frozenset(), _float(dist, "maxDistanceKm") if dist else None,
+                   False, datetime.now(UTC).date())
+    count = request.args.get("_count")
+    limit = min(_int(count, "_count"), current_app.config["SETTINGS"].max_count) if count \
+        else current_app.config["SETTINGS"].default_count
+    now = datetime.now(UTC)
+    decisions: dict[str, consent_rules.ConsentDecision] = {}
+
+    def allowed(p: PatientProfile) -> bool:
+        d = consent_rules.decide(p.consents, at=now)
+        decisions[p.key] = d
+        return d.allowed or consent_mode == "any"
+
+    results = state.patients.match(sc, q, allowed)
+    base = base_url()
+    entries = []
+    for r in results[:limit]:
+        p = state.patients.profiles[r.patient_key]
+        d = decisions[r.patient_key]
+        extra = [Finding("Consent", MET if d.allowed else NOT_MET,
+                         d.reason if d.allowed else f"{d.reason} (listed because consent=any)")]
+        pid = p.patient_ids[0]
+        entries.append({"fullUrl": f"{base}/Patient/{pid}", "resource": state.raw["Patient"][pid],
+                        "search": search_element(r, extra)})
+    return fhir_response(_bundle(entries, len(results), f"{base}/ResearchStudy/{rid}/$candidates"))
+
+
+operations.register(operations.Operation("match", "ResearchStudy", False, match_view, ("POST", "GET"),
+                                         "https://trialgateway.org/fhir/OperationDefinition/ResearchStudy-match"))
+operations.register(operations.Operation("candidates", "ResearchStudy", True, candidates_view, ("GET",),
+                                         "https://trialgateway.org/fhir/OperationDefinition/ResearchStudy-candidates"))
