@@ -55,8 +55,8 @@ class ConceptMapIndex:
                     equivalence = target.get("equivalence", "equivalent")
                     if target.get("code") is None and equivalence != "unmatched":
                         continue
-                    self._by_source[(src, code)].append(
-                        Translation(equivalence, tgt or "", target.get("code") or "", target.get("display"), url))
+                    self._by_source[(src, code)].append(Translation(
+                        equivalence, tgt or "", target.get("code") or "", target.get("display"), url))
 
     def translate(self, code: str, system: str, *, target_system: str | None = None,
                   url: str | None = None) -> list[Translation]:

@@ -1,0 +1,404 @@
+"""Code systems with hierarchy, cross-system bridges and a precomputed is-a closure.
+
+>>> t = default_terminology()
+>>> t.is_a(SNOMED, "393563007", MESH, "D000005910")  # glioblastoma is a kind of MeSH Glioma
+True
+>>> t.subsumes(ONCOTREE, "DIFG", "GB")
+'subsumes'
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+
+import orjson
+
+from gateway.fhir.conventions import ICD10, ICD10CM, MESH, ONCOTREE, SNOMED
+from gateway.terminology.conceptmap import ConceptMapIndex, load_conceptmaps
+from gateway.terminology.systems import (
+    canonical_system,
+    icd_structural_parent,
+    normalise_code,
+)
+from gateway.terminology.systems import (
+    system_name as _system_name,
+)
+from gateway.terminology.text import loose_key, normalise_text
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (canonical system, normalised code)
+
+DEFAULT_PATH = Path(__file__).resolve().parents[2] / "mappings" / "terminology"
+
+# Short system names used in the synonym table (mappings/terminology/synonyms.tsv).
+SHORT_SYSTEMS = {"sct": SNOMED, "icd10": ICD10, "icd10cm": ICD10CM, "mesh": MESH, "oncotree": ONCOTREE}
+
+# How a bridging ConceptMap's equivalence turns into is-a edges (R4 ConceptMapEquivalence):
+# 'up' = source is a kind of target; 'down' = target is a kind of source; 'both' = same concept.
+_BRIDGE_DIRECTION = {"equivalent": "both", "equal": "both", "wider": "up", "subsumes": "up",
+                     "narrower": "down", "specializes": "down"}
+
+# Codes with structural parents (C71.9 -> C71) even when the loaded table does not list them.
+_STRUCTURAL = (ICD10, ICD10CM)
+# Fuzzy matching of free text only above this similarity (difflib ratio): catches 'metastasases'
+# for 'metastases' but not 'breast' for 'brain'.
+_FUZZY_CUTOFF = 0.9
+
+
+class Terminology:
+    """Every loaded concept, its parents (within and across systems), synonyms and closure.
+
+    Thread-safe for readers; ``add_hierarchy`` takes a lock and refreshes the affected closures.
+    """
+
+    def __init__(self) -> None:
+        self._display: dict[Key, str] = {}
+        self._parents: dict[Key, set[Key]] = defaultdict(set)
+        self._secondary: set[Key] = set()
+        self._closure: dict[Key, frozenset[Key]] = {}
+        self._terms: dict[str, list[Key]] = defaultdict(list)  # normalised text -> concepts
+        self._loose: dict[str, list[Key]] = defaultdict(list)  # loose_key -> concepts
+        self._lock = threading.Lock()
+        self.conceptmaps = ConceptMapIndex()
+        self.codesystems: dict[str, dict] = {}  # canonical url -> CodeSystem metadata (no concepts)
+
+    # -- building --------------------------------------------------------------------------------
+
+    def key(self, system: str, code: str) -> Key:
+        """(system, code) in canonical form: MeSH aliases -> one URI, D000005910 -> D005910."""
+        system = canonical_system(system)
+        return system, normalise_code(system, code)
+
+    def add_concept(self, system: str, code: str, display: str | None = None, parents: Iterable[str] = (),
+                    *, secondary: bool = False, synonyms: Iterable[str] = ()) -> Key:
+        """Add (or extend) one concept; parents are codes in the same system."""
+        k = self.key(system, code)
+        if display and k not in self._display:
+            self._display[k] = display
+        for p in parents:
+            pk = self.key(k[0], p)
+            if pk != k:
+                self._parents[k].add(pk)
+        if secondary:
+            self._secondary.add(k)
+        for term in ([display] if display else []) + list(synonyms):
+            self.add_term(term, k[0], k[1])
+        return k
+
+    def add_term(self, text: str, system: str, code: str) -> None:
+        """Make free text ``text`` resolve to (system, code)."""
+        k = self.key(system, code)
+        for index, tkey in ((self._terms, normalise_text(text)), (self._loose, loose_key(text))):
+            if tkey and k not in index[tkey]:
+                index[tkey].append(k)
+
+    def add_edge(self, child: Key, parent: Key) -> None:
+        if child != parent:
+            self._parents[child].add(parent)
+
+    def add_codesystem(self, cs: dict) -> int:
+        """Load a FHIR CodeSystem (nested ``concept`` and/or ``parent`` properties); returns concepts added.
+
+        Properties read: ``parent`` (code, repeatable: polyhierarchy), ``secondary`` (boolean: a
+        metastatic/secondary neoplasm). ``designation`` values are synonyms for text resolution.
+        """
+        system = canonical_system(cs["url"])
+        self.codesystems[system] = {k: v for k, v in cs.items() if k != "concept"}
+        count = 0
+        stack: list[tuple[dict, str | None]] = [(c, None) for c in cs.get("concept") or []]
+        while stack:
+            concept, nested_parent = stack.pop()
+            props = concept.get("property") or []
+            parents = [p["valueCode"] for p in props if p.get("code") == "parent" and "valueCode" in p]
+            if nested_parent:
+                parents.append(nested_parent)
+            secondary = any(p.get("code") == "secondary" and p.get("valueBoolean") for p in props)
+            synonyms = [d["value"] for d in concept.get("designation") or [] if d.get("value")]
+            self.add_concept(system, concept["code"], concept.get("display"), parents,
+                             secondary=secondary, synonyms=synonyms)
+            count += 1
+            stack.extend((c, concept["code"]) for c in concept.get("concept") or [])
+        return count
+
+    def add_conceptmap(self, cm: dict) -> int:
+        """Index a bridging ConceptMap for translation and turn its equivalences into is-a edges."""
+        self.conceptmaps.add(cm)
+        edges = 0
+        for group in cm.get("group") or []:
+            src_sys, tgt_sys = group.get("source"), group.get("target")
+            if not (src_sys and tgt_sys):
+                continue
+            for element in group.get("element") or []:
+                src = self.key(src_sys, element["code"])
+                if element.get("display"):
+                    self._display.setdefault(src, element["display"])
+                for target in element.get("target") or []:
+                    direction = _BRIDGE_DIRECTION.get(target.get("equivalence", "equivalent"))
+                    if not direction or not target.get("code"):
+                        continue  # relatedto / inexact / unmatched / disjoint: no is-a claim
+                    tgt = self.key(tgt_sys, target["code"])
+                    if target.get("display"):
+                        self._display.setdefault(tgt, target["display"])
+                    if direction in ("up", "both"):
+                        self.add_edge(src, tgt)
+                    if direction in ("down", "both"):
+                        self.add_edge(tgt, src)
+                    edges += 1
+        return edges
+
+    def add_hierarchy(self, system: str, code: str, display: str | None, parents: list[str]) -> None:
+        """Add a concept learnt at run time, e.g. MeSH ancestors on a ClinicalTrials.gov record.
+
+        ``parents`` are codes in the same system: the direct parents, or all the ancestors (the
+        closure is the same). Unknown parents become concepts without a display.
+        >>> t.add_hierarchy(MESH, "D000005909", "Glioblastoma", ["D000001254", "D000005910"])
+        """
+        with self._lock:
+            k = self.key(system, code)
+            before = set(self._parents.get(k, ()))
+            self.add_concept(system, code, display, parents)
+            closure = dict(self._closure)  # copy-on-write: readers never see a half-updated map
+            for p in self._parents.get(k, ()):
+                if p not in closure:
+                    closure[p] = self._walk(p)
+            if self._parents.get(k, set()) != before or k not in closure:
+                # New edges from k add ancestors to k and to everything below k, nothing else.
+                new = self._walk(k)
+                closure[k] = new
+                for node, anc in closure.items():
+                    if k in anc and not new <= anc:
+                        closure[node] = anc | new
+            self._closure = closure
+
+    def finish(self) -> Terminology:
+        """Precompute the closure of every known concept (call once after loading)."""
+        self._compute_closure()
+        return self
+
+    def _walk(self, start: Key) -> frozenset[Key]:
+        seen = {start}
+        stack = [start]
+        while stack:
+            node = stack.pop()
+            parents = self._parents.get(node)
+            if not parents and node[0] in _STRUCTURAL:
+                sp = icd_structural_parent(node[1])
+                parents = {(node[0], sp)} if sp else None
+            for p in parents or ():
+                if p not in seen:
+                    seen.add(p)
+                    stack.append(p)
+        return frozenset(seen)
+
+    def _compute_closure(self) -> None:
+        nodes = set(self._display) | set(self._parents)
+        for ps in list(self._parents.values()):
+            nodes |= ps
+        closure = {n: self._walk(n) for n in nodes}
+        self._closure = closure
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def ancestors(self, system: str, code: str) -> frozenset[Key]:
+        """Every (system, code) this concept is a kind of, itself included, across all systems.
+
+        Unknown codes -> {(system, code)} (ICD codes also get their structural parents: C71.8 -> C71).
+        """
+        k = self.key(system, code)
+        found = self._closure.get(k)
+        if found is None:
+            found = self._walk(k)
+            if len(found) > 1:
+                self._closure[k] = found  # cache structural ICD answers; unknown codes stay uncached
+        return found
+
+    def is_a(self, system: str, code: str, ancestor_system: str, ancestor_code: str) -> bool:
+        """True if (system, code) is the ancestor or a descendant of it, within or across systems."""
+        return self.key(ancestor_system, ancestor_code) in self.ancestors(system, code)
+
+    def subsumes(self, system: str, code_a: str, code_b: str) -> str:
+        """CodeSystem/$subsumes outcome of A against B: 'equivalent' | 'subsumes' | 'subsumed-by' |
+        'not-subsumed'. Codes of one system; concepts bridged as equivalent count as equivalent."""
+        a_is_b = self.is_a(system, code_a, system, code_b)
+        b_is_a = self.is_a(system, code_b, system, code_a)
+        if a_is_b and b_is_a:
+            return "equivalent"
+        if b_is_a:
+            return "subsumes"
+        if a_is_b:
+            return "subsumed-by"
+        return "not-subsumed"
+
+    def knows(self, system: str, code: str) -> bool:
+        """True if the concept was loaded (or its ICD-10 structural parent was)."""
+        k = self.key(system, code)
+        return k in self._closure or len(self.ancestors(*k)) > 1
+
+    def display(self, system: str, code: str) -> str | None:
+        return self._display.get(self.key(system, code))
+
+    def system_name(self, system: str) -> str:
+        return _system_name(system)
+
+    def is_secondary(self, system: str, code: str) -> bool:
+        """True for metastatic/secondary neoplasms, and for anything a kind of one."""
+        return any(a in self._secondary for a in self.ancestors(system, code))
+
+    def parents(self, system: str, code: str) -> frozenset[Key]:
+        """Direct parents (within and across systems)."""
+        return frozenset(self._parents.get(self.key(system, code), ()))
+
+    def descendants(self, system: str, code: str) -> frozenset[Key]:
+        """Every loaded concept that is a kind of (system, code), itself included (a scan: not hot-path)."""
+        k = self.key(system, code)
+        return frozenset(n for n, anc in self._closure.items() if k in anc) | {k}
+
+    def concepts(self, system: str | None = None) -> list[Key]:
+        """Loaded concepts (of one system)."""
+        system = canonical_system(system) if system else None
+        return sorted(k for k in self._closure if system is None or k[0] == system)
+
+    # -- free text -------------------------------------------------------------------------------
+
+    def normalise_text(self, text: str) -> str:
+        return normalise_text(text)
+
+    def resolve_text(self, text: str) -> list[Key]:
+        """Free text -> codes, best first ([] if unresolved).
+
+        Tries the normalised text, then a looser key (American spelling, singular, no 'of'), then a
+        close spelling match (difflib, >= 0.9) on the looser keys.
+        'Glioblastoma Multiforme' -> [(SNOMED, '393563007'), (MeSH, 'D005909'), (OncoTree, 'GB')]
+        """
+        norm = normalise_text(text)
+        if not norm:
+            return []
+        hits = self._terms.get(norm)
+        if not hits:
+            loose = loose_key(text)
+            hits = self._loose.get(loose)
+            if not hits and len(loose) >= 5:
+                close = difflib.get_close_matches(loose, self._loose_keys(), n=1, cutoff=_FUZZY_CUTOFF)
+                hits = self._loose.get(close[0]) if close else None
+        return _rank(hits or [])
+
+    def resolve_texts(self, texts: Iterable[str]) -> tuple[dict[str, list[Key]], list[str]]:
+        """Resolve many texts: ({text: codes} for those resolved, [texts not resolved])."""
+        resolved, unresolved = {}, []
+        for text in texts:
+            codes = self.resolve_text(text)
+            if codes:
+                resolved[text] = codes
+            else:
+                unresolved.append(text)
+        return resolved, unresolved
+
+    def _loose_keys(self) -> list[str]:
+        keys = getattr(self, "_loose_key_list", None)
+        if keys is None or len(keys) != len(self._loose):
+            keys = self._loose_key_list = list(self._loose)
+        return keys
+
+    def __len__(self) -> int:
+        return len(self._closure)
+
+
+_RANK = {SNOMED: 0, ICD10: 1, ICD10CM: 2, MESH: 3, ONCOTREE: 4}
+
+
+def _rank(keys: list[Key]) -> list[Key]:
+    return sorted(dict.fromkeys(keys), key=lambda k: (_RANK.get(k[0], 9), k[1]))
+
+
+def load_synonyms(terminology: Terminology, path: Path) -> int:
+    """Read a synonym table: tab-separated ``text, system (sct|icd10|icd10cm|mesh|oncotree), code, note``;
+    lines starting with # are comments."""
+    count = 0
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = csv.reader((line for line in fh if line.strip() and not line.startswith("#")), delimiter="\t")
+        for lineno, row in enumerate(rows, 1):
+            if len(row) < 3:
+                raise ValueError(f"{path}: row {lineno} needs text, system, code; got {row!r}")
+            text, short, code = row[0].strip(), row[1].strip(), row[2].strip()
+            if short == "system":
+                continue  # header
+            if short not in SHORT_SYSTEMS:
+                raise ValueError(f"{path}: row {lineno}: system '{short}' is not one of "
+                                 f"{sorted(SHORT_SYSTEMS)}")
+            terminology.add_term(text, SHORT_SYSTEMS[short], code)
+            count += 1
+    return count
+
+
+def read_concept_table(path: Path) -> dict:
+    """A hand-authored code-system subset (TSV) as a FHIR CodeSystem dict.
+
+    Header lines ``# url<TAB>...``, ``# name<TAB>...``, ``# title<TAB>...``, ``# copyright<TAB>...`` (other
+    ``#`` lines are comments), then rows: code, display, parents (``|``-separated codes), flags
+    (``secondary`` or empty), synonyms (``|``-separated), note (why; source of the fact).
+    """
+    meta: dict[str, str] = {}
+    concepts = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            if line.startswith("#"):
+                head, _, value = line[1:].strip().partition("\t")
+                if value and head in ("url", "name", "title", "copyright", "description", "version"):
+                    meta[head] = value.strip()
+                continue
+            cols = line.split("\t") + [""] * 5
+            code, display, parents, flags, synonyms = (c.strip() for c in cols[:5])
+            if code == "code":
+                continue  # column header
+            if not code or not display:
+                raise ValueError(f"{path}:{lineno}: a row needs a code and a display")
+            props = [{"code": "parent", "valueCode": p.strip()} for p in parents.split("|") if p.strip()]
+            if "secondary" in flags.split(","):
+                props.append({"code": "secondary", "valueBoolean": True})
+            concept: dict = {"code": code, "display": display, "property": props}
+            syns = [x.strip() for x in synonyms.split("|") if x.strip()]
+            if syns:
+                concept["designation"] = [{"value": x} for x in syns]
+            concepts.append(concept)
+    if "url" not in meta:
+        raise ValueError(f"{path}: missing '# url<TAB>...' header")
+    return {"resourceType": "CodeSystem", "url": meta["url"], "name": meta.get("name", path.stem),
+            "title": meta.get("title"), "copyright": meta.get("copyright"), "content": "fragment",
+            "hierarchyMeaning": "is-a", "concept": concepts}
+
+
+def load_terminology(path: Path) -> Terminology:
+    """Load ``codesystems/*.json`` and ``*.tsv``, ``conceptmaps/*.json`` and ``synonyms*.tsv`` below ``path``."""
+    t = Terminology()
+    for cs_path in sorted((path / "codesystems").iterdir()):
+        if cs_path.suffix == ".tsv":
+            t.add_codesystem(read_concept_table(cs_path))
+            continue
+        if cs_path.suffix != ".json":
+            continue
+        data = orjson.loads(cs_path.read_bytes())
+        if data.get("resourceType") != "CodeSystem" or not data.get("url"):
+            raise ValueError(f"{cs_path}: expected a FHIR CodeSystem with a url")
+        t.add_codesystem(data)
+    for cm in load_conceptmaps(path / "conceptmaps"):
+        t.add_conceptmap(cm)
+    for syn_path in sorted(path.glob("synonyms*.tsv")):
+        load_synonyms(t, syn_path)
+    return t.finish()
+
+
+@lru_cache(maxsize=1)
+def default_terminology() -> Terminology:
+    """The terminology shipped in mappings/terminology, loaded once per process."""
+    return load_terminology(DEFAULT_PATH)
