@@ -1,0 +1,175 @@
+"""$match and $candidates over HTTP, on SQLite and PostgreSQL, with results validated as R4."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from gateway.fhir import conventions as cv
+from gateway.fhir.validate import validate_resource
+from gateway.matching.explain import EXT_MATCH_NEAREST_SITE
+from gateway.matching.state import MatchingState
+from tests.conftest import FHIR_JSON
+from tests.matching import builders as b
+from tests.matching.tiny_terminology import TinyTerminology
+
+
+@pytest.fixture
+def tiny(app):
+    """Matching over the small explicit terminology, so these tests do not depend on curated data."""
+    app.extensions["gateway.matching"] = MatchingState(app.extensions["gateway.store"], TinyTerminology())
+
+
+def _load_demo(client) -> None:
+    for name in ("01-sponsor-glioblastoma-study.json", "02-sponsor-brain-metastases-study.json",
+                 "03-leeds-patient-glioblastoma.json"):
+        r = client.post("/fhir", json=b.demo_bundle(name), headers=FHIR_JSON)
+        assert r.status_code == 200, r.get_json()
+
+
+def _id_of(client, rtype: str, identifier: str) -> str:
+    r = client.get(f"/fhir/{rtype}?identifier={identifier}", headers=FHIR_JSON).get_json()
+    assert r["total"] == 1, r
+    return r["entry"][0]["resource"]["id"]
+
+
+def _explanations(entry: dict) -> list[dict]:
+    out = []
+    for ext in entry["search"].get("extension", []):
+        if ext["url"] == cv.EXT_MATCH_EXPLANATION:
+            out.append({e["url"]: next(v for k, v in e.items() if k.startswith("value")) for e in ext["extension"]})
+    return out
+
+
+def _params(*params: dict) -> dict:
+    return {"resourceType": "Parameters", "parameter": list(params)}
+
+
+def test_match_for_stored_patient_returns_the_glioblastoma_study_first(client):
+    _load_demo(client)
+    pid = _id_of(client, "Patient", f"{cv.NHS_NUMBER}|9449306060")
+    r = client.post("/fhir/ResearchStudy/$match", headers=FHIR_JSON,
+                    json=_params({"name": "patient", "valueReference": {"reference": f"Patient/{pid}"}}))
+    assert r.status_code == 200, r.get_json()
+    bundle = r.get_json()
+    validate_resource(bundle)
+    assert bundle["type"] == "searchset" and bundle["total"] == 1
+    (entry,) = bundle["entry"]
+    assert entry["resource"]["title"].startswith("ReGlio")
+    assert entry["search"]["mode"] == "match" and entry["search"]["score"] == 1.0
+    reasons = _explanations(entry)
+    assert {x["result"] for x in reasons} == {"met"}
+    assert any(x["criterion"] == "Age" and "45 years" in x["text"] for x in reasons)
+    (near,) = [e for e in entry["search"]["extension"] if e["url"] == EXT_MATCH_NEAREST_SITE]
+    dist = near["extension"][1]["valueQuantity"]
+    assert near["extension"][0]["valueReference"]["display"].startswith("St James")
+    assert 2 < dist["value"] < 6 and dist["code"] == "km"
+
+
+def test_match_get_with_patient_id_and_near_misses(client, tiny):
+    _load_demo(client)
+    pid = _id_of(client, "Patient", f"{cv.NHS_NUMBER}|9449306060")
+    r = client.get(f"/fhir/ResearchStudy/$match?patient-id={pid}&includeNearMisses=true", headers=FHIR_JSON)
+    assert r.status_code == 200, r.get_json()
+    bundle = r.get_json()
+    validate_resource(bundle)
+    assert [e["search"]["mode"] for e in bundle["entry"]] == ["match", "outcome"]
+    outcome = bundle["entry"][1]["resource"]
+    assert outcome["resourceType"] == "OperationOutcome"
+    text = " ".join(i["diagnostics"] for i in outcome["issue"])
+    assert "SRS-Plus" not in text  # diagnostics name the study by id, explanation says why
+    assert "Secondary malignant neoplasm of brain" in text and "is not a match" in text
+
+
+def test_match_with_patient_bundle_and_filters(client):
+    _load_demo(client)
+    bundle = b.demo_bundle("03-leeds-patient-glioblastoma.json")
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"fullUrl": e["fullUrl"], "resource": e["resource"]} for e in bundle["entry"]]}
+    body = _params({"name": "bundle", "resource": bundle}, {"name": "maxDistanceKm", "valueDecimal": 10})
+    r = client.post("/fhir/ResearchStudy/$match", json=body, headers=FHIR_JSON)
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json()["total"] == 1
+    assert any(x["criterion"] == "Distance" and x["result"] == "met" for x in _explanations(r.get_json()["entry"][0]))
+    body2 = copy.deepcopy(body)
+    body2["parameter"].append({"name": "phase", "valueCode": "phase-3"})
+    assert client.post("/fhir/ResearchStudy/$match", json=body2, headers=FHIR_JSON).get_json()["total"] == 0
+    body3 = copy.deepcopy(body)
+    body3["parameter"].append({"name": "status", "valueCode": "completed"})
+    assert client.post("/fhir/ResearchStudy/$match", json=body3, headers=FHIR_JSON).get_json()["total"] == 0
+
+
+def test_match_sees_changes_made_after_the_first_call(client):
+    _load_demo(client)
+    pid = _id_of(client, "Patient", f"{cv.NHS_NUMBER}|9449306060")
+    url = f"/fhir/ResearchStudy/$match?patient-id={pid}"
+    assert client.get(url, headers=FHIR_JSON).get_json()["total"] == 1
+    sid = _id_of(client, "ResearchStudy", "https://neuro-onc-trials.example.org/id|NOTC-GBM-01")
+    study = client.get(f"/fhir/ResearchStudy/{sid}", headers=FHIR_JSON).get_json()
+    study["status"] = "closed-to-accrual"
+    assert client.put(f"/fhir/ResearchStudy/{sid}", json=study, headers=FHIR_JSON).status_code == 200
+    assert client.get(url, headers=FHIR_JSON).get_json()["total"] == 0
+
+
+def test_match_errors(client):
+    r = client.post("/fhir/ResearchStudy/$match", json=_params(), headers=FHIR_JSON)
+    assert r.status_code == 400 and r.get_json()["resourceType"] == "OperationOutcome"
+    r = client.get("/fhir/ResearchStudy/$match?patient-id=nope", headers=FHIR_JSON)
+    assert r.status_code == 404
+    r = client.get("/fhir/ResearchStudy/$match?patient-id=x&maxDistanceKm=far", headers=FHIR_JSON)
+    assert r.status_code == 400
+
+
+def _store_people(client) -> str:
+    _load_demo(client)
+    tx = {"resourceType": "Bundle", "type": "transaction", "entry": []}
+
+    def put(res):
+        tx["entry"].append({"resource": res, "request": {"method": "PUT", "url": f"{res['resourceType']}/{res['id']}"}})
+
+    gbm = (cv.SNOMED, "393563007")
+    # consenting (HRESCH) patient, a patient without consent, one who withdrew, one across two hospitals
+    for pid, nhs in (("yes", "9434765919"), ("none", "9434765870"), ("withdrawn", "9434765862")):
+        put(b.patient(pid, nhs=nhs, postcode="M20 4BX"))
+        put(b.condition(f"c-{pid}", pid, gbm))
+    put(b.consent("k-yes", "yes", purposes=[cv.PURPOSE_RESEARCH]))
+    put(b.consent("k-withdrawn", "withdrawn", ptype="deny"))
+    put(b.patient("two-a", nhs="9434765854", birth="1990-01-01", postcode="LS9 7TF"))
+    put(b.condition("c-two", "two-a", gbm))
+    put(b.patient("two-b", nhs="9434765854", birth="1990-01-01"))
+    put(b.consent("k-two", "two-b", purposes=[cv.PURPOSE_RESEARCH]))  # sent by the other hospital
+    r = client.post("/fhir", json=tx, headers=FHIR_JSON)
+    assert r.status_code == 200, r.get_json()
+    return _id_of(client, "ResearchStudy", "https://neuro-onc-trials.example.org/id|NOTC-GBM-01")
+
+
+def test_candidates_only_consenting_people_ordered_by_score(client):
+    sid = _store_people(client)
+    r = client.get(f"/fhir/ResearchStudy/{sid}/$candidates", headers=FHIR_JSON)
+    assert r.status_code == 200, r.get_json()
+    bundle = r.get_json()
+    validate_resource(bundle)
+    ids = [e["resource"]["id"] for e in bundle["entry"]]
+    assert sorted(ids) == ["two-a", "yes"]
+    scores = [e["search"]["score"] for e in bundle["entry"]]
+    assert scores == sorted(scores, reverse=True)
+    for e in bundle["entry"]:
+        assert any(x["criterion"] == "Consent" and x["result"] == "met" for x in _explanations(e))
+
+
+def test_candidates_consent_any_for_administrators(client):
+    sid = _store_people(client)
+    bundle = client.get(f"/fhir/ResearchStudy/{sid}/$candidates?consent=any", headers=FHIR_JSON).get_json()
+    validate_resource(bundle)
+    ids = sorted(e["resource"]["id"] for e in bundle["entry"])
+    # the Leeds demo patient (ECOG 1) has no consent either; consent=any lists everyone who fits
+    assert len(ids) == 5 and {"none", "withdrawn", "yes", "two-a"} <= set(ids)
+    assert client.get(f"/fhir/ResearchStudy/{sid}/$candidates?consent=maybe", headers=FHIR_JSON).status_code == 400
+    assert client.get("/fhir/ResearchStudy/nope/$candidates", headers=FHIR_JSON).status_code == 404
+
+
+def test_operations_are_in_the_capability_statement(client):
+    cs = client.get("/fhir/metadata", headers=FHIR_JSON).get_json()
+    ops = {o["name"] for res in cs["rest"][0]["resource"] for o in res.get("operation", [])}
+    assert {"match", "candidates"} <= ops
