@@ -22,10 +22,19 @@ DEMO_PATH = Path(__file__).resolve().parents[2] / "fixtures" / "demo"
 
 
 def make_service(settings: Settings | None = None) -> FhirService:
+    """A bare service over the store: no write hooks (tools that must not trigger side effects)."""
     settings = settings or Settings.from_env()
     engine = make_engine(settings.database_url)
     migrate(engine)
     return FhirService(Store(engine), max_bundle_entries=settings.max_bundle_entries)
+
+
+def app_service(settings: Settings | None = None) -> FhirService:
+    """The service the REST API uses, with every part's write hooks (Subscription checks, outbox...),
+    so that loaded files obey the same rules as requests."""
+    from gateway.api.app import create_app
+
+    return create_app(settings or Settings.from_env()).extensions["gateway.service"]
 
 
 def register(cli: click.Group) -> None:
@@ -48,7 +57,7 @@ def serve(host: str, port: int, demo: bool) -> None:
     settings = Settings.from_env()
     app = create_app(settings)
     if demo:
-        stats = load_paths(make_service(settings), [DEMO_PATH], progress=False)
+        stats = load_paths(app.extensions["gateway.service"], [DEMO_PATH], progress=False)
         click.echo(f"demo data: {_summary(stats)}")
     server = make_server(host, port, app, threaded=True)
     bound_port = server.server_port
@@ -70,7 +79,11 @@ def load(paths: tuple[Path, ...], quiet: bool) -> None:
     Transaction and batch Bundles are processed as such; other Bundles (collection, searchset)
     load each entry. Resources with an id are created-or-updated under that id; others are created.
     """
-    stats = load_paths(make_service(), list(paths), progress=not quiet)
+    svc = app_service()
+    try:
+        stats = load_paths(svc, list(paths), progress=not quiet)
+    finally:
+        svc.store.engine.dispose()  # close pooled connections before exit (PostgreSQL)
     click.echo(_summary(stats))
     for reason in stats.get("_reasons", [])[:50]:
         click.echo(f"  failed: {reason}", err=True)
@@ -87,7 +100,11 @@ def db() -> None:
 def db_upgrade() -> None:
     """Create or migrate the schema to the current version."""
     settings = Settings.from_env()
-    applied = migrate(make_engine(settings.database_url))
+    engine = make_engine(settings.database_url)
+    try:
+        applied = migrate(engine)
+    finally:
+        engine.dispose()
     click.echo(f"applied migrations: {applied}" if applied else "schema is up to date")
 
 
