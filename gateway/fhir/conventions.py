@@ -6,6 +6,8 @@ checks rely on them: add, never rename.
 
 from __future__ import annotations
 
+import re
+
 # Our own canonical namespace for extensions, code systems, search parameters and topics.
 BASE = "https://trialgateway.org/fhir"
 
@@ -90,3 +92,21 @@ BALP_ENTITY_TYPE = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntit
 AUDIT_ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 AUDIT_SUBTYPE = f"{BASE}/CodeSystem/audit-subtype"  # our own subtypes: erasure, token, automatic actions
+
+# -- mapping (gateway/mapping): identifiers of resources made from registry records and extracts ----
+ORG_STUDY_ID = f"{BASE}/Id/org-study-id"  # ClinicalTrials.gov orgStudyIdInfo.id; assigner.display = organisation
+CTGOV_SITE_ID = f"{BASE}/Id/ctgov-site"  # Location per study site: '<NCT id>-<hash of facility and address>'
+ELIGIBILITY_GROUP_ID = f"{BASE}/Id/eligibility-group"  # eligibility Group made from a registry record: NCT id
+CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
+_MESH_PADDED_ID = re.compile(r"^D000(\d{6})$")
+_MESH_NATIVE_9_DIGIT_FROM = 67000  # descriptors created since ~2016 have native 9-digit ids (D000086382)
+
+
+def normalise_mesh_id(code: str) -> str:
+    """'D000005910' (ClinicalTrials.gov pads old ids) -> 'D005910'; native 'D000086382' is kept.
+
+    Old descriptor ids are D + 6 digits (up to D066xxx); newer ones are D + 9 digits from D000067000 on.
+    """
+    s = code.strip()
+    m = _MESH_PADDED_ID.match(s)
+    return f"D{m.group(1)}" if m and int(m.group(1)) < _MESH_NATIVE_9_DIGIT_FROM else s

@@ -1,0 +1,154 @@
+"""Store mapped records through FhirService, one transaction per source record (no Flask).
+
+``ingest(service, map_payload("ctgov-v2", data))`` -> [IngestResult(status=201, outcome='created', ...)].
+A record that fails (mapping error, invalid resource, ambiguous identifiers) stores nothing and never
+stops the others; its OperationOutcome names the source field where we know it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from urllib.parse import parse_qsl
+
+from gateway.fhir.errors import FhirError, Issue, PreconditionFailed, operation_outcome
+from gateway.fhir.search import parse_search
+from gateway.fhir.validate import validate_resource
+from gateway.mapping.engine import MappedRecord
+from gateway.store.interactions import FhirService
+
+_ENTRY_EXPR = re.compile(r"^Bundle\.entry\[(\d+)\](?:\.resource\.?([A-Za-z]*))?")
+
+
+@dataclass
+class IngestResult:
+    """What one source record became: created / updated / unchanged, or rejected with an OperationOutcome."""
+
+    index: int
+    source_id: str | None
+    status: HTTPStatus
+    outcome: str  # created | updated | unchanged | rejected
+    writes: Counter = field(default_factory=Counter)  # resource-level outcomes
+    locations: list[str] = field(default_factory=list)  # Type/id/_history/n of every stored resource
+    operation_outcome: dict | None = None
+    reasons: list[str] = field(default_factory=list)
+
+    def bundle_entry(self) -> dict:
+        """This record as one entry of the /ingest batch-response Bundle."""
+        resp: dict = {"status": f"{self.status.value} {self.status.phrase}"}
+        if self.locations:
+            resp["location"] = self.locations[-1]  # the record's main resource is mapped last
+        if self.operation_outcome is not None:
+            resp["outcome"] = self.operation_outcome
+        return {"response": resp}
+
+
+def _record_error(rec: MappedRecord) -> IngestResult:
+    issues = [Issue("invalid" if path.startswith("[") or path.startswith("studies[") or path.startswith("row")
+                    else "value", f"{path}: {msg}", [path]) for path, msg in rec.errors]
+    status = HTTPStatus.BAD_REQUEST if issues[0].code == "invalid" else HTTPStatus.UNPROCESSABLE_ENTITY
+    return IngestResult(rec.index, rec.source_id, status, "rejected", operation_outcome=operation_outcome(issues),
+                        reasons=[i.diagnostics for i in issues])
+
+
+def _to_source(rec: MappedRecord, exc: FhirError) -> FhirError:
+    """Re-anchor store/validation errors on the source field the bad element came from."""
+    issues = []
+    for issue in exc.issues:
+        exprs = list(issue.expression)
+        diag = issue.diagnostics
+        for e in issue.expression:
+            m = _ENTRY_EXPR.match(e)
+            if m and m.group(2):
+                src = rec.provenance.get(int(m.group(1)), {}).get(m.group(2))
+                if src:
+                    exprs.insert(0, src)
+                    diag = f"{src}: {diag}"
+                    break
+        issues.append(Issue(issue.code, diag, exprs, issue.severity))
+    return type(exc)("; ".join(i.diagnostics for i in issues), issues=issues)
+
+
+def _merge_existing(service: FhirService, rec: MappedRecord) -> None:
+    """Point entries keyed on 'any of its identifiers' at the resource that already has one of them.
+
+    A transaction PUT replaces the whole resource, so identifiers the existing one carries (a sponsor's own
+    id, another registry's) are kept after ours.
+    """
+    assert rec.bundle is not None
+    for idx in rec.lookups:
+        entry = rec.bundle["entry"][idx]
+        rtype, _, query = entry["request"]["url"].partition("?")
+        ids = service.store.search_ids(parse_search(rtype, parse_qsl(query), strict=True), limit=3)
+        if len(ids) > 1:
+            raise PreconditionFailed(
+                f"the record's identifiers name {len(ids)} different {rtype} resources ({', '.join(ids)}); "
+                "merge them before importing", rec.provenance.get(idx, {}).get("identifier", "identifier"))
+        if not ids:
+            continue
+        existing = service.store.read(rtype, ids[0]).resource()
+        ours = entry["resource"].get("identifier") or []
+        keys = {(i.get("system"), i.get("value")) for i in ours}
+        extra = [i for i in existing.get("identifier") or [] if (i.get("system"), i.get("value")) not in keys]
+        entry["resource"] = {**entry["resource"], "id": ids[0], "identifier": ours + extra}
+        entry["request"] = {"method": "PUT", "url": f"{rtype}/{ids[0]}"}
+
+
+def ingest_record(service: FhirService, rec: MappedRecord) -> IngestResult:
+    """Store one mapped record atomically."""
+    if not rec.ok:
+        return _record_error(rec)
+    try:
+        _merge_existing(service, rec)
+        _, results = service.run_bundle(rec.bundle)
+    except FhirError as exc:
+        err = _to_source(rec, exc)
+        return IngestResult(rec.index, rec.source_id, exc.status, "rejected", operation_outcome=err.outcome(),
+                            reasons=[i.diagnostics for i in err.issues])
+    writes: Counter = Counter()
+    locations = []
+    for r in results:
+        if r.write is not None:
+            writes[r.write.outcome] += 1
+            st = r.write.stored
+            locations.append(f"{st.type}/{st.id}/_history/{st.version}")
+    outcome = "created" if writes["created"] else "updated" if writes["updated"] else "unchanged"
+    status = HTTPStatus.CREATED if writes["created"] else HTTPStatus.OK
+    return IngestResult(rec.index, rec.source_id, status, outcome, writes, locations)
+
+
+def ingest(service: FhirService, records: list[MappedRecord]) -> list[IngestResult]:
+    """Store every record; one bad record never stops the others."""
+    return [ingest_record(service, rec) for rec in records]
+
+
+def dry_run_bundle(records: list[MappedRecord]) -> dict:
+    """A collection Bundle of what would be stored (each resource validated), with an OperationOutcome entry
+    for every record that would be rejected. Stores nothing."""
+    entries: list[dict] = []
+    for rec in records:
+        if not rec.ok:
+            entries.append({"resource": _record_error(rec).operation_outcome})
+            continue
+        assert rec.bundle is not None
+        try:
+            for i, e in enumerate(rec.bundle["entry"]):
+                try:
+                    validate_resource(e["resource"])
+                except FhirError as exc:
+                    raise exc.prefixed(f"Bundle.entry[{i}].resource") from None
+        except FhirError as exc:
+            entries.append({"resource": _to_source(rec, exc).outcome()})
+            continue
+        entries.extend({"fullUrl": e["fullUrl"], "resource": e["resource"]} for e in rec.bundle["entry"])
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
+def summary(results: list[IngestResult]) -> Counter:
+    """Counts of records by outcome: created, updated, unchanged, rejected."""
+    return Counter(r.outcome for r in results)
+
+
+__all__ = ["IngestResult", "ingest", "ingest_record", "dry_run_bundle", "summary"]
