@@ -67,5 +67,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     from gateway.api import matching_ops
 
     matching_ops.init_app(app)
+    __import__("gateway.api.ingest", fromlist=["init_app"]).init_app(app)  # mapping: /ingest, $translate
     logging.getLogger("gateway").setLevel(logging.INFO)
     return app
