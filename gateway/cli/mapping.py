@@ -1,0 +1,140 @@
+"""Mapping commands: ``gateway import --mapping NAME PATH...``, ``gateway mappings check|list``."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from gateway.config import Settings
+from gateway.fhir.errors import FhirError
+from gateway.fhir.validate import validate_resource
+from gateway.mapping import MappingFileError, MappingRegistry, PayloadError, UnknownMapping, map_payload
+from gateway.mapping.ingest import ingest_record
+from gateway.mapping.registry import PROJECT_MAPPINGS, check_conceptmaps, mapping_files
+from gateway.mapping.spec import load_mapping
+from gateway.terminology.conceptmap import load_conceptmaps
+
+_INPUT_SUFFIXES = (".json", ".csv", ".ndjson")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(import_cmd)
+    cli.add_command(mappings)
+
+
+def _folder() -> Path:
+    folder = Settings.from_env().mappings_path
+    return folder if folder.is_dir() else PROJECT_MAPPINGS
+
+
+def _inputs(paths: tuple[Path, ...]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(x for x in p.rglob("*") if x.is_file() and x.suffix in _INPUT_SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
+@click.command("import")
+@click.option("--mapping", "mapping_name", required=True, help="Mapping name (a file mappings/NAME.yaml).")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def import_cmd(mapping_name: str, paths: tuple[Path, ...], quiet: bool) -> None:
+    """Import registry records or EHR extracts (files or folders) through a mapping.
+
+    Each source record is stored atomically; a bad record is reported and never stops the others.
+    Prints: created, updated, unchanged, rejected (with reasons). Exit status 1 if any was rejected.
+    """
+    from gateway.cli.core import make_service
+
+    try:
+        registry = MappingRegistry(_folder().resolve())
+        mapping = registry.get(mapping_name)
+    except (MappingFileError, UnknownMapping) as exc:
+        raise click.ClickException(str(exc.args[0] if isinstance(exc, UnknownMapping) else exc)) from None
+    service = make_service()
+    stats: Counter = Counter()
+    reasons: list[str] = []
+    files = _inputs(paths)
+    with tqdm(total=len(files), unit="record", disable=quiet, file=sys.stderr) as bar:
+        for path in files:
+            try:
+                records = map_payload(mapping, path.read_bytes(), conceptmaps=registry.conceptmaps)
+            except PayloadError as exc:
+                stats["rejected"] += 1
+                reasons.append(f"{path}: {exc}")
+                bar.update(1)
+                continue
+            bar.total += len(records) - 1  # progress counts records once a file is read
+            for rec in records:
+                result = ingest_record(service, rec)
+                stats[result.outcome] += 1
+                for reason in result.reasons:
+                    reasons.append(f"{path.name} record {rec.index}"
+                                   f"{' (' + rec.source_id + ')' if rec.source_id else ''}: {reason}")
+                bar.update(1)
+                bar.set_postfix(created=stats["created"], rejected=stats["rejected"], refresh=False)
+            if not records:
+                bar.update(1)
+    click.echo(", ".join(f"{k} {stats.get(k, 0)}" for k in ("created", "updated", "unchanged", "rejected")))
+    for reason in reasons[:100]:
+        click.echo(f"  rejected: {reason}", err=True)
+    if len(reasons) > 100:
+        click.echo(f"  ... and {len(reasons) - 100} more", err=True)
+    if stats["rejected"]:
+        sys.exit(1)
+
+
+@click.group()
+def mappings() -> None:
+    """Mapping files in GATEWAY_MAPPINGS_PATH (default ./mappings)."""
+
+
+@mappings.command("check")
+def check() -> None:
+    """Load and check every mapping file and ConceptMap; exit 1 with the problems if any."""
+    folder = _folder()
+    problems: list[str] = []
+    for path in mapping_files(folder):
+        try:
+            m = load_mapping(path)
+            click.echo(f"ok  {path} ({m.name}: {', '.join(r.type for r in m.resources)})")
+        except MappingFileError as exc:
+            problems.extend(str(exc).splitlines())
+    try:
+        cms = load_conceptmaps(folder)
+    except ValueError as exc:
+        problems.append(f"{folder}: a ConceptMap file is not valid JSON: {exc}")
+        cms = []
+    for cm in cms:
+        try:
+            validate_resource(cm, "ConceptMap")
+        except FhirError as exc:
+            problems.append(f"ConceptMap {cm.get('url') or cm.get('id')}: {exc.diagnostics}")
+    problems.extend(f"ConceptMap {p}" for p in check_conceptmaps(cms))
+    click.echo(f"ok  {len(cms)} ConceptMap(s) under {folder}" if cms else f"no ConceptMaps under {folder}")
+    for p in problems:
+        click.echo(f"error  {p}", err=True)
+    if problems:
+        sys.exit(1)
+
+
+@mappings.command("list")
+def list_cmd() -> None:
+    """List the mappings (name, reader, resources made) and the ConceptMaps."""
+    try:
+        registry = MappingRegistry(_folder().resolve())
+    except MappingFileError as exc:
+        raise click.ClickException(f"{exc}\n(run 'gateway mappings check')") from None
+    for name in registry.names():
+        m = registry.get(name)
+        click.echo(f"{name}\t{m.reader}\t{' + '.join(dict.fromkeys(r.type for r in m.resources))}\t"
+                   f"{m.description}")
+    for cm in registry.conceptmap_resources:
+        click.echo(f"ConceptMap\t{cm.get('url')}\t{(cm.get('description') or '').splitlines()[0][:100]}")
