@@ -67,6 +67,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     from gateway.api import matching_ops
 
     matching_ops.init_app(app)
+    from gateway.api import contact
+
+    contact.init_app(app)  # outbound: hospital files, outbox hook, POST /fhir/ResearchSubject, /admin/outbox
     __import__("gateway.api.ingest", fromlist=["init_app"]).init_app(app)  # mapping: /ingest, $translate
     logging.getLogger("gateway").setLevel(logging.INFO)
     return app

@@ -18,7 +18,7 @@ import jwt
 import requests
 
 from gateway.outbound.allowlist import AllowList
-from gateway.outbound.errors import ConfigurationError, TransportError, Unauthorized, error_for_status
+from gateway.outbound.errors import ConfigurationError, TokenRefused, TransportError, error_for_status
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_LIFETIME = 300  # seconds; SMART says no more than five minutes
@@ -117,16 +117,16 @@ class SmartBackendAuth(Auth):
             err = error_for_status(resp.status_code, f"POST {self.token_url}", None,
                                    detail=_oauth_error(resp))
             if resp.status_code in (400, 401):  # invalid_client / invalid_grant: our credentials
-                raise Unauthorized(err.message, status=resp.status_code)
+                raise TokenRefused(err.message, status=resp.status_code)
             raise err
         try:
             body = resp.json()
             token = body["access_token"]
             lifetime = float(body.get("expires_in", 300))
         except (ValueError, KeyError, TypeError):
-            raise Unauthorized(f"token endpoint {self.token_url} returned no access_token") from None
+            raise TokenRefused(f"token endpoint {self.token_url} returned no access_token") from None
         if not isinstance(token, str) or not token:
-            raise Unauthorized(f"token endpoint {self.token_url} returned an empty access_token")
+            raise TokenRefused(f"token endpoint {self.token_url} returned an empty access_token")
         self._token = token
         self._expires_at = self.clock() + max(0.0, lifetime - EXPIRY_MARGIN)
 

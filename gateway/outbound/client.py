@@ -31,6 +31,7 @@ from gateway.outbound.auth import Auth
 from gateway.outbound.errors import (
     InvalidResponse,
     OutboundError,
+    TokenRefused,
     TooManyRequests,
     TransportError,
     Unauthorized,
@@ -141,8 +142,8 @@ class FhirClient:
         while True:
             try:
                 return self._send_once(method, url, params, body, headers, what)
-            except Unauthorized:
-                if reauthed or self.auth.kind != "smart-backend":
+            except Unauthorized as exc:
+                if reauthed or self.auth.kind != "smart-backend" or isinstance(exc, TokenRefused):
                     raise
                 self.auth.invalidate()  # the cached token may have been revoked early
                 reauthed = True

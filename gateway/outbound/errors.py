@@ -51,6 +51,10 @@ class Unauthorized(OutboundError):
     """401: the token was refused (expired, revoked or wrong)."""
 
 
+class TokenRefused(Unauthorized):
+    """The token endpoint refused our client credentials (invalid_client, invalid_grant)."""
+
+
 class Forbidden(OutboundError):
     """403: authenticated but not allowed."""
 

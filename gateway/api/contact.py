@@ -1,0 +1,63 @@
+"""Contact requests: POST /fhir/ResearchSubject (status=candidate) stored and queued for the hospital.
+
+A duplicate request (same person, same study) returns the existing ResearchSubject with 200 and
+queues nothing: the gateway's copy carries the same keyed contact-request identifier and is
+created with If-None-Exist on it. Status changes (PUT with If-Match, by the hospital, the research
+team or the patient withdrawing) go through the ordinary /fhir routes; the outbox hook queues
+each change for the hospital in the same transaction.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from flask import Blueprint, Flask, current_app, request
+
+from gateway.api.fhir_rest import _as_dict, _write_response, service, store
+from gateway.api.http import check_accept, json_body
+from gateway.fhir.conventions import CONTACT_REQUEST_ID
+from gateway.fhir.errors import Gone, NotFound
+from gateway.fhir.validate import validate_resource
+from gateway.outbound.contact import make_hook, plan_route, with_contact_identifier
+from gateway.outbound.destinations import Destinations
+from gateway.outbound.settings import OutboundSettings
+
+bp = Blueprint("contact", __name__, url_prefix="/fhir")
+
+
+def destinations() -> Destinations:
+    return current_app.extensions["gateway.outbound"]
+
+
+def init_app(app: Flask) -> None:
+    """Load hospital files, add the outbox hook to the service, register the contact and admin routes."""
+    from gateway.api import outbox
+
+    settings = app.config["SETTINGS"]
+    dest = Destinations(OutboundSettings.from_env(mappings_path=settings.mappings_path))
+    app.extensions["gateway.outbound"] = dest
+    app.extensions["gateway.service"].hooks.append(make_hook(dest))
+    app.register_blueprint(bp)
+    app.register_blueprint(outbox.bp)
+
+
+def _read(rtype: str, rid: str) -> dict | None:
+    try:
+        return store().read(rtype, rid).resource()
+    except (NotFound, Gone):
+        return None
+
+
+@bp.post("/ResearchSubject")
+def create_research_subject():
+    check_accept()
+    resource = validate_resource(_as_dict(json_body(), "ResearchSubject"), "ResearchSubject")
+    if resource.get("status") != "candidate":
+        result = service().create(resource, if_none_exist=request.headers.get("If-None-Exist"), validated=True)
+        return _write_response(result, HTTPStatus.CREATED if result.created else HTTPStatus.OK)
+    dest = destinations()
+    route = plan_route(resource, _read, dest, dest.settings.contact_id_key)
+    resource = with_contact_identifier(resource, route.contact_id)
+    result = service().create(resource, if_none_exist=f"identifier={CONTACT_REQUEST_ID}|{route.contact_id}",
+                              validated=True)
+    return _write_response(result, HTTPStatus.CREATED if result.created else HTTPStatus.OK)

@@ -1,0 +1,98 @@
+"""Outbox commands: ``gateway worker`` (run any number) and ``gateway outbox list|retry|purge-delivered``."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+import click
+
+from gateway.config import Settings
+from gateway.outbound import outbox
+from gateway.outbound.destinations import Destinations
+from gateway.outbound.kinds import DeliveryContext
+from gateway.outbound.settings import OutboundSettings
+from gateway.outbound.worker import Worker
+from gateway.store.engine import make_engine
+from gateway.store.repo import Store
+from gateway.store.schema import migrate
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(worker)
+    cli.add_command(outbox_group)
+
+
+def _store() -> Store:
+    engine = make_engine(Settings.from_env().database_url)
+    migrate(engine)
+    return Store(engine)
+
+
+def make_worker(batch: int = 10, kinds: tuple[str, ...] = ()) -> Worker:
+    settings = Settings.from_env()
+    out = OutboundSettings.from_env(mappings_path=settings.mappings_path)
+    ctx = DeliveryContext(store=_store(), destinations=Destinations(out), settings=out)
+    return Worker(ctx, batch=batch, kinds=kinds)
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="Deliver everything due now, then exit.")
+@click.option("--batch", default=10, show_default=True, help="Jobs claimed per round.")
+@click.option("--kind", "kinds", multiple=True, help="Only these job kinds (repeatable); default all.")
+def worker(once: bool, batch: int, kinds: tuple[str, ...]) -> None:
+    """Deliver outbox jobs (ResearchSubjects to hospitals, notifications). Run as many as you like."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    w = make_worker(batch, kinds)
+    if once:
+        n = w.run_until_idle()
+        click.echo(f"processed {n} job(s)")
+        return
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(f"worker {w.name} polling every {w.ctx.settings.poll_seconds}s")
+    sys.stdout.flush()
+    w.run(stop)
+
+
+@click.group("outbox")
+def outbox_group() -> None:
+    """Inspect and manage the outbox."""
+
+
+@outbox_group.command("list")
+@click.option("--state", type=click.Choice(outbox.STATES))
+@click.option("--resource", help="Type or Type/id, e.g. ResearchSubject/123.")
+@click.option("--kind")
+@click.option("--limit", default=50, show_default=True)
+def list_cmd(state: str | None, resource: str | None, kind: str | None, limit: int) -> None:
+    """List jobs, newest first."""
+    store = _store()
+    total, jobs = outbox.list_jobs(store, state=state, resource=resource, kind=kind, limit=limit)
+    click.echo(f"{total} job(s); " + ", ".join(f"{k} {v}" for k, v in outbox.counts(store).items()))
+    for j in jobs:
+        err = (j.last_error or "").splitlines()[0][:100] if j.last_error else ""
+        click.echo(f"{j.id}\t{j.state}\t{j.kind}\t{j.destination}\t{j.resource or '-'}"
+                   f"\tattempts {j.attempts}/{j.max_attempts}\t{j.delivered_at or j.next_attempt_at}\t{err}")
+
+
+@outbox_group.command("retry")
+@click.argument("job_ids", nargs=-1, type=int)
+@click.option("--all-dead", is_flag=True, help="Retry every dead job.")
+def retry_cmd(job_ids: tuple[int, ...], all_dead: bool) -> None:
+    """Put dead jobs back in the queue with a fresh attempt budget."""
+    if not job_ids and not all_dead:
+        raise click.UsageError("give job ids or --all-dead")
+    n = outbox.retry(_store(), list(job_ids), all_dead=all_dead)
+    click.echo(f"requeued {n} job(s)")
+
+
+@outbox_group.command("purge-delivered")
+@click.option("--older-than", default=0.0, show_default=True, help="Seconds since delivery.")
+def purge_cmd(older_than: float) -> None:
+    """Delete delivered jobs and their attempt records."""
+    click.echo(f"purged {outbox.purge_delivered(_store(), older_than)} delivered job(s)")

@@ -1,0 +1,256 @@
+"""Contact requests (ResearchSubject) to hospitals through the outbox: routing, the write hook, delivery.
+
+Routing (documented rule): the ResearchSubject's ``individual`` is a gateway Patient; its NHS
+number is the Patient identifier with system https://fhir.nhs.uk/Id/nhs-number; its hospital is the
+hospital file whose ODS code matches the Patient's ``managingOrganization`` (the reference's
+``identifier`` with the ODS system, or the referenced Organization's ODS identifier).
+
+The copy written to the hospital references the hospital's own Patient (found by NHS number) and
+the study by identifier, never gateway ids, and carries the identifier
+``CONTACT_REQUEST_ID|HMAC-SHA256(GATEWAY_CONTACT_ID_KEY, nhs|study-system|study-value)``:
+stable, so conditional create makes redelivery harmless, and without the NHS number in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+
+import orjson
+
+from gateway.fhir.conventions import CONTACT_REQUEST_ID, CTGOV, NHS_NUMBER, ODS_ORGANIZATION
+from gateway.fhir.errors import BusinessRuleViolation, FhirError, Gone, NotFound
+from gateway.outbound import outbox
+from gateway.outbound.destinations import Destinations
+from gateway.outbound.errors import DestinationNotAllowed
+from gateway.outbound.hospitals import Hospital
+from gateway.outbound.kinds import DeliveryContext, register_kind
+from gateway.outbound.pull import find_patient
+from gateway.store import schema as s
+from gateway.store.repo import Tx, WriteResult
+
+KIND = "research-subject"
+Reader = Callable[[str, str], dict | None]  # (type, id) -> resource or None
+
+
+class NotConfigured(FhirError):
+    """The server is missing a setting it needs (500, so the operator sees it)."""
+
+    status = HTTPStatus.INTERNAL_SERVER_ERROR
+    code = "exception"
+
+
+@dataclass
+class ContactRoute:
+    hospital: Hospital
+    nhs_number: str
+    study_identifier: dict  # {"system": ..., "value": ...}
+    contact_id: str
+    study_title: str | None = None
+
+
+def contact_id(key: str, nhs_number: str, study_identifier: dict) -> str:
+    """Keyed hash, hex: the same person and study always give the same value; the NHS number is not in it.
+
+    >>> contact_id("k", "9434765919", {"system": "https://clinicaltrials.gov", "value": "NCT01"})[:12]
+    'c4ac0ba1f1a7'
+    """
+    msg = f"{nhs_number}|{study_identifier.get('system', '')}|{study_identifier.get('value', '')}"
+    return hmac.new(key.encode(), msg.encode(), hashlib.sha256).hexdigest()
+
+
+def _ref_id(ref: object, rtype: str) -> str | None:
+    if not isinstance(ref, dict) or not isinstance(ref.get("reference"), str):
+        return None
+    parts = ref["reference"].rstrip("/").split("/")
+    return parts[-1] if len(parts) >= 2 and parts[-2] == rtype else None
+
+
+def _identifier(resource: dict, system: str) -> str | None:
+    for ident in resource.get("identifier") or []:
+        if isinstance(ident, dict) and ident.get("system") == system and ident.get("value"):
+            return str(ident["value"])
+    return None
+
+
+def study_identifier(study: dict) -> dict | None:
+    """The study's identifier to send: ClinicalTrials.gov first, else the first with system and value."""
+    idents = [i for i in study.get("identifier") or [] if isinstance(i, dict) and i.get("system") and i.get("value")]
+    idents.sort(key=lambda i: i["system"] != CTGOV)
+    return {"system": idents[0]["system"], "value": idents[0]["value"]} if idents else None
+
+
+def patient_ods(patient: dict, read: Reader) -> str | None:
+    org = patient.get("managingOrganization")
+    if not isinstance(org, dict):
+        return None
+    ident = org.get("identifier")
+    if isinstance(ident, dict) and ident.get("system") == ODS_ORGANIZATION and ident.get("value"):
+        return str(ident["value"])
+    oid = _ref_id(org, "Organization")
+    if oid:
+        found = read("Organization", oid)
+        if found:
+            return _identifier(found, ODS_ORGANIZATION)
+    return None
+
+
+def plan_route(subject: dict, read: Reader, destinations: Destinations, key: str | None) -> ContactRoute:
+    """ResearchSubject -> where and how it is delivered; 422/500 errors say what is missing. No traffic."""
+    pid = _ref_id(subject.get("individual"), "Patient")
+    if not pid:
+        raise BusinessRuleViolation("A contact request needs individual = a reference to a Patient (Patient/id)",
+                                    "ResearchSubject.individual")
+    patient = read("Patient", pid)
+    if patient is None:
+        raise BusinessRuleViolation(f"Patient/{pid} is not known", "ResearchSubject.individual")
+    nhs = _identifier(patient, NHS_NUMBER)
+    if not nhs:
+        raise BusinessRuleViolation(f"Patient/{pid} has no NHS number ({NHS_NUMBER}); the hospital finds the "
+                                    "patient by it", "ResearchSubject.individual")
+    sid = _ref_id(subject.get("study"), "ResearchStudy")
+    study = read("ResearchStudy", sid) if sid else None
+    if study is None:
+        raise BusinessRuleViolation("A contact request needs study = a reference to a known ResearchStudy",
+                                    "ResearchSubject.study")
+    sident = study_identifier(study)
+    if sident is None:
+        raise BusinessRuleViolation(f"ResearchStudy/{sid} has no identifier; the hospital knows studies by "
+                                    "identifier only", "ResearchSubject.study")
+    ods = patient_ods(patient, read)
+    hospital = destinations.hospitals.by_ods(ods)
+    if hospital is None:
+        why = f"ODS code {ods}" if ods else "no managingOrganization ODS code"
+        raise BusinessRuleViolation(f"No hospital endpoint is configured for Patient/{pid} ({why}); see "
+                                    "mappings/hospitals", "ResearchSubject.individual")
+    if not hospital.write_back.get("research_subject", True):
+        raise BusinessRuleViolation(f"Hospital '{hospital.name}' does not accept contact requests "
+                                    "(write_back.research_subject is false)", "ResearchSubject")
+    try:
+        destinations.settings.allowed_hosts.check(hospital.fhir_base_url)
+    except DestinationNotAllowed as exc:
+        raise BusinessRuleViolation(f"Hospital '{hospital.name}': {exc.message}", "ResearchSubject") from None
+    if not key:
+        raise NotConfigured("GATEWAY_CONTACT_ID_KEY is not set: contact requests cannot be given their stable "
+                            "identifier; refusing to enqueue", "ResearchSubject.identifier")
+    return ContactRoute(hospital, nhs, sident, contact_id(key, nhs, sident), study.get("title"))
+
+
+def with_contact_identifier(subject: dict, value: str) -> dict:
+    """Set (or replace) the contact-request identifier on the gateway's ResearchSubject."""
+    idents = [i for i in subject.get("identifier") or [] if not (isinstance(i, dict)
+                                                                 and i.get("system") == CONTACT_REQUEST_ID)]
+    return {**subject, "identifier": [*idents, {"system": CONTACT_REQUEST_ID, "value": value}]}
+
+
+def _tx_reader(tx: Tx) -> Reader:
+    def read(rtype: str, rid: str) -> dict | None:
+        st = tx.current(rtype, rid)
+        return st.resource() if st is not None and not st.deleted else None
+    return read
+
+
+def _previous(tx: Tx, pk: int, version: int) -> dict:
+    v = s.resource_versions
+    row = tx.conn.execute(v.select().where(v.c.res_pk == pk, v.c.version == version - 1)).mappings().first()
+    return orjson.loads(row["content"]) if row and row["content"] else {}
+
+
+def make_hook(destinations: Destinations):
+    """A FhirService write hook: a contact request created or changed -> one outbox job, same transaction."""
+
+    def hook(tx: Tx, result: WriteResult, resource: dict) -> None:
+        st = result.stored
+        if st.type != "ResearchSubject" or result.outcome not in ("created", "updated"):
+            return
+        marked = _identifier(resource, CONTACT_REQUEST_ID)
+        if not marked and result.outcome == "updated":
+            marked = _identifier(_previous(tx, st.pk, st.version), CONTACT_REQUEST_ID)
+        if not marked:
+            return  # not a contact request (e.g. a hospital's own ResearchSubject loaded in a Bundle)
+        route = plan_route(resource, _tx_reader(tx), destinations, destinations.settings.contact_id_key)
+        payload = {"op": "create" if result.outcome == "created" else "update", "contact_id": route.contact_id,
+                   "nhs_number": route.nhs_number, "study_identifier": route.study_identifier,
+                   "study_title": route.study_title, "status": resource.get("status")}
+        outbox.enqueue(tx.conn, kind=KIND, destination=route.hospital.name, payload=payload,
+                       dedupe_key=f"{KIND}:{route.hospital.name}:ResearchSubject/{st.id}/_history/{st.version}",
+                       max_attempts=destinations.settings.max_attempts,
+                       resource=("ResearchSubject", st.id, st.version))
+
+    return hook
+
+
+def hospital_copy(current: dict, payload: dict, hospital_patient_id: str) -> dict:
+    """The ResearchSubject as the hospital stores it: its own Patient, the study by identifier."""
+    study: dict = {"identifier": payload["study_identifier"]}
+    if payload.get("study_title"):
+        study["display"] = payload["study_title"]
+    out = {"resourceType": "ResearchSubject",
+           "identifier": [{"system": CONTACT_REQUEST_ID, "value": payload["contact_id"]}],
+           "status": current.get("status") or payload.get("status") or "candidate",
+           "study": study,
+           "individual": {"reference": f"Patient/{hospital_patient_id}"}}
+    if current.get("period"):
+        out["period"] = current["period"]
+    return out
+
+
+def research_team_task(payload: dict, hospital_patient_id: str, subject_location: str | None) -> dict:
+    """A Task asking the hospital's research team to contact the patient (write_back.task)."""
+    task = {"resourceType": "Task",
+            "identifier": [{"system": CONTACT_REQUEST_ID, "value": payload["contact_id"]}],
+            "status": "requested", "intent": "proposal", "priority": "routine",
+            "description": "The patient asked to be contacted about a clinical trial"
+                           + (f": {payload['study_title']}" if payload.get("study_title") else ""),
+            "for": {"reference": f"Patient/{hospital_patient_id}"}}
+    if subject_location:
+        rel = subject_location.split("/_history")[0]
+        parts = rel.rstrip("/").split("/")
+        if len(parts) >= 2:
+            task["focus"] = {"reference": f"{parts[-2]}/{parts[-1]}"}
+    return task
+
+
+def research_team_communication(payload: dict, hospital_patient_id: str, subject_location: str | None) -> dict:
+    """A Communication to the hospital's research team about the request (write_back.communication)."""
+    task = research_team_task(payload, hospital_patient_id, subject_location)
+    comm = {"resourceType": "Communication", "identifier": task["identifier"], "status": "completed",
+            "subject": task["for"], "payload": [{"contentString": task["description"]}]}
+    if "focus" in task:
+        comm["about"] = [task["focus"]]
+    return comm
+
+
+def deliver(job: outbox.Job, ctx: DeliveryContext) -> str:
+    """Write the current state of the contact request to the hospital (conditional, so repeatable)."""
+    p = job.payload
+    hospital = ctx.destinations.hospitals.get(job.destination)
+    try:
+        current = ctx.store.read("ResearchSubject", job.resource_id or "").resource()
+    except (Gone, NotFound):
+        return "skipped: the contact request was deleted at the gateway"
+    client = ctx.destinations.client(hospital, retries=0)  # the outbox does the retrying, attempt by attempt
+    patient = find_patient(client, p["nhs_number"])
+    copy = hospital_copy(current, p, patient["id"])
+    ident = f"{CONTACT_REQUEST_ID}|{p['contact_id']}"
+    if p.get("op") == "create":
+        resp = client.create(copy, if_none_exist=f"identifier={ident}")
+    else:
+        resp = client.conditional_update("ResearchSubject", {"identifier": ident}, copy)
+    result = f"{resp.status} {resp.location or ''}".strip()
+    if p.get("op") == "create" and hospital.write_back.get("task"):
+        t = client.create(research_team_task(p, patient["id"], resp.location), if_none_exist=f"identifier={ident}")
+        result += f"; Task {t.status}"
+    if p.get("op") == "create" and hospital.write_back.get("communication"):
+        c = client.create(research_team_communication(p, patient["id"], resp.location),
+                          if_none_exist=f"identifier={ident}")
+        result += f"; Communication {c.status}"
+    return result
+
+
+register_kind(KIND, deliver)
+
+__all__ = ["ContactRoute", "contact_id", "deliver", "hospital_copy", "make_hook", "plan_route"]

@@ -1,0 +1,98 @@
+"""The outbox worker: claim due jobs, deliver each with its kind's function, record the attempt.
+
+Any number of worker processes may run against one database. A failure is retried with
+exponential backoff and jitter (honouring Retry-After) until ``max_attempts``; a permanent error
+(a 4xx other than 408/429, a configuration error, an unknown kind) makes the job ``dead`` at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from gateway.outbound import outbox
+from gateway.outbound.errors import OutboundError
+from gateway.outbound.kinds import DeliveryContext, get_kind, load_kind_modules
+
+log = logging.getLogger("gateway.outbound.worker")
+
+
+@dataclass
+class Worker:
+    ctx: DeliveryContext
+    name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    batch: int = 10
+    kinds: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        load_kind_modules()
+
+    def run_once(self) -> int:
+        """Claim and deliver one batch; -> how many jobs were processed."""
+        s = self.ctx.settings
+        jobs = outbox.claim(self.ctx.store, self.name, limit=self.batch, lease_seconds=s.lease_seconds,
+                            kinds=self.kinds)
+        for job in jobs:
+            self.deliver(job)
+        return len(jobs)
+
+    def run_until_idle(self, max_rounds: int = 1000) -> int:
+        """Deliver until nothing is due (tests, ``gateway worker --once``); -> jobs processed."""
+        total = 0
+        for _ in range(max_rounds):
+            n = self.run_once()
+            if n == 0:
+                break
+            total += n
+        return total
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until ``stop`` is set; sleep ``poll_seconds`` when idle."""
+        log.info("worker %s started", self.name)
+        while not stop.is_set():
+            if self.run_once() == 0:
+                stop.wait(self.ctx.settings.poll_seconds)
+        log.info("worker %s stopped", self.name)
+
+    def deliver(self, job: outbox.Job) -> str:
+        """Deliver one claimed job; -> its new state."""
+        s = self.ctx.settings
+        fn = get_kind(job.kind)
+        started = time.monotonic()
+        if fn is None:
+            outbox.finish(self.ctx.store, job, self.name, outcome="dead", error=f"unknown job kind '{job.kind}'")
+            return "dead"
+        try:
+            result = fn(job, self.ctx)
+        except OutboundError as exc:
+            permanent = not exc.retryable
+            if permanent or job.attempts >= job.max_attempts:
+                why = "permanent error" if permanent else f"{job.attempts} attempts"
+                outbox.finish(self.ctx.store, job, self.name, outcome="dead", status=exc.status,
+                              error=f"{type(exc).__name__}: {exc.message}")
+                log.warning("job %s (%s -> %s) dead after %s: %s", job.id, job.kind, job.destination, why,
+                            exc.message)
+                return "dead"
+            delay = outbox.backoff_seconds(job.attempts, s.backoff_base, s.backoff_max, exc.retry_after)
+            outbox.finish(self.ctx.store, job, self.name, outcome="retry", status=exc.status,
+                          error=f"{type(exc).__name__}: {exc.message}", retry_at=outbox.iso_in(delay))
+            log.info("job %s (%s -> %s) attempt %d failed (%s); retry in %.1fs", job.id, job.kind,
+                     job.destination, job.attempts, type(exc).__name__, delay)
+            return "pending"
+        except Exception as exc:  # a bug in a deliver function: record it in full and retry, never crash the loop
+            log.exception("job %s (%s) raised", job.id, job.kind)
+            error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+            state = "dead" if job.attempts >= job.max_attempts else "pending"
+            delay = outbox.backoff_seconds(job.attempts, s.backoff_base, s.backoff_max)
+            outbox.finish(self.ctx.store, job, self.name, outcome="dead" if state == "dead" else "retry",
+                          error=error[:4000], retry_at=outbox.iso_in(delay))
+            return state
+        outbox.finish(self.ctx.store, job, self.name, outcome="delivered", result=result)
+        log.info("job %s (%s -> %s) delivered in %.0f ms: %s", job.id, job.kind, job.destination,
+                 (time.monotonic() - started) * 1000, result)
+        return "delivered"
