@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 from flask import Blueprint, current_app, g, request
 
-from gateway.api import operations
+from gateway.api import auth, operations
 from gateway.api.capability import capability_statement
 from gateway.api.http import (
     base_url,
@@ -21,12 +21,12 @@ from gateway.api.http import (
 )
 from gateway.fhir.errors import (
     InvalidResource,
+    Issue,
     MethodNotAllowed,
     NotFound,
     UnsupportedMediaType,
     information_outcome,
     operation_outcome,
-    Issue,
 )
 from gateway.fhir.models import R4_ONLY_TYPES, SUPPORTED_TYPES
 from gateway.fhir.search import SearchQuery, parse_search
@@ -69,9 +69,10 @@ def metadata():
 @bp.post("")
 def system_bundle():
     body = json_body()
+    auth.check_bundle(body)
     include = prefer_return() == "representation"
     result = service().process_bundle(body, include_resources=include, read=_read_for_bundle)
-    return fhir_response(result)
+    return fhir_response(auth.filter_bundle_response(result))
 
 
 @bp.get("/_history")
@@ -88,15 +89,15 @@ def type_level(rtype: str):
     if request.method == "GET":
         return _search(rtype, list(request.args.items(multi=True)))
     if request.method == "POST":
-        resource = json_body()
-        result = service().create(_as_dict(resource, rtype), if_none_exist=request.headers.get("If-None-Exist"))
+        resource = auth.prepare_write(rtype, json_body())
+        result = service().create(_as_dict(resource, rtype), if_none_exist=_if_none_exist())
         return _write_response(result, HTTPStatus.CREATED if result.created else HTTPStatus.OK)
     if request.method == "PUT":
         query = request.query_string.decode()
         if not query:
             raise MethodNotAllowed(f"PUT /{rtype} needs an id (/{rtype}/id) or search parameters (conditional update)",
                                    rtype)
-        resource = json_body()
+        resource = auth.prepare_write(rtype, json_body())
         result = service().conditional_update(rtype, query, _as_dict(resource, rtype),
                                               if_match=request.headers.get("If-Match"))
         return _write_response(result, HTTPStatus.CREATED if result.created else HTTPStatus.OK)
@@ -134,10 +135,10 @@ def instance(rtype: str, rid: str):
         return _operation(rtype, None, rid[1:])
     _check_type(rtype)
     if request.method == "GET":
-        st = store().read(rtype, rid)
+        st = auth.see(store().read(rtype, rid))
         return fhir_response(st.content, headers=version_headers(st))
     if request.method == "PUT":
-        resource = json_body()
+        resource = auth.prepare_write(rtype, json_body())
         result = service().update(rtype, rid, _as_dict(resource, rtype), if_match=request.headers.get("If-Match"))
         return _write_response(result, HTTPStatus.CREATED if result.created else HTTPStatus.OK)
     if request.method == "DELETE":
@@ -163,11 +164,25 @@ def vread(rtype: str, rid: str, vid: str):
     _check_type(rtype)
     if not vid.isdigit():
         raise NotFound(f"Version '{vid}' is not a version number", f"{rtype}.meta.versionId")
-    st = store().vread(rtype, rid, int(vid))
+    st = auth.see(store().vread(rtype, rid, int(vid)))
     return fhir_response(st.content, headers=version_headers(st))
 
 
 # -- helpers -----------------------------------------------------------------------------------
+def _if_none_exist() -> str | None:
+    """The conditional-create criteria: the If-None-Exist header, or else search parameters on the POST URL.
+
+    Some clients (fhirpy's ``get_or_create``) send ``POST /Patient?identifier=x`` instead of the header;
+    ignoring those parameters would silently create duplicates. ``_format`` is content negotiation, not
+    a criterion. 'POST /Patient?identifier=x' -> 'identifier=x'.
+    """
+    header = request.headers.get("If-None-Exist")
+    if header:
+        return header
+    params = [(k, v) for k, v in request.args.items(multi=True) if k != "_format"]
+    return urlencode(params) if params else None
+
+
 def _as_dict(resource: object, rtype: str) -> dict:
     if not isinstance(resource, dict):
         raise InvalidResource("The body must be a JSON object (a FHIR resource)", rtype)
@@ -183,7 +198,7 @@ def _write_response(result: WriteResult, status: HTTPStatus):
     if pref == "OperationOutcome":
         return fhir_response(information_outcome(f"{st.type}/{st.id} {result.outcome} (version {st.version})"),
                              status, headers)
-    return fhir_response(st.content, status, headers)
+    return fhir_response(auth.see(st).content, status, headers)
 
 
 def _operation(rtype: str | None, rid: str | None, name: str):
@@ -205,10 +220,10 @@ def _entry(st: Stored, mode: str = "match") -> dict:
 
 def run_search(rtype: str, items: list[tuple[str, str]]) -> tuple[SearchQuery, int, list[Stored]]:
     settings = current_app.config["SETTINGS"]
-    q = parse_search(rtype, items, default_count=settings.default_count, max_count=settings.max_count,
-                     strict=prefer_strict())
+    q = parse_search(rtype, auth.narrow_search(rtype, items), default_count=settings.default_count,
+                     max_count=settings.max_count, strict=prefer_strict())
     total, rows = store().search(q)
-    return q, total, rows
+    return q, total, auth.filter_rows(rows)
 
 
 def _search(rtype: str, items: list[tuple[str, str]]):
@@ -233,6 +248,8 @@ def _search(rtype: str, items: list[tuple[str, str]]):
                                           "ignored", [p], severity="warning") for p in q.unknown])
             entries.append({"resource": oo, "search": {"mode": "outcome"}})
         bundle["entry"] = entries
+    if not auth.show_total(rtype):
+        del bundle["total"]  # counted before filtering: would tell a caller how much it may not see
     return fhir_response(bundle)
 
 
@@ -250,7 +267,7 @@ def _includes(q: SearchQuery, rows: list[Stored]) -> list[Stored]:
                 if i and (t, i) not in seen:
                     seen.add((t, i))
                     wanted.append((t, i))
-    return store().read_many(wanted)
+    return auth.filter_rows(store().read_many(wanted))
 
 
 def _refs(value: object) -> list[str]:
@@ -265,6 +282,7 @@ def _history(rtype: str | None, rid: str | None):
                      default_count=settings.default_count, max_count=settings.max_count)
     since = request.args.get("_since")
     total, rows = store().history(rtype, rid, count=q.count, offset=q.offset, since=since)
+    rows = auth.filter_history(rtype, rid, rows)
     base = base_url()
     path = "/".join(p for p in (rtype, rid, "_history") if p)
     extra = [(k, v) for k, v in items if k == "_since"]
@@ -292,6 +310,8 @@ def _history(rtype: str | None, rid: str | None):
         e["response"] = {"status": status, "etag": st.etag, "lastModified": st.last_updated}
         entries.append(e)
     bundle["entry"] = entries
+    if not auth.show_total(None):
+        del bundle["total"]
     return fhir_response(bundle)
 
 
@@ -299,7 +319,7 @@ def _read_for_bundle(url: str) -> dict:
     path, _, query = url.partition("?")
     parts = [p for p in path.strip("/").split("/") if p]
     if len(parts) == 2 and not query:
-        return store().read(parts[0], parts[1]).resource()
+        return auth.read_for_bundle(store().read(parts[0], parts[1]))
     if len(parts) == 1:
         _check_type(parts[0])
         q, total, rows = run_search(parts[0], parse_qsl(query, keep_blank_values=True))

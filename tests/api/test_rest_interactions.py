@@ -212,9 +212,10 @@ def test_researchstudy_search_parameters(fhir):
 def test_researchsubject_and_reference_search(fhir):
     fhir.put("/fhir/ResearchStudy/rs", json={**study("R"), "id": "rs"})
     fhir.put("/fhir/Patient/p1", json={**patient("9000000009"), "id": "p1"})
-    subj = {"resourceType": "ResearchSubject", "status": "candidate",
+    # PUT: POST /fhir/ResearchSubject is the contact-request endpoint (gateway.api.contact), with its own rules.
+    subj = {"resourceType": "ResearchSubject", "id": "sub1", "status": "candidate",
             "study": {"reference": "ResearchStudy/rs"}, "individual": {"reference": "Patient/p1"}}
-    assert fhir.post("/fhir/ResearchSubject", json=subj).status_code == 201
+    assert fhir.put("/fhir/ResearchSubject/sub1", json=subj).status_code == 201
     s = "/fhir/ResearchSubject?"
     for q in ("study=ResearchStudy/rs", "study=rs", "individual=Patient/p1", "patient=p1", "status=candidate",
               "study=http://elsewhere.example/fhir/ResearchStudy/rs"):
@@ -456,3 +457,13 @@ def test_store_json_is_what_is_served(fhir, store):
     rid = fhir.post("/fhir/ResearchStudy", json=study("Z")).get_json()["id"]
     served = fhir.get(f"/fhir/ResearchStudy/{rid}").data
     assert orjson.loads(served) == orjson.loads(store.read("ResearchStudy", rid).content)
+
+
+def test_conditional_create_with_search_parameters_on_the_url(fhir):
+    """POST /ResearchStudy?identifier=... (how fhirpy's get_or_create asks) is a conditional create too."""
+    url = f"/fhir/ResearchStudy?identifier={SPONSOR}|Q1"
+    first = fhir.post(url, json=study("Q1"))
+    assert first.status_code == 201
+    again = fhir.post(url + "&_format=json", json=study("Q1"))
+    assert again.status_code == 200 and again.get_json()["id"] == first.get_json()["id"]
+    assert fhir.get(f"/fhir/ResearchStudy?identifier={SPONSOR}|Q1").get_json()["total"] == 1

@@ -1,0 +1,135 @@
+"""A FHIR client written by others (fhirpy) drives the gateway running in a separate process on 127.0.0.1:
+CRUD, search with paging, conditional create, and 8 concurrent conditional creates over real HTTP."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+import requests
+from fhirpy import SyncFHIRClient
+from fhirpy.base.exceptions import MultipleResourcesFound, OperationOutcome, ResourceNotFound
+
+from tests.conftest import PG_URL, reset_postgres
+from tests.fhir.schema import assert_valid
+from tests.procs import GatewayProcess
+
+SPONSOR = "https://sponsor.example.org/studies"
+
+
+@pytest.fixture(scope="module", params=["sqlite"] + (["postgresql"] if PG_URL else []))
+def gateway(request, tmp_path_factory):
+    """One server process per backend for this module (starting one takes about a second)."""
+    folder = tmp_path_factory.mktemp(f"gw-{request.param}")
+    if request.param == "sqlite":
+        url = f"sqlite:///{folder / 'gateway.sqlite3'}"
+    else:
+        reset_postgres(PG_URL)
+        url = PG_URL
+    with GatewayProcess(url, folder) as gw:
+        yield gw
+
+
+@pytest.fixture
+def fhir(gateway) -> SyncFHIRClient:
+    return SyncFHIRClient(gateway.base, extra_headers={"Content-Type": "application/fhir+json"})
+
+
+def test_crud(fhir):
+    study = fhir.resource("ResearchStudy", status="active", title="fhirpy study",
+                          identifier=[{"system": SPONSOR, "value": "FP-CRUD"}])
+    study.save()
+    assert study.id and study["meta"]["versionId"] == "1"
+
+    got = fhir.reference("ResearchStudy", study.id).to_resource()
+    assert got["title"] == "fhirpy study"
+    assert_valid(got.serialize())
+
+    got["title"] = "renamed"
+    got.save()
+    assert got["meta"]["versionId"] == "2"
+    assert fhir.reference("ResearchStudy", study.id).to_resource()["title"] == "renamed"
+
+    explicit = fhir.resource("Patient", id="fp-patient", gender="female")
+    explicit.save()  # PUT with a client id
+    assert fhir.resources("Patient").search(_id="fp-patient").count() == 1
+
+    got.delete()
+    with pytest.raises(ResourceNotFound):
+        fhir.reference("ResearchStudy", study.id).to_resource()
+
+
+def test_validation_errors_reach_the_client_as_operation_outcomes(fhir):
+    bad = fhir.resource("ResearchStudy", status="not-a-status")
+    with pytest.raises(OperationOutcome) as exc:
+        bad.save()
+    assert "not-a-status" in str(exc.value)
+
+
+def test_search_with_paging(fhir):
+    made = set()
+    for i in range(23):
+        s = fhir.resource("ResearchStudy", status="active", title=f"Paged {i}",
+                          identifier=[{"system": SPONSOR, "value": f"FP-PAGE-{i}"}],
+                          keyword=[{"coding": [{"system": "urn:test", "code": "paged"}]}])
+        s.save()
+        made.add(s.id)
+    search = fhir.resources("ResearchStudy").search(keyword="paged").limit(5)
+    assert search.count() == 23
+    first_page = search.fetch()
+    assert len(first_page) == 5
+    everything = search.fetch_all()  # follows the server's next links
+    assert {r.id for r in everything} == made and len(everything) == 23
+    bundle = requests.get(f"{fhir.url}/ResearchStudy", params={"keyword": "paged", "_count": 5},
+                          headers={"Accept": "application/fhir+json"}, timeout=10).json()
+    assert_valid(bundle)
+    assert fhir.resources("ResearchStudy").search(title="paged 1").count() == 11  # 1, 10-19
+    found = fhir.resources("ResearchStudy").search(identifier=f"{SPONSOR}|FP-PAGE-7").get()
+    assert found["title"] == "Paged 7"
+
+
+def test_conditional_create(fhir):
+    search = fhir.resources("ResearchStudy").search(identifier=f"{SPONSOR}|FP-COND")
+    study = fhir.resource("ResearchStudy", status="active", title="conditional",
+                          identifier=[{"system": SPONSOR, "value": "FP-COND"}])
+    first, created = search.get_or_create(study)
+    assert created
+    second, created_again = search.get_or_create(study)
+    assert not created_again and second.id == first.id
+    assert search.count() == 1
+
+    # Conditional update through fhirpy: unchanged content, no new version.
+    updated, created = search.update(study)
+    assert not created and updated.id == first.id and updated["meta"]["versionId"] == "1"
+
+    # With two matches the server answers 412, which fhirpy maps to MultipleResourcesFound.
+    fhir.resource("ResearchStudy", status="active", identifier=[{"system": SPONSOR, "value": "FP-COND"}]).save()
+    with pytest.raises(MultipleResourcesFound):
+        search.get_or_create(study)
+
+
+def test_eight_concurrent_conditional_creates_over_http(gateway):
+    barrier = threading.Barrier(8)
+    statuses: list[int] = []
+    lock = threading.Lock()
+    body = {"resourceType": "ResearchStudy", "status": "active",
+            "identifier": [{"system": SPONSOR, "value": "FP-RACE"}]}
+
+    def post() -> None:
+        barrier.wait()
+        r = requests.post(f"{gateway.base}/ResearchStudy", json=body, timeout=30,
+                          headers={"Content-Type": "application/fhir+json",
+                                   "If-None-Exist": f"identifier={SPONSOR}|FP-RACE"})
+        with lock:
+            statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert Counter(statuses) == {201: 1, 200: 7}
+    found = requests.get(f"{gateway.base}/ResearchStudy", params={"identifier": f"{SPONSOR}|FP-RACE"},
+                         timeout=10).json()
+    assert found["total"] == 1
