@@ -256,6 +256,8 @@ def build_bridges(src: Path) -> list[dict]:
             headers[mid] = (title, description)
     for row in csv.reader((ln for ln in lines if ln.strip() and not ln.startswith("#")), delimiter="\t"):
         mid, ssys, scode, tsys, tcode, equivalence = row[:6]
+        if mid == "map":
+            continue  # column header
         comment = row[6] if len(row) > 6 else ""
         if mid not in maps:
             title, description = headers[mid]

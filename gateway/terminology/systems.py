@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+from gateway.fhir import conventions
 from gateway.fhir.conventions import ICD10, ICD10CM, LOINC, MESH, MESH_ALIASES, ONCOTREE, SNOMED
 
 SYSTEM_NAMES: dict[str, str] = {
@@ -37,12 +38,8 @@ _ALIASES.update({
     "http://oncotree.info": ONCOTREE,
 })
 
-_MESH_ID = re.compile(r"^D(\d+)$")
 _ICD_CODE = re.compile(r"^([A-Z]\d[0-9A-Z])\.?([0-9A-Z]{1,4})?$")
 _ICD_RANGE = re.compile(r"^[A-Z]\d[0-9A-Z]-[A-Z]\d[0-9A-Z]$")
-# MeSH descriptors created up to 2014 have 6 digits (D000001..D066xxx); later ones have 9 (D000067xxx on).
-# ClinicalTrials.gov pads every id to 9 digits, so D000005910 is the 6-digit D005910.
-_MESH_LAST_SIX_DIGIT = 66999
 
 
 def canonical_system(system: str | None) -> str:
@@ -59,15 +56,8 @@ def system_name(system: str) -> str:
 
 
 def normalise_mesh_id(code: str) -> str:
-    """'D000005910' -> 'D005910'; 'D000071380' (a 9-digit descriptor) unchanged."""
-    code = code.strip().upper()
-    m = _MESH_ID.match(code)
-    if not m:
-        return code
-    digits = m.group(1)
-    if len(digits) == 9 and int(digits) <= _MESH_LAST_SIX_DIGIT:
-        return f"D{int(digits):06d}"
-    return code
+    """'D000005910' -> 'D005910'; 'D000071380' (a 9-digit descriptor) unchanged (one rule: conventions)."""
+    return conventions.normalise_mesh_id(code.strip().upper())
 
 
 def normalise_icd_code(code: str) -> str:

@@ -30,7 +30,7 @@ from gateway.terminology.systems import (
 from gateway.terminology.systems import (
     system_name as _system_name,
 )
-from gateway.terminology.text import loose_key, normalise_text
+from gateway.terminology.text import loose_key, normalise_text, strip_modifiers
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class Terminology:
         self._closure: dict[Key, frozenset[Key]] = {}
         self._terms: dict[str, list[Key]] = defaultdict(list)  # normalised text -> concepts
         self._loose: dict[str, list[Key]] = defaultdict(list)  # loose_key -> concepts
+        self._bag: dict[str, list[Key]] = defaultdict(list)  # loose words sorted: word order ignored
         self._lock = threading.Lock()
         self.conceptmaps = ConceptMapIndex()
         self.codesystems: dict[str, dict] = {}  # canonical url -> CodeSystem metadata (no concepts)
@@ -96,7 +97,8 @@ class Terminology:
     def add_term(self, text: str, system: str, code: str) -> None:
         """Make free text ``text`` resolve to (system, code)."""
         k = self.key(system, code)
-        for index, tkey in ((self._terms, normalise_text(text)), (self._loose, loose_key(text))):
+        loose = loose_key(text)
+        for index, tkey in ((self._terms, normalise_text(text)), (self._loose, loose), (self._bag, _bag(loose))):
             if tkey and k not in index[tkey]:
                 index[tkey].append(k)
 
@@ -274,8 +276,9 @@ class Terminology:
     def resolve_text(self, text: str) -> list[Key]:
         """Free text -> codes, best first ([] if unresolved).
 
-        Tries the normalised text, then a looser key (American spelling, singular, no 'of'), then a
-        close spelling match (difflib, >= 0.9) on the looser keys.
+        Tries the normalised text, then a looser key (American spelling, singular, no 'of'), then the
+        same words in any order ('Lung Cancer, Non-Small Cell'), then without course words ('Recurrent
+        Glioblastoma'), then a close spelling match (difflib, >= 0.9) on the looser keys.
         'Glioblastoma Multiforme' -> [(SNOMED, '393563007'), (MeSH, 'D005909'), (OncoTree, 'GB')]
         """
         norm = normalise_text(text)
@@ -284,7 +287,10 @@ class Terminology:
         hits = self._terms.get(norm)
         if not hits:
             loose = loose_key(text)
-            hits = self._loose.get(loose)
+            hits = self._loose.get(loose) or self._bag.get(_bag(loose))
+            core = strip_modifiers(loose)
+            if not hits and core and core != loose:
+                hits = self._loose.get(core) or self._bag.get(_bag(core))
             if not hits and len(loose) >= 5:
                 close = difflib.get_close_matches(loose, self._loose_keys(), n=1, cutoff=_FUZZY_CUTOFF)
                 hits = self._loose.get(close[0]) if close else None
@@ -309,6 +315,10 @@ class Terminology:
 
     def __len__(self) -> int:
         return len(self._closure)
+
+
+def _bag(loose: str) -> str:
+    return " ".join(sorted(loose.split()))
 
 
 _RANK = {SNOMED: 0, ICD10: 1, ICD10CM: 2, MESH: 3, ONCOTREE: 4}

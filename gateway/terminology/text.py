@@ -31,6 +31,14 @@ _SINGULAR = {"metastases": "metastasis", "neoplasia": "neoplasm", "carcinomata":
 _STOP = frozenset({"the", "of", "and", "or", "with", "a", "an", "nos", "disorder", "disease", "finding"})
 
 
+# Course and setting words that do not change which disease is meant ('Recurrent Glioblastoma' is a
+# glioblastoma). 'metastatic', 'secondary' and 'primary' are NOT here: they change the concept.
+_MODIFIERS = frozenset({"recurrent", "relapsed", "refractory", "progressive", "progressing", "newly",
+                        "diagnosed", "adult", "adults", "childhood", "pediatric", "advanced", "unresectable",
+                        "locally", "resectable", "inoperable", "untreated", "previously", "treated",
+                        "residual", "persistent", "first", "recurrence", "relapse"})
+
+
 def normalise_text(text: str) -> str:
     """Lower case, accents and punctuation removed, apostrophes dropped, whitespace collapsed."""
     text = unicodedata.normalize("NFKD", text)
@@ -59,3 +67,8 @@ def loose_key(text: str) -> str:
         if word not in _STOP:
             words.append(word)
     return " ".join(words)
+
+
+def strip_modifiers(loose: str) -> str:
+    """'recurrent glioblastoma' -> 'glioblastoma' (works on a loose_key)."""
+    return " ".join(w for w in loose.split() if w not in _MODIFIERS)
