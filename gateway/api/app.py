@@ -70,6 +70,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     from gateway.api import contact
 
     contact.init_app(app)  # outbound: hospital files, outbox hook, POST /fhir/ResearchSubject, /admin/outbox
+    from gateway.api import auth
+
+    auth.init_app(app)  # security: tokens, route authorization, rate limit, audit, /auth, /admin/erasure
     __import__("gateway.api.ingest", fromlist=["init_app"]).init_app(app)  # mapping: /ingest, $translate
     logging.getLogger("gateway").setLevel(logging.INFO)
     return app

@@ -1,32 +1,51 @@
 """Who is calling: resolved in exactly one place for every request.
 
-Until the security layer is configured, every caller is the local administrator (development
-mode). ``resolve_caller`` is the single seam the security layer replaces.
+A presented bearer token is always verified (401 with an OperationOutcome and WWW-Authenticate when it
+does not). Without a token: with clients configured only public endpoints answer; without clients
+(development mode) the caller is the local administrator.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from flask import Request, current_app
 
-from flask import Request
+from gateway.fhir.errors import Unauthorized
+from gateway.security.principal import LOCAL_ADMIN, Caller
+from gateway.security.tokens import TokenRejected
 
+__all__ = ["Caller", "LOCAL_ADMIN", "resolve_caller"]
 
-@dataclass(frozen=True)
-class Caller:
-    client_id: str
-    role: str  # admin | sponsor | hospital | research-team | patient
-    tenant: str | None = None
-    scopes: frozenset[str] = field(default_factory=frozenset)
-    nhs_number: str | None = None
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
+_ANONYMOUS = Caller(client_id="anonymous", role="anonymous", authenticated=False)
 
 
-LOCAL_ADMIN = Caller(client_id="local-admin", role="admin", scopes=frozenset({"system/*.cruds"}))
+def _challenge(error: str, description: str) -> dict:
+    desc = description.replace('"', "'")
+    return {"WWW-Authenticate": f'Bearer realm="fhir", error="{error}", error_description="{desc}"'}
 
 
-def resolve_caller(_request: Request) -> Caller:
-    """Request -> Caller. Development mode: the local administrator."""
+def resolve_caller(request: Request) -> Caller:
+    """Request -> Caller; Unauthorized (401) for a bad token, or for no token when clients are configured."""
+    from gateway.api.auth import EXT, PUBLIC_PATHS, issuer
+
+    sec = current_app.extensions.get(EXT)
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("The Authorization header must be 'Bearer <token>'", "Authorization",
+                               headers=_challenge("invalid_request", "expected a Bearer token"))
+        if sec is None:
+            raise Unauthorized("Tokens cannot be verified: security is not initialised", "Authorization")
+        from gateway.api.http import base_url
+
+        try:
+            return sec.tokens.caller_for(token.strip(), issuer(), base_url())
+        except TokenRejected as exc:
+            raise Unauthorized(f"The bearer token was rejected: {exc}", "Authorization",
+                               headers=_challenge("invalid_token", str(exc))) from None
+    if sec is not None and sec.enabled:
+        if request.path in PUBLIC_PATHS:
+            return _ANONYMOUS
+        raise Unauthorized("This endpoint needs a bearer token (see /fhir/.well-known/smart-configuration)",
+                           "Authorization", headers={"WWW-Authenticate": 'Bearer realm="fhir"'})
     return LOCAL_ADMIN

@@ -1,0 +1,425 @@
+"""Security wiring for the HTTP API: bearer tokens, /auth/token, SMART discovery, per-request
+authorization of the route, rate limit, audit trail, erasure and the development-mode warnings.
+
+Every request's caller is resolved by ``gateway.api.caller.resolve_caller``; ``_authorize_route``
+then checks the interaction the URL names (read, search, create, ``$operation`` ...) through
+``gateway.security.policy.Access``, so views added later are covered too. Views filter what they
+return with ``access()``; writes are checked inside the store transaction by ``Access.write_hook``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from http import HTTPStatus
+from urllib.parse import urlsplit
+
+import orjson
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+
+from gateway.api.http import base_url, fhir_response
+from gateway.fhir.errors import (
+    FhirError,
+    Forbidden,
+    InvalidResource,
+    Issue,
+    NotFound,
+    TooManyRequests,
+    operation_outcome,
+)
+from gateway.security.audit import audit_event, write_audit
+from gateway.security.clients import ClientRegistry, load_clients
+from gateway.security.erasure import check_nhs_number, erase_person
+from gateway.security.policy import Access, current_access, iter_patient_refs_in_params
+from gateway.security.principal import Caller
+from gateway.security.ratelimit import RateLimiter
+from gateway.security.tokens import ASSERTION_ALGS, NotConfigured, OAuthError, TokenService
+from gateway.store.repo import Store
+
+log = logging.getLogger("gateway.security")
+EXT = "gateway.security"
+INSECURE_WARNING = '199 - "insecure development mode: no client authentication (GATEWAY_INSECURE_DEV)"'
+PUBLIC_PATHS = frozenset({"/healthz", "/fhir/metadata", "/fhir/.well-known/smart-configuration", "/auth/token",
+                          "/auth/jwks", "/fhir/metadata/"})
+
+bp = Blueprint("auth", __name__)
+
+
+@dataclass
+class SecurityState:
+    registry: ClientRegistry
+    tokens: TokenService
+    limiter: RateLimiter
+    audit: bool
+    insecure_dev: bool
+
+    @property
+    def enabled(self) -> bool:
+        """Clients configured: every non-public request needs a token."""
+        return bool(self.registry)
+
+
+def state() -> SecurityState:
+    return current_app.extensions[EXT]
+
+
+def access() -> Access:
+    """This request's Access (the caller's view of the store)."""
+    acc = g.get("access")
+    if acc is None:
+        acc = g.access = Access(g.get("caller") or _anonymous(), current_app.extensions["gateway.store"])
+    return acc
+
+
+def _anonymous() -> Caller:
+    return Caller(client_id="anonymous", role="anonymous", authenticated=False)
+
+
+def init_app(app: Flask) -> None:
+    settings = app.config["SETTINGS"]
+    store: Store = app.extensions["gateway.store"]
+    registry = load_clients(settings.clients_path)
+    audit_on = settings.audit == "on" or (settings.audit == "auto" and bool(registry))
+    app.extensions[EXT] = SecurityState(
+        registry=registry,
+        tokens=TokenService(registry, store.engine, signing_pem=settings.token_signing_key,
+                            idp_jwks_url=settings.idp_jwks_url, idp_jwks_file=settings.idp_jwks_file,
+                            idp_issuer=settings.idp_issuer, idp_audience=settings.idp_audience,
+                            nhs_number_claim=settings.idp_nhs_number_claim),
+        limiter=RateLimiter(settings.rate_limit), audit=audit_on, insecure_dev=settings.insecure_dev)
+    if not registry:
+        log.warning("no clients configured (GATEWAY_CLIENTS_PATH=%s): development mode, every caller without a "
+                    "token is the local administrator", settings.clients_path)
+    # First hook: a write the caller may not make rolls back before anything else is queued.
+    app.extensions["gateway.service"].hooks.insert(0, _guard_write)
+    app.before_request_funcs.setdefault(None, []).append(_before)
+    app.after_request_funcs.setdefault(None, []).insert(0, _after)
+    app.teardown_request_funcs.setdefault(None, []).append(_teardown)
+    app.register_blueprint(bp)
+
+
+def _guard_write(tx, result, resource) -> None:
+    acc = current_access.get()
+    if acc is not None:
+        acc.write_hook(tx, result, resource)
+
+
+# -- per request -------------------------------------------------------------------------------
+def _before() -> None:
+    sec = state()
+    caller: Caller = g.get("caller") or _anonymous()
+    g.access = Access(caller, current_app.extensions["gateway.store"])
+    g.access_token = current_access.set(g.access)
+    if caller.authenticated and sec.limiter.capacity > 0:
+        wait = sec.limiter.take(caller.client_id)
+        if wait > 0:
+            raise TooManyRequests(f"Rate limit of {int(sec.limiter.capacity)} requests per minute for client "
+                                  f"{caller.client_id} reached (GATEWAY_RATE_LIMIT)", "request",
+                                  headers={"Retry-After": RateLimiter.retry_after(wait)})
+    if request.path in PUBLIC_PATHS:
+        return
+    _authorize_route(g.access)
+
+
+def _teardown(_exc) -> None:
+    token = g.pop("access_token", None)
+    if token is not None:
+        current_access.reset(token)
+
+
+def _after(resp: Response) -> Response:
+    sec = current_app.extensions.get(EXT)
+    if sec is None:
+        return resp
+    if sec.insecure_dev and not sec.enabled:
+        resp.headers["Warning"] = INSECURE_WARNING
+        log.warning("insecure development mode: %s %s served without authentication", request.method, request.path)
+    if resp.status_code == HTTPStatus.UNAUTHORIZED and "WWW-Authenticate" not in resp.headers:
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="fhir"'
+    if sec.audit:
+        _audit(resp)
+    return resp
+
+
+def _audit(resp: Response) -> None:
+    acc: Access | None = g.get("access")
+    path = request.path
+    if g.get("audited"):
+        return
+    if not (path.startswith("/fhir") or path.startswith("/admin")) or path in PUBLIC_PATHS:
+        return
+    interaction = g.get("interaction") or "unknown"
+    patient_data = bool(acc and (acc.touched or acc.people))
+    if not (patient_data or request.method != "GET" or resp.status_code in (401, 403)
+            or interaction == "operation" or path.startswith("/admin")):
+        return
+    caller = acc.caller if acc else _anonymous()
+    if interaction == "search" and (g.get("rtype") or "") == "AuditEvent":
+        return  # reading the audit trail is not itself audited per page (administrators only)
+    event = audit_event(interaction=interaction, status=resp.status_code, client_id=caller.client_id,
+                        role=caller.role, request_id=g.get("request_id", ""),
+                        people=sorted(acc.people) if acc else (), resources=sorted(acc.touched) if acc else ())
+    try:
+        write_audit(current_app.extensions["gateway.store"], event)
+    except Exception:  # an audit failure must be seen by operators, yet not turn a served answer into a 500
+        log.exception("audit write failed for request %s", g.get("request_id"))
+
+
+# -- route -> interaction ----------------------------------------------------------------------
+def _authorize_route(acc: Access) -> None:
+    path = request.path
+    if path.startswith("/admin"):
+        g.interaction = "admin"
+        if not acc.caller.is_admin:
+            raise Forbidden("Administrators only", path)
+        return
+    if path.startswith("/ingest"):
+        g.interaction = "ingest"
+        if acc.caller.role not in ("admin", "sponsor", "hospital"):
+            raise Forbidden(f"A {acc.caller.role} client may not ingest records", path)
+        return
+    if not path.startswith("/fhir"):
+        return
+    if acc.caller.role == "anonymous":
+        raise Forbidden("A token is needed", path)
+    parts = [p for p in path[len("/fhir"):].split("/") if p]
+    method = request.method
+    if not parts:
+        g.interaction = "transaction"  # each entry is checked by the view (entry_check)
+        return
+    head = parts[0]
+    if head == "_history":
+        g.interaction = "history-system"
+        acc.check_history(None)
+        return
+    if head.startswith("$"):
+        _operation(acc, None, head[1:], None)
+        return
+    rtype = g.rtype = head
+    if len(parts) == 1:
+        interaction = {"GET": "search", "POST": "create", "PUT": "update", "DELETE": "delete"}.get(method)
+    elif len(parts) == 2 and parts[1] == "_search":
+        interaction = "search"
+    elif len(parts) == 2 and parts[1] == "_history":
+        g.interaction = "history-type"
+        acc.check_history(rtype)
+        return
+    elif len(parts) == 2 and parts[1].startswith("$"):
+        _operation(acc, rtype, parts[1][1:], None)
+        return
+    elif len(parts) == 2:
+        interaction = {"GET": "read", "PUT": "update", "DELETE": "delete"}.get(method)
+    elif len(parts) == 3 and parts[2].startswith("$"):
+        _operation(acc, rtype, parts[2][1:], parts[1])
+        return
+    elif len(parts) in (3, 4) and parts[2] == "_history":
+        interaction = "history-instance" if len(parts) == 3 else "vread"
+    else:
+        interaction = None
+    if interaction is None:
+        return  # the view answers 404/405
+    g.interaction = interaction
+    acc.check(interaction, rtype)
+
+
+def _operation(acc: Access, rtype: str | None, name: str, rid: str | None) -> None:
+    g.interaction = "operation"
+    body: object = None
+    if request.method == "POST" and (request.mimetype or "").endswith("json"):
+        limit = current_app.config["SETTINGS"].max_body_bytes
+        if request.content_length is not None and request.content_length <= limit:
+            try:
+                body = orjson.loads(request.get_data(cache=True))
+            except orjson.JSONDecodeError:
+                body = None  # the operation reports the bad body itself
+    refs = list(iter_patient_refs_in_params(request.args.items(multi=True), body))
+    acc.check_operation(rtype, name, rid, refs)
+
+
+# -- token endpoint and discovery --------------------------------------------------------------
+def _root() -> str:
+    """The public root URL: GATEWAY_BASE_URL without its /fhir, else the request's root."""
+    configured = current_app.config["SETTINGS"].base_url
+    if configured:
+        parts = urlsplit(configured.rstrip("/"))
+        path = parts.path[: -len("/fhir")] if parts.path.endswith("/fhir") else parts.path
+        return f"{parts.scheme}://{parts.netloc}{path}"
+    return request.url_root.rstrip("/")
+
+
+def token_url() -> str:
+    return f"{_root()}/auth/token"
+
+
+def issuer() -> str:
+    return f"{_root()}/auth"
+
+
+@bp.post("/auth/token")
+def token():
+    try:
+        body = state().tokens.issue(request.form.to_dict(), token_url(), issuer(), base_url())
+    except NotConfigured as exc:
+        return fhir_response(operation_outcome([Issue("not-supported", str(exc))]), HTTPStatus.SERVICE_UNAVAILABLE)
+    except OAuthError as exc:
+        log.info("token refused: %s", exc.description)
+        resp = jsonify({"error": exc.error, "error_description": exc.description})
+        resp.status_code = int(exc.status)
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+    resp = jsonify(body)
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["Pragma"] = "no-cache"
+    return resp
+
+
+@bp.get("/auth/jwks")
+def jwks():
+    return jsonify(state().tokens.public_jwks())
+
+
+@bp.get("/fhir/.well-known/smart-configuration")
+def smart_configuration():
+    return jsonify({
+        "issuer": issuer(),
+        "jwks_uri": f"{_root()}/auth/jwks",
+        "token_endpoint": token_url(),
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGS),
+        "grant_types_supported": ["client_credentials"],
+        "scopes_supported": ["system/*.cruds", "patient/*.cruds"],
+        "capabilities": ["client-confidential-asymmetric", "permission-v2"],
+    })
+
+
+# -- administration: erasure -------------------------------------------------------------------
+@bp.post("/admin/erasure")
+def erasure():
+    """Erase one person: a Parameters body with nhsNumber (valueString) or patient (valueReference).
+
+    ``?dryRun=true`` reports what would be removed. Answers a Parameters report (ids and counts only).
+    """
+    from gateway.api.http import json_body
+
+    g.interaction = "erase"
+    body = json_body()
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise InvalidResource("POST /admin/erasure needs a Parameters resource", "Parameters")
+    nhs = patient = None
+    for p in body.get("parameter") or []:
+        if not isinstance(p, dict):
+            continue
+        if p.get("name") == "nhsNumber" and isinstance(p.get("valueString"), str):
+            nhs = check_nhs_number(p["valueString"])
+        elif p.get("name") == "patient" and isinstance(p.get("valueReference"), dict):
+            ref = str(p["valueReference"].get("reference", ""))
+            patient = ref.removeprefix("Patient/") if ref.startswith("Patient/") else None
+            if not patient:
+                raise InvalidResource("patient must reference Patient/<id>", "Parameters.parameter.valueReference")
+    dry = request.args.get("dryRun", "false").lower() == "true"
+    store: Store = current_app.extensions["gateway.store"]
+    report = erase_person(store, nhs_number=nhs, patient_id=patient, dry_run=dry)
+    acc = access()
+    acc.people.update(report.patients)
+    if not dry:
+        # The erasure is recorded even when routine auditing is off: the record is the proof it happened.
+        caller = acc.caller
+        event = audit_event(interaction="erase", status=200, client_id=caller.client_id, role=caller.role,
+                            request_id=g.get("request_id", ""), people=report.patients,
+                            detail=f"erased {sum(report.removed.values())} resources, {report.versions} versions")
+        write_audit(store, event)
+        g.audited = True
+    out = report.to_parameters()
+    out["parameter"].insert(0, {"name": "dryRun", "valueBoolean": dry})
+    return fhir_response(out)
+
+
+# -- helpers the FHIR views call (one line each) -----------------------------------------------
+def see(st):
+    """A stored version the caller asked for by id: returned if visible, else NotFound (no existence leak)."""
+    acc = access()
+    res = st.resource() if st.content else None
+    if not acc.can_see(res):
+        raise NotFound(f"{st.type}/{st.id} is not known", f"{st.type}.id")
+    acc.note(st.type, st.id, res)
+    return st
+
+
+def filter_rows(rows: list) -> list:
+    """Search, _include and history rows -> the ones the caller may see."""
+    return access().filter(rows)
+
+
+def narrow_search(rtype: str, items: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return access().narrow_search(rtype, items)
+
+
+def show_total(rtype: str | None) -> bool:
+    return access().exact_totals(rtype)
+
+
+def prepare_write(rtype: str, resource: object) -> object:
+    """Stamp the caller's tenant on content about to be written (checked again inside the transaction)."""
+    if isinstance(resource, dict):
+        access().prepare_write(rtype, resource)
+    return resource
+
+
+def check_bundle(bundle: object) -> None:
+    """Every entry of a transaction or batch is checked like the REST call it stands for."""
+    if not isinstance(bundle, dict) or not isinstance(bundle.get("entry"), list):
+        return
+    acc = access()
+    for i, entry in enumerate(bundle["entry"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
+            continue
+        req = entry["request"]
+        method, url = req.get("method"), req.get("url")
+        if not isinstance(url, str) or method not in ("GET", "POST", "PUT", "DELETE"):
+            continue
+        path, _, query = url.partition("?")
+        parts = [p for p in path.strip("/").split("/") if p]
+        if not parts:
+            continue
+        try:
+            if parts[0] == "_history" or parts[0].startswith("$") or any(p.startswith("$") for p in parts):
+                raise Forbidden("History and operations are not allowed inside a Bundle here", "request.url")
+            if len(parts) >= 2 and parts[1] == "_history":
+                acc.check_history(parts[0])
+                continue
+            interaction = {"POST": "create", "PUT": "update", "DELETE": "delete"}.get(method) or (
+                "read" if len(parts) == 2 and not query else "search")
+            acc.check(interaction, parts[0])
+        except FhirError as exc:
+            raise exc.prefixed(f"Bundle.entry[{i}]") from None
+        if method in ("POST", "PUT") and isinstance(entry.get("resource"), dict):
+            acc.prepare_write(parts[0], entry["resource"])
+
+
+def filter_bundle_response(result: dict) -> dict:
+    """transaction-response / batch-response: resources the caller may not see are left out."""
+    acc = access()
+    for e in result.get("entry") or []:
+        res = e.get("resource")
+        if isinstance(res, dict) and res.get("resourceType") != "Bundle" and not acc.can_see(res):
+            e.pop("resource")
+    return result
+
+
+def read_for_bundle(st) -> dict:
+    return see(st).resource()
+
+
+
+def filter_history(rtype: str | None, rid: str | None, rows: list) -> list:
+    """History entries the caller may see; an instance the caller may not see is NotFound."""
+    acc = access()
+    if acc.caller.is_admin:
+        return rows
+    if rid is not None and rtype is not None:
+        current = current_app.extensions["gateway.store"].read_many([(rtype, rid)])
+        shown = current[0] if current else next((r for r in rows if r.content), None)
+        if shown is None or not acc.can_see(shown.resource()):
+            raise NotFound(f"{rtype}/{rid} is not known", f"{rtype}.id")
+        return [r for r in rows if r.content is None or acc.can_see(r.resource())]
+    return acc.filter(r for r in rows if r.content)

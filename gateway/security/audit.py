@@ -1,0 +1,101 @@
+"""The audit trail: one AuditEvent per request on patient data and per automatic action.
+
+Shaped like IHE Basic Audit Log Patterns (BALP): ``type`` rest (or our own subtypes), ``subtype`` the
+FHIR interaction, ``action`` C/R/U/D/E, ``outcome`` 0/4/8, the client as requesting ``agent``, the
+gateway as ``source``, one ``entity`` per Patient involved (role patient) and the request id as an
+XrequestId entity. Only ids: never tokens, query strings, NHS numbers or clinical content.
+Stored through the store without re-validation (we build it), so administrators search it at
+/fhir/AuditEvent?patient=Patient/x&agent=<client id>&date=ge2026-01-01.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+
+from gateway.fhir.conventions import (
+    AUDIT_ENTITY_TYPE,
+    AUDIT_EVENT_TYPE,
+    AUDIT_SUBTYPE,
+    BALP_ENTITY_TYPE,
+    CLIENT_ID_SYSTEM,
+    OBJECT_ROLE,
+    RESTFUL_INTERACTION,
+)
+from gateway.store.clock import now_iso
+from gateway.store.repo import Store
+
+log = logging.getLogger("gateway.audit")
+
+ACTIONS = {"create": "C", "read": "R", "vread": "R", "search": "E", "search-type": "E", "history-instance": "R",
+           "history-type": "R", "history-system": "R", "update": "U", "delete": "D", "transaction": "E",
+           "batch": "E", "operation": "E", "erase": "D", "token": "E"}
+MAX_ENTITIES = 200  # a search over many people records the first 200 and says how many there were
+
+
+def outcome_code(status: int) -> str:
+    """HTTP status -> AuditEvent.outcome: 0 success, 4 minor failure (client error), 8 serious failure."""
+    return "0" if status < 400 else ("4" if status < 500 else "8")
+
+
+def audit_event(*, interaction: str, status: int, client_id: str, role: str, request_id: str,
+                people: Iterable[str] = (), resources: Iterable[str] = (), automatic: bool = False,
+                subtype_system: str | None = None, detail: str | None = None) -> dict:
+    """Build one AuditEvent (dict). ``people`` and ``resources`` are 'Type/id' references only."""
+    if subtype_system is None:
+        subtype_system = RESTFUL_INTERACTION if interaction in _REST else AUDIT_SUBTYPE
+    entities: list[dict] = []
+    for ref in sorted(set(people))[:MAX_ENTITIES]:
+        entities.append({"what": {"reference": ref}, "type": {"system": AUDIT_ENTITY_TYPE, "code": "1"},
+                         "role": {"system": OBJECT_ROLE, "code": "1"}})
+    for ref in sorted(set(resources) - set(people))[:MAX_ENTITIES]:
+        entities.append({"what": {"reference": ref}, "type": {"system": AUDIT_ENTITY_TYPE, "code": "2"}})
+    entities.append({"what": {"identifier": {"value": request_id}},
+                     "type": {"system": BALP_ENTITY_TYPE, "code": "XrequestId"}})
+    event: dict = {
+        "resourceType": "AuditEvent",
+        "type": {"system": AUDIT_EVENT_TYPE, "code": "rest", "display": "Restful Operation"},
+        "subtype": [{"system": subtype_system, "code": interaction}],
+        "action": ACTIONS.get(interaction, "E"),
+        "recorded": now_iso(),
+        "outcome": outcome_code(status),
+        "agent": [{
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                 "code": "IRCP" if automatic else "AUT"}]},
+            "who": {"identifier": {"system": CLIENT_ID_SYSTEM, "value": client_id}, "display": role},
+            "requestor": not automatic,
+        }],
+        "source": {"observer": {"display": "trial-matching gateway"},
+                   "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}]},
+        "entity": entities,
+    }
+    n = len(set(people))
+    if n > MAX_ENTITIES or detail:
+        event["outcomeDesc"] = "; ".join(x for x in (detail, f"{n} people involved" if n > MAX_ENTITIES else None)
+                                         if x)
+    return event
+
+
+_REST = {"read", "vread", "update", "delete", "history-instance", "history-type", "history-system", "create",
+         "search-type", "search", "batch", "transaction", "operation"}
+
+
+def write_audit(store: Store, event: dict) -> None:
+    """Store one AuditEvent in its own small transaction (a failed audit write is logged, never hidden)."""
+    with store.write() as tx:
+        tx.create(event, str(uuid.uuid4()))
+
+
+def record_automatic(store: Store, action: str, *, people: Iterable[str] = (), resources: Iterable[str] = (),
+                     actor: str = "gateway", status: int = 200, request_id: str | None = None,
+                     detail: str | None = None) -> dict:
+    """Audit an automatic action (a notification sent, a patient proposed to a research team, ...).
+
+    record_automatic(store, "notify", people=["Patient/1"], resources=["Subscription/9"]) -> the AuditEvent.
+    """
+    event = audit_event(interaction=action, status=status, client_id=actor, role="automatic",
+                        request_id=request_id or str(uuid.uuid4()), people=people, resources=resources,
+                        automatic=True, subtype_system=AUDIT_SUBTYPE, detail=detail)
+    write_audit(store, event)
+    return event
