@@ -74,5 +74,6 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     auth.init_app(app)  # security: tokens, route authorization, rate limit, audit, /auth, /admin/erasure
     __import__("gateway.api.ingest", fromlist=["init_app"]).init_app(app)  # mapping: /ingest, $translate
+    __import__("gateway.api.subsumes")  # terminology: registers CodeSystem/$subsumes
     logging.getLogger("gateway").setLevel(logging.INFO)
     return app

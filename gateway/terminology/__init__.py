@@ -8,7 +8,7 @@ True
 
 from gateway.terminology.conceptmap import ConceptMapIndex, Translation, load_conceptmaps
 from gateway.terminology.systems import canonical_system, normalise_code, normalise_mesh_id, system_name
-from gateway.terminology.terminology import Terminology, default_terminology, load_terminology
+from gateway.terminology.terminology import Terminology, default_terminology, load_terminology, terminology_for
 from gateway.terminology.text import loose_key, normalise_text
 
 __all__ = [
@@ -24,4 +24,5 @@ __all__ = [
     "normalise_mesh_id",
     "normalise_text",
     "system_name",
+    "terminology_for",
 ]
