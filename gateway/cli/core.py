@@ -53,9 +53,12 @@ def serve(host: str, port: int, demo: bool) -> None:
     from werkzeug.serving import make_server
 
     from gateway.api.app import create_app
+    from gateway.security.devmode import check_bind
 
     settings = Settings.from_env()
     app = create_app(settings)
+    for line in check_bind(host, bool(app.extensions["gateway.security"].registry), settings.insecure_dev):
+        click.echo(line, err=True)  # development mode: loopback only unless GATEWAY_INSECURE_DEV=true
     if demo:
         stats = load_paths(app.extensions["gateway.service"], [DEMO_PATH], progress=False)
         click.echo(f"demo data: {_summary(stats)}")
