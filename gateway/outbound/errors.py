@@ -63,6 +63,13 @@ class NotFound(OutboundError):
     """404 or 410: the resource or endpoint does not exist (any more)."""
 
 
+class PatientNotFound(NotFound):
+    """The hospital has no Patient with this NHS number yet: retried (within the budget), as the
+    hospital's record may arrive later."""
+
+    retryable = True
+
+
 class Conflict(OutboundError):
     """409 or 412: a version conflict or a failed precondition (If-Match, If-None-Exist)."""
 

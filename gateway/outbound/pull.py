@@ -11,17 +11,17 @@ from datetime import UTC, datetime, timedelta
 from gateway.fhir.conventions import NHS_NUMBER
 from gateway.outbound.client import FhirClient
 from gateway.outbound.destinations import Destinations
-from gateway.outbound.errors import Conflict, NotFound
+from gateway.outbound.errors import Conflict, PatientNotFound
 from gateway.outbound.hospitals import Hospital
 from gateway.outbound.settings import OutboundSettings
 
 
 def find_patient(client: FhirClient, nhs_number: str) -> dict:
-    """The hospital's one Patient with this NHS number; NotFound when none, Conflict when several."""
+    """The hospital's one Patient with this NHS number; PatientNotFound when none, Conflict when several."""
     found = [p for p in client.search("Patient", {"identifier": f"{NHS_NUMBER}|{nhs_number}"})
              if p.get("resourceType") == "Patient" and p.get("active", True) is not False]
     if not found:
-        raise NotFound("the hospital has no active Patient with this NHS number")
+        raise PatientNotFound("the hospital has no active Patient with this NHS number")
     if len(found) > 1:
         raise Conflict(f"the hospital has {len(found)} active Patients with this NHS number")
     return found[0]

@@ -165,7 +165,8 @@ def test_search_follows_next_links_but_only_to_allowed_hosts():
     page2 = {"resourceType": "Bundle", "type": "searchset", "link": [
         {"relation": "next", "url": "https://evil.test/steal"}],
         "entry": [{"resource": {"resourceType": "Condition", "id": "c2", "subject": {"reference": "Patient/p1"}}}]}
-    responses.get(f"{BASE}/Condition", json=page1, headers=FHIR, match=[matchers.query_param_matcher({"patient": "p1"})])
+    responses.get(f"{BASE}/Condition", json=page1, headers=FHIR,
+                  match=[matchers.query_param_matcher({"patient": "p1"})])
     responses.get(f"{BASE}/Condition", json=page2, headers=FHIR, match=[matchers.query_param_matcher({"page": "2"})])
     client, _ = make()
     with pytest.raises(E.DestinationNotAllowed):
