@@ -14,7 +14,7 @@ from gateway.matching import consent as consent_rules
 from gateway.matching.engine import MET, NOT_MET, Finding
 from gateway.matching.explain import near_miss_outcome, search_element
 from gateway.matching.index import DEFAULT_STATUSES, MatchQuery
-from gateway.matching.profile import PatientProfile, build_profile, group_by_person
+from gateway.matching.profile import PatientProfile, build_profile, group_by_person, subject_ref
 from gateway.matching.state import MatchingState
 from gateway.matching.terms import default_terminology
 from gateway.store.clock import now_iso
@@ -125,9 +125,9 @@ def _profile_from_bundle(bundle: object, state: MatchingState) -> PatientProfile
         raise InvalidResource(f"The bundle must hold the records of exactly one patient; it holds {len(people)}",
                               "Bundle.entry")
     (key, records), = people.items()
-    # A bundle without a Patient reference convention (no subject) still describes that one patient.
-    attached = {id(r) for r in records}
-    records += [r for r in resources if id(r) not in attached and r.get("resourceType") != "Patient"]
+    # Entries with no subject at all are taken to be about the bundle's one patient; entries about
+    # someone else (a reference to another Patient) are not.
+    records += [r for r in resources if r.get("resourceType") != "Patient" and subject_ref(r) is None]
     return build_profile(records, state.term, key=key)
 
 

@@ -109,7 +109,12 @@ def _when(resource: dict) -> str:
     return ""
 
 
-def _obs_fact(holder: dict, when: str, label: str, is_ecog: bool) -> ObservationFact | None:
+# Performance scores outside their scale (e.g. -1 for 'not assessed' in some extracts) are unknown, not values.
+SCALES = {cv.ECOG: (0, 5), cv.KARNOFSKY: (0, 100)}
+
+
+def _obs_fact(holder: dict, when: str, label: str, is_ecog: bool,
+              scale: tuple[int, int] | None = None) -> ObservationFact | None:
     number, unit, codes, flag = None, None, (), None
     if isinstance(holder.get("valueQuantity"), dict) and isinstance(holder["valueQuantity"].get("value"),
                                                                     int | float):
@@ -126,6 +131,8 @@ def _obs_fact(holder: dict, when: str, label: str, is_ecog: bool) -> Observation
         flag = holder["valueBoolean"]
     else:
         return None
+    if number is not None and scale and not scale[0] <= number <= scale[1]:
+        number = None
     return ObservationFact(number, codes, flag, unit, when, label)
 
 
@@ -138,7 +145,8 @@ def _add_observation(obs: dict, facts: dict[Code, ObservationFact], term: Termin
         keys = codings(part.get("code"))
         if not keys:
             continue
-        fact = _obs_fact(part, when, concept_label(part.get("code"), term), cv.ECOG in keys)
+        scale = next((SCALES[k] for k in keys if k in SCALES), None)
+        fact = _obs_fact(part, when, concept_label(part.get("code"), term), cv.ECOG in keys, scale)
         if fact is None:
             continue
         for k in keys:

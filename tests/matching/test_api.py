@@ -130,14 +130,14 @@ def _store_people(client) -> str:
 
     gbm = (cv.SNOMED, "393563007")
     # consenting (HRESCH) patient, a patient without consent, one who withdrew, one across two hospitals
-    for pid, nhs in (("yes", "9434765919"), ("none", "9434765870"), ("withdrawn", "9434765862")):
+    for pid, nhs in (("yes", "9434765919"), ("none", "9434765013"), ("withdrawn", "9434765021")):
         put(b.patient(pid, nhs=nhs, postcode="M20 4BX"))
         put(b.condition(f"c-{pid}", pid, gbm))
     put(b.consent("k-yes", "yes", purposes=[cv.PURPOSE_RESEARCH]))
     put(b.consent("k-withdrawn", "withdrawn", ptype="deny"))
-    put(b.patient("two-a", nhs="9434765854", birth="1990-01-01", postcode="LS9 7TF"))
+    put(b.patient("two-a", nhs="9434765048", birth="1990-01-01", postcode="LS9 7TF"))
     put(b.condition("c-two", "two-a", gbm))
-    put(b.patient("two-b", nhs="9434765854", birth="1990-01-01"))
+    put(b.patient("two-b", nhs="9434765048", birth="1990-01-01"))
     put(b.consent("k-two", "two-b", purposes=[cv.PURPOSE_RESEARCH]))  # sent by the other hospital
     r = client.post("/fhir", json=tx, headers=FHIR_JSON)
     assert r.status_code == 200, r.get_json()

@@ -185,3 +185,11 @@ def test_records_from_two_hospitals_with_one_nhs_number_are_one_person():
     p = build_profile(records, T)
     assert key == "nhs:9449306060" and p.patient_ids == ("christie", "leeds")
     assert p.birth_date == date(1981, 5, 14) and p.sex == "female" and (cv.ECOG in p.observations)
+
+
+def test_performance_score_outside_its_scale_is_unknown():
+    g = b.group("g", [b.range_char(cv.ECOG, 0, 1)])
+    sc = study_criteria(b.study("s", [GBM], group_id="g"), g, {}, T)
+    p = build_profile([b.patient("p"), b.condition("c", "p", GBM), b.observation("o", "p", cv.ECOG, -1)], T)
+    r = evaluate(sc, p, T, TODAY)
+    assert r.is_match and r.findings[-1].result == UNKNOWN
