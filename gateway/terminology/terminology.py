@@ -192,13 +192,20 @@ class Terminology:
             node = stack.pop()
             parents = self._parents.get(node)
             if not parents and node[0] in _STRUCTURAL:
-                sp = icd_structural_parent(node[1])
-                parents = {(node[0], sp)} if sp else None
+                parents = self._structural_parent(node)
             for p in parents or ():
                 if p not in seen:
                     seen.add(p)
                     stack.append(p)
         return frozenset(seen)
+
+    def _structural_parent(self, node: Key) -> set[Key] | None:
+        """The nearest loaded code above an unlisted ICD code by its shape: C71.8 -> C71; Z99.9 -> None."""
+        system, code = node
+        while (code := icd_structural_parent(code)) is not None:
+            if (system, code) in self._display or (system, code) in self._parents:
+                return {(system, code)}
+        return None
 
     def _compute_closure(self) -> None:
         nodes = set(self._display) | set(self._parents)
@@ -219,7 +226,7 @@ class Terminology:
         if found is None:
             found = self._walk(k)
             if len(found) > 1:
-                self._closure[k] = found  # cache structural ICD answers; unknown codes stay uncached
+                self._closure[k] = found  # an unlisted ICD code placed by its shape: cache it
         return found
 
     def is_a(self, system: str, code: str, ancestor_system: str, ancestor_code: str) -> bool:
