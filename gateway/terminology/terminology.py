@@ -68,6 +68,7 @@ class Terminology:
         self._loose: dict[str, list[Key]] = defaultdict(list)  # loose_key -> concepts
         self._bag: dict[str, list[Key]] = defaultdict(list)  # loose words sorted: word order ignored
         self._lock = threading.Lock()
+        self._resolved: dict[str, list[Key]] = {}  # resolve_text answers (fuzzy matching is ~10 ms)
         self.conceptmaps = ConceptMapIndex()
         self.codesystems: dict[str, dict] = {}  # canonical url -> CodeSystem metadata (no concepts)
 
@@ -75,8 +76,7 @@ class Terminology:
 
     def key(self, system: str, code: str) -> Key:
         """(system, code) in canonical form: MeSH aliases -> one URI, D000005910 -> D005910."""
-        system = canonical_system(system)
-        return system, normalise_code(system, code)
+        return _canonical_key(system, code)
 
     def add_concept(self, system: str, code: str, display: str | None = None, parents: Iterable[str] = (),
                     *, secondary: bool = False, synonyms: Iterable[str] = ()) -> Key:
@@ -97,6 +97,7 @@ class Terminology:
     def add_term(self, text: str, system: str, code: str) -> None:
         """Make free text ``text`` resolve to (system, code)."""
         k = self.key(system, code)
+        self._resolved.clear()
         loose = loose_key(text)
         for index, tkey in ((self._terms, normalise_text(text)), (self._loose, loose), (self._bag, _bag(loose))):
             if tkey and k not in index[tkey]:
@@ -167,14 +168,16 @@ class Terminology:
             k = self.key(system, code)
             before = set(self._parents.get(k, ()))
             self.add_concept(system, code, display, parents)
+            after = self._parents.get(k, set())
+            missing = [p for p in after if p not in self._closure]
+            if after == before and k in self._closure and not missing:
+                return  # the usual case once a registry's terms have been seen: nothing to do
             closure = dict(self._closure)  # copy-on-write: readers never see a half-updated map
-            for p in self._parents.get(k, ()):
-                if p not in closure:
-                    closure[p] = self._walk(p)
-            if self._parents.get(k, set()) != before or k not in closure:
-                # New edges from k add ancestors to k and to everything below k, nothing else.
-                new = self._walk(k)
-                closure[k] = new
+            for p in missing:
+                closure[p] = self._walk(p)
+            new = closure[k] = self._walk(k)
+            if after != before:
+                # New edges from k add ancestors to everything below k, and nothing else.
                 for node, anc in closure.items():
                     if k in anc and not new <= anc:
                         closure[node] = anc | new
@@ -221,6 +224,9 @@ class Terminology:
 
         Unknown codes -> {(system, code)} (ICD codes also get their structural parents: C71.8 -> C71).
         """
+        found = self._closure.get((system, code))  # fast path: callers mostly pass canonical keys
+        if found is not None:
+            return found
         k = self.key(system, code)
         found = self._closure.get(k)
         if found is None:
@@ -231,7 +237,8 @@ class Terminology:
 
     def is_a(self, system: str, code: str, ancestor_system: str, ancestor_code: str) -> bool:
         """True if (system, code) is the ancestor or a descendant of it, within or across systems."""
-        return self.key(ancestor_system, ancestor_code) in self.ancestors(system, code)
+        anc = self.ancestors(system, code)
+        return (ancestor_system, ancestor_code) in anc or self.key(ancestor_system, ancestor_code) in anc
 
     def subsumes(self, system: str, code_a: str, code_b: str) -> str:
         """CodeSystem/$subsumes outcome of A against B: 'equivalent' | 'subsumes' | 'subsumed-by' |
@@ -291,6 +298,9 @@ class Terminology:
         norm = normalise_text(text)
         if not norm:
             return []
+        cached = self._resolved.get(norm)
+        if cached is not None:
+            return list(cached)
         hits = self._terms.get(norm)
         if not hits:
             loose = loose_key(text)
@@ -301,7 +311,10 @@ class Terminology:
             if not hits and len(loose) >= 5:
                 close = difflib.get_close_matches(loose, self._loose_keys(), n=1, cutoff=_FUZZY_CUTOFF)
                 hits = self._loose.get(close[0]) if close else None
-        return _rank(hits or [])
+        found = _rank(hits or [])
+        if len(self._resolved) < 100_000:
+            self._resolved[norm] = found
+        return list(found)
 
     def resolve_texts(self, texts: Iterable[str]) -> tuple[dict[str, list[Key]], list[str]]:
         """Resolve many texts: ({text: codes} for those resolved, [texts not resolved])."""
@@ -322,6 +335,12 @@ class Terminology:
 
     def __len__(self) -> int:
         return len(self._closure)
+
+
+@lru_cache(maxsize=65536)
+def _canonical_key(system: str, code: str) -> Key:
+    system = canonical_system(system)
+    return system, normalise_code(system, code)
 
 
 def _bag(loose: str) -> str:
