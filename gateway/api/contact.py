@@ -1,6 +1,7 @@
 """Contact requests: POST /fhir/ResearchSubject (status=candidate) stored and queued for the hospital.
 
-A duplicate request (same person, same study) returns the existing ResearchSubject with 200 and
+A contact request is a ResearchSubject with status ``candidate`` whose ``study`` references a
+ResearchStudy held here. A duplicate request (same person, same study) returns the existing ResearchSubject with 200 and
 queues nothing: the gateway's copy carries the same keyed contact-request identifier and is
 created with If-None-Exist on it. Status changes (PUT with If-Match, by the hospital, the research
 team or the patient withdrawing) go through the ordinary /fhir routes; the outbox hook queues
@@ -52,7 +53,9 @@ def _read(rtype: str, rid: str) -> dict | None:
 def create_research_subject():
     check_accept()
     resource = validate_resource(_as_dict(json_body(), "ResearchSubject"), "ResearchSubject")
-    if resource.get("status") != "candidate":
+    if resource.get("status") != "candidate" or not (resource.get("study") or {}).get("reference"):
+        # Not a contact request to route: e.g. a hospital's own record, or a copy written to a gateway that
+        # plays a hospital (study by identifier only). Stored like any resource.
         result = service().create(resource, if_none_exist=request.headers.get("If-None-Exist"), validated=True)
         return _write_response(result, HTTPStatus.CREATED if result.created else HTTPStatus.OK)
     dest = destinations()

@@ -152,6 +152,19 @@ SEARCH_PARAMS: dict[str, dict[str, SearchParam]] = {
         _p("action", "token", "action"),
         _p("outcome", "token", "outcome"),
     ]},
+    # What the outbox writes to a hospital for its research team (gateway.outbound), found again by the
+    # contact-request identifier (If-None-Exist), also when a gateway plays the hospital in tests.
+    "Task": {p.name: p for p in [
+        _p("identifier", "token", "identifier"),
+        _p("patient", "reference", "for", targets=("Patient",)),
+        _p("status", "token", "status"),
+        _p("focus", "reference", "focus"),
+    ]},
+    "Communication": {p.name: p for p in [
+        _p("identifier", "token", "identifier"),
+        _p("patient", "reference", "subject", targets=("Patient",)),
+        _p("status", "token", "status"),
+    ]},
 }
 
 # _include targets supported: "Type:param"

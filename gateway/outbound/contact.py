@@ -169,8 +169,10 @@ def make_hook(destinations: Destinations):
         marked = _identifier(resource, CONTACT_REQUEST_ID)
         if not marked and result.outcome == "updated":
             marked = _identifier(_previous(tx, st.pk, st.version), CONTACT_REQUEST_ID)
-        if not marked:
-            return  # not a contact request (e.g. a hospital's own ResearchSubject loaded in a Bundle)
+        if not marked or not (resource.get("study") or {}).get("reference"):
+            # Not a contact request held here: a hospital's own ResearchSubject, or the copy a gateway stores
+            # when it plays the hospital (study by identifier only).
+            return
         route = plan_route(resource, _tx_reader(tx), destinations, destinations.settings.contact_id_key)
         payload = {"op": "create" if result.outcome == "created" else "update", "contact_id": route.contact_id,
                    "nhs_number": route.nhs_number, "study_identifier": route.study_identifier,
