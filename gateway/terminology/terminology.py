@@ -183,6 +183,29 @@ class Terminology:
                         closure[node] = anc | new
             self._closure = closure
 
+    def add_registry_hierarchy(self, entries: Iterable[dict]) -> int:
+        """Add the MeSH hierarchy a ClinicalTrials.gov record carries; returns the terms given parents.
+
+        ``entries`` as the ``ctgov-mesh-hierarchy`` mapping transform emits them:
+        ``[{'system', 'code', 'display', 'ancestors': [codes]}]``, the record's terms with ``ancestors``
+        and the ancestors themselves with ``[]``. ClinicalTrials.gov lists the ancestors of all the
+        record's terms together, so when a record has several terms the list is only trusted for terms
+        the terminology does not know yet: 'Neoplasm Metastasis' on a brain-metastases record must not
+        become a kind of 'Central Nervous System Neoplasms' (an ancestor of the other term, 'Brain
+        Neoplasms'). With a single term the ancestors are exactly its own.
+        """
+        entries = [e for e in entries if isinstance(e, dict) and e.get("system") and e.get("code")]
+        terms = [e for e in entries if e.get("ancestors")]
+        ambiguous = len(terms) > 1
+        added = 0
+        for e in entries:
+            ancestors = list(e.get("ancestors") or [])
+            if ancestors and ambiguous and self.knows(e["system"], e["code"]):
+                ancestors = []
+            self.add_hierarchy(e["system"], e["code"], e.get("display"), ancestors)
+            added += bool(ancestors)
+        return added
+
     def finish(self) -> Terminology:
         """Precompute the closure of every known concept (call once after loading)."""
         self._compute_closure()

@@ -283,3 +283,28 @@ def test_bridges_have_descriptions_and_translate(t):
         assert cm.get("description"), cm["url"]
     found = t.conceptmaps.translate("393563007", SNOMED, target_system=MESH)
     assert [(x.code, x.equivalence) for x in found] == [("D005909", "equivalent")]
+
+
+def test_registry_hierarchy_single_term_record_is_trusted(fresh):
+    record = json.loads((DATA / "ctgov-NCT02513394-conditions.json").read_text())
+    browse = record["conditionBrowseModule"]
+    ancestors = [a["id"] for a in browse["ancestors"]]
+    entries = [{"system": MESH, "code": m["id"], "display": m["term"], "ancestors": ancestors}
+               for m in browse["meshes"]]
+    entries += [{"system": MESH, "code": a["id"], "display": a["term"], "ancestors": []} for a in browse["ancestors"]]
+    assert fresh.add_registry_hierarchy(entries) == 1
+    assert fresh.is_a(MESH, "D001943", MESH, "D001941")  # Breast Neoplasms < Breast Diseases
+    assert fresh.display(MESH, "D012871") == "Skin Diseases"
+
+
+def test_registry_hierarchy_several_terms_do_not_cross_contaminate(fresh):
+    """A brain-metastases record: terms Neoplasm Metastasis + Brain Neoplasms, ancestors listed together."""
+    union = ["D000009385", "D000009369", "D000010335", "D000016543", "D000009423", "D000009371",
+             "D000001927", "D000002493", "D000009422"]
+    entries = [{"system": MESH, "code": "D000009362", "display": "Neoplasm Metastasis", "ancestors": union},
+               {"system": MESH, "code": "D000001932", "display": "Brain Neoplasms", "ancestors": union},
+               {"system": MESH, "code": "D000090003", "display": "A term new to us", "ancestors": union}]
+    fresh.add_registry_hierarchy(entries)
+    assert not fresh.is_a(MESH, "D009362", MESH, "D016543")  # metastasis is not a CNS neoplasm
+    assert not fresh.is_a(SNOMED, "94391008", MESH, "D016543")  # lung metastases neither
+    assert fresh.is_a(MESH, "D000090003", MESH, "D009369")  # an unknown term takes the ancestors
