@@ -30,6 +30,7 @@ class MappedRecord:
     source_id: str | None
     bundle: dict | None = None
     errors: list[tuple[str, str]] = field(default_factory=list)
+    unreadable: bool = False  # the reader could not take a record from the input (bad JSON line, not an object)
     hierarchy: list[dict] = field(default_factory=list)  # side output for the terminology layer
     # entry index -> {top-level FHIR element: the source path it came from}, to name source fields in errors
     provenance: dict[int, dict[str, str]] = field(default_factory=dict)
@@ -273,7 +274,7 @@ def map_payload(mapping: Mapping | str, payload: object, *, conceptmaps: object 
     out = []
     for index, record in records:
         if isinstance(record, RecordError):
-            out.append(MappedRecord(index, None, errors=[(record.path, record.message)]))
+            out.append(MappedRecord(index, None, errors=[(record.path, record.message)], unreadable=True))
         else:
             out.append(_map_record(mapping, index, record, conceptmaps))  # type: ignore[arg-type]
     return out

@@ -46,9 +46,10 @@ class IngestResult:
 
 
 def _record_error(rec: MappedRecord) -> IngestResult:
-    issues = [Issue("invalid" if path.startswith("[") or path.startswith("studies[") or path.startswith("row")
-                    else "value", f"{path}: {msg}", [path]) for path, msg in rec.errors]
-    status = HTTPStatus.BAD_REQUEST if issues[0].code == "invalid" else HTTPStatus.UNPROCESSABLE_ENTITY
+    # An unreadable record is a malformed request (400); a readable one with wrong values breaks a rule (422).
+    code = "structure" if rec.unreadable else "value"
+    issues = [Issue(code, f"{path}: {msg}", [path]) for path, msg in rec.errors]
+    status = HTTPStatus.BAD_REQUEST if rec.unreadable else HTTPStatus.UNPROCESSABLE_ENTITY
     return IngestResult(rec.index, rec.source_id, status, "rejected", operation_outcome=operation_outcome(issues),
                         reasons=[i.diagnostics for i in issues])
 

@@ -47,10 +47,43 @@ def _json(payload: object) -> object:
     return payload
 
 
+def _ndjson(payload: object) -> list[object] | None:
+    """NDJSON (one study per line) -> items, a bad line becoming a RecordError; None if not NDJSON.
+
+    It is NDJSON when the whole text is not one JSON value but its first line is a JSON object.
+    """
+    if not isinstance(payload, bytes | bytearray | memoryview | str):
+        return None
+    raw = bytes(payload) if not isinstance(payload, str) else payload.encode()
+    lines = raw.splitlines()
+    if len([x for x in lines if x.strip()]) < 2:
+        return None
+    try:
+        orjson.loads(raw)
+        return None
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        if not isinstance(orjson.loads(lines[0]), dict):
+            return None
+    except orjson.JSONDecodeError:
+        return None
+    items: list[object] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            items.append(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
+            items.append(RecordError(f"line {n}", f"not valid JSON: {exc}"))
+    return items
+
+
 @reader("ctgov-studies")
 def ctgov_studies(payload: object) -> list[tuple[int, object]]:
-    """One study, a JSON array of studies, or an API page {"studies": [...], "nextPageToken": ...}."""
-    data = _json(payload)
+    """One study, a JSON array of studies, an API page {"studies": [...], "nextPageToken": ...}, or NDJSON."""
+    lines = _ndjson(payload)
+    data = lines if lines is not None else _json(payload)
     if isinstance(data, dict) and isinstance(data.get("studies"), list):
         items, where = data["studies"], "studies"
     elif isinstance(data, dict):
@@ -61,7 +94,9 @@ def ctgov_studies(payload: object) -> list[tuple[int, object]]:
         raise PayloadError("expected a study object, an array of studies or an API page with 'studies'")
     out: list[tuple[int, object]] = []
     for i, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("protocolSection"), dict):
+        if isinstance(item, RecordError):
+            out.append((i, item))
+        elif not isinstance(item, dict) or not isinstance(item.get("protocolSection"), dict):
             out.append((i, RecordError(f"{where}[{i}]" if where else f"[{i}]",
                                        "expected a study object with a 'protocolSection'")))
         else:

@@ -137,3 +137,12 @@ def test_single_study_array_and_page_give_the_same_records():
     ids = [r.source_id for r in map_payload("ctgov-v2", PAGE["studies"])]
     assert ids == [r.source_id for r in map_payload("ctgov-v2", PAGE)]
     assert [r.source_id for r in map_payload("ctgov-v2", STUDY)] == ids[:1]
+
+
+def test_ndjson_with_a_bad_line_keeps_the_others():
+    lines = [json.dumps(s) for s in PAGE["studies"][:3]]
+    lines[1] = lines[1][:50]  # truncated line
+    recs = map_payload("ctgov-v2", "\n".join(lines).encode())
+    assert [r.source_id for r in recs] == ["NCT02710084", None, "NCT01525901"]
+    [(path, msg)] = recs[1].errors
+    assert path == "line 2" and msg.startswith("not valid JSON:")
