@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qsl
 
+import orjson
+
 from gateway.fhir.conventions import CTGOV, normalise_ctgov_system
 from gateway.fhir.errors import (
     FhirError,
@@ -220,8 +222,9 @@ class FhirService:
                     raise exc.prefixed(f"Bundle.entry[{e.index}]") from None
                 if e.full_url and e.target_id:
                     idmap[e.full_url] = f"{e.rtype}/{e.target_id}"
+            absolute = [k.encode() for k in idmap if not k.startswith("urn:")]
             for e in plan:
-                if e.resource is not None:
+                if e.resource is not None and _mentions(e.resource, b"urn:", *absolute):
                     unresolved = _rewrite_references(e.resource, idmap)
                     if unresolved:
                         raise InvalidResource(
@@ -392,6 +395,16 @@ def _check_duplicate_targets(plan: list[_Entry]) -> None:
             seen[key] = e.index
 
 
+def _mentions(resource: object, *needles: bytes) -> bool:
+    """Whether the JSON of ``resource`` contains any needle: a C-speed test that lets the common case skip a
+    Python walk of the whole tree (which cost as much as storing a typical resource)."""
+    try:
+        raw = orjson.dumps(resource)
+    except TypeError:  # not plain JSON data: let the walk decide
+        return True
+    return any(n in raw for n in needles)
+
+
 def _rewrite_references(node: object, idmap: dict[str, str]) -> list[str]:
     """Rewrite Reference.reference values found in ``idmap`` in place; return unresolved urn: ones."""
     unresolved: list[str] = []
@@ -422,6 +435,15 @@ def normalise_systems(resource: object) -> object:
     Runs before validation and hashing, so a re-push under another spelling is "unchanged".
     The input is not modified: a changed copy is returned (the same object when nothing changes).
     """
+    if not isinstance(resource, dict | list):
+        return resource
+    try:
+        raw = orjson.dumps(resource)
+    except TypeError:  # not plain JSON data: walk it
+        raw = b"clinicaltrials.gov"
+    # C-speed test first: walk only if some mention is not already exactly the canonical system.
+    if raw.count(b"clinicaltrials.gov") == raw.count(b'"https://clinicaltrials.gov"'):
+        return resource
 
     def walk(n: object) -> object:
         if isinstance(n, dict):
