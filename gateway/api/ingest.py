@@ -12,6 +12,7 @@ from gateway.fhir.errors import InvalidResource, NotFound, TooLarge
 from gateway.mapping import MappingRegistry, PayloadError, UnknownMapping, map_payload
 from gateway.mapping.ingest import dry_run_bundle, ingest
 from gateway.mapping.registry import PROJECT_MAPPINGS
+from gateway.terminology import default_terminology
 
 log = logging.getLogger("gateway.ingest")
 bp = Blueprint("ingest", __name__, url_prefix="/ingest")
@@ -58,6 +59,8 @@ def ingest_view(name: str):
         raise InvalidResource(f"{name}: {exc}", "body") from None
     if _flag("dry-run"):
         return fhir_response({**dry_run_bundle(records), "id": str(uuid.uuid4())})
-    results = ingest(current_app.extensions["gateway.service"], records)
+    # MeSH terms and ancestors of stored studies feed the running terminology (is-a for matching).
+    results = ingest(current_app.extensions["gateway.service"], records,
+                     hierarchy_sink=default_terminology().add_registry_hierarchy)
     return fhir_response({"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": "batch-response",
                           "entry": [r.bundle_entry() for r in results]})

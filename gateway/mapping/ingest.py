@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qsl
@@ -120,9 +121,20 @@ def ingest_record(service: FhirService, rec: MappedRecord) -> IngestResult:
     return IngestResult(rec.index, rec.source_id, status, outcome, writes, locations)
 
 
-def ingest(service: FhirService, records: list[MappedRecord]) -> list[IngestResult]:
-    """Store every record; one bad record never stops the others."""
-    return [ingest_record(service, rec) for rec in records]
+def ingest(service: FhirService, records: list[MappedRecord],
+           hierarchy_sink: Callable[[list[dict]], object] | None = None) -> list[IngestResult]:
+    """Store every record; one bad record never stops the others.
+
+    ``hierarchy_sink`` receives the hierarchy side output of each stored record (ClinicalTrials.gov MeSH
+    terms and ancestors), e.g. ``Terminology.add_registry_hierarchy``.
+    """
+    results = []
+    for rec in records:
+        result = ingest_record(service, rec)
+        if hierarchy_sink is not None and rec.hierarchy and result.outcome != "rejected":
+            hierarchy_sink(rec.hierarchy)
+        results.append(result)
+    return results
 
 
 def dry_run_bundle(records: list[MappedRecord]) -> dict:

@@ -153,3 +153,18 @@ def test_problem_list_csv(client, store):
     # the same extract as JSON: nothing new
     again = _post(client, (EXTRACT / "problem-list-extract.json").read_bytes(), mapping="problem-list")
     assert set(_statuses(again)) == {"200 OK"} and store.count("Condition") == 13
+
+
+def test_mesh_hierarchy_of_stored_studies_reaches_the_terminology(client):
+    from gateway.terminology import default_terminology
+
+    mesh = "https://www.nlm.nih.gov/mesh"
+    study = copy.deepcopy(ONE_SITE)
+    study["derivedSection"] = {"conditionBrowseModule": {
+        "meshes": [{"id": "D000099002", "term": "Test Neoplasm (made up)"}],
+        "ancestors": [{"id": "D000099001", "term": "Test Ancestor (made up)"}],
+        "browseLeaves": [{"id": "M1", "name": "Test Neoplasm (made up)", "asFound": "Lymphoma"}]}}
+    terminology = default_terminology()
+    assert not terminology.is_a(mesh, "D000099002", mesh, "D000099001")
+    assert _statuses(_post(client, study)) == ["201 Created"]
+    assert terminology.is_a(mesh, "D000099002", mesh, "D000099001")
