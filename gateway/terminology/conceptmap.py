@@ -15,6 +15,8 @@ from pathlib import Path
 
 import orjson
 
+from gateway.terminology.systems import canonical_system, normalise_code
+
 # R4 ConceptMapEquivalence codes that mean "use this target".
 MATCHING_EQUIVALENCES = frozenset({"relatedto", "equivalent", "equal", "wider", "subsumes", "narrower",
                                    "specializes", "inexact"})
@@ -38,6 +40,9 @@ class ConceptMapIndex:
 
     def __init__(self, conceptmaps: Iterable[dict] = ()):
         self._by_source: dict[tuple[str, str], list[Translation]] = defaultdict(list)
+        # The same translations under canonical keys, so that 'http://id.nlm.nih.gov/mesh' + 'D000005910'
+        # finds a map written with 'https://www.nlm.nih.gov/mesh' + 'D005910'.
+        self._by_canonical: dict[tuple[str, str], list[Translation]] = defaultdict(list)
         self.maps: dict[str, dict] = {}
         for cm in conceptmaps:
             self.add(cm)
@@ -55,15 +60,18 @@ class ConceptMapIndex:
                     equivalence = target.get("equivalence", "equivalent")
                     if target.get("code") is None and equivalence != "unmatched":
                         continue
-                    self._by_source[(src, code)].append(Translation(
-                        equivalence, tgt or "", target.get("code") or "", target.get("display"), url))
+                    t = Translation(equivalence, tgt or "", target.get("code") or "", target.get("display"), url)
+                    self._by_source[(src, code)].append(t)
+                    self._by_canonical[_canonical(src, code)].append(t)
 
     def translate(self, code: str, system: str, *, target_system: str | None = None,
                   url: str | None = None) -> list[Translation]:
         """All translations of (system, code), optionally only into ``target_system`` / from map ``url``."""
         out = []
-        for t in self._by_source.get((system, code), ()):
-            if target_system and t.system != target_system:
+        found = self._by_source.get((system, code)) or self._by_canonical.get(_canonical(system, code), ())
+        target_system = canonical_system(target_system) if target_system else None
+        for t in found:
+            if target_system and canonical_system(t.system) != target_system:
                 continue
             if url and t.source != url:
                 continue
@@ -72,6 +80,11 @@ class ConceptMapIndex:
 
     def __len__(self) -> int:
         return len(self.maps)
+
+
+def _canonical(system: str, code: str) -> tuple[str, str]:
+    system = canonical_system(system)
+    return system, normalise_code(system, code)
 
 
 def load_conceptmaps(folder: Path) -> list[dict]:
