@@ -71,3 +71,17 @@ def test_concurrent_conditional_update_makes_one_resource(service, store):
     assert Counter(r.outcome for r in results) == {"created": 1, "unchanged": THREADS - 1}
     assert len(_matches(store)) == 1
     assert store.read("ResearchStudy", results[0].stored.id).version == 1
+
+
+def test_concurrent_puts_of_a_new_client_id_never_lose_a_version(service, store):
+    """8 threads PUT different content to the same new id. Exactly one creates it; every other one either
+    updates it (a new version each) or, having lost the race to insert it, gets 409 Conflict. Nothing is
+    silently lost: the final version number counts every successful write."""
+    results = _race(lambda i: service.update("ResearchStudy", "race", {**_study(f"t{i}"), "id": "race"}))
+    ok = [r for r in results if not isinstance(r, Exception)]
+    failed = [r for r in results if isinstance(r, Exception)]
+    assert all(exc.status == 409 for exc in failed), failed
+    assert Counter(r.outcome for r in ok)["created"] == 1
+    assert all(r.outcome in ("created", "updated") for r in ok)
+    assert store.read("ResearchStudy", "race").version == len(ok)
+    assert sorted(r.stored.version for r in ok) == list(range(1, len(ok) + 1))
