@@ -17,6 +17,7 @@ import argparse
 import csv
 import json
 import re
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -271,7 +272,7 @@ def build_bridges(src: Path) -> list[dict]:
         if element is None:
             element = {"code": scode, "target": []}
             group["element"].append(element)
-        target = {"code": tcode, "equivalence": equivalence}
+        target = {"code": tcode, "equivalence": equivalence}  # display filled in by main()
         if comment:
             target["comment"] = comment
         element["target"].append(target)
@@ -299,7 +300,18 @@ def main() -> None:
     write(args.out / "conceptmaps/oncotree-history.json", history)
     bridges = ROOT / "scripts" / "terminology" / "bridges.tsv"
     if bridges.exists():
+        sys.path.insert(0, str(ROOT))
+        from gateway.terminology import load_terminology
+
+        known = load_terminology(args.out)  # for displays of the bridged codes
         for cm in build_bridges(bridges):
+            for group in cm["group"]:
+                for element in group["element"]:
+                    if display := known.display(group["source"], element["code"]):
+                        element["display"] = display
+                    for target in element["target"]:
+                        if display := known.display(group["target"], target["code"]):
+                            target["display"] = display
             write(args.out / f"conceptmaps/{cm['id']}.json", cm)
 
 
