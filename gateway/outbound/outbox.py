@@ -117,28 +117,50 @@ def claim(store: Store, worker: str, *, limit: int = 10, lease_seconds: float = 
     return sorted(jobs, key=lambda j: (j.next_attempt_at, j.id))
 
 
+@dataclass
+class Outcome:
+    """The result of one delivery attempt, to be recorded by ``finish_many``."""
+
+    job: Job
+    outcome: str  # delivered | retry | dead
+    status: int | None = None
+    error: str | None = None
+    result: str | None = None
+    retry_at: str | None = None
+
+
 def finish(store: Store, job: Job, worker: str, *, outcome: str, status: int | None = None,
            error: str | None = None, result: str | None = None, retry_at: str | None = None) -> bool:
-    """Record the attempt and move the job to delivered / pending (retry_at) / dead.
+    """Record one attempt and move the job to delivered / pending (retry_at) / dead.
 
     False when the job is no longer ours (our lease expired and another worker claimed it).
     """
+    return finish_many(store, worker, [Outcome(job, outcome, status, error, result, retry_at)]) == 1
+
+
+def finish_many(store: Store, worker: str, outcomes: list[Outcome]) -> int:
+    """Record a batch of attempts in one transaction (one commit, not one per job); -> how many were ours."""
     o, a = s.outbox, s.outbox_attempts
     now = now_iso()
-    values: dict = dict(updated_at=now, last_status=status, lease_until=None)
-    if outcome == "delivered":
-        values.update(state="delivered", delivered_at=now, result=result, last_error=None)
-    elif outcome == "retry":
-        values.update(state="pending", next_attempt_at=retry_at or now, last_error=error)
-    else:
-        values.update(state="dead", last_error=error)
+    ours = 0
     with store.write() as tx:
-        n = tx.conn.execute(update(o).where(o.c.id == job.id, o.c.claimed_by == worker, o.c.state == "in-progress",
-                                            o.c.attempts == job.attempts).values(**values)).rowcount
-        tx.conn.execute(update(a).where(a.c.job_id == job.id, a.c.attempt == job.attempts, a.c.worker == worker)
-                        .values(finished_at=now, outcome=outcome if n else f"{outcome}-late", status=status,
-                                error=error))
-    return n == 1
+        for oc in outcomes:
+            job = oc.job
+            values: dict = dict(updated_at=now, last_status=oc.status, lease_until=None)
+            if oc.outcome == "delivered":
+                values.update(state="delivered", delivered_at=now, result=oc.result, last_error=None)
+            elif oc.outcome == "retry":
+                values.update(state="pending", next_attempt_at=oc.retry_at or now, last_error=oc.error)
+            else:
+                values.update(state="dead", last_error=oc.error)
+            n = tx.conn.execute(update(o).where(o.c.id == job.id, o.c.claimed_by == worker,
+                                                o.c.state == "in-progress", o.c.attempts == job.attempts)
+                                .values(**values)).rowcount
+            ours += n
+            tx.conn.execute(update(a).where(a.c.job_id == job.id, a.c.attempt == job.attempts, a.c.worker == worker)
+                            .values(finished_at=now, outcome=oc.outcome if n else f"{oc.outcome}-late",
+                                    status=oc.status, error=oc.error))
+    return ours
 
 
 def backoff_seconds(attempts: int, base: float, cap: float, retry_after: float | None = None,

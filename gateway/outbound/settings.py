@@ -33,7 +33,7 @@ class OutboundSettings:
     backoff_base: float = 2.0  # seconds; attempt n waits base * 2**(n-1), with jitter, capped
     backoff_max: float = 600.0
     lease_seconds: float = 60.0  # a claimed job not finished by then is claimed again (crashed worker)
-    poll_seconds: float = 1.0
+    poll_seconds: float = 0.25  # idle wait between claims; bounds commit -> delivery latency when idle
     client_retries: int = 2  # retries inside one client call (interactive pulls); the worker uses 0
     env: Mapping[str, str] = field(default_factory=dict)  # where named secrets are looked up
 
@@ -49,7 +49,7 @@ class OutboundSettings:
             backoff_base=_num(env, "GATEWAY_OUTBOX_BACKOFF_BASE", 2.0),
             backoff_max=_num(env, "GATEWAY_OUTBOX_BACKOFF_MAX", 600.0),
             lease_seconds=_num(env, "GATEWAY_OUTBOX_LEASE_SECONDS", 60.0),
-            poll_seconds=_num(env, "GATEWAY_WORKER_POLL_SECONDS", 1.0),
+            poll_seconds=_num(env, "GATEWAY_WORKER_POLL_SECONDS", 0.25),
             client_retries=int(_num(env, "GATEWAY_OUTBOUND_RETRIES", 2)),
             env=env,
         )

@@ -33,12 +33,23 @@ class Worker:
         load_kind_modules()
 
     def run_once(self) -> int:
-        """Claim and deliver one batch; -> how many jobs were processed."""
+        """Claim and deliver one batch; -> how many jobs were processed.
+
+        Results are recorded together (one commit per batch), or earlier when half the lease has gone,
+        so a slow destination cannot make our claims expire under us.
+        """
         s = self.ctx.settings
         jobs = outbox.claim(self.ctx.store, self.name, limit=self.batch, lease_seconds=s.lease_seconds,
                             kinds=self.kinds)
+        claimed_at = time.monotonic()
+        pending: list[outbox.Outcome] = []
         for job in jobs:
-            self.deliver(job)
+            pending.append(self.attempt(job))
+            if time.monotonic() - claimed_at > s.lease_seconds / 2:
+                outbox.finish_many(self.ctx.store, self.name, pending)
+                pending = []
+        if pending:
+            outbox.finish_many(self.ctx.store, self.name, pending)
         return len(jobs)
 
     def run_until_idle(self, max_rounds: int = 1000) -> int:
@@ -60,39 +71,38 @@ class Worker:
         log.info("worker %s stopped", self.name)
 
     def deliver(self, job: outbox.Job) -> str:
-        """Deliver one claimed job; -> its new state."""
+        """Deliver one claimed job and record it; -> its new state."""
+        oc = self.attempt(job)
+        outbox.finish_many(self.ctx.store, self.name, [oc])
+        return {"delivered": "delivered", "retry": "pending"}.get(oc.outcome, "dead")
+
+    def attempt(self, job: outbox.Job) -> outbox.Outcome:
+        """Run the job's deliver function once; -> what to record (delivered, retry at, or dead)."""
         s = self.ctx.settings
         fn = get_kind(job.kind)
         started = time.monotonic()
         if fn is None:
-            outbox.finish(self.ctx.store, job, self.name, outcome="dead", error=f"unknown job kind '{job.kind}'")
-            return "dead"
+            return outbox.Outcome(job, "dead", error=f"unknown job kind '{job.kind}'")
         try:
             result = fn(job, self.ctx)
         except OutboundError as exc:
-            permanent = not exc.retryable
-            if permanent or job.attempts >= job.max_attempts:
-                why = "permanent error" if permanent else f"{job.attempts} attempts"
-                outbox.finish(self.ctx.store, job, self.name, outcome="dead", status=exc.status,
-                              error=f"{type(exc).__name__}: {exc.message}")
+            error = f"{type(exc).__name__}: {exc.message}"
+            if not exc.retryable or job.attempts >= job.max_attempts:
+                why = "a permanent error" if not exc.retryable else f"{job.attempts} attempts"
                 log.warning("job %s (%s -> %s) dead after %s: %s", job.id, job.kind, job.destination, why,
                             exc.message)
-                return "dead"
+                return outbox.Outcome(job, "dead", status=exc.status, error=error)
             delay = outbox.backoff_seconds(job.attempts, s.backoff_base, s.backoff_max, exc.retry_after)
-            outbox.finish(self.ctx.store, job, self.name, outcome="retry", status=exc.status,
-                          error=f"{type(exc).__name__}: {exc.message}", retry_at=outbox.iso_in(delay))
             log.info("job %s (%s -> %s) attempt %d failed (%s); retry in %.1fs", job.id, job.kind,
                      job.destination, job.attempts, type(exc).__name__, delay)
-            return "pending"
+            return outbox.Outcome(job, "retry", status=exc.status, error=error, retry_at=outbox.iso_in(delay))
         except Exception as exc:  # a bug in a deliver function: record it in full and retry, never crash the loop
             log.exception("job %s (%s) raised", job.id, job.kind)
-            error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
-            state = "dead" if job.attempts >= job.max_attempts else "pending"
+            error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"[:4000]
+            if job.attempts >= job.max_attempts:
+                return outbox.Outcome(job, "dead", error=error)
             delay = outbox.backoff_seconds(job.attempts, s.backoff_base, s.backoff_max)
-            outbox.finish(self.ctx.store, job, self.name, outcome="dead" if state == "dead" else "retry",
-                          error=error[:4000], retry_at=outbox.iso_in(delay))
-            return state
-        outbox.finish(self.ctx.store, job, self.name, outcome="delivered", result=result)
+            return outbox.Outcome(job, "retry", error=error, retry_at=outbox.iso_in(delay))
         log.info("job %s (%s -> %s) delivered in %.0f ms: %s", job.id, job.kind, job.destination,
                  (time.monotonic() - started) * 1000, result)
-        return "delivered"
+        return outbox.Outcome(job, "delivered", result=result)
