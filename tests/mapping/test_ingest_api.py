@@ -168,3 +168,16 @@ def test_mesh_hierarchy_of_stored_studies_reaches_the_terminology(client):
     assert not terminology.is_a(mesh, "D000099002", mesh, "D000099001")
     assert _statuses(_post(client, study)) == ["201 Created"]
     assert terminology.is_a(mesh, "D000099002", mesh, "D000099001")
+
+
+def test_identifiers_naming_two_stored_studies_reject_the_record(client, store):
+    for ident in ({"system": "https://clinicaltrials.gov", "value": "NCT02513394"},
+                  {"system": "https://www.clinicaltrialsregister.eu", "value": "2014-005181-30"}):
+        body = {"resourceType": "ResearchStudy", "status": "active", "identifier": [ident]}
+        assert client.post("/fhir/ResearchStudy", data=json.dumps(body), headers=FHIR_JSON).status_code == 201
+    resp = _post(client, FULL)
+    assert _statuses(resp) == ["412 Precondition Failed"]
+    issue = resp.json["entry"][0]["response"]["outcome"]["issue"][0]
+    assert issue["expression"] == ["protocolSection.identificationModule"]
+    assert "the record's identifiers name 2 different ResearchStudy resources" in issue["diagnostics"]
+    assert store.count("Location") == 0 and store.count("ResearchStudy") == 2
