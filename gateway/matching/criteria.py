@@ -25,6 +25,7 @@ class Alternative:
     codes: tuple[Code, ...]
     text: str
     label: str
+    secondary: frozenset[Code] = frozenset()  # those of ``codes`` that are metastases
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +108,8 @@ def _alternative(concept: dict, term: Terminology, unresolved: list[str]) -> Alt
         codes = tuple(term.resolve_text(text))
         if not codes:
             unresolved.append(text)
-    return Alternative(codes, term.normalise_text(text) if text else "", concept_label(concept, term))
+    return Alternative(codes, term.normalise_text(text) if text else "", concept_label(concept, term),
+                       frozenset(c for c in codes if term.is_secondary(*c)))
 
 
 def _range(char: dict) -> tuple[float | None, float | None, str | None]:

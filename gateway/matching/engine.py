@@ -65,15 +65,11 @@ def _in_range(v: float, low: float | None, high: float | None) -> bool:
 def _kind_of(profile: PatientProfile, alt: Alternative, term: Terminology) -> tuple[str, bool] | None:
     """(label of the patient's condition that is a kind of ``alt``, same code?), or None."""
     for cond in profile.conditions:
-        for s, c in cond.codes:
-            anc = term.ancestors(s, c)
-            for want in alt.codes:
-                if want in anc:
-                    # "brain metastases" is not "brain tumour": a secondary requirement needs a secondary
-                    # condition, whatever a hierarchy says.
-                    if term.is_secondary(*want) and not term.is_secondary(s, c):
-                        continue
-                    return cond.label, want == (s, c)
+        for want in alt.codes:
+            # "brain metastases" is not "brain tumour": a secondary requirement needs a secondary
+            # condition, whatever a hierarchy says.
+            if want in cond.ancestors and (want not in alt.secondary or cond.secondary):
+                return cond.label, want in cond.codes
     if not alt.codes and alt.text and alt.text in profile.texts:
         named = [c.label for c in profile.conditions if c.text == alt.text]
         return (named[0] if named else f"'{alt.text}'"), False

@@ -25,6 +25,8 @@ class ConditionFact:
     codes: tuple[Code, ...]
     text: str  # normalised text, for studies whose condition is text only
     label: str  # "'Glioblastoma multiforme' (SNOMED CT 393563007)"
+    ancestors: frozenset[Code] = frozenset()  # of all its codes, themselves included (precomputed: hot path)
+    secondary: bool = False  # a metastasis ("secondary malignant neoplasm of ...")
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,9 +187,11 @@ def build_profile(resources: list[dict], term: Terminology, *, key: str | None =
             codes = tuple(codings(r.get("code")))
             text = term.normalise_text((r.get("code") or {}).get("text") or "") if (r.get("code") or {}).get(
                 "text") else ""
-            prof.conditions.append(ConditionFact(codes, text, concept_label(r.get("code"), term)))
+            anc: frozenset[Code] = frozenset().union(*(term.ancestors(s, c) for s, c in codes))
+            secondary = any(term.is_secondary(s, c) for s, c in codes)
+            prof.conditions.append(ConditionFact(codes, text, concept_label(r.get("code"), term), anc, secondary))
+            ancestors |= anc
             for s, c in codes:
-                ancestors |= term.ancestors(s, c)
                 d = term.display(s, c)
                 if d:
                     texts.add(term.normalise_text(d))

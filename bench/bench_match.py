@@ -1,0 +1,352 @@
+"""Matching benchmark: $match (patient -> studies) and $candidates (study -> patients), indexed vs brute force.
+
+Prints the machine, its load, the sizes, and median / p95 figures. Two parts in one run:
+
+1. Scale, in-process: --studies recruiting studies (default 70,000, the ClinicalTrials.gov recruiting count)
+   built from FHIR JSON through study_criteria() into a StudyIndex, and --patients people (default
+   1,000,000) generated straight into a PatientIndex (loading millions of resources through REST would take
+   hours). Times $match for --probes patients (target p95 <= 50 ms), $candidates for a rare-cancer study
+   (target <= 1 s) and a broad study ('any malignant neoplasm'), and the brute-force scan of the same
+   queries in the same run, as a ratio.
+2. End to end, over HTTP on SQLite: --e2e-studies studies and --e2e-patients patients POSTed as
+   transaction Bundles to a real gateway server (werkzeug, loopback), then GET $match over HTTP
+   (target p95 <= 100 ms) and $candidates; the answers are compared with the in-process indexes built from
+   the very same JSON, to show the two paths agree.
+
+    .venv/bin/python bench/bench_match.py [--studies 70000] [--patients 1000000] [--probes 300]
+        [--e2e-studies 70000] [--e2e-patients 10000] [--seed 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gateway.fhir import conventions as cv  # noqa: E402
+from gateway.matching import geo  # noqa: E402
+from gateway.matching.criteria import study_criteria  # noqa: E402
+from gateway.matching.index import MatchQuery, PatientIndex, StudyIndex  # noqa: E402
+from gateway.matching.profile import ConditionFact, ObservationFact, PatientProfile, build_profile  # noqa: E402
+from gateway.terminology import default_terminology  # noqa: E402
+
+TODAY = date(2026, 11, 23)
+OTHER = "https://bench.example.org/non-oncology-condition"  # the ~2/3 of trials that are not about cancer
+RARE = (cv.SNOMED, "11471000224106")  # diffuse intrinsic pontine glioma
+BROAD = (cv.SNOMED, "363346000")  # malignant neoplastic disease: 'any cancer'
+FHIR_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def fmt(values: list[float]) -> str:
+    return f"median {statistics.median(values):8.2f} ms   p95 {pct(values, 95):8.2f} ms   (n={len(values)})"
+
+
+def machine() -> str:
+    load = os.getloadavg()
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
+            f"{platform.python_version()}, {platform.system()} {platform.release()}; load average "
+            f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (the machine is shared)")
+
+
+class Generator:
+    """Synthetic but terminology-grounded studies and patients (real codes from mappings/terminology)."""
+
+    def __init__(self, term, seed: int):
+        self.term = term
+        self.rng = random.Random(seed)
+        concepts = term.concepts()
+        self.onco = [k for k in concepts if k[0] in (cv.SNOMED, cv.MESH, cv.ONCOTREE, cv.ICD10, cv.ICD10CM)]
+        self.patient_codes = [k for k in self.onco if k[0] in (cv.SNOMED, cv.ICD10, cv.ICD10CM, cv.ONCOTREE)
+                              and k != BROAD]
+        self.positions = list(geo.load_centroids().values())
+
+    def _cc(self, key: tuple[str, str]) -> dict:
+        return {"coding": [{"system": key[0], "code": key[1]}]}
+
+    def _char(self, code, **value) -> dict:
+        return {"code": self._cc(code), **value, "exclude": value.pop("exclude", False)}
+
+    def study(self, i: int) -> list[dict]:
+        """ResearchStudy + Group + 1-4 Locations as FHIR JSON (ids fixed)."""
+        r = self.rng
+        sid = f"bs{i}"
+        cond = r.choice(self.onco) if r.random() < 0.35 else (OTHER, f"X{r.randrange(20000)}")
+        lo = r.choice([0, 12, 18, 18, 18, 40])
+        chars = [{"code": self._cc(cv.AGE), "valueRange": {"low": {"value": lo, "system": cv.UCUM, "code": "a"},
+                                                             "high": {"value": r.choice([65, 75, 99, 120]),
+                                                                      "system": cv.UCUM, "code": "a"}},
+                  "exclude": False}]
+        if r.random() < 0.1:
+            chars.append({"code": self._cc(cv.SEX), "valueCodeableConcept": self._cc(
+                (cv.ADMIN_GENDER, r.choice(["male", "female"]))), "exclude": False})
+        if r.random() < 0.5:
+            chars.append({"code": self._cc(cv.ECOG), "valueRange": {"low": {"value": 0},
+                                                                     "high": {"value": r.choice([1, 2, 2, 3])}},
+                          "exclude": False})
+        if r.random() < 0.3:
+            chars.append({"code": self._cc(cv.DIAGNOSIS), "valueCodeableConcept": self._cc(r.choice(self.onco)),
+                          "exclude": True})
+        if r.random() < 0.002:  # healthy-volunteer studies are open to everyone
+            chars.append({"code": self._cc(cv.HEALTHY_VOLUNTEERS), "valueBoolean": True, "exclude": False})
+        locs = []
+        for j in range(r.randint(1, 4)):
+            lat, lon = r.choice(self.positions)
+            locs.append({"resourceType": "Location", "id": f"{sid}-l{j}", "name": f"Site {j} of {sid}",
+                         "position": {"latitude": lat, "longitude": lon}})
+        study = {"resourceType": "ResearchStudy", "id": sid, "status": "active", "title": f"Benchmark study {i}",
+                 "condition": [self._cc(cond)], "enrollment": [{"reference": f"Group/{sid}-g"}],
+                 "site": [{"reference": f"Location/{loc['id']}"} for loc in locs]}
+        group = {"resourceType": "Group", "id": f"{sid}-g", "type": "person", "actual": False,
+                 "characteristic": chars}
+        return [study, group, *locs]
+
+    def patient_json(self, i: int) -> list[dict]:
+        """Patient + 1-2 Conditions + maybe ECOG, as FHIR JSON, for the end-to-end part."""
+        r = self.rng
+        pid = f"bp{i}"
+        lat, lon = r.choice(self.positions)
+        p = {"resourceType": "Patient", "id": pid, "identifier": [{"system": cv.NHS_NUMBER, "value": f"9{i:09d}"}],
+             "gender": r.choice(["male", "female"]), "birthDate": f"{r.randint(1930, 2020)}-{r.randint(1, 12):02d}-15",
+             "address": [{"extension": [{"url": geo.GEOLOCATION_EXT, "extension": [
+                 {"url": "latitude", "valueDecimal": lat}, {"url": "longitude", "valueDecimal": lon}]}]}]}
+        out = [p]
+        for j in range(r.choice([1, 1, 2])):
+            code = r.choice(self.patient_codes) if r.random() < 0.7 else (OTHER, f"X{r.randrange(20000)}")
+            out.append({"resourceType": "Condition", "id": f"{pid}-c{j}", "subject": {"reference": f"Patient/{pid}"},
+                        "clinicalStatus": self._cc((cv.CONDITION_CLINICAL, "active")),
+                        "verificationStatus": self._cc((cv.CONDITION_VER_STATUS, "confirmed")),
+                        "code": self._cc(code)})
+        if r.random() < 0.6:
+            out.append({"resourceType": "Observation", "id": f"{pid}-ecog", "status": "final",
+                        "code": self._cc(cv.ECOG), "subject": {"reference": f"Patient/{pid}"},
+                        "effectiveDateTime": "2026-10-01", "valueInteger": r.randint(0, 4)})
+        return out
+
+
+class ProfileFactory:
+    """PatientProfiles generated straight into memory, sharing immutable parts (1M people fit in RAM)."""
+
+    def __init__(self, gen: Generator):
+        self.gen = gen
+        self._cond: dict = {}
+        self._anc: dict = {}
+        self._ecog = {v: ObservationFact(float(v), (), None, None, "2026-10-01", "ECOG") for v in range(5)}
+
+    def _condition(self, key):
+        c = self._cond.get(key)
+        if c is None:
+            t = self.gen.term
+            c = self._cond[key] = ConditionFact((key,), "", f"'{t.display(*key) or key[1]}' ({key[1]})",
+                                                t.ancestors(*key), t.is_secondary(*key))
+        return c
+
+    def _ancestors(self, keys: tuple):
+        a = self._anc.get(keys)
+        if a is None:
+            acc = frozenset()
+            for k in keys:
+                acc |= self.gen.term.ancestors(*k)
+            a = self._anc[keys] = acc
+        return a
+
+    def make(self, i: int) -> PatientProfile:
+        r = self.gen.rng
+        keys = tuple(sorted({r.choice(self.gen.patient_codes) if r.random() < 0.7 else
+                             (OTHER, f"X{r.randrange(20000)}") for _ in range(r.choice([1, 1, 2]))}))
+        p = PatientProfile(key=f"nhs:9{i:09d}", patient_ids=(f"bp{i}",), nhs_number=f"9{i:09d}",
+                           birth_date=date(r.randint(1930, 2020), r.randint(1, 12), 15),
+                           sex=r.choice(["male", "female"]), position=r.choice(self.gen.positions),
+                           position_source="address geolocation")
+        p.conditions = [self._condition(k) for k in keys]
+        if r.random() < 0.6:
+            p.observations = {cv.ECOG: self._ecog[r.randint(0, 4)]}
+        p.ancestors = self._ancestors(keys)
+        return p
+
+
+def _time(fn, *args) -> tuple[float, object]:
+    t = time.perf_counter()
+    out = fn(*args)
+    return (time.perf_counter() - t) * 1000, out
+
+
+def scale_part(term, args) -> None:
+    gen = Generator(term, args.seed)
+    print(f"\n== 1. scale, in-process: {args.studies:,} recruiting studies, {args.patients:,} patients ==")
+    t = time.perf_counter()
+    si = StudyIndex(term)
+    for i in range(args.studies):
+        study, group, *locs = gen.study(i)
+        si.add(study_criteria(study, group, {loc["id"]: loc for loc in locs}, term))
+    print(f"study index built from FHIR JSON in {time.perf_counter() - t:.1f} s "
+          f"({len(si.by_code):,} codes, {len(si.open)} open studies)")
+    t = time.perf_counter()
+    factory = ProfileFactory(gen)
+    pi = PatientIndex(term)
+    for i in range(args.patients):
+        pi.add(factory.make(i))
+    print(f"patient index of {len(pi):,} built in {time.perf_counter() - t:.1f} s ({len(pi.by_code):,} codes)")
+
+    q = MatchQuery(today=TODAY)
+    probes = random.Random(args.seed + 1).sample(list(pi.profiles.values()), args.probes)
+    idx_ms, n_found = [], []
+    for p in probes:
+        ms, (matches, _) = _time(si.match, p, q)
+        idx_ms.append(ms)
+        n_found.append(len(matches))
+    print(f"$match indexed     {fmt(idx_ms)}; matches per patient median {statistics.median(n_found):.0f}")
+    bf_ms = []
+    for p in probes[:args.brute_probes]:
+        ms, (matches, _) = _time(si.brute_force, p, q)
+        bf_ms.append(ms)
+        fast, _ = si.match(p, q)
+        assert [r.study_id for r in fast] == [r.study_id for r in matches], "index and brute force disagree"
+    print(f"$match brute force {fmt(bf_ms)}; ratio brute/indexed at the median "
+          f"{statistics.median(bf_ms) / statistics.median(idx_ms[:args.brute_probes]):.0f}x (same patients)")
+    near_ms = [_time(si.match, p, MatchQuery(today=TODAY, near_misses=True))[0] for p in probes[:50]]
+    print(f"$match with includeNearMisses {fmt(near_ms)}")
+
+    for label, code in (("rare (DIPG)", RARE), ("broad (any malignant neoplasm)", BROAD)):
+        sc = study_criteria({"resourceType": "ResearchStudy", "id": f"q-{code[1]}", "status": "active",
+                             "condition": [{"coding": [{"system": code[0], "code": code[1]}]}]},
+                            {"characteristic": [{"code": {"coding": [{"system": cv.AGE[0], "code": cv.AGE[1]}]},
+                                                 "valueRange": {"low": {"value": 18, "code": "a"}}}]}, {}, term)
+        runs = [_time(pi.match, sc, q) for _ in range(3)]
+        ms = [r[0] for r in runs]
+        found = runs[0][1]
+        bf, bf_found = _time(pi.brute_force, sc, q)
+        assert [r.patient_key for r in found] == [r.patient_key for r in bf_found], "candidates disagree"
+        print(f"$candidates {label}: {len(found):,} candidates; indexed {fmt(ms)}; brute force "
+              f"{bf:,.0f} ms; ratio {bf / statistics.median(ms):.0f}x")
+    del pi, si
+
+
+def _serve(app):
+    import logging
+
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log per request
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}/fhir"
+
+
+def _post_all(session, url, resources: list[dict], batch: int = 500) -> float:
+    t = time.perf_counter()
+    for i in range(0, len(resources), batch):
+        entries = [{"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+                   for r in resources[i:i + batch]]
+        resp = session.post(url, json={"resourceType": "Bundle", "type": "batch", "entry": entries},
+                            headers=FHIR_JSON, timeout=600)
+        resp.raise_for_status()
+    return time.perf_counter() - t
+
+
+def e2e_part(term, args) -> None:
+    from gateway.api.app import create_app
+    from gateway.config import Settings
+
+    print(f"\n== 2. end to end over HTTP on SQLite: {args.e2e_studies:,} studies, {args.e2e_patients:,} patients ==")
+    gen = Generator(term, args.seed + 100)
+    studies = [r for i in range(args.e2e_studies) for r in gen.study(i)]
+    people = [gen.patient_json(i) for i in range(args.e2e_patients)]
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(database_url=f"sqlite:///{tmp}/bench.sqlite3", instance_path=Path(tmp),
+                            mappings_path=ROOT / "mappings", max_bundle_entries=1000)
+        app = create_app(settings)
+        server, base = _serve(app)
+        s = requests.Session()
+        try:
+            secs = _post_all(s, base, studies)
+            print(f"stored {len(studies):,} study resources (ResearchStudy+Group+Location) in {secs:.0f} s")
+            flat = [r for p in people for r in p]
+            secs = _post_all(s, base, flat)
+            print(f"stored {len(flat):,} patient resources ({len(people):,} patients) in {secs:.0f} s")
+            ms, r = _time(s.get, f"{base}/ResearchStudy/$match?patient-id=bp0", )
+            r.raise_for_status()
+            print(f"first $match (builds the indexes from the change feed): {ms / 1000:.1f} s")
+            # in-process reference from the same JSON
+            si = StudyIndex(term)
+            for i in range(0, len(studies), 1):
+                if studies[i]["resourceType"] == "ResearchStudy":
+                    st = studies[i]
+                    grp = studies[i + 1]
+                    locs = {x["id"]: x for x in studies[i + 2:i + 6] if x["resourceType"] == "Location"
+                            and x["id"].startswith(st["id"] + "-")}
+                    si.add(study_criteria(st, grp, locs, term))
+            rng = random.Random(args.seed)
+            sample = rng.sample(range(len(people)), min(args.probes, len(people)))
+            http_ms, agree = [], 0
+            for i in sample:
+                ms, r = _time(s.get, f"{base}/ResearchStudy/$match?patient-id=bp{i}&_count=1000")
+                r.raise_for_status()
+                http_ms.append(ms)
+                got = [(e["resource"]["id"], e["search"]["score"]) for e in r.json().get("entry", [])]
+                want, _ = si.match(build_profile(people[i], term), MatchQuery(today=date.today()))
+                agree += got == [(x.study_id, x.score) for x in want]
+            print(f"$match over HTTP   {fmt(http_ms)}; same answer as in-process for {agree}/{len(sample)}")
+            pi = PatientIndex(term)
+            for p in people:
+                pi.add(build_profile(p, term))
+            s.put(f"{base}/ResearchStudy/rare", headers=FHIR_JSON, json={
+                "resourceType": "ResearchStudy", "id": "rare", "status": "active",
+                "condition": [{"coding": [{"system": RARE[0], "code": RARE[1]}]}]}).raise_for_status()
+            cms = []
+            for _ in range(5):
+                ms, r = _time(s.get, f"{base}/ResearchStudy/rare/$candidates?consent=any&_count=1000")
+                r.raise_for_status()
+                cms.append(ms)
+            sc = study_criteria({"resourceType": "ResearchStudy", "id": "rare", "status": "active",
+                                 "condition": [{"coding": [{"system": RARE[0], "code": RARE[1]}]}]}, None, {}, term)
+            want = [x.patient_key for x in pi.match(sc, MatchQuery(frozenset({"active"}), today=date.today()))]
+            got = [e["resource"]["id"] for e in r.json().get("entry", [])]
+            same = [f"nhs:9{int(g[2:]):09d}" for g in got] == want
+            print(f"$candidates rare over HTTP {fmt(cms)}; {len(got)} candidates; same as in-process: {same}")
+        finally:
+            server.shutdown()
+            app.extensions["gateway.store"].engine.dispose()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--studies", type=int, default=70_000)
+    ap.add_argument("--patients", type=int, default=1_000_000)
+    ap.add_argument("--probes", type=int, default=300)
+    ap.add_argument("--brute-probes", type=int, default=20)
+    ap.add_argument("--e2e-studies", type=int, default=70_000)
+    ap.add_argument("--e2e-patients", type=int, default=10_000)
+    ap.add_argument("--skip-scale", action="store_true")
+    ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    print(f"machine: {machine()}")
+    term = default_terminology()
+    if not args.skip_scale:
+        scale_part(term, args)
+    if not args.skip_e2e:
+        e2e_part(term, args)
+    print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
