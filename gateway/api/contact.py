@@ -1,4 +1,6 @@
-"""Contact requests: POST /fhir/ResearchSubject (status=candidate) stored and queued for the hospital.
+"""Hospital EHR integration in the API: contact requests, and pulling a record for ``$match``.
+
+Contact requests: POST /fhir/ResearchSubject (status=candidate) stored and queued for the hospital.
 
 A contact request is a ResearchSubject with status ``candidate`` whose ``study`` references a
 ResearchStudy held here. A duplicate request (same person, same study) returns the existing ResearchSubject with 200 and
@@ -16,11 +18,13 @@ from flask import Blueprint, Flask, current_app, request
 
 from gateway.api.fhir_rest import _as_dict, _write_response, service, store
 from gateway.api.http import check_accept, json_body
-from gateway.fhir.conventions import CONTACT_REQUEST_ID
-from gateway.fhir.errors import Gone, NotFound
+from gateway.fhir.conventions import CONTACT_REQUEST_ID, NHS_NUMBER
+from gateway.fhir.errors import BusinessRuleViolation, FhirError, Gone, InvalidResource, NotFound
 from gateway.fhir.validate import validate_resource
+from gateway.outbound import errors as outbound_errors
 from gateway.outbound.contact import make_hook, plan_route, with_contact_identifier
 from gateway.outbound.destinations import Destinations
+from gateway.outbound.pull import pull_patient_bundle
 from gateway.outbound.settings import OutboundSettings
 
 bp = Blueprint("contact", __name__, url_prefix="/fhir")
@@ -64,3 +68,49 @@ def create_research_subject():
     result = service().create(resource, if_none_exist=f"identifier={CONTACT_REQUEST_ID}|{route.contact_id}",
                               validated=True)
     return _write_response(result, HTTPStatus.CREATED if result.created else HTTPStatus.OK)
+
+
+# -- pulling a patient's record from their hospital (for $match patient-identifier + hospital) ---------
+class UpstreamFailed(FhirError):
+    """The hospital's server failed or refused us (502); the OperationOutcome says which and why."""
+
+    status = HTTPStatus.BAD_GATEWAY
+    code = "transient"
+
+
+class UpstreamTimeout(UpstreamFailed):
+    status = HTTPStatus.GATEWAY_TIMEOUT
+    code = "timeout"
+
+
+def pulled_bundle(params: dict[str, list[object]]) -> dict:
+    """$match parameters ``patient-identifier`` (NHS number, 'system|value' or bare) and ``hospital`` (file
+    name or ODS code) -> the patient's collection Bundle, pulled from the hospital now.
+
+    Configuration problems (unknown hospital, host not allow-listed, missing secret) are 422 and send nothing;
+    a hospital failure is 502 (504 when it did not answer).
+    """
+    ident = str((params.get("patient-identifier") or [""])[0] or "")
+    system, bar, value = ident.rpartition("|")
+    if not value or (bar and system not in ("", NHS_NUMBER)):
+        raise InvalidResource(f"patient-identifier must be an NHS number ('{NHS_NUMBER}|<number>')",
+                              "patient-identifier")
+    hospital_name = str((params.get("hospital") or [""])[0] or "")
+    if not hospital_name:
+        raise InvalidResource("patient-identifier needs hospital: the hospital file name or ODS code", "hospital")
+    dest = destinations()
+    hospital = dest.hospitals.by_name.get(hospital_name) or dest.hospitals.by_ods(hospital_name)
+    if hospital is None:
+        raise BusinessRuleViolation(f"Unknown hospital '{hospital_name}' (known: "
+                                    f"{', '.join(sorted(dest.hospitals.by_name)) or 'none configured'})", "hospital")
+    try:
+        return pull_patient_bundle(hospital, value, destinations=dest)
+    except (outbound_errors.ConfigurationError, outbound_errors.DestinationNotAllowed) as exc:
+        raise BusinessRuleViolation(f"Hospital '{hospital.name}': {exc.message}", "hospital") from None
+    except outbound_errors.PatientNotFound:
+        raise NotFound(f"Hospital '{hospital.name}' has no active Patient with this NHS number",
+                       "patient-identifier") from None
+    except outbound_errors.TransportError as exc:
+        raise UpstreamTimeout(f"Hospital '{hospital.name}' did not answer: {exc.message}", "hospital") from None
+    except outbound_errors.OutboundError as exc:
+        raise UpstreamFailed(f"Hospital '{hospital.name}': {exc.message}", "hospital") from None

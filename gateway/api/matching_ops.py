@@ -156,6 +156,10 @@ def match_view(_rtype: str | None, _rid: str | None) -> Response:
     q, limit = _query(params, current_app.config["SETTINGS"].default_count)
     if params.get("bundle"):
         profile = _profile_from_bundle(params["bundle"][0], state)
+    elif params.get("patient-identifier"):  # pulled from the patient's hospital now (gateway.outbound)
+        from gateway.api.contact import pulled_bundle
+
+        profile = _profile_from_bundle(pulled_bundle(params), state)
     elif params.get("patient") or params.get("patient-id"):
         profile = _profile_from_patient((params.get("patient") or params.get("patient-id"))[0], state)
     else:
