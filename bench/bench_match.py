@@ -89,6 +89,7 @@ class Generator:
         r = self.rng
         sid = f"bs{i}"
         cond = r.choice(self.onco) if r.random() < 0.35 else (OTHER, f"X{r.randrange(20000)}")
+        conditions = [] if r.random() < 0.002 else [self._cc(cond)]  # a few studies name no condition
         lo = r.choice([0, 12, 18, 18, 18, 40])
         chars = [{"code": self._cc(cv.AGE), "valueRange": {"low": {"value": lo, "system": cv.UCUM, "code": "a"},
                                                              "high": {"value": r.choice([65, 75, 99, 120]),
@@ -104,7 +105,7 @@ class Generator:
         if r.random() < 0.3:
             chars.append({"code": self._cc(cv.DIAGNOSIS), "valueCodeableConcept": self._cc(r.choice(self.onco)),
                           "exclude": True})
-        if r.random() < 0.002:  # healthy-volunteer studies are open to everyone
+        if r.random() < 0.15:  # accepts healthy volunteers: open to people with no active condition
             chars.append({"code": self._cc(cv.HEALTHY_VOLUNTEERS), "valueBoolean": True, "exclude": False})
         locs = []
         for j in range(r.randint(1, 4)):
@@ -112,7 +113,7 @@ class Generator:
             locs.append({"resourceType": "Location", "id": f"{sid}-l{j}", "name": f"Site {j} of {sid}",
                          "position": {"latitude": lat, "longitude": lon}})
         study = {"resourceType": "ResearchStudy", "id": sid, "status": "active", "title": f"Benchmark study {i}",
-                 "condition": [self._cc(cond)], "enrollment": [{"reference": f"Group/{sid}-g"}],
+                 "condition": conditions, "enrollment": [{"reference": f"Group/{sid}-g"}],
                  "site": [{"reference": f"Location/{loc['id']}"} for loc in locs]}
         group = {"resourceType": "Group", "id": f"{sid}-g", "type": "person", "actual": False,
                  "characteristic": chars}
@@ -169,8 +170,9 @@ class ProfileFactory:
 
     def make(self, i: int) -> PatientProfile:
         r = self.gen.rng
+        n = r.choice([0, 1, 1, 1, 1, 1, 1, 1, 2, 2])  # one in ten has no active condition on record
         keys = tuple(sorted({r.choice(self.gen.patient_codes) if r.random() < 0.7 else
-                             (OTHER, f"X{r.randrange(20000)}") for _ in range(r.choice([1, 1, 2]))}))
+                             (OTHER, f"X{r.randrange(20000)}") for _ in range(n)}))
         p = PatientProfile(key=f"nhs:9{i:09d}", patient_ids=(f"bp{i}",), nhs_number=f"9{i:09d}",
                            birth_date=date(r.randint(1930, 2020), r.randint(1, 12), 15),
                            sex=r.choice(["male", "female"]), position=r.choice(self.gen.positions),
@@ -197,7 +199,8 @@ def scale_part(term, args) -> None:
         study, group, *locs = gen.study(i)
         si.add(study_criteria(study, group, {loc["id"]: loc for loc in locs}, term))
     print(f"study index built from FHIR JSON in {time.perf_counter() - t:.1f} s "
-          f"({len(si.by_code):,} codes, {len(si.open)} open studies)")
+          f"({len(si.by_code):,} codes, {len(si.open)} studies open to anyone, {len(si.healthy):,} accepting "
+          "healthy volunteers)")
     t = time.perf_counter()
     factory = ProfileFactory(gen)
     pi = PatientIndex(term)

@@ -69,10 +69,9 @@ class StudyCriteria:
         """The codes / texts a patient must have one of to possibly match; None: open to anyone.
 
         Keyed on the first condition-like inclusion criterion (they are all required, so any one of
-        them is a necessary condition), which keeps the index small.
+        them is a necessary condition), which keeps the index small. A study that also accepts healthy
+        volunteers is keyed the same way; the indexes add it for people with no active condition.
         """
-        if self.healthy_volunteers:
-            return None
         for c in self.criteria:
             if c.kind in ("condition", "diagnosis") and not c.exclude:
                 codes = {code for a in c.alternatives for code in a.codes}

@@ -95,9 +95,11 @@ def _condition(crit: Criterion, p: PatientProfile, term: Terminology, hv: bool |
     if crit.exclude:
         return Finding(_name(crit), MET, f"No active, confirmed condition is a kind of {wanted}, which the "
                                          "study excludes")
-    if hv:
-        return Finding(_name(crit), UNKNOWN, f"No active, confirmed condition is a kind of {wanted}; the study "
-                                             "also accepts healthy volunteers")
+    if hv and not p.conditions:
+        # Only someone with no active condition on record can be a healthy volunteer; whether they
+        # really are healthy is for the research team to confirm, hence unknown rather than met.
+        return Finding(_name(crit), UNKNOWN, f"No active condition is recorded and the study accepts healthy "
+                                             f"volunteers as well as people with {wanted}")
     return Finding(_name(crit), NOT_MET, f"No active, confirmed condition is a kind of {wanted} required by "
                                          "the study")
 

@@ -44,7 +44,8 @@ class StudyIndex:
         self.studies: dict[str, StudyCriteria] = {}
         self.by_code: dict[Code, set[str]] = {}
         self.by_text: dict[str, set[str]] = {}
-        self.open: set[str] = set()
+        self.open: set[str] = set()  # no condition required: open to anyone
+        self.healthy: set[str] = set()  # accept healthy volunteers: open to people with no active condition
         # ancestor of a required code -> studies; finds related studies for near misses
         self.by_related: dict[Code, set[str]] = {}
         self._keys: dict[str, tuple[tuple[Code, ...], tuple[str, ...], tuple[Code, ...]]] = {}
@@ -55,6 +56,8 @@ class StudyIndex:
     def add(self, sc: StudyCriteria) -> None:
         self.remove(sc.study_id)
         self.studies[sc.study_id] = sc
+        if sc.healthy_volunteers:
+            self.healthy.add(sc.study_id)
         keys = sc.index_keys()
         if keys is None:
             self.open.add(sc.study_id)
@@ -75,6 +78,7 @@ class StudyIndex:
         if self.studies.pop(study_id, None) is None:
             return
         self.open.discard(study_id)
+        self.healthy.discard(study_id)
         codes, texts, related = self._keys.pop(study_id, ((), (), ()))
         for table, keys in ((self.by_code, codes), (self.by_text, texts), (self.by_related, related)):
             for k in keys:
@@ -87,6 +91,8 @@ class StudyIndex:
     def candidates(self, p: PatientProfile) -> set[str]:
         """Studies the patient may match: those filed under one of the patient's ancestor codes or texts."""
         out = set(self.open)
+        if not p.conditions:
+            out |= self.healthy
         for code in p.ancestors:
             ids = self.by_code.get(code)
             if ids:
@@ -151,6 +157,7 @@ class PatientIndex:
         self.profiles: dict[str, PatientProfile] = {}
         self.by_code: dict[Code, set[str]] = {}
         self.by_text: dict[str, set[str]] = {}
+        self.no_condition: set[str] = set()  # possible healthy volunteers
 
     def __len__(self) -> int:
         return len(self.profiles)
@@ -158,6 +165,8 @@ class PatientIndex:
     def add(self, p: PatientProfile) -> None:
         self.remove(p.key)
         self.profiles[p.key] = p
+        if not p.conditions:
+            self.no_condition.add(p.key)
         for code in p.ancestors:
             self.by_code.setdefault(code, set()).add(p.key)
         for t in p.texts:
@@ -167,6 +176,7 @@ class PatientIndex:
         old = self.profiles.pop(key, None)
         if old is None:
             return
+        self.no_condition.discard(key)
         for table, keys in ((self.by_code, old.ancestors), (self.by_text, old.texts)):
             for k in keys:
                 ids = table.get(k)
@@ -181,7 +191,7 @@ class PatientIndex:
         if keys is None:
             return self.profiles.keys()
         codes, texts = keys
-        out: set[str] = set()
+        out: set[str] = set(self.no_condition) if sc.healthy_volunteers else set()
         for code in codes:
             ids = self.by_code.get(code)
             if ids:

@@ -7,7 +7,18 @@ from datetime import date
 import pytest
 
 from gateway.fhir import conventions as cv
-from gateway.matching import MET, NOT_MET, UNKNOWN, build_profile, evaluate, group_by_person, study_criteria
+from gateway.matching import (
+    MET,
+    NOT_MET,
+    UNKNOWN,
+    MatchQuery,
+    PatientIndex,
+    StudyIndex,
+    build_profile,
+    evaluate,
+    group_by_person,
+    study_criteria,
+)
 from tests.matching import builders as b
 from tests.matching.tiny_terminology import BRAIN_METS, BREAST_CA, GBM, GLIOMA_MESH, TinyTerminology
 
@@ -160,12 +171,22 @@ def test_free_text_condition_resolves_or_matches_as_text():
     assert r.is_match and "no code could be bridged" in r.findings[0].text
 
 
-def test_healthy_volunteer_study_is_open_to_people_without_the_condition():
+def test_healthy_volunteer_study_is_open_to_people_without_any_condition():
     g = b.group("g", [{"code": b.concept(cv.HEALTHY_VOLUNTEERS), "valueBoolean": True}, b.age_char(18, None)])
     sc = study_criteria(b.study("s", [GBM], group_id="g"), g, {}, T)
-    assert sc.index_keys() is None
-    r = evaluate(sc, build_profile([b.patient("p")], T), T, TODAY)
-    assert r.is_match and r.findings[0].result == UNKNOWN
+    healthy = build_profile([b.patient("p")], T)
+    r = evaluate(sc, healthy, T, TODAY)
+    assert r.is_match and r.findings[0].result == UNKNOWN and "healthy volunteers" in r.findings[0].text
+    # someone with another condition is not a healthy volunteer
+    other = build_profile([b.patient("q"), b.condition("c", "q", BREAST_CA)], T)
+    assert not evaluate(sc, other, T, TODAY).is_match
+    si, pi = StudyIndex(T), PatientIndex(T)
+    si.add(sc)
+    pi.add(healthy)
+    pi.add(other)
+    q = MatchQuery(today=TODAY)
+    assert [r.study_id for r in si.match(healthy, q)[0]] == ["s"] and si.match(other, q)[0] == []
+    assert [r.patient_key for r in pi.match(sc, q)] == ["Patient/p"]
 
 
 def test_max_distance():

@@ -94,6 +94,8 @@ def population(draw):
         chars = [b.age_char(draw(st.integers(0, 50)), draw(st.integers(50, 100)))] if draw(st.booleans()) else []
         if draw(st.booleans()):
             chars.append(b.diagnosis_char(draw(st.sampled_from(ALL_CODES)), exclude=True))
+        if draw(st.integers(0, 4)) == 0:
+            chars.append({"code": b.concept(cv.HEALTHY_VOLUNTEERS), "valueBoolean": True})
         status = draw(st.sampled_from(["active", "active", "completed"]))
         studies.append(study_criteria(b.study(f"s{i}", [code] if code else [], group_id="g", status=status),
                                       b.group("g", chars), {}, T))
@@ -129,7 +131,8 @@ def test_indexed_path_agrees_with_brute_force(pop):
         si.remove(s.study_id)
     for p in people:
         pi.remove(p.key)
-    assert not (si.by_code or si.by_text or si.by_related or si.open or pi.by_code or pi.by_text)
+    assert not (si.by_code or si.by_text or si.by_related or si.open or si.healthy or pi.by_code or pi.by_text
+                or pi.no_condition)
 
 
 def test_neoplasms_study_finds_every_cancer_patient():
