@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import difflib
 import logging
+import re
 import threading
 from collections import defaultdict
 from collections.abc import Iterable
@@ -315,7 +316,8 @@ class Terminology:
 
         Tries the normalised text, then a looser key (American spelling, singular, no 'of'), then the
         same words in any order ('Lung Cancer, Non-Small Cell'), then without course words ('Recurrent
-        Glioblastoma'), then a close spelling match (difflib, >= 0.9) on the looser keys.
+        Glioblastoma'), then the longest known term inside the text ('Stage IV Non-small Cell Lung Cancer
+        AJCC v8'), then a close spelling match (difflib, >= 0.9) on the looser keys.
         'Glioblastoma Multiforme' -> [(SNOMED, '393563007'), (MeSH, 'D005909'), (OncoTree, 'GB')]
         """
         norm = normalise_text(text)
@@ -331,6 +333,8 @@ class Terminology:
             core = strip_modifiers(loose)
             if not hits and core and core != loose:
                 hits = self._loose.get(core) or self._bag.get(_bag(core))
+            if not hits:
+                hits = self._contained(loose)
             if not hits and len(loose) >= 5:
                 close = difflib.get_close_matches(loose, self._loose_keys(), n=1, cutoff=_FUZZY_CUTOFF)
                 hits = self._loose.get(close[0]) if close else None
@@ -338,6 +342,28 @@ class Terminology:
         if len(self._resolved) < 100_000:
             self._resolved[norm] = found
         return list(found)
+
+    def _contained(self, loose: str) -> list[Key]:
+        """Concepts of the longest known terms inside ``loose`` (several if tied).
+
+        Single words count only if specific (>= 4 letters, not 'cancer', 'tumor'...): short
+        abbreviations such as ALL or CAP are too ambiguous inside running text. A text that names
+        metastases ('brain metastases from ...') must resolve to a secondary concept, or not at all.
+        """
+        words = loose.split()
+        hits: list[Key] = []
+        for n in range(min(len(words), 8), 0, -1):
+            for i in range(len(words) - n + 1):
+                gram = " ".join(words[i:i + n])
+                if n == 1 and (len(gram) < 4 or gram in _GENERIC_WORDS):
+                    continue
+                hits.extend(self._loose.get(gram) or (self._bag.get(_bag(gram), []) if n > 1 else []))
+            if hits:
+                break
+        if hits and _SECONDARY_WORD.search(loose) and not any(k in self._secondary or self.is_secondary(*k)
+                                                               for k in hits):
+            return []
+        return hits
 
     def resolve_texts(self, texts: Iterable[str]) -> tuple[dict[str, list[Key]], list[str]]:
         """Resolve many texts: ({text: codes} for those resolved, [texts not resolved])."""
@@ -369,6 +395,13 @@ def _canonical_key(system: str, code: str) -> Key:
 def _bag(loose: str) -> str:
     return " ".join(sorted(loose.split()))
 
+
+# Words too general to identify a condition on their own inside a longer text.
+_GENERIC_WORDS = frozenset({"cancer", "tumor", "neoplasm", "neoplasia", "malignancy", "malignant", "carcinoma",
+                            "metastasis", "metastatic", "secondary", "primary", "lesion", "mass", "disease",
+                            "adenocarcinoma", "stage", "grade", "solid", "advanced", "recurrent"})
+# A noun naming metastases (not the adjective 'metastatic', which qualifies a primary cancer).
+_SECONDARY_WORD = re.compile(r"\b(metasta(?!tic)\w*|secondar\w*|mets)\b")
 
 _RANK = {SNOMED: 0, ICD10: 1, ICD10CM: 2, MESH: 3, ONCOTREE: 4}
 

@@ -308,3 +308,27 @@ def test_registry_hierarchy_several_terms_do_not_cross_contaminate(fresh):
     assert not fresh.is_a(MESH, "D009362", MESH, "D016543")  # metastasis is not a CNS neoplasm
     assert not fresh.is_a(SNOMED, "94391008", MESH, "D016543")  # lung metastases neither
     assert fresh.is_a(MESH, "D000090003", MESH, "D009369")  # an unknown term takes the ancestors
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Stage IV Non-small Cell Lung Cancer AJCC v8", {(SNOMED, "254637007")}),
+    ("Glioblastoma Multiforme of the Brian", {(SNOMED, GBM)}),
+    ("Brain Metastases From Breast Cancer", {(SNOMED, BRAIN_METS), (SNOMED, "254837009")}),
+    ("Brain Metastasases from NSCLC", {(SNOMED, BRAIN_METS)}),
+    ("Metastatic Breast Cancer", {(SNOMED, "254837009")}),  # 'metastatic' qualifies a primary cancer
+])
+def test_known_terms_inside_longer_registry_text(t, text, expected):
+    assert expected <= set(t.resolve_text(text))
+
+
+@pytest.mark.parametrize("text", [
+    "All Solid Tumors",  # 'ALL' is an abbreviation of a leukaemia: too ambiguous inside text
+    "IDH1 Mutated Solid Tumors",
+    "Breast cancer metastases",  # names metastases but only a primary term is known inside
+])
+def test_ambiguous_or_unsafe_text_is_left_unresolved(t, text):
+    assert t.resolve_text(text) == []
+
+
+def test_text_naming_metastases_resolves_to_the_secondary_concept(t):
+    assert t.resolve_text("Liver metastases of a rare primary") == [(SNOMED, "94381002")]
