@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 
 import orjson
@@ -33,6 +33,7 @@ from gateway.store import schema as s
 from gateway.store.repo import Tx, WriteResult
 
 KIND = "research-subject"
+SITE_KIND = "site-contact"
 Reader = Callable[[str, str], dict | None]  # (type, id) -> resource or None
 
 
@@ -50,6 +51,7 @@ class ContactRoute:
     study_identifier: dict  # {"system": ..., "value": ...}
     contact_id: str
     study_title: str | None = None
+    site_hospitals: list[Hospital] = field(default_factory=list)  # other trusts running the study (site_contact)
 
 
 def contact_id(key: str, nhs_number: str, study_identifier: dict) -> str:
@@ -84,6 +86,7 @@ def study_identifier(study: dict) -> dict | None:
 
 
 def patient_ods(patient: dict, read: Reader) -> str | None:
+    """The ODS code of a Patient's (or a Location's) managingOrganization, by identifier or by reference."""
     org = patient.get("managingOrganization")
     if not isinstance(org, dict):
         return None
@@ -136,7 +139,20 @@ def plan_route(subject: dict, read: Reader, destinations: Destinations, key: str
     if not key:
         raise NotConfigured("GATEWAY_CONTACT_ID_KEY is not set: contact requests cannot be given their stable "
                             "identifier; refusing to enqueue", "ResearchSubject.identifier")
-    return ContactRoute(hospital, nhs, sident, contact_id(key, nhs, sident), study.get("title"))
+    return ContactRoute(hospital, nhs, sident, contact_id(key, nhs, sident), study.get("title"),
+                        site_hospitals(study, read, destinations, exclude=hospital.name))
+
+
+def site_hospitals(study: dict, read: Reader, destinations: Destinations, exclude: str = "") -> list[Hospital]:
+    """Hospitals with write_back.site_contact whose ODS code manages one of the study's site Locations."""
+    out: dict[str, Hospital] = {}
+    for site in study.get("site") or []:
+        lid = _ref_id(site, "Location")
+        location = read("Location", lid) if lid else None
+        h = destinations.hospitals.by_ods(patient_ods(location, read)) if location else None
+        if h is not None and h.write_back.get("site_contact") and h.name != exclude:
+            out[h.name] = h
+    return list(out.values())
 
 
 def with_contact_identifier(subject: dict, value: str) -> dict:
@@ -181,6 +197,12 @@ def make_hook(destinations: Destinations):
                        dedupe_key=f"{KIND}:{route.hospital.name}:ResearchSubject/{st.id}/_history/{st.version}",
                        max_attempts=destinations.settings.max_attempts,
                        resource=("ResearchSubject", st.id, st.version))
+        if result.outcome == "created":
+            for site in route.site_hospitals:  # the study's other sites that asked to hear of requests
+                outbox.enqueue(tx.conn, kind=SITE_KIND, destination=site.name, payload=payload,
+                               dedupe_key=f"{SITE_KIND}:{site.name}:ResearchSubject/{st.id}",
+                               max_attempts=destinations.settings.max_attempts,
+                               resource=("ResearchSubject", st.id, st.version))
 
     return hook
 
@@ -253,6 +275,31 @@ def deliver(job: outbox.Job, ctx: DeliveryContext) -> str:
     return result
 
 
+def site_task(payload: dict) -> dict:
+    """A Task for a study site's research team: the person by NHS number, the study by identifier (the site
+    may hold no record of the patient, so there is no local reference to make)."""
+    study: dict = {"identifier": payload["study_identifier"]}
+    if payload.get("study_title"):
+        study["display"] = payload["study_title"]
+    return {"resourceType": "Task",
+            "identifier": [{"system": CONTACT_REQUEST_ID, "value": payload["contact_id"]}],
+            "status": "requested", "intent": "proposal", "priority": "routine",
+            "description": "A patient asked to be contacted about a clinical trial run at this site"
+                           + (f": {payload['study_title']}" if payload.get("study_title") else ""),
+            "for": {"identifier": {"system": NHS_NUMBER, "value": payload["nhs_number"]}},
+            "focus": study}
+
+
+def deliver_site_contact(job: outbox.Job, ctx: DeliveryContext) -> str:
+    """Tell a study site's research team about a contact request (conditional create of a Task)."""
+    hospital = ctx.destinations.hospitals.get(job.destination)
+    client = ctx.destinations.client(hospital, retries=0)
+    ident = f"{CONTACT_REQUEST_ID}|{job.payload['contact_id']}"
+    resp = client.create(site_task(job.payload), if_none_exist=f"identifier={ident}")
+    return f"Task {resp.status} {resp.location or ''}".strip()
+
+
 register_kind(KIND, deliver)
+register_kind(SITE_KIND, deliver_site_contact)
 
 __all__ = ["ContactRoute", "contact_id", "deliver", "hospital_copy", "make_hook", "plan_route"]

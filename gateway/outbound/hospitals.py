@@ -71,6 +71,9 @@ class _WriteBack(Schema):
     research_subject = fields.Boolean(load_default=True)
     task = fields.Boolean(load_default=False)
     communication = fields.Boolean(load_default=False)
+    # As a study site: its research team gets a Task for every contact request about a study sited here
+    # (ResearchStudy.site -> Location.managingOrganization ODS code), whichever trust holds the patient.
+    site_contact = fields.Boolean(load_default=False)
 
 
 class _Pull(Schema):
@@ -115,7 +118,7 @@ class Hospital:
     auth: dict = field(default_factory=lambda: {"type": "none"})
     patients: dict = field(default_factory=lambda: {"ods_codes": []})
     write_back: dict = field(default_factory=lambda: {"research_subject": True, "task": False,
-                                                      "communication": False})
+                                                      "communication": False, "site_contact": False})
     pull: dict = field(default_factory=lambda: {"observation_days": 365, "page_size": 100})
     source: str = ""
 

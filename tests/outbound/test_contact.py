@@ -202,3 +202,38 @@ def test_other_research_subjects_are_stored_without_delivery(client, store, demo
     assert r.status_code == 201
     assert not any(i.get("system") == CONTACT_REQUEST_ID for i in r.get_json().get("identifier", []))
     assert outbox.counts(store)["pending"] == 0
+
+
+@pytest.fixture
+def christie_site(outbound_env, hospital_dir, monkeypatch):
+    """The Christie (RBV), one of the demo study's sites, asks to hear of every request about its studies."""
+    (hospital_dir / "christie-test.yaml").write_text(
+        "name: christie-test\nods_code: RBV\nfhir_base_url: https://fhir.christie.test/R4\n"
+        "write_back: {research_subject: true, site_contact: true}\n")
+    monkeypatch.setenv("GATEWAY_ALLOWED_HOSTS", "fhir.leeds.test, fhir.christie.test")
+
+
+@responses.activate
+def test_the_study_site_research_team_gets_a_task(christie_site, client, store, demo, worker):
+    pid, sid = demo
+    rs = _post(client, _request(pid, sid)).get_json()
+    total, jobs = outbox.list_jobs(store, resource=f"ResearchSubject/{rs['id']}")
+    assert sorted((j.kind, j.destination) for j in jobs) == [("research-subject", "leeds-test"),
+                                                              ("site-contact", "christie-test")]
+    _hospital_answers()
+    responses.post("https://fhir.christie.test/R4/Task", status=201, body=b"",
+                   headers={"Location": "https://fhir.christie.test/R4/Task/c1/_history/1"})
+    worker.run_until_idle()
+    assert outbox.counts(store)["delivered"] == 2
+    site_call = next(c for c in responses.calls if c.request.url.startswith("https://fhir.christie.test"))
+    task = json.loads(site_call.request.body)
+    assert task["for"] == {"identifier": {"system": NHS_NUMBER, "value": NHS}}
+    assert task["focus"]["identifier"] == STUDY_ID
+    assert site_call.request.headers["If-None-Exist"].startswith(f"identifier={CONTACT_REQUEST_ID}|")
+    assert "Authorization" not in site_call.request.headers  # auth: none in this file
+    # A status change goes to the patient's hospital only; the site was told once.
+    changed = {k: v for k, v in rs.items() if k != "meta"} | {"status": "withdrawn"}
+    client.put(f"/fhir/ResearchSubject/{rs['id']}", data=json.dumps(changed), headers={**FHIR_JSON,
+                                                                                       "If-Match": 'W/"1"'})
+    kinds = [j.kind for j in outbox.list_jobs(store, state="pending")[1]]
+    assert kinds == ["research-subject"]
