@@ -279,6 +279,28 @@ def build_bridges(src: Path) -> list[dict]:
     return list(maps.values())
 
 
+def write_mcode_check(shared: Path, out: Path) -> None:
+    """tests/data/terminology/mcode-snomed-subset.tsv: the mCODE value-set rows of our SNOMED CT codes."""
+    base = shared / "terminology/mcode-valuesets"
+    mcode = {}
+    for name, tag in (("primary-or-uncertain-behavior-cancer-disorder", "primary"),
+                      ("secondary-cancer-disorder", "secondary")):
+        vs = json.loads((base / f"ValueSet-mcode-{name}-vs.json").read_text())
+        for c in vs["expansion"]["contains"]:
+            if c["system"] == SNOMED:
+                mcode[c["code"]] = (c["display"], tag)
+    ours = [ln.split("\t")[0] for ln in (out / "codesystems/snomed-oncology.tsv").read_text().splitlines()
+            if ln.strip() and not ln.startswith(("#", "code\t"))]
+    path = ROOT / "tests/data/terminology/mcode-snomed-subset.tsv"
+    lines = ["# SNOMED CT codes of mappings/terminology/codesystems/snomed-oncology.tsv found in the mCODE "
+             "cancer-disorder value sets",
+             "# columns: code, display (as in mCODE), value set (primary = primary-or-uncertain-behavior, "
+             "secondary)"]
+    lines += ["\t".join((code, *mcode[code])) for code in ours if code in mcode]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {path.relative_to(ROOT)} ({len(lines) - 2} of {len(ours)} codes found in mCODE)")
+
+
 def write(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -313,6 +335,7 @@ def main() -> None:
                         if display := known.display(group["target"], target["code"]):
                             target["display"] = display
             write(args.out / f"conceptmaps/{cm['id']}.json", cm)
+    write_mcode_check(args.shared, args.out)
 
 
 if __name__ == "__main__":
