@@ -473,7 +473,8 @@ def read_concept_table(path: Path) -> dict:
 def load_terminology(path: Path) -> Terminology:
     """Load ``codesystems/*.json`` and ``*.tsv``, ``conceptmaps/*.json`` and ``synonyms*.tsv`` below ``path``."""
     t = Terminology()
-    for cs_path in sorted((path / "codesystems").iterdir()):
+    folder = path / "codesystems"
+    for cs_path in sorted(folder.iterdir() if folder.is_dir() else ()):
         if cs_path.suffix == ".tsv":
             t.add_codesystem(read_concept_table(cs_path))
             continue

@@ -337,3 +337,16 @@ def test_ambiguous_or_unsafe_text_is_left_unresolved(t, text):
 
 def test_text_naming_metastases_resolves_to_the_secondary_concept(t):
     assert t.resolve_text("Liver metastases of a rare primary") == [(SNOMED, "94381002")]
+
+
+def test_an_empty_or_missing_folder_loads_an_empty_terminology(tmp_path):
+    t = load_terminology(tmp_path / "nothing-here")
+    assert len(t) == 0
+    assert t.ancestors(SNOMED, GBM) == frozenset({(SNOMED, GBM)})
+    assert t.resolve_text("glioblastoma") == []
+
+
+def test_a_bad_synonym_row_names_the_file_and_row(tmp_path):
+    (tmp_path / "synonyms.tsv").write_text("text\tsystem\tcode\nGBM\tsnomed\t393563007\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"synonyms.tsv: row 2: system 'snomed'"):
+        load_terminology(tmp_path)
