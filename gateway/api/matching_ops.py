@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
 from flask import Flask, Response, current_app, g, request
@@ -21,6 +22,7 @@ from gateway.store.clock import now_iso
 from gateway.store.interactions import new_id
 
 _EXT_KEY = "gateway.matching"
+_INIT_LOCK = threading.Lock()
 
 
 def init_app(app: Flask) -> None:
@@ -29,10 +31,14 @@ def init_app(app: Flask) -> None:
 
 
 def matching_state() -> MatchingState:
+    """The process's indexes (built on first use), brought up to date with the change feed."""
     state = current_app.extensions.get(_EXT_KEY)
     if state is None:
-        state = MatchingState(current_app.extensions["gateway.store"], default_terminology())
-        current_app.extensions[_EXT_KEY] = state
+        with _INIT_LOCK:
+            state = current_app.extensions.get(_EXT_KEY)
+            if state is None:
+                state = MatchingState(current_app.extensions["gateway.store"], default_terminology())
+                current_app.extensions[_EXT_KEY] = state
     state.refresh()
     return state
 
@@ -152,6 +158,11 @@ def _bundle(entries: list[dict], total: int, self_url: str) -> dict:
 def match_view(_rtype: str | None, _rid: str | None) -> Response:
     """Parameters (patient | bundle, maxDistanceKm, status, phase, _count, includeNearMisses) -> searchset."""
     state = matching_state()
+    with state.lock:
+        return _match(state)
+
+
+def _match(state: MatchingState) -> Response:
     params = _match_params()
     q, limit = _query(params, current_app.config["SETTINGS"].default_count)
     if params.get("bundle"):
@@ -178,6 +189,11 @@ def match_view(_rtype: str | None, _rid: str | None) -> Response:
 def candidates_view(_rtype: str | None, rid: str | None) -> Response:
     """GET ResearchStudy/{id}/$candidates[?consent=any][&_count=][&maxDistanceKm=] -> searchset of Patients."""
     state = matching_state()
+    with state.lock:
+        return _candidates(state, rid)
+
+
+def _candidates(state: MatchingState, rid: str | None) -> Response:
     consent_mode = request.args.get("consent", "required")
     if consent_mode not in ("required", "any"):
         raise InvalidResource("consent must be 'required' (the default) or 'any'", "consent")

@@ -43,12 +43,13 @@ class MatchingState:
         self.about: dict[str, set[tuple[str, str]]] = {}  # patient id -> (type, id) of its records
         self.studies_of_group: dict[str, set[str]] = {}
         self.studies_of_location: dict[str, set[str]] = {}
-        self._lock = threading.Lock()
+        # Held by refresh and by readers (the views), so a query never sees an index mid-update.
+        self.lock = threading.RLock()
 
     # -- refresh from the change feed ------------------------------------------------------------
     def refresh(self) -> int:
         """Apply every committed change since the last call; returns how many changes were applied."""
-        with self._lock:
+        with self.lock:
             applied = 0
             while True:
                 changes = self.store.changes_since(self.seq, limit=_BATCH, types=TYPES)
