@@ -14,7 +14,7 @@ import difflib
 import logging
 import re
 import threading
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -263,6 +263,29 @@ class Terminology:
         """True if (system, code) is the ancestor or a descendant of it, within or across systems."""
         anc = self.ancestors(system, code)
         return (ancestor_system, ancestor_code) in anc or self.key(ancestor_system, ancestor_code) in anc
+
+    def is_a_path(self, system: str, code: str, ancestor_system: str, ancestor_code: str) -> list[Key]:
+        """The shortest chain of parents from a concept to its ancestor ([] if not a kind of it), for
+        explanations: SNOMED 393563007 -> MeSH D005909 -> D001254 -> D005910 ('via MeSH Glioblastoma')."""
+        start, goal = self.key(system, code), self.key(ancestor_system, ancestor_code)
+        if goal not in self.ancestors(*start):
+            return []
+        previous: dict[Key, Key | None] = {start: None}
+        queue = deque([start])
+        while queue:
+            node = queue.popleft()
+            if node == goal:
+                path = []
+                while node is not None:
+                    path.append(node)
+                    node = previous[node]
+                return path[::-1]
+            parents = self._parents.get(node) or (self._structural_parent(node) if node[0] in _STRUCTURAL else None)
+            for p in parents or ():
+                if p not in previous:
+                    previous[p] = node
+                    queue.append(p)
+        return []
 
     def subsumes(self, system: str, code_a: str, code_b: str) -> str:
         """CodeSystem/$subsumes outcome of A against B: 'equivalent' | 'subsumes' | 'subsumed-by' |

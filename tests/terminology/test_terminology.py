@@ -350,3 +350,14 @@ def test_a_bad_synonym_row_names_the_file_and_row(tmp_path):
     (tmp_path / "synonyms.tsv").write_text("text\tsystem\tcode\nGBM\tsnomed\t393563007\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"synonyms.tsv: row 2: system 'snomed'"):
         load_terminology(tmp_path)
+
+
+def test_is_a_path_explains_the_chain(t):
+    path = t.is_a_path(SNOMED, GBM, MESH, "D000005910")
+    assert path[0] == (SNOMED, GBM) and path[-1] == (MESH, "D005910")
+    assert (MESH, "D005909") in path  # via MeSH Glioblastoma
+    for child, parent in zip(path, path[1:], strict=False):
+        assert parent in t.parents(*child) or child[0] in (ICD10, ICD10CM)
+    assert t.is_a_path(SNOMED, GBM, SNOMED, GBM) == [(SNOMED, GBM)]
+    assert t.is_a_path(SNOMED, GBM, SNOMED, BRAIN_METS) == []
+    assert t.is_a_path(ICD10, "C71.8", ICD10, "C69-C72") == [(ICD10, "C71.8"), (ICD10, "C71"), (ICD10, "C69-C72")]
