@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-from flask import Blueprint, Flask, current_app, request
+from flask import Blueprint, Flask, current_app, g, request
 
 from gateway.api.fhir_rest import _as_dict, _write_response, service, store
 from gateway.api.http import check_accept, json_body
 from gateway.fhir.conventions import CONTACT_REQUEST_ID, NHS_NUMBER
-from gateway.fhir.errors import BusinessRuleViolation, FhirError, Gone, InvalidResource, NotFound
+from gateway.fhir.errors import BusinessRuleViolation, FhirError, Forbidden, Gone, InvalidResource, NotFound
 from gateway.fhir.validate import validate_resource
 from gateway.outbound import errors as outbound_errors
 from gateway.outbound.contact import make_hook, plan_route, with_contact_identifier
@@ -70,6 +70,31 @@ def create_research_subject():
     return _write_response(result, HTTPStatus.CREATED if result.created else HTTPStatus.OK)
 
 
+class PreconditionRequired(FhirError):
+    """428: this update must say which version it changes (If-Match)."""
+
+    status = HTTPStatus.PRECONDITION_REQUIRED
+    code = "business-rule"
+
+
+@bp.put("/ResearchSubject/<rid>")
+def update_research_subject(rid: str):
+    """Status changes of a contact request need If-Match (the hospital, the research team and the patient may
+    change it concurrently); its contact-request identifier is kept whatever the body says."""
+    check_accept()
+    resource = _as_dict(json_body(), "ResearchSubject")
+    current = _read("ResearchSubject", rid)
+    marked = next((i for i in (current or {}).get("identifier") or []
+                   if isinstance(i, dict) and i.get("system") == CONTACT_REQUEST_ID), None)
+    if marked is not None:
+        if not request.headers.get("If-Match"):
+            raise PreconditionRequired("A contact request is changed with If-Match: the version you read "
+                                       "(its ETag), so that concurrent changes are not lost", "If-Match")
+        resource = with_contact_identifier(resource, marked["value"])
+    result = service().update("ResearchSubject", rid, resource, if_match=request.headers.get("If-Match"))
+    return _write_response(result, HTTPStatus.CREATED if result.created else HTTPStatus.OK)
+
+
 # -- pulling a patient's record from their hospital (for $match patient-identifier + hospital) ---------
 class UpstreamFailed(FhirError):
     """The hospital's server failed or refused us (502); the OperationOutcome says which and why."""
@@ -81,6 +106,20 @@ class UpstreamFailed(FhirError):
 class UpstreamTimeout(UpstreamFailed):
     status = HTTPStatus.GATEWAY_TIMEOUT
     code = "timeout"
+
+
+def _check_may_pull(hospital_ods: set[str], nhs_number: str) -> None:
+    """Who may have a record pulled from a hospital: administrators; a patient app for its own person; a
+    hospital from its own EHR (its tenant ODS code). Nobody else, and before any traffic."""
+    caller = g.get("caller")
+    role = getattr(caller, "role", "anonymous")
+    if role == "admin":
+        return
+    if role == "patient-app" and getattr(caller, "nhs_number", None) == nhs_number:
+        return
+    if role == "hospital" and getattr(caller, "tenant", None) in hospital_ods:
+        return
+    raise Forbidden(f"A {role} client may not pull this patient's record from this hospital", "patient-identifier")
 
 
 def pulled_bundle(params: dict[str, list[object]]) -> dict:
@@ -103,6 +142,7 @@ def pulled_bundle(params: dict[str, list[object]]) -> dict:
     if hospital is None:
         raise BusinessRuleViolation(f"Unknown hospital '{hospital_name}' (known: "
                                     f"{', '.join(sorted(dest.hospitals.by_name)) or 'none configured'})", "hospital")
+    _check_may_pull(hospital.ods_codes, value)
     try:
         return pull_patient_bundle(hospital, value, destinations=dest)
     except (outbound_errors.ConfigurationError, outbound_errors.DestinationNotAllowed) as exc:

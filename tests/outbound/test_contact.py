@@ -237,3 +237,20 @@ def test_the_study_site_research_team_gets_a_task(christie_site, client, store, 
                                                                                        "If-Match": 'W/"1"'})
     kinds = [j.kind for j in outbox.list_jobs(store, state="pending")[1]]
     assert kinds == ["research-subject"]
+
+
+def test_changes_to_a_contact_request_need_if_match_and_keep_its_identifier(client, store, demo):
+    pid, sid = demo
+    rs = _post(client, _request(pid, sid)).get_json()
+    body = {k: v for k, v in rs.items() if k not in ("meta", "identifier")} | {"status": "screening"}
+    r = client.put(f"/fhir/ResearchSubject/{rs['id']}", data=json.dumps(body), headers=FHIR_JSON)
+    assert r.status_code == 428 and "If-Match" in r.get_json()["issue"][0]["diagnostics"]
+    r = client.put(f"/fhir/ResearchSubject/{rs['id']}", data=json.dumps(body),
+                   headers={**FHIR_JSON, "If-Match": 'W/"1"'})
+    assert r.status_code == 200
+    assert r.get_json()["identifier"] == rs["identifier"]  # kept although the body left it out
+    assert [j.payload["op"] for j in outbox.list_jobs(store)[1]] == ["update", "create"]
+    # An ordinary ResearchSubject (not a contact request) is updated as any resource.
+    plain = {"resourceType": "ResearchSubject", "id": "plain-1", "status": "on-study",
+             "individual": {"reference": f"Patient/{pid}"}, "study": {"reference": f"ResearchStudy/{sid}"}}
+    assert client.put("/fhir/ResearchSubject/plain-1", data=json.dumps(plain), headers=FHIR_JSON).status_code == 201

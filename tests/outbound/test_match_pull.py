@@ -86,3 +86,33 @@ def test_match_pull_errors_are_clear_and_unknown_hospitals_send_nothing(client):
     r = client.post("/fhir/ResearchStudy/$match", headers=FHIR_JSON,
                     data=_params(patient_identifier=NHS, hospital="leeds-test"))
     assert r.status_code == 504
+
+
+@responses.activate
+def test_only_the_person_their_hospital_or_an_administrator_may_pull(app):
+    from flask import g
+
+    from gateway.api.contact import pulled_bundle
+    from gateway.fhir.errors import Forbidden
+    from gateway.security.principal import Caller
+
+    params = {"patient-identifier": [NHS], "hospital": ["leeds-test"]}
+    refused = [Caller("app", "patient-app", nhs_number="9434765919"), Caller("h", "hospital", tenant="RBV"),
+               Caller("s", "sponsor", tenant="NOTC"), Caller("t", "research-team")]
+    for caller in refused:
+        with app.test_request_context("/fhir/ResearchStudy/$match", method="POST"):
+            g.caller = caller
+            try:
+                pulled_bundle(params)
+            except Forbidden as exc:
+                assert caller.role in exc.diagnostics
+            else:
+                raise AssertionError(f"{caller} was allowed")
+    assert len(responses.calls) == 0
+    record = _hospital_record()
+    for rtype in ("Patient", "Condition", "Observation"):
+        responses.get(f"{HOSPITAL_BASE}/{rtype}", json=_searchset(record[rtype]), headers=FHIR)
+    for caller in (Caller("app", "patient-app", nhs_number=NHS), Caller("h", "hospital", tenant="RR8")):
+        with app.test_request_context("/fhir/ResearchStudy/$match", method="POST"):
+            g.caller = caller
+            assert pulled_bundle(params)["entry"][0]["resource"]["resourceType"] == "Patient"
