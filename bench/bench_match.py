@@ -210,12 +210,17 @@ def scale_part(term, args) -> None:
 
     q = MatchQuery(today=TODAY)
     probes = random.Random(args.seed + 1).sample(list(pi.profiles.values()), args.probes)
-    idx_ms, n_found = [], []
+    idx_ms, n_found, sick_ms, healthy_ms = [], [], [], []
     for p in probes:
         ms, (matches, _) = _time(si.match, p, q)
         idx_ms.append(ms)
+        (sick_ms if p.conditions else healthy_ms).append(ms)
         n_found.append(len(matches))
     print(f"$match indexed     {fmt(idx_ms)}; matches per patient median {statistics.median(n_found):.0f}")
+    print(f"  of which people with a condition       {fmt(sick_ms)}")
+    if healthy_ms:
+        print(f"  of which people with no condition      {fmt(healthy_ms)} (every healthy-volunteer study is "
+              "a candidate)")
     bf_ms = []
     for p in probes[:args.brute_probes]:
         ms, (matches, _) = _time(si.brute_force, p, q)

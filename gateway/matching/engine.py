@@ -220,14 +220,23 @@ def nearest_site(study: StudyCriteria, p: PatientProfile) -> tuple[Site | None, 
 
 
 def evaluate(study: StudyCriteria, p: PatientProfile, term: Terminology, today: date | None = None,
-             max_distance_km: float | None = None) -> MatchResult:
-    """StudyCriteria x PatientProfile -> MatchResult with one Finding per criterion and a score."""
+             max_distance_km: float | None = None, stop_early: bool = False) -> MatchResult:
+    """StudyCriteria x PatientProfile -> MatchResult with one Finding per criterion and a score.
+
+    ``stop_early``: return at the first criterion not met (the caller only wants matches), which keeps
+    screening many studies cheap; the result then lists only the findings up to that one.
+    """
     today = today or date.today()
     res = MatchResult(study.study_id, p.key)
     if p.deceased:
         res.findings.append(Finding("Patient", NOT_MET, "The patient's record says the patient has died"))
+        if stop_early:
+            return res
     for crit in study.criteria:
-        res.findings.append(evaluate_criterion(crit, p, term, today, study.healthy_volunteers))
+        f = evaluate_criterion(crit, p, term, today, study.healthy_volunteers)
+        res.findings.append(f)
+        if stop_early and f.result == NOT_MET:
+            return res
     res.nearest, res.distance_km = nearest_site(study, p)
     if max_distance_km is not None:
         if res.distance_km is None:

@@ -136,7 +136,7 @@ class StudyIndex:
             if not q.admits(sc):
                 continue
             seen.add(sid)
-            r = evaluate(sc, p, self.term, q.today, q.max_distance_km)
+            r = evaluate(sc, p, self.term, q.today, q.max_distance_km, stop_early=not q.near_misses)
             (matches if r.is_match else near).append(r)
         if q.near_misses:
             for sid in self.related(p) - seen:
@@ -213,10 +213,9 @@ class PatientIndex:
         out = []
         for key in keys:
             p = self.profiles[key]
-            if allowed is not None and not allowed(p):
-                continue
-            r = evaluate(sc, p, self.term, q.today, q.max_distance_km)
-            if r.is_match:
+            r = evaluate(sc, p, self.term, q.today, q.max_distance_km, stop_early=True)
+            # consent is checked for those who fit only (it costs more than screening)
+            if r.is_match and (allowed is None or allowed(p)):
                 out.append(r)
         out.sort(key=lambda r: (-r.score, r.distance_km if r.distance_km is not None else float("inf"),
                                 r.patient_key))
