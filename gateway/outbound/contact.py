@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 
 import orjson
+from sqlalchemy import select
 
 from gateway.fhir.conventions import CONTACT_REQUEST_ID, CTGOV, NHS_NUMBER, ODS_ORGANIZATION
 from gateway.fhir.errors import BusinessRuleViolation, FhirError, Gone, NotFound
@@ -163,9 +164,15 @@ def with_contact_identifier(subject: dict, value: str) -> dict:
 
 
 def _tx_reader(tx: Tx) -> Reader:
+    """Reads inside the write transaction, without row locks (Tx.current locks on PostgreSQL: routing only
+    reads the Patient, study and sites, and must not serialise unrelated requests on them)."""
+    r = s.resources
+
     def read(rtype: str, rid: str) -> dict | None:
-        st = tx.current(rtype, rid)
-        return st.resource() if st is not None and not st.deleted else None
+        tx.flush()
+        row = tx.conn.execute(select(r.c.content).where(r.c.type == rtype, r.c.id == rid,
+                                                        r.c.deleted.is_(False))).first()
+        return orjson.loads(row[0]) if row and row[0] else None
     return read
 
 
