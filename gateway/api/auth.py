@@ -119,6 +119,35 @@ def _before() -> None:
     if request.path in PUBLIC_PATHS:
         return
     _authorize_route(g.access)
+    if request.method in ("POST", "PUT") and request.path.startswith("/fhir") and not caller.is_admin:
+        _stamp_body(g.access)
+
+
+def _stamp_body(acc: Access) -> None:
+    """Stamp the caller's tenant on the body of every FHIR write, whichever view handles it.
+
+    The body is parsed once here and the stamped bytes put back as the request's cached body, so views
+    added later (contact requests, ingest) store stamped content without knowing about tenants.
+    """
+    if not (request.mimetype or "").endswith("json"):
+        return
+    limit = current_app.config["SETTINGS"].max_body_bytes
+    if request.content_length is None or request.content_length > limit:
+        return  # the view refuses it with the size OperationOutcome
+    try:
+        body = orjson.loads(request.get_data(cache=True))
+    except orjson.JSONDecodeError:
+        return  # the view reports the bad JSON
+    if not isinstance(body, dict):
+        return
+    if body.get("resourceType") == "Bundle":
+        for entry in body.get("entry") or []:
+            res = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(res, dict) and isinstance(res.get("resourceType"), str):
+                acc.prepare_write(res["resourceType"], res)
+    elif isinstance(body.get("resourceType"), str):
+        acc.prepare_write(body["resourceType"], body)
+    request._cached_data = orjson.dumps(body)  # werkzeug's body cache, read by every later get_data()
 
 
 def _teardown(_exc) -> None:

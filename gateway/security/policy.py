@@ -341,6 +341,9 @@ class Access:
         rtype = resource.get("resourceType", "")
         kind = kind_of(rtype, resource)
         refs = patient_refs(resource)
+        expected_tag = self.caller.tenant if self.role in ("hospital", "sponsor", "research-team") else None
+        if tenant_of(resource) != expected_tag and tenant_of(resource) is not None:
+            raise Forbidden(f"{rtype} carries another organisation's tenant tag", f"{rtype}.meta.tag")
         if self.role == "patient-app":
             if kind in ("patient", "subscription") and not (refs and refs <= self.own_people()):
                 raise Forbidden(f"A patient app may only write {rtype} about its own person", rtype)

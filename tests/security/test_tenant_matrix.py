@@ -1,0 +1,200 @@
+"""The tenant matrix: type x interaction x {own tenant, other tenant, other patient} -> expected status, 0 leaks.
+
+Each case acts as one caller against the seeded world (tests/security/conftest.py WORLD). Every
+response is searched for the secret marker of every resource that caller may not see: 0 leaks.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.security.conftest import WORLD, bearer, get_token, idp_token, secret
+
+BY_ID = {r["id"]: r for r in WORLD}
+STUDY_SIDE = {"study-a", "study-b", "study-b2", "group-a", "group-b", "loc-a", "loc-b"}
+
+# What each caller may see (the policy, written out): everything else must never appear.
+VISIBLE = {
+    "hospital": STUDY_SIDE | {"leeds-me", "leeds-other", "cond-leeds-me", "cond-leeds-other", "obs-leeds-me",
+                              "obs-leeds-other", "consent-leeds-me", "consent-leeds-other", "subj-leeds-me",
+                              "subj-leeds-other"},
+    "sponsor": set(STUDY_SIDE),
+    "patient-app": STUDY_SIDE | {"leeds-me", "cond-leeds-me", "obs-leeds-me", "consent-leeds-me", "subj-leeds-me",
+                                 "sub-me"},
+    "research-team": STUDY_SIDE | {"subj-leeds-me"},
+}
+
+# (caller, type) -> (own id, other id, what 'other' is); None: the caller has no own resource of the type.
+TARGETS = {
+    ("hospital", "Patient"): ("leeds-me", "christie-pat", "other tenant"),
+    ("hospital", "Condition"): ("cond-leeds-me", "cond-christie", "other tenant"),
+    ("hospital", "Observation"): ("obs-leeds-me", "obs-christie", "other tenant"),
+    ("hospital", "Consent"): ("consent-leeds-me", "consent-christie", "other tenant"),
+    ("hospital", "ResearchSubject"): ("subj-leeds-me", "subj-christie", "other tenant"),
+    ("hospital", "ResearchStudy"): (None, "study-b-draft", "other tenant"),
+    ("hospital", "Group"): (None, "group-members", "other tenant"),
+    ("sponsor", "ResearchStudy"): ("study-a", "study-b", "other tenant"),
+    ("sponsor", "Group"): ("group-a", "group-b", "other tenant"),
+    ("sponsor", "Location"): ("loc-a", "loc-b", "other tenant"),
+    ("sponsor", "Patient"): (None, "leeds-me", "other tenant"),
+    ("sponsor", "ResearchSubject"): (None, "subj-leeds-me", "other tenant"),
+    ("patient-app", "Patient"): ("leeds-me", "leeds-other", "other patient"),
+    ("patient-app", "Condition"): ("cond-leeds-me", "cond-leeds-other", "other patient"),
+    ("patient-app", "Observation"): ("obs-leeds-me", "obs-leeds-other", "other patient"),
+    ("patient-app", "Consent"): ("consent-leeds-me", "consent-leeds-other", "other patient"),
+    ("patient-app", "ResearchSubject"): ("subj-leeds-me", "subj-leeds-other", "other patient"),
+    ("patient-app", "Subscription"): ("sub-me", "sub-other", "other patient"),
+    ("patient-app", "ResearchStudy"): (None, "study-b-draft", "other tenant"),
+    ("research-team", "ResearchSubject"): ("subj-leeds-me", "subj-leeds-other", "other tenant"),
+    ("research-team", "Patient"): (None, "leeds-me", "other patient"),
+}
+
+# Types each caller may write at all (role and scopes); others answer 403 for every write.
+WRITES = {
+    "hospital": {"Patient", "Condition", "Observation", "Consent", "ResearchSubject"},
+    "sponsor": {"ResearchStudy", "Group", "Location"},
+    "patient-app": {"Consent", "ResearchSubject", "Subscription"},
+    "research-team": {"ResearchSubject"},  # update only (scopes rus)
+}
+READS = {  # types each caller may read or search at all
+    "hospital": {"Patient", "Condition", "Observation", "Consent", "ResearchSubject", "ResearchStudy", "Group"},
+    "sponsor": {"ResearchStudy", "Group", "Location"},
+    "patient-app": {"Patient", "Condition", "Observation", "Consent", "ResearchSubject", "Subscription",
+                    "ResearchStudy"},
+    "research-team": {"ResearchSubject"},
+}
+INTERACTIONS = ["read", "search", "history", "update", "delete", "create", "transaction"]
+
+
+def expected(role: str, rtype: str, interaction: str, which: str) -> int:
+    rid = TARGETS[(role, rtype)][0 if which == "own" else 1]
+    visible = rid in VISIBLE[role]
+    if interaction in ("read", "history"):
+        return 403 if rtype not in READS[role] else (200 if visible else 404)
+    if interaction == "search":
+        return 200 if rtype in READS[role] else 403
+    writable = rtype in WRITES[role]
+    if role == "research-team" and interaction in ("create", "delete"):
+        writable = False
+    if not writable:
+        return 403
+    if interaction == "create":
+        return 201 if which == "own" else 403
+    ok = which == "own"
+    if interaction == "delete":
+        return 204 if ok else 403
+    return 200 if ok else 403  # update, transaction entry
+
+
+def cases():
+    for (role, rtype), (own, other, label) in TARGETS.items():
+        for interaction in INTERACTIONS:
+            for which, rid in (("own", own), (label, other)):
+                if rid is None:
+                    continue
+                yield pytest.param(role, rtype, interaction, "own" if which == "own" else "other",
+                                   id=f"{role}-{rtype}-{interaction}-{which.replace(' ', '_')}")
+
+
+def _token(http, keys, role: str) -> str:
+    if role == "patient-app":
+        return idp_token(keys)
+    return get_token(http, keys, {"hospital": "leeds-ehr", "sponsor": "sponsor-a", "research-team": "team-a"}[role])
+
+
+def _new_resource(role: str, rtype: str, which: str) -> dict:
+    """A new resource of ``rtype`` about the caller's own person/organisation, or about the other one."""
+    own, other, _ = TARGETS[(role, rtype)]
+    template = json.loads(json.dumps(BY_ID[own if which == "own" else other]))
+    template.pop("id")
+    template.pop("text", None)
+    if which == "other" and rtype in ("ResearchStudy", "Group", "Location"):
+        return template  # still carries the other sponsor's tag: the gateway must not keep it
+    if rtype == "Patient":
+        # a new Patient: 'other' claims another organisation through its tag (stamped over, so it is 'own')
+        return template
+    return template
+
+
+@pytest.mark.parametrize(("role", "rtype", "interaction", "which"), list(cases()))
+def test_tenant_matrix(http, keys, world, role, rtype, interaction, which):
+    tok = _token(http, keys, role)
+    own, other, _ = TARGETS[(role, rtype)]
+    rid = own if which == "own" else other
+    h = bearer(tok)
+    want = expected(role, rtype, interaction, which)
+    if interaction == "read":
+        r = http.get(f"/fhir/{rtype}/{rid}", headers=h)
+    elif interaction == "history":
+        r = http.get(f"/fhir/{rtype}/{rid}/_history", headers=h)
+    elif interaction == "search":
+        r = http.get(f"/fhir/{rtype}?_id={rid}", headers=h)
+    elif interaction in ("update", "transaction"):
+        body = {**json.loads(json.dumps(BY_ID[rid])), "language": "en-GB"}
+        if interaction == "update":
+            r = http.put(f"/fhir/{rtype}/{rid}", json=body, headers=h)
+        else:
+            bundle = {"resourceType": "Bundle", "type": "transaction",
+                      "entry": [{"resource": body, "request": {"method": "PUT", "url": f"{rtype}/{rid}"}}]}
+            r = http.post("/fhir", json=bundle, headers=h)
+    elif interaction == "delete":
+        r = http.delete(f"/fhir/{rtype}/{rid}", headers=h)
+    else:  # create
+        new = _new_resource(role, rtype, "own" if which == "own" else "other")
+        if rtype in ("ResearchStudy", "Group", "Location", "Patient") and which != "own":
+            want = 201 if rtype in WRITES[role] else 403  # a forged tenant tag is replaced, not trusted
+        if rtype == "ResearchSubject":
+            new["status"] = "screening"
+        r = http.post(f"/fhir/{rtype}", json=new, headers=h)
+        if r.status_code == 201:
+            tags = [t for t in r.get_json().get("meta", {}).get("tag", [])
+                    if t.get("system", "").endswith("/CodeSystem/tenant")]
+            mine = {"hospital": "RR8", "sponsor": "SPA"}.get(role)
+            assert [t["code"] for t in tags] == ([mine] if mine else [])
+    text = r.get_data(as_text=True)
+    assert r.status_code == want, text[:500]
+    leaks = [i for i in BY_ID if i not in VISIBLE[role] and secret(i) in text]
+    assert leaks == []
+    if interaction == "search" and want == 200:
+        got = [e["resource"]["id"] for e in r.get_json().get("entry", []) if e["search"]["mode"] == "match"]
+        assert got == ([rid] if rid in VISIBLE[role] else [])
+
+
+@pytest.mark.parametrize("role", sorted(VISIBLE))
+def test_include_and_type_search_leak_nothing(http, keys, world, role):
+    """_include of eligibility Groups and sites, and whole-type searches: only what the caller may see."""
+    tok = _token(http, keys, role)
+    h = bearer(tok)
+    r = http.get("/fhir/ResearchStudy?_include=ResearchStudy:enrollment&_include=ResearchStudy:site&_count=50",
+                 headers=h)
+    if "ResearchStudy" not in READS[role] and role != "research-team":
+        assert r.status_code == 403
+    else:
+        assert r.status_code == 200
+        ids = {e["resource"]["id"] for e in r.get_json()["entry"]}
+        assert ids <= VISIBLE[role]
+        assert "study-b-draft" not in ids and "group-members" not in ids
+        assert {"study-a", "group-a", "loc-a"} <= ids
+    for rtype in sorted({BY_ID[i]["resourceType"] for i in BY_ID}):
+        r = http.get(f"/fhir/{rtype}?_count=100", headers=h)
+        text = r.get_data(as_text=True)
+        assert r.status_code in (200, 403), text[:300]
+        assert [i for i in BY_ID if i not in VISIBLE[role] and secret(i) in text] == []
+        if r.status_code == 200:
+            ids = {e["resource"]["id"] for e in r.get_json().get("entry", []) if e["search"]["mode"] == "match"}
+            expect = {i for i in VISIBLE[role] if BY_ID[i]["resourceType"] == rtype}
+            assert ids == expect, rtype
+
+
+@pytest.mark.parametrize("role", sorted(VISIBLE))
+def test_type_history_leaks_nothing(http, keys, world, role):
+    h = bearer(_token(http, keys, role))
+    for rtype in ("Patient", "Condition", "ResearchSubject", "ResearchStudy"):
+        r = http.get(f"/fhir/{rtype}/_history?_count=100", headers=h)
+        text = r.get_data(as_text=True)
+        assert [i for i in BY_ID if i not in VISIBLE[role] and secret(i) in text] == []
+        if r.status_code == 200:
+            assert "total" not in r.get_json()
+    assert http.get("/fhir/_history", headers=h).status_code == 403
