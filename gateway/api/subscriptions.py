@@ -9,7 +9,7 @@ from gateway.api import operations
 from gateway.api.capability import RESOURCE_EXTENSIONS
 from gateway.api.http import base_url, fhir_response
 from gateway.fhir.errors import BusinessRuleViolation, InvalidResource, NotFound
-from gateway.notify import events
+from gateway.notify import delivery, events
 from gateway.notify.subscriptions import (
     EXT_PAYLOAD_CONTENT,
     EXT_TOPIC_CANONICAL,
@@ -29,14 +29,15 @@ OPERATION_BASE = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinit
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
     topics = load_topics(settings.mappings_path / "topics")
-    allow = OutboundSettings.from_env(settings.mappings_path).allowed_hosts
+    outbound = OutboundSettings.from_env(settings.mappings_path)
+    allow = outbound.allowed_hosts
     app.extensions["gateway.topics"] = topics
     RESOURCE_EXTENSIONS["Subscription"] = [{"url": EXT_TOPIC_CANONICAL, "valueCanonical": url}
                                            for url in sorted(topics)]
-    app.extensions["gateway.service"].hooks.append(_subscription_hook(topics, allow.allows))
+    app.extensions["gateway.service"].hooks.append(_subscription_hook(topics, allow.allows, outbound.max_attempts))
 
 
-def _subscription_hook(topics: dict[str, Topic], endpoint_allowed):
+def _subscription_hook(topics: dict[str, Topic], endpoint_allowed, max_attempts: int):
     def hook(tx: Tx, result: WriteResult, resource: dict) -> None:
         st = result.stored
         if st.type != "Subscription":
@@ -58,6 +59,9 @@ def _subscription_hook(topics: dict[str, Topic], endpoint_allowed):
             events.ensure(tx.conn, st.id, spec.topic.url, status)
         elif status != state.status:
             events.set_status(tx.conn, st.id, status)
+        if status == "requested" and (state is None or state.status != "requested"):
+            # Activation (or recovery from error): the worker sends a handshake; success makes it active.
+            delivery.enqueue_handshake(tx.conn, st.id, st.version, max_attempts)
 
     return hook
 

@@ -23,6 +23,7 @@ from gateway.store.repo import Store
 # Modules that register job kinds when imported; a worker imports them all. Add one line per module.
 JOB_KIND_MODULES = [
     "gateway.outbound.contact",
+    "gateway.notify.delivery",
 ]
 
 

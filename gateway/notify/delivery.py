@@ -1,0 +1,237 @@
+"""Delivering Subscription notifications through the outbox (job kinds registered with the worker).
+
+Kinds:
+- ``subscription-handshake``: POST a handshake Bundle; on success the Subscription becomes ``active``.
+- ``subscription-notification``: deliver every not-yet-delivered event of one subscription, up to the job's
+  event number, in event-number order, one notification Bundle per event. The Bundle id is derived from
+  (subscription, event number), so a redelivery carries the same notification id.
+- ``subscription-heartbeat``: a heartbeat Bundle.
+After ``GATEWAY_SUBSCRIPTION_ERROR_AFTER`` failed deliveries in a row the Subscription goes to ``error``
+(visible in the resource and in ``$status``); events keep being recorded, and ``$events`` fills the gap.
+Setting the Subscription back to ``requested`` (PUT) re-runs the handshake and recovers it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import orjson
+import requests
+
+from gateway.config import Settings
+from gateway.fhir.errors import BusinessRuleViolation, Gone, NotFound
+from gateway.fhir.search import parse_search
+from gateway.notify import events
+from gateway.notify.subscriptions import (
+    EXT_HEARTBEAT_PERIOD,
+    Event,
+    SubscriptionSpec,
+    notification_bundle,
+    parse_subscription,
+)
+from gateway.notify.topics import Topic, load_topics
+from gateway.outbound import outbox
+from gateway.outbound.errors import ConfigurationError, OutboundError, TransportError, error_for_status
+from gateway.outbound.kinds import DeliveryContext, register_kind
+from gateway.store import feed
+from gateway.store.clock import now_iso
+from gateway.store.repo import Store
+
+HANDSHAKE, NOTIFICATION, HEARTBEAT = "subscription-handshake", "subscription-notification", "subscription-heartbeat"
+KINDS = (HANDSHAKE, NOTIFICATION, HEARTBEAT)
+
+
+def error_after() -> int:
+    return int(os.environ.get("GATEWAY_SUBSCRIPTION_ERROR_AFTER", "3"))
+
+
+def delivered_cursor(subscription_id: str) -> str:
+    return f"subscription:{subscription_id}"
+
+
+def notification_id(subscription_id: str, number: int) -> str:
+    """Stable id of the notification of event ``number``: the same on every redelivery."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"subscription/{subscription_id}/event/{number}"))
+
+
+# -- enqueueing (inside the caller's transaction) -----------------------------------------------------
+def enqueue_handshake(conn, subscription_id: str, version: int, max_attempts: int) -> None:
+    outbox.enqueue(conn, kind=HANDSHAKE, destination=f"Subscription/{subscription_id}",
+                   payload={"subscription": subscription_id}, max_attempts=max_attempts,
+                   dedupe_key=f"{HANDSHAKE}:{subscription_id}:{version}",
+                   resource=("Subscription", subscription_id, version))
+
+
+def enqueue_event(conn, subscription_id: str, topic: str, focus: str, max_attempts: int) -> Event:
+    """Number an event for the subscription and queue its delivery, in the caller's transaction."""
+    ev = events.emit(conn, subscription_id, topic, focus)
+    outbox.enqueue(conn, kind=NOTIFICATION, destination=f"Subscription/{subscription_id}",
+                   payload={"subscription": subscription_id, "event": ev.number}, max_attempts=max_attempts,
+                   dedupe_key=f"{NOTIFICATION}:{subscription_id}:{ev.number}",
+                   resource=("Subscription", subscription_id, ev.number))
+    return ev
+
+
+# -- delivery ----------------------------------------------------------------------------------------
+def _topics(ctx: DeliveryContext) -> dict[str, Topic]:
+    if "notify.topics" not in ctx.extras:
+        ctx.extras["notify.topics"] = load_topics(Settings.from_env().mappings_path / "topics")
+    return ctx.extras["notify.topics"]
+
+
+def _load(ctx: DeliveryContext, subscription_id: str) -> tuple[dict, SubscriptionSpec]:
+    try:
+        sub = ctx.store.read("Subscription", subscription_id).resource()
+    except (NotFound, Gone) as exc:  # deleted since the job was queued: nothing to deliver, ever
+        raise ConfigurationError(f"Subscription/{subscription_id} is gone: {exc.diagnostics}") from None
+    try:
+        spec = parse_subscription(sub, _topics(ctx), ctx.settings.allowed_hosts.allows)
+    except BusinessRuleViolation as exc:  # e.g. the allow-list changed since the Subscription was accepted
+        raise ConfigurationError(f"Subscription/{subscription_id} can no longer be delivered: "
+                                 f"{exc.diagnostics}") from None
+    return sub, spec
+
+
+def _post(ctx: DeliveryContext, spec: SubscriptionSpec, bundle: dict) -> int:
+    ctx.settings.allowed_hosts.check(spec.endpoint)
+    headers = {"Content-Type": f"{spec.payload}; charset=utf-8"}
+    for h in spec.headers:
+        name, sep, value = h.partition(":")
+        if sep:
+            headers[name.strip()] = value.strip()
+    timeout = float(spec.timeout) if spec.timeout else 10.0
+    try:
+        resp = ctx.destinations.session.post(spec.endpoint, data=orjson.dumps(bundle), headers=headers,
+                                             timeout=(5.0, timeout), allow_redirects=False)
+    except requests.RequestException as exc:
+        raise TransportError(f"POST notification: {type(exc).__name__}") from None
+    if resp.status_code >= 300:
+        raise error_for_status(resp.status_code, "POST notification", None)
+    return resp.status_code
+
+
+def _set_resource_status(store: Store, subscription_id: str, status: str, error: str | None = None) -> None:
+    """Mirror the delivery state in the Subscription resource (what clients read)."""
+    current = store.read("Subscription", subscription_id).resource()
+    if current.get("status") == status and (error is None or current.get("error") == error):
+        return
+    updated = {k: v for k, v in current.items() if k != "meta"}
+    updated["status"] = status
+    if error:
+        updated["error"] = error[:500]
+    else:
+        updated.pop("error", None)
+    with store.write() as tx:
+        tx.put(updated)
+        events.set_status(tx.conn, subscription_id, status, error)
+
+
+def _failed(ctx: DeliveryContext, subscription_id: str, exc: OutboundError) -> None:
+    with ctx.store.write() as tx:
+        state = events.record_failure(tx.conn, subscription_id, exc.message, error_after())
+    if state.status == "error":
+        _set_resource_status(ctx.store, subscription_id, "error", exc.message)
+
+
+def deliver_handshake(job: outbox.Job, ctx: DeliveryContext) -> str:
+    sid = job.payload["subscription"]
+    sub, spec = _load(ctx, sid)
+    with ctx.store.engine.connect() as conn:
+        state = events.get(conn, sid)
+    since = state.events_since_start if state else 0
+    bundle = notification_bundle(str(uuid.uuid4()), _base(), sid, spec.topic.url, "requested", "handshake", since,
+                                 timestamp=now_iso())
+    try:
+        status = _post(ctx, spec, bundle)
+    except OutboundError as exc:
+        _failed(ctx, sid, exc)
+        raise
+    _set_resource_status(ctx.store, sid, "active")
+    return f"handshake {status}"
+
+
+def deliver_notification(job: outbox.Job, ctx: DeliveryContext) -> str:
+    sid, upto = job.payload["subscription"], int(job.payload["event"])
+    cursor_name = delivered_cursor(sid)
+    done = feed.cursor(ctx.store, cursor_name)
+    if done >= upto:
+        return f"event {upto} already delivered"
+    sub, spec = _load(ctx, sid)
+    with ctx.store.engine.connect() as conn:
+        pending = events.events(conn, sid, since=done + 1, until=upto)
+        state = events.get(conn, sid)
+    sent = 0
+    for ev in pending:
+        if spec.content == "full-resource":
+            rtype, _, rid = ev.focus.partition("/")
+            found = ctx.store.read_many([(rtype, rid)])
+            ev = Event(ev.number, ev.timestamp, ev.focus, found[0].resource() if found else None)
+        bundle = notification_bundle(notification_id(sid, ev.number), _base(), sid, spec.topic.url,
+                                     state.status if state else "active", "event-notification",
+                                     state.events_since_start if state else ev.number, [ev], content=spec.content,
+                                     timestamp=ev.timestamp)
+        try:
+            _post(ctx, spec, bundle)
+        except OutboundError as exc:
+            _failed(ctx, sid, exc)
+            raise
+        feed.advance(ctx.store, cursor_name, ev.number)
+        sent += 1
+    with ctx.store.write() as tx:
+        events.record_success(tx.conn, sid)
+    if state and state.status == "error":
+        _set_resource_status(ctx.store, sid, "active")
+    feed.advance(ctx.store, cursor_name, upto)  # cancelled events in the range count as done
+    return f"{sent} notification(s) up to event {upto}"
+
+
+def deliver_heartbeat(job: outbox.Job, ctx: DeliveryContext) -> str:
+    sid = job.payload["subscription"]
+    sub, spec = _load(ctx, sid)
+    with ctx.store.engine.connect() as conn:
+        state = events.get(conn, sid)
+    bundle = notification_bundle(str(uuid.uuid4()), _base(), sid, spec.topic.url, state.status if state else
+                                 "active", "heartbeat", state.events_since_start if state else 0, timestamp=now_iso())
+    try:
+        status = _post(ctx, spec, bundle)
+    except OutboundError as exc:
+        _failed(ctx, sid, exc)
+        raise
+    return f"heartbeat {status}"
+
+
+def enqueue_due_heartbeats(store: Store, max_attempts: int, now: float | None = None) -> int:
+    """Queue a heartbeat for each active subscription whose period has passed since its last one."""
+    now = now or time.time()
+    queued = 0
+    _, subs = store.search(parse_search("Subscription", [("status", "active"), ("_count", "1000")]))
+    for st in subs:
+        sub = st.resource()
+        period = next((e.get("valueUnsignedInt") for e in (sub.get("channel") or {}).get("extension") or []
+                       if e.get("url") == EXT_HEARTBEAT_PERIOD), None)
+        if not period:
+            continue
+        name = f"heartbeat:{st.id}"
+        last = feed.cursor(store, name)
+        if now - last < period:
+            continue
+        slot = int(now // period)
+        with store.write() as tx:
+            outbox.enqueue(tx.conn, kind=HEARTBEAT, destination=f"Subscription/{st.id}",
+                           payload={"subscription": st.id}, dedupe_key=f"{HEARTBEAT}:{st.id}:{slot}",
+                           max_attempts=max_attempts)
+        feed.advance(store, name, int(now))
+        queued += 1
+    return queued
+
+
+def _base() -> str:
+    """Our FHIR base for references in notifications (GATEWAY_BASE_URL; a local default for development)."""
+    return (Settings.from_env().base_url or "http://127.0.0.1:8080/fhir").rstrip("/")
+
+
+register_kind(HANDSHAKE, deliver_handshake)
+register_kind(NOTIFICATION, deliver_notification)
+register_kind(HEARTBEAT, deliver_heartbeat)
