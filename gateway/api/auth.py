@@ -30,7 +30,7 @@ from gateway.fhir.errors import (
 from gateway.security.audit import audit_event, write_audit
 from gateway.security.clients import ClientRegistry, load_clients
 from gateway.security.erasure import check_nhs_number, erase_person
-from gateway.security.policy import Access, current_access, iter_patient_refs_in_params
+from gateway.security.policy import Access, current_access, iter_patient_refs_in_params, kind_of
 from gateway.security.principal import Caller
 from gateway.security.ratelimit import RateLimiter
 from gateway.security.tokens import ASSERTION_ALGS, NotConfigured, OAuthError, TokenService
@@ -178,12 +178,14 @@ def _audit(resp: Response) -> None:
     if not (path.startswith("/fhir") or path.startswith("/admin")) or path in PUBLIC_PATHS:
         return
     interaction = g.get("interaction") or "unknown"
-    patient_data = bool(acc and (acc.touched or acc.people))
+    rtype = g.get("rtype")
+    patient_data = bool(acc and (acc.touched or acc.people)) or (
+        rtype is not None and kind_of(rtype) in ("patient", "subscription"))
     if not (patient_data or request.method != "GET" or resp.status_code in (401, 403)
             or interaction == "operation" or path.startswith("/admin")):
         return
     caller = acc.caller if acc else _anonymous()
-    if interaction == "search" and (g.get("rtype") or "") == "AuditEvent":
+    if interaction == "search" and rtype == "AuditEvent":
         return  # reading the audit trail is not itself audited per page (administrators only)
     event = audit_event(interaction=interaction, status=resp.status_code, client_id=caller.client_id,
                         role=caller.role, request_id=g.get("request_id", ""),
@@ -346,6 +348,8 @@ def erasure():
             if not patient:
                 raise InvalidResource("patient must reference Patient/<id>", "Parameters.parameter.valueReference")
     dry = request.args.get("dryRun", "false").lower() == "true"
+    if dry:
+        g.interaction = "erase-preview"
     store: Store = current_app.extensions["gateway.store"]
     report = erase_person(store, nhs_number=nhs, patient_id=patient, dry_run=dry)
     acc = access()
