@@ -153,13 +153,11 @@ def _value_key(value: object) -> str:
     """Choose Group.characteristic.value[x] from the value's shape."""
     if isinstance(value, bool):
         return "valueBoolean"
-    if isinstance(value, dict) and "coding" in value or isinstance(value, dict) and "text" in value:
-        return "valueCodeableConcept"
     if isinstance(value, dict) and ("low" in value or "high" in value):
         return "valueRange"
     if isinstance(value, dict) and "value" in value:
         return "valueQuantity"
-    return "valueCodeableConcept"
+    return "valueCodeableConcept"  # {coding, text}
 
 
 def _set(resource: dict, target: str, value: object) -> None:

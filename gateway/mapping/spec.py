@@ -215,8 +215,7 @@ def _rule(raw: object, where: str, errors: list[str], schema: Schema | None = No
     try:
         data = (schema or RuleSchema()).load(raw)
     except ValidationError as exc:
-        errors.extend(f"{where}.{m}" if not m.startswith("(top") else f"{where}{m[11:]}"
-                      for m in _flatten(exc.messages))
+        errors.extend(_flatten(exc.messages, where))
         return None
     src = data.get("from_")
     rule = Rule(paths=[src] if isinstance(src, str) else list(src or []), const=data.get("const"),
@@ -283,7 +282,7 @@ def load_mapping(path: Path) -> Mapping:
         try:
             r = ResourceSchema().load(res)
         except ValidationError as exc:
-            errors.extend(f"{where}.{m}" for m in _flatten(exc.messages))
+            errors.extend(_flatten(exc.messages, where))
             continue
         used.update(k for k in res if k in RESOURCE_VERBS)
         if r["name"] in names:
@@ -300,7 +299,7 @@ def load_mapping(path: Path) -> Mapping:
             try:
                 AnyOfKeySchema().load(key_raw)
             except ValidationError as exc:
-                errors.extend(f"{where}.key.{m}" for m in _flatten(exc.messages))
+                errors.extend(_flatten(exc.messages, f"{where}.key"))
         key = Key(system=key_raw.get("system"), rule=key_rule, any_of=list(key_raw.get("any_of") or []))
         flds: dict[str, list[Rule]] = {}
         for target, raw_rules in r["fields_"].items():
