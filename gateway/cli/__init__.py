@@ -9,6 +9,7 @@ import click
 # Modules that define a ``register(cli: click.Group)`` function.
 COMMAND_MODULES = [
     "gateway.cli.core",
+    "gateway.cli.flows",
     "gateway.cli.outbox",
     "gateway.cli.mapping",
 ]

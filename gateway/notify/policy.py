@@ -95,6 +95,22 @@ class OptOutList:
         return len(self._numbers)
 
 
+def load_optout(source: str | None, fetch=None) -> OptOutList:
+    """GATEWAY_NATIONAL_OPTOUT: a file path, or an http(s) URL read with ``fetch(url) -> text`` (the outbound
+    session, allow-list checked by the caller). Unset: an empty list.
+
+    >>> len(load_optout(None))
+    0
+    """
+    if not source:
+        return OptOutList()
+    if source.startswith(("http://", "https://")):
+        if fetch is None:
+            raise ValueError("GATEWAY_NATIONAL_OPTOUT is a URL but no outbound fetcher was given")
+        return OptOutList.from_lines(fetch(source))
+    return OptOutList.from_file(Path(source))
+
+
 @dataclass(frozen=True)
 class Decision:
     allowed: bool

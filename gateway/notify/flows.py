@@ -1,0 +1,286 @@
+"""Automatic flows, following the store's change feed (``gateway worker`` and ``gateway rematch``).
+
+- A ResearchStudy created recruiting, or that starts recruiting (or whose eligibility or sites change while
+  recruiting): find the people who may fit. For each person not told or proposed before for that study:
+  an alert event to their ``new-matching-study`` subscriptions when ``trial-alerts`` consent allows, and a
+  ``ResearchSubject`` (status ``potential-candidate``) written through the outbox when ``HRESCH`` consent or a
+  legal basis allows (never for a person on the national data opt-out under a legal basis).
+- A person's data changes (a new Condition, a Consent granted, ...): re-match that person against every
+  recruiting study, with the same rules.
+- A study stops recruiting: its alert events not yet delivered are cancelled. Contact requests already made
+  are still delivered.
+Every blocked automatic action is counted (``counters`` rows ``blocked:<reason>``) and audited once per
+(study, person); a person is never told or proposed twice for the same study (``match_notices``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from urllib.parse import parse_qsl
+
+from sqlalchemy import insert, select, update
+
+from gateway.fhir.conventions import CONTACT_REQUEST_ID, TOPIC_NEW_MATCHING_STUDY
+from gateway.fhir.errors import FhirError
+from gateway.fhir.search import parse_search
+from gateway.matching.index import MatchQuery
+from gateway.matching.profile import PatientProfile, subject_ref
+from gateway.matching.state import PERSON_TYPES, STUDY_TYPES, MatchingState
+from gateway.notify import delivery, events
+from gateway.notify.policy import Policy
+from gateway.notify.subscriptions import EXT_FILTER_CRITERIA
+from gateway.outbound.contact import plan_route, with_contact_identifier
+from gateway.outbound.destinations import Destinations
+from gateway.security.audit import record_automatic
+from gateway.store import feed
+from gateway.store import schema as s
+from gateway.store.clock import now_iso
+from gateway.store.interactions import FhirService
+from gateway.store.repo import Store
+
+log = logging.getLogger("gateway.notify.flows")
+
+CURSOR = "automatic-flows"
+FLOW_TYPES = (*STUDY_TYPES, *PERSON_TYPES, "Subscription")
+RECRUITING = "active"  # R4 ResearchStudy.status for "recruiting"
+
+
+@dataclass
+class FlowStats:
+    changes: int = 0
+    studies: int = 0
+    people: int = 0
+    alerts: int = 0
+    proposals: int = 0
+    cancelled: int = 0
+    blocked: Counter = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        blocked = ", ".join(f"{k} {v}" for k, v in sorted(self.blocked.items())) or "none"
+        return (f"changes {self.changes}, studies checked {self.studies}, people checked {self.people}, "
+                f"alerts {self.alerts}, proposals {self.proposals}, cancelled events {self.cancelled}, "
+                f"blocked: {blocked}")
+
+
+def count(conn, name: str, n: int = 1) -> None:
+    """Add ``n`` to the counter ``name`` (created at 0)."""
+    c = s.counters
+    done = conn.execute(update(c).where(c.c.name == name).values(value=c.c.value + n)).rowcount
+    if not done:
+        conn.execute(insert(c).values(name=name, value=n))
+
+
+def counter(store: Store, name: str) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(select(s.counters.c.value).where(s.counters.c.name == name)).scalar() or 0)
+
+
+@dataclass
+class AutomaticFlows:
+    store: Store
+    service: FhirService
+    state: MatchingState
+    policy: Policy
+    destinations: Destinations
+    max_attempts: int = 8
+    _subs: dict[str, list[str]] | None = None
+
+    # -- entry points ----------------------------------------------------------------------------
+    def tick(self) -> FlowStats:
+        """Process every change since the last call (the cursor survives restarts)."""
+        stats = FlowStats()
+        self.state.refresh()
+        self._subs = None
+        for batch in feed.follow(self.store, CURSOR, types=FLOW_TYPES):
+            self.state.refresh()
+            self._handle(batch, stats)
+        return stats
+
+    def full(self, progress=None) -> FlowStats:
+        """Every recruiting study against everyone (``gateway rematch --full``); notices prevent repeats."""
+        stats = FlowStats()
+        self.state.refresh()
+        self._subs = None
+        ids = [sid for sid, sc in self.state.studies.studies.items() if sc.status == RECRUITING]
+        for sid in ids:
+            self.study_matches(sid, stats)
+            if progress:
+                progress(1)
+        return stats
+
+    # -- change handling ---------------------------------------------------------------------------
+    def _handle(self, batch: list[dict], stats: FlowStats) -> None:
+        stats.changes += len(batch)
+        recheck: set[str] = set()
+        stopped: set[str] = set()
+        people: set[str] = set()
+        for ch in batch:
+            rtype, rid = ch["type"], ch["id"]
+            if rtype == "ResearchStudy":
+                now = (self.state.raw["ResearchStudy"].get(rid) or {}).get("status")
+                before = self._previous_status(rid, ch["version"], ch["op"])
+                if now == RECRUITING:
+                    recheck.add(rid)
+                elif before == RECRUITING:
+                    stopped.add(rid)
+            elif rtype == "Group":
+                recheck |= self.state.studies_of_group.get(rid, set())
+            elif rtype == "Location":
+                recheck |= self.state.studies_of_location.get(rid, set())
+            elif rtype == "Subscription":
+                self._subs = None
+            else:
+                key = self._person_of(rtype, rid)
+                if key:
+                    people.add(key)
+        for sid in stopped:
+            with self.store.write() as tx:
+                stats.cancelled += events.cancel_for_focus(tx.conn, f"ResearchStudy/{sid}")
+        for sid in recheck:
+            self.study_matches(sid, stats)
+        for key in people:
+            self.person_matches(key, stats)
+
+    def _previous_status(self, rid: str, version: int, op: str) -> str | None:
+        if op == "create" or version <= 1:
+            return None
+        try:
+            return self.store.vread("ResearchStudy", rid, version - 1).resource().get("status")
+        except FhirError:  # the previous version was a deletion
+            return None
+
+    def _person_of(self, rtype: str, rid: str) -> str | None:
+        if rtype == "Patient":
+            return self.state.person_for_patient(rid)
+        res = self.state.raw.get(rtype, {}).get(rid)
+        ref = subject_ref(res) if res else None
+        return self.state.person_for_patient(ref.split("/", 1)[1]) if ref and ref.startswith("Patient/") else None
+
+    # -- matching ----------------------------------------------------------------------------------
+    def _query(self) -> MatchQuery:
+        return MatchQuery(today=datetime.now(UTC).date())
+
+    def study_matches(self, sid: str, stats: FlowStats) -> None:
+        sc = self.state.studies.studies.get(sid)
+        if sc is None or sc.status != RECRUITING:
+            return
+        stats.studies += 1
+        for r in self.state.patients.match(sc, self._query()):
+            self._act(sid, r.patient_key, stats)
+
+    def person_matches(self, key: str, stats: FlowStats) -> None:
+        profile = self.state.patients.profiles.get(key)
+        if profile is None:
+            return
+        stats.people += 1
+        matches, _ = self.state.studies.match(profile, self._query())
+        for r in matches:
+            self._act(r.study_id, key, stats)
+
+    # -- actions -----------------------------------------------------------------------------------
+    def _notices(self, sid: str, person: str) -> set[str]:
+        n = s.match_notices
+        with self.store.engine.connect() as conn:
+            return set(conn.execute(select(n.c.kind).where(n.c.study_id == sid, n.c.person == person)).scalars())
+
+    def _act(self, sid: str, key: str, stats: FlowStats) -> None:
+        profile = self.state.patients.profiles.get(key)
+        study = self.state.raw["ResearchStudy"].get(sid)
+        if profile is None or study is None or profile.deceased:
+            return
+        person = profile.nhs_number or key
+        seen = self._notices(sid, person)
+        if "alert" not in seen:
+            self._alert(sid, profile, person, seen, stats)
+        if "proposal" not in seen:
+            self._propose(sid, study, profile, person, seen, stats)
+
+    def _alert(self, sid: str, p: PatientProfile, person: str, seen: set[str], stats: FlowStats) -> None:
+        subs = [sub for pid in p.patient_ids for sub in self._subscriptions().get(f"Patient/{pid}", [])]
+        if not subs:
+            return
+        decision = self.policy.may_alert(p.consents)
+        if not decision.allowed:
+            self._blocked(sid, p, person, seen, "alert", "no-alert-consent", decision.reason, stats)
+            return
+        with self.store.write() as tx:
+            for sub in dict.fromkeys(subs):
+                delivery.enqueue_event(tx.conn, sub, TOPIC_NEW_MATCHING_STUDY, f"ResearchStudy/{sid}",
+                                       self.max_attempts)
+            tx.conn.execute(insert(s.match_notices).values(study_id=sid, person=person, kind="alert", at=now_iso()))
+        stats.alerts += 1
+        record_automatic(self.store, "alert", people=[f"Patient/{i}" for i in p.patient_ids],
+                         resources=[f"ResearchStudy/{sid}", *(f"Subscription/{x}" for x in subs)],
+                         detail=decision.reason)
+
+    def _propose(self, sid: str, study: dict, p: PatientProfile, person: str, seen: set[str],
+                 stats: FlowStats) -> None:
+        decision = self.policy.may_propose(study, p.consents, p.nhs_number)
+        if not decision.allowed:
+            reason = "national-data-opt-out" if decision.blocked_by_optout else "no-research-consent"
+            self._blocked(sid, p, person, seen, "proposal", reason, decision.reason, stats)
+            return
+        pid = p.patient_ids[0]
+        subject = {"resourceType": "ResearchSubject", "status": "potential-candidate",
+                   "study": {"reference": f"ResearchStudy/{sid}"}, "individual": {"reference": f"Patient/{pid}"}}
+        try:
+            route = plan_route(subject, self._read, self.destinations, self.destinations.settings.contact_id_key)
+            subject = with_contact_identifier(subject, route.contact_id)
+            result = self.service.create(subject, if_none_exist=f"identifier={CONTACT_REQUEST_ID}|{route.contact_id}")
+        except FhirError as exc:
+            self._blocked(sid, p, person, seen, "proposal", "no-route", exc.diagnostics, stats)
+            return
+        with self.store.write() as tx:
+            tx.conn.execute(insert(s.match_notices).values(study_id=sid, person=person, kind="proposal",
+                                                           at=now_iso()))
+        stats.proposals += 1
+        record_automatic(self.store, "propose", people=[f"Patient/{pid}"],
+                         resources=[f"ResearchStudy/{sid}", f"ResearchSubject/{result.stored.id}"],
+                         detail=f"{decision.basis}: {decision.reason}")
+
+    def _blocked(self, sid: str, p: PatientProfile, person: str, seen: set[str], action: str, reason: str,
+                 why: str, stats: FlowStats) -> None:
+        stats.blocked[f"{action}:{reason}"] += 1
+        kind = f"{action}-blocked"
+        if kind in seen:
+            return  # counted and audited the first time; a rematch does not repeat it
+        with self.store.write() as tx:
+            count(tx.conn, f"blocked:{action}:{reason}")
+            tx.conn.execute(insert(s.match_notices).values(study_id=sid, person=person, kind=kind, at=now_iso()))
+        record_automatic(self.store, f"{action}-blocked", people=[f"Patient/{i}" for i in p.patient_ids],
+                         resources=[f"ResearchStudy/{sid}"], status=403, detail=f"{reason}: {why}")
+
+    def _read(self, rtype: str, rid: str) -> dict | None:
+        raw = self.state.raw.get(rtype, {}).get(rid)
+        if raw is not None:
+            return raw
+        found = self.store.read_many([(rtype, rid)])
+        return found[0].resource() if found else None
+
+    def _subscriptions(self) -> dict[str, list[str]]:
+        """'Patient/<id>' -> ids of live new-matching-study subscriptions filtered on that patient."""
+        if self._subs is not None:
+            return self._subs
+        out: dict[str, list[str]] = {}
+        offset = 0
+        while True:
+            q = parse_search("Subscription", [("_count", "1000"), ("_offset", str(offset))])
+            _, rows = self.store.search(q)
+            for st in rows:
+                sub = st.resource()
+                if sub.get("criteria") != TOPIC_NEW_MATCHING_STUDY or sub.get("status") == "off":
+                    continue
+                for ext in (sub.get("_criteria") or {}).get("extension") or []:
+                    if ext.get("url") != EXT_FILTER_CRITERIA:
+                        continue
+                    for name, value in parse_qsl((ext.get("valueString") or "").partition("?")[2]):
+                        if name == "patient":
+                            out.setdefault(value, []).append(st.id)
+            if len(rows) < 1000:
+                break
+            offset += 1000
+        self._subs = out
+        return out

@@ -1,0 +1,150 @@
+"""Automatic flows: a new recruiting study -> alerts and proposals only where consent (or a legal basis) allows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway.api.app import create_app
+from gateway.cli.flows import build_flows
+from gateway.fhir import conventions as cv
+from gateway.notify import events
+from gateway.notify.flows import counter
+from gateway.notify.subscriptions import EXT_FILTER_CRITERIA
+from gateway.outbound import outbox
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "fixtures" / "demo"
+
+
+@pytest.fixture
+def app(monkeypatch, settings, tmp_path):
+    hospitals = tmp_path / "hospitals"
+    hospitals.mkdir()
+    (hospitals / "leeds.yaml").write_text("name: leeds\nods_code: RR8\nfhir_base_url: https://fhir.leeds.test/R4\n")
+    monkeypatch.setenv("GATEWAY_HOSPITALS_PATH", str(hospitals))
+    monkeypatch.setenv("GATEWAY_ALLOWED_HOSTS", "fhir.leeds.test,app.example.org")
+    monkeypatch.setenv("GATEWAY_CONTACT_ID_KEY", "flows-test-key")
+    application = create_app(settings)
+    yield application
+    application.extensions["gateway.store"].engine.dispose()
+
+
+def _bundle(name: str) -> dict:
+    return json.loads((DEMO / name).read_text())
+
+
+def _person(service, nhs: str, family: str) -> str:
+    """A copy of the demo Leeds patient with another NHS number; -> its Patient id."""
+    b = _bundle("03-leeds-patient-glioblastoma.json")
+    text = json.dumps(b).replace("9449306060", nhs).replace("Whitaker", family).replace("PL-88213", f"PL-{nhs}") \
+        .replace("ECOG-55120", f"ECOG-{nhs}").replace("LTH0042195", f"LTH{nhs}")
+    _, results = service.run_bundle(json.loads(text))
+    return results[1].write.stored.id
+
+
+def _consent(service, pid: str, *purposes, status="active") -> str:
+    c = {"resourceType": "Consent", "status": status,
+         "scope": {"coding": [{"system": cv.CONSENT_SCOPE, "code": "research"}]},
+         "category": [{"coding": [{"system": "http://loinc.org", "code": "57016-8"}]}],
+         "patient": {"reference": f"Patient/{pid}"}, "policyRule": {"text": "NHS research consent"},
+         "provision": {"type": "permit", "purpose": [{"system": s, "code": c} for s, c in purposes]}}
+    return service.create(c).stored.id
+
+
+def _subscribe(service, pid: str) -> str:
+    filt = {"url": EXT_FILTER_CRITERIA, "valueString": f"ResearchStudy?patient=Patient/{pid}"}
+    channel = {"type": "rest-hook", "endpoint": "https://app.example.org/hook", "payload": "application/fhir+json"}
+    sub = {"resourceType": "Subscription", "status": "requested", "reason": "alerts",
+           "criteria": cv.TOPIC_NEW_MATCHING_STUDY, "_criteria": {"extension": [filt]}, "channel": channel}
+    return service.create(sub).stored.id
+
+
+def _subjects(store, pid: str) -> list[dict]:
+    from gateway.fhir.search import parse_search
+
+    _, rows = store.search(parse_search("ResearchSubject", [("individual", f"Patient/{pid}")]))
+    return [r.resource() for r in rows]
+
+
+def test_new_study_alerts_and_proposes_only_with_consent(app):
+    store, service = app.extensions["gateway.store"], app.extensions["gateway.service"]
+    flows = build_flows(app)
+    yes = _person(service, "9449306060", "Whitaker")
+    no = _person(service, "9434765919", "Nolan")
+    _consent(service, yes, cv.PURPOSE_TRIAL_ALERTS, cv.PURPOSE_RESEARCH)
+    sub_yes, sub_no = _subscribe(service, yes), _subscribe(service, no)
+    assert flows.tick().alerts == 0, "no study yet"
+
+    service.run_bundle(_bundle("01-sponsor-glioblastoma-study.json"))
+    service.run_bundle(_bundle("02-sponsor-brain-metastases-study.json"))
+    stats = flows.tick()
+    assert (stats.alerts, stats.proposals) == (1, 1), stats.summary()
+    with store.engine.connect() as conn:
+        got = events.events(conn, sub_yes)
+        assert len(got) == 1 and got[0].number == 1
+        assert events.events(conn, sub_no) == [], "no consent: no alert"
+    study_id = got[0].focus.split("/")[1]
+    assert store.read("ResearchStudy", study_id).resource()["title"].startswith("ReGlio"), "not the metastases study"
+    subjects = _subjects(store, yes)
+    assert [s["status"] for s in subjects] == ["potential-candidate"]
+    assert any(i["system"] == cv.CONTACT_REQUEST_ID for i in subjects[0]["identifier"])
+    _, jobs = outbox.list_jobs(store, kind="research-subject")
+    assert len(jobs) == 1 and jobs[0].destination == "leeds"
+    assert _subjects(store, no) == [], "no consent: not proposed"
+    assert counter(store, "blocked:alert:no-alert-consent") == 1
+    assert counter(store, "blocked:proposal:no-research-consent") == 1
+
+    again = flows.tick()
+    assert (again.alerts, again.proposals) == (0, 0), "nobody is told twice"
+    flows.full()
+    assert len(_subjects(store, yes)) == 1
+    with store.engine.connect() as conn:
+        assert len(events.events(conn, sub_yes)) == 1
+    assert counter(store, "blocked:alert:no-alert-consent") == 1, "a blocked action is counted once"
+
+
+def test_consent_granted_later_rematches_the_person(app):
+    store, service = app.extensions["gateway.store"], app.extensions["gateway.service"]
+    flows = build_flows(app)
+    pid = _person(service, "9449306060", "Whitaker")
+    sub = _subscribe(service, pid)
+    service.run_bundle(_bundle("01-sponsor-glioblastoma-study.json"))
+    assert flows.tick().alerts == 0
+    _consent(service, pid, cv.PURPOSE_TRIAL_ALERTS)
+    assert flows.tick().alerts == 1
+    with store.engine.connect() as conn:
+        assert len(events.events(conn, sub)) == 1
+
+
+def test_withdrawn_consent_means_nothing_for_the_next_study(app):
+    store, service = app.extensions["gateway.store"], app.extensions["gateway.service"]
+    flows = build_flows(app)
+    pid = _person(service, "9449306060", "Whitaker")
+    cid = _consent(service, pid, cv.PURPOSE_TRIAL_ALERTS)
+    sub = _subscribe(service, pid)
+    flows.tick()
+    consent = store.read("Consent", cid).resource()
+    service.update("Consent", cid, {**consent, "status": "inactive"})
+    service.run_bundle(_bundle("01-sponsor-glioblastoma-study.json"))
+    assert flows.tick().alerts == 0
+    with store.engine.connect() as conn:
+        assert events.events(conn, sub) == []
+
+
+def test_study_that_stops_recruiting_cancels_undelivered_alerts(app):
+    store, service = app.extensions["gateway.store"], app.extensions["gateway.service"]
+    flows = build_flows(app)
+    pid = _person(service, "9449306060", "Whitaker")
+    _consent(service, pid, cv.PURPOSE_TRIAL_ALERTS)
+    sub = _subscribe(service, pid)
+    _, results = service.run_bundle(_bundle("01-sponsor-glioblastoma-study.json"))
+    assert flows.tick().alerts == 1
+    study = next(r.write.stored for r in results if r.write.stored.type == "ResearchStudy")
+    body = {**store.read("ResearchStudy", study.id).resource(), "status": "closed-to-accrual"}
+    service.update("ResearchStudy", study.id, body)
+    assert flows.tick().cancelled == 1
+    with store.engine.connect() as conn:
+        assert events.events(conn, sub) == []
