@@ -131,9 +131,10 @@ def start_proxy(hospital, folder: Path, *args: str, port: int = 0) -> tuple[Chil
     return child, int(child.wait_for(r"listening on (\d+)").group(1))
 
 
-def start_worker(gateway) -> Child:
+def start_worker(gateway, **env: str) -> Child:
     log = gateway.folder / f"worker-{uuid.uuid4().hex[:6]}.log"
-    child = Child([sys.executable, "-c", "from gateway.cli import main; main()", "worker"], gateway.env, log)
+    child = Child([sys.executable, "-c", "from gateway.cli import main; main()", "worker"], {**gateway.env, **env},
+                  log)
     child.wait_for(r"polling every")
     return child
 
@@ -266,3 +267,20 @@ def test_4_hospital_down_for_the_whole_budget_is_dead_then_retried(hospital, gat
                              "--resource", f"ResearchSubject/{rs['id']}"], cwd=ROOT, env=gateway.env,
                             capture_output=True, text=True, timeout=60)
     assert "\tdelivered\tresearch-subject\tleeds\t" in listed.stdout, listed.stdout + listed.stderr
+
+
+def test_5_several_workers_deliver_each_request_once(hospital, gateway):
+    proxy, port = start_proxy(hospital, gateway.folder)
+    point_hospital_file(gateway.folder, port)
+    # A lease well above a delivery's duration on a busy machine: then no job may be claimed twice.
+    workers = [start_worker(gateway, GATEWAY_OUTBOX_LEASE_SECONDS="60") for _ in range(3)]
+    try:
+        requests_made = [request_contact(gateway) for _ in range(12)]
+        jobs = [wait_state(gateway, rs, "delivered") for rs in requests_made]
+    finally:
+        for w in workers:
+            w.stop()
+        proxy.stop()
+    assert [job["attempts"] for job in jobs] == [1] * 12  # no job was claimed twice
+    assert all(len(at_hospital(hospital, rs)) == 1 for rs in requests_made)
+    assert proxy.log().count("POST /fhir/ResearchSubject") == 12
