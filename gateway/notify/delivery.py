@@ -19,11 +19,14 @@ import uuid
 
 import orjson
 import requests
+from sqlalchemy import update
 
 from gateway.config import Settings
+from gateway.fhir.conventions import NHS_NUMBER, TOPIC_NEW_MATCHING_STUDY
 from gateway.fhir.errors import BusinessRuleViolation, Gone, NotFound
 from gateway.fhir.search import parse_search
 from gateway.notify import events
+from gateway.notify.policy import Policy
 from gateway.notify.subscriptions import (
     EXT_HEARTBEAT_PERIOD,
     Event,
@@ -36,6 +39,7 @@ from gateway.outbound import outbox
 from gateway.outbound.errors import ConfigurationError, OutboundError, TransportError, error_for_status
 from gateway.outbound.kinds import DeliveryContext, register_kind
 from gateway.store import feed
+from gateway.store import schema as s
 from gateway.store.clock import now_iso
 from gateway.store.repo import Store
 
@@ -162,6 +166,15 @@ def deliver_notification(job: outbox.Job, ctx: DeliveryContext) -> str:
     with ctx.store.engine.connect() as conn:
         pending = events.events(conn, sid, since=done + 1, until=upto)
         state = events.get(conn, sid)
+    if spec.topic.url == TOPIC_NEW_MATCHING_STUDY and pending and not _may_alert(ctx.store, spec):
+        # Consent withdrawn since the event was queued: it takes effect for this delivery too.
+        with ctx.store.write() as tx:
+            for ev in pending:
+                tx.conn.execute(update(s.subscription_events).where(
+                    s.subscription_events.c.subscription_id == sid,
+                    s.subscription_events.c.event_number == ev.number).values(cancelled=True))
+        feed.advance(ctx.store, cursor_name, upto)
+        return f"{len(pending)} event(s) withheld: no trial-alerts consent"
     sent = 0
     for ev in pending:
         if spec.content == "full-resource":
@@ -185,6 +198,25 @@ def deliver_notification(job: outbox.Job, ctx: DeliveryContext) -> str:
         _set_resource_status(ctx.store, sid, "active")
     feed.advance(ctx.store, cursor_name, upto)  # cancelled events in the range count as done
     return f"{sent} notification(s) up to event {upto}"
+
+
+def person_consents(store: Store, patient_refs: list[str]) -> list[dict]:
+    """Every Consent of the person behind ``patient_refs`` (all their Patient records, joined by NHS number)."""
+    ids = [r.split("/", 1)[1] for r in patient_refs if r.startswith("Patient/")]
+    patients = [st.resource() for st in store.read_many([("Patient", i) for i in ids])]
+    nhs = {i.get("value") for p in patients for i in p.get("identifier") or [] if i.get("system") == NHS_NUMBER}
+    for number in nhs:
+        _, more = store.search(parse_search("Patient", [("identifier", f"{NHS_NUMBER}|{number}"), ("_count", "100")]))
+        ids += [st.id for st in more]
+    if not ids:
+        return []
+    refs = ",".join(f"Patient/{i}" for i in dict.fromkeys(ids))
+    _, rows = store.search(parse_search("Consent", [("patient", refs), ("_count", "1000")]))
+    return [st.resource() for st in rows]
+
+
+def _may_alert(store: Store, spec: SubscriptionSpec) -> bool:
+    return Policy().may_alert(person_consents(store, spec.filters.get("patient", []))).allowed
 
 
 def deliver_heartbeat(job: outbox.Job, ctx: DeliveryContext) -> str:

@@ -7,6 +7,7 @@ import pytest
 import responses
 
 from gateway.api.app import create_app
+from gateway.fhir import conventions as cv
 from gateway.fhir.conventions import TOPIC_NEW_MATCHING_STUDY
 from gateway.fhir.validate import validate_resource
 from gateway.notify import delivery, events
@@ -54,6 +55,19 @@ def _subscribe(client, content="full-resource", heartbeat=None) -> str:
     return r.get_json()["id"]
 
 
+def _consenting_patient(service, status: str = "active") -> str:
+    """Patient/p1 (the subscriptions' filter) with a trial-alerts Consent; -> the Consent id."""
+    service.update("Patient", "p1", {"resourceType": "Patient", "id": "p1",
+                                     "identifier": [{"system": cv.NHS_NUMBER, "value": "9449306060"}]})
+    consent = {"resourceType": "Consent", "status": status,
+               "scope": {"coding": [{"system": cv.CONSENT_SCOPE, "code": "research"}]},
+               "category": [{"text": "research"}], "patient": {"reference": "Patient/p1"},
+               "policyRule": {"text": "alerts"},
+               "provision": {"type": "permit", "purpose": [{"system": cv.PURPOSE_TRIAL_ALERTS[0],
+                                                            "code": cv.PURPOSE_TRIAL_ALERTS[1]}]}}
+    return service.create(consent).stored.id
+
+
 def _bodies(calls) -> list[dict]:
     return [orjson.loads(c.request.body) for c in calls]
 
@@ -66,6 +80,7 @@ def _kind(bundle: dict) -> str:
 def test_handshake_activates_then_events_arrive_in_order(app, worker):
     client, store, service = app.test_client(), app.extensions["gateway.store"], app.extensions["gateway.service"]
     responses.post(HOOK, status=200)
+    _consenting_patient(service)
     sid = _subscribe(client)
     assert worker.run_until_idle() == 1
     assert _kind(_bodies(responses.calls)[0]) == "handshake"
@@ -93,6 +108,7 @@ def test_handshake_activates_then_events_arrive_in_order(app, worker):
 def test_failures_put_subscription_in_error_and_nothing_is_lost(app, worker):
     client, store, service = app.test_client(), app.extensions["gateway.store"], app.extensions["gateway.service"]
     responses.post(HOOK, status=200)
+    _consenting_patient(service)
     sid = _subscribe(client, content="id-only")
     worker.run_until_idle()
     responses.replace(responses.POST, HOOK, status=503)
@@ -140,3 +156,21 @@ def test_heartbeats_follow_the_period(app, worker):
     assert delivery.enqueue_due_heartbeats(store, 5, now=1_000_061) == 1
     worker.run_until_idle()
     assert [_kind(b) for b in _bodies(responses.calls)] == ["handshake", "heartbeat", "heartbeat"]
+
+
+@responses.activate
+def test_consent_withdrawn_before_delivery_withholds_the_alert(app, worker):
+    client, store, service = app.test_client(), app.extensions["gateway.store"], app.extensions["gateway.service"]
+    responses.post(HOOK, status=200)
+    cid = _consenting_patient(service)
+    sid = _subscribe(client)
+    worker.run_until_idle()
+    study = service.create({"resourceType": "ResearchStudy", "status": "active"}).stored.id
+    with store.write() as tx:
+        delivery.enqueue_event(tx.conn, sid, TOPIC_NEW_MATCHING_STUDY, f"ResearchStudy/{study}", 5)
+    consent = store.read("Consent", cid).resource()
+    service.update("Consent", cid, {**consent, "status": "inactive"})
+    worker.run_until_idle()
+    assert [_kind(b) for b in _bodies(responses.calls)] == ["handshake"], "nothing sent after withdrawal"
+    with store.engine.connect() as conn:
+        assert events.events(conn, sid) == []
