@@ -34,7 +34,7 @@ from gateway.notify.policy import Policy
 from gateway.notify.subscriptions import EXT_FILTER_CRITERIA
 from gateway.outbound.contact import plan_route, with_contact_identifier
 from gateway.outbound.destinations import Destinations
-from gateway.security.audit import record_automatic
+from gateway.security.audit import MAX_ENTITIES, record_automatic
 from gateway.store import feed
 from gateway.store import schema as s
 from gateway.store.clock import now_iso
@@ -63,6 +63,10 @@ class FlowStats:
         return (f"changes {self.changes}, studies checked {self.studies}, people checked {self.people}, "
                 f"alerts {self.alerts}, proposals {self.proposals}, cancelled events {self.cancelled}, "
                 f"blocked: {blocked}")
+
+
+def _chunks(items: list[str]) -> list[list[str]]:
+    return [items[i:i + MAX_ENTITIES] for i in range(0, len(items), MAX_ENTITIES)]
 
 
 def count(conn, name: str, n: int = 1) -> None:
@@ -168,8 +172,7 @@ class AutomaticFlows:
         if sc is None or sc.status != RECRUITING:
             return
         stats.studies += 1
-        for r in self.state.patients.match(sc, self._query()):
-            self._act(sid, r.patient_key, stats)
+        self._act(sid, [r.patient_key for r in self.state.patients.match(sc, self._query())], stats)
 
     def person_matches(self, key: str, stats: FlowStats) -> None:
         profile = self.state.patients.profiles.get(key)
@@ -178,51 +181,75 @@ class AutomaticFlows:
         stats.people += 1
         matches, _ = self.state.studies.match(profile, self._query())
         for r in matches:
-            self._act(r.study_id, key, stats)
+            self._act(r.study_id, [key], stats)
 
     # -- actions -----------------------------------------------------------------------------------
-    def _notices(self, sid: str, person: str) -> set[str]:
+    def _notices(self, sid: str) -> dict[str, set[str]]:
         n = s.match_notices
+        out: dict[str, set[str]] = {}
         with self.store.engine.connect() as conn:
-            return set(conn.execute(select(n.c.kind).where(n.c.study_id == sid, n.c.person == person)).scalars())
+            for person, kind in conn.execute(select(n.c.person, n.c.kind).where(n.c.study_id == sid)):
+                out.setdefault(person, set()).add(kind)
+        return out
 
-    def _act(self, sid: str, key: str, stats: FlowStats) -> None:
-        profile = self.state.patients.profiles.get(key)
+    def _act(self, sid: str, keys: list[str], stats: FlowStats) -> None:
+        """Decide, for everyone who fits study ``sid``, what may happen; write it in bulk."""
         study = self.state.raw["ResearchStudy"].get(sid)
-        if profile is None or study is None or profile.deceased:
+        if study is None or not keys:
             return
-        person = profile.nhs_number or key
-        seen = self._notices(sid, person)
-        if "alert" not in seen:
-            self._alert(sid, profile, person, seen, stats)
-        if "proposal" not in seen:
-            self._propose(sid, study, profile, person, seen, stats)
+        seen = self._notices(sid)
+        subs_of = self._subscriptions()
+        alerts: list[tuple[PatientProfile, list[str]]] = []
+        proposals: list[PatientProfile] = []
+        blocked: list[tuple[PatientProfile, str, str, str]] = []  # (profile, action, reason, why)
+        for key in keys:
+            p = self.state.patients.profiles.get(key)
+            if p is None or p.deceased:
+                continue
+            done = seen.get(p.nhs_number or key, set())
+            if "alert" not in done:
+                subs = list(dict.fromkeys(x for pid in p.patient_ids for x in subs_of.get(f"Patient/{pid}", ())))
+                if subs:
+                    d = self.policy.may_alert(p.consents)
+                    if d.allowed:
+                        alerts.append((p, subs))
+                    elif "alert-blocked" not in done:
+                        blocked.append((p, "alert", "no-alert-consent", d.reason))
+                    else:
+                        stats.blocked["alert:no-alert-consent"] += 1
+            if "proposal" not in done:
+                d = self.policy.may_propose(study, p.consents, p.nhs_number)
+                if d.allowed:
+                    proposals.append(p)
+                else:
+                    reason = "national-data-opt-out" if d.blocked_by_optout else "no-research-consent"
+                    if "proposal-blocked" not in done:
+                        blocked.append((p, "proposal", reason, d.reason))
+                    else:
+                        stats.blocked[f"proposal:{reason}"] += 1
+        if alerts:
+            self._send_alerts(sid, alerts, stats)
+        for p in proposals:
+            self._propose(sid, study, p, stats, blocked)
+        if blocked:
+            self._record_blocked(sid, blocked, stats)
 
-    def _alert(self, sid: str, p: PatientProfile, person: str, seen: set[str], stats: FlowStats) -> None:
-        subs = [sub for pid in p.patient_ids for sub in self._subscriptions().get(f"Patient/{pid}", [])]
-        if not subs:
-            return
-        decision = self.policy.may_alert(p.consents)
-        if not decision.allowed:
-            self._blocked(sid, p, person, seen, "alert", "no-alert-consent", decision.reason, stats)
-            return
+    def _send_alerts(self, sid: str, alerts: list[tuple[PatientProfile, list[str]]], stats: FlowStats) -> None:
+        at = now_iso()
         with self.store.write() as tx:
-            for sub in dict.fromkeys(subs):
-                delivery.enqueue_event(tx.conn, sub, TOPIC_NEW_MATCHING_STUDY, f"ResearchStudy/{sid}",
-                                       self.max_attempts)
-            tx.conn.execute(insert(s.match_notices).values(study_id=sid, person=person, kind="alert", at=now_iso()))
-        stats.alerts += 1
-        record_automatic(self.store, "alert", people=[f"Patient/{i}" for i in p.patient_ids],
-                         resources=[f"ResearchStudy/{sid}", *(f"Subscription/{x}" for x in subs)],
-                         detail=decision.reason)
+            for _p, subs in alerts:
+                for sub in subs:
+                    delivery.enqueue_event(tx.conn, sub, TOPIC_NEW_MATCHING_STUDY, f"ResearchStudy/{sid}",
+                                           self.max_attempts)
+            tx.conn.execute(insert(s.match_notices), [
+                {"study_id": sid, "person": p.nhs_number or p.key, "kind": "alert", "at": at} for p, _ in alerts])
+        stats.alerts += len(alerts)
+        for chunk in _chunks([f"Patient/{i}" for p, _ in alerts for i in p.patient_ids]):
+            record_automatic(self.store, "alert", people=chunk, resources=[f"ResearchStudy/{sid}"],
+                             detail=f"trial-alerts consent: alert about ResearchStudy/{sid}")
 
-    def _propose(self, sid: str, study: dict, p: PatientProfile, person: str, seen: set[str],
-                 stats: FlowStats) -> None:
-        decision = self.policy.may_propose(study, p.consents, p.nhs_number)
-        if not decision.allowed:
-            reason = "national-data-opt-out" if decision.blocked_by_optout else "no-research-consent"
-            self._blocked(sid, p, person, seen, "proposal", reason, decision.reason, stats)
-            return
+    def _propose(self, sid: str, study: dict, p: PatientProfile, stats: FlowStats,
+                 blocked: list[tuple[PatientProfile, str, str, str]]) -> None:
         pid = p.patient_ids[0]
         subject = {"resourceType": "ResearchSubject", "status": "potential-candidate",
                    "study": {"reference": f"ResearchStudy/{sid}"}, "individual": {"reference": f"Patient/{pid}"}}
@@ -231,27 +258,34 @@ class AutomaticFlows:
             subject = with_contact_identifier(subject, route.contact_id)
             result = self.service.create(subject, if_none_exist=f"identifier={CONTACT_REQUEST_ID}|{route.contact_id}")
         except FhirError as exc:
-            self._blocked(sid, p, person, seen, "proposal", "no-route", exc.diagnostics, stats)
+            blocked.append((p, "proposal", "no-route", exc.diagnostics))
             return
         with self.store.write() as tx:
-            tx.conn.execute(insert(s.match_notices).values(study_id=sid, person=person, kind="proposal",
-                                                           at=now_iso()))
+            tx.conn.execute(insert(s.match_notices).values(study_id=sid, person=p.nhs_number or p.key,
+                                                           kind="proposal", at=now_iso()))
         stats.proposals += 1
         record_automatic(self.store, "propose", people=[f"Patient/{pid}"],
                          resources=[f"ResearchStudy/{sid}", f"ResearchSubject/{result.stored.id}"],
-                         detail=f"{decision.basis}: {decision.reason}")
+                         detail="proposed to the research team (ResearchSubject potential-candidate)")
 
-    def _blocked(self, sid: str, p: PatientProfile, person: str, seen: set[str], action: str, reason: str,
-                 why: str, stats: FlowStats) -> None:
-        stats.blocked[f"{action}:{reason}"] += 1
-        kind = f"{action}-blocked"
-        if kind in seen:
-            return  # counted and audited the first time; a rematch does not repeat it
+    def _record_blocked(self, sid: str, blocked: list[tuple[PatientProfile, str, str, str]],
+                        stats: FlowStats) -> None:
+        """Count and audit each blocked action once per (study, person); a rematch does not repeat it."""
+        at = now_iso()
+        by_reason: dict[tuple[str, str], list[tuple[PatientProfile, str]]] = {}
+        for p, action, reason, why in blocked:
+            by_reason.setdefault((action, reason), []).append((p, why))
+            stats.blocked[f"{action}:{reason}"] += 1
         with self.store.write() as tx:
-            count(tx.conn, f"blocked:{action}:{reason}")
-            tx.conn.execute(insert(s.match_notices).values(study_id=sid, person=person, kind=kind, at=now_iso()))
-        record_automatic(self.store, f"{action}-blocked", people=[f"Patient/{i}" for i in p.patient_ids],
-                         resources=[f"ResearchStudy/{sid}"], status=403, detail=f"{reason}: {why}")
+            for (action, reason), people in by_reason.items():
+                count(tx.conn, f"blocked:{action}:{reason}", len(people))
+            rows = {(p.nhs_number or p.key, f"{action}-blocked") for p, action, _, _ in blocked}
+            tx.conn.execute(insert(s.match_notices), [{"study_id": sid, "person": person, "kind": kind, "at": at}
+                                                      for person, kind in rows])
+        for (action, reason), people in by_reason.items():
+            for chunk in _chunks([f"Patient/{i}" for p, _ in people for i in p.patient_ids]):
+                record_automatic(self.store, f"{action}-blocked", people=chunk, resources=[f"ResearchStudy/{sid}"],
+                                 status=403, detail=f"{reason}: {people[0][1]}")
 
     def _read(self, rtype: str, rid: str) -> dict | None:
         raw = self.state.raw.get(rtype, {}).get(rid)
