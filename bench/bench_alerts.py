@@ -1,0 +1,154 @@
+"""Benchmark: a new recruiting study against N people (generated straight into the patient index), of whom a
+fraction consent to alerts and subscribe: candidates found + alert jobs enqueued, and study commit -> first
+delivery attempt against a local receiver.
+
+    .venv/bin/python bench/bench_alerts.py --patients 1000000 --consenting 100000
+
+The people come from bench/bench_match.py's generator (real codes from mappings/terminology). Each
+consenting person has a `trial-alerts` Consent and one `new-matching-study` Subscription; subscription rows are
+bulk-inserted (100,000 Subscriptions through REST would measure the REST layer, which bench_store.py does).
+Proposals to research teams are not part of this figure (no one here consents to HRESCH), so every other
+fitting person is a blocked proposal: counted, noticed and audited in bulk, as in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import importlib.util
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import requests  # noqa: E402
+from sqlalchemy import insert  # noqa: E402
+
+from gateway.api.app import create_app  # noqa: E402
+from gateway.cli.flows import build_flows  # noqa: E402
+from gateway.config import Settings  # noqa: E402
+from gateway.fhir import conventions as cv  # noqa: E402
+from gateway.matching.criteria import study_criteria  # noqa: E402
+from gateway.notify import delivery  # noqa: E402
+from gateway.notify.flows import FlowStats  # noqa: E402
+from gateway.outbound import outbox  # noqa: E402
+from gateway.outbound.destinations import Destinations  # noqa: E402
+from gateway.outbound.kinds import DeliveryContext, register_kind  # noqa: E402
+from gateway.outbound.settings import OutboundSettings  # noqa: E402
+from gateway.outbound.worker import Worker  # noqa: E402
+from gateway.store import schema as s  # noqa: E402
+from gateway.store.clock import now_iso  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("bench_match", ROOT / "bench" / "bench_match.py")
+bm = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bm)
+
+CONSENT = {"resourceType": "Consent", "id": "bench", "status": "active",
+           "scope": {"coding": [{"system": cv.CONSENT_SCOPE, "code": "research"}]},
+           "provision": {"type": "permit", "purpose": [{"system": cv.PURPOSE_TRIAL_ALERTS[0],
+                                                        "code": cv.PURPOSE_TRIAL_ALERTS[1]}]}}
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    first: dict[str, float] = {}
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        Receiver.first.setdefault("t", time.perf_counter())
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--patients", type=int, default=1_000_000)
+    ap.add_argument("--consenting", type=int, default=100_000)
+    ap.add_argument("--studies", type=int, default=12, help="new studies pushed one after another")
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_port}/hook"
+    os.environ.update({"GATEWAY_ALLOWED_HOSTS": "127.0.0.1", "GATEWAY_OUTBOX_BACKOFF_BASE": "0.1"})
+    tmp = Path(tempfile.mkdtemp())
+    app = create_app(Settings(database_url=f"sqlite:///{tmp / 'bench.sqlite3'}", instance_path=tmp))
+    flows = build_flows(app)
+    store, term = flows.store, flows.state.term
+    print(f"machine: {bm.machine()}")
+
+    gen = bm.Generator(term, args.seed)
+    factory = bm.ProfileFactory(gen)
+    t = time.perf_counter()
+    subs: dict[str, list[str]] = {}
+    for i in range(args.patients):
+        p = factory.make(i)
+        if i % max(1, args.patients // args.consenting) == 0 and len(subs) < args.consenting:
+            p.consents = [CONSENT]
+            subs[f"Patient/bp{i}"] = [f"sub{i}"]
+        flows.state.patients.add(p)
+    print(f"{len(flows.state.patients):,} people in the patient index ({len(subs):,} consenting and subscribed), "
+          f"built in {time.perf_counter() - t:.1f} s")
+    with store.write() as tx:
+        rows = [{"subscription_id": v[0], "topic": cv.TOPIC_NEW_MATCHING_STUDY, "status": "active",
+                 "events_since_start": 0, "consecutive_failures": 0, "updated_at": now_iso()} for v in subs.values()]
+        for i in range(0, len(rows), 5000):
+            tx.conn.execute(insert(s.subscription_state), rows[i:i + 5000])
+    flows._subs = subs  # the subscription map the flows would build from stored Subscriptions
+
+    out = OutboundSettings.from_env()
+    worker = Worker(DeliveryContext(store, Destinations(out), out), name="bench")
+    # The bench's subscriptions are rows, not stored resources: deliver each job as a small POST to the receiver.
+    delivery_session = requests.Session()
+
+    def deliver_to_receiver(job, ctx):
+        delivery_session.post(endpoint, data=b"{}", timeout=5)
+        return "ok"
+
+    register_kind(delivery.NOTIFICATION, deliver_to_receiver)
+
+    codes = [(cv.SNOMED, "393563007"), bm.RARE, (cv.SNOMED, "254637007"), (cv.SNOMED, "93761005")]
+    find_ms, enqueue_counts, first_ms = [], [], []
+    for n in range(args.studies):
+        code = codes[n % len(codes)]
+        sid = f"new{n}"
+        study = {"resourceType": "ResearchStudy", "id": sid, "status": "active",
+                 "identifier": [{"system": cv.CTGOV, "value": f"NCT9{n:07d}"}],
+                 "condition": [{"coding": [{"system": code[0], "code": code[1]}]}]}
+        group = {"characteristic": [{"code": {"coding": [{"system": cv.AGE[0], "code": cv.AGE[1]}]},
+                                     "valueRange": {"low": {"value": 18, "code": "a"}}}]}
+        Receiver.first.clear()
+        t0 = time.perf_counter()  # the study's commit, as the flows see it
+        flows.state.raw["ResearchStudy"][sid] = study
+        flows.state.studies.add(study_criteria(study, group, {}, term))
+        stats = FlowStats()
+        flows.study_matches(sid, stats)
+        t1 = time.perf_counter()
+        find_ms.append((t1 - t0) * 1000)
+        enqueue_counts.append(stats.alerts)
+        worker.run_once()  # a worker polling every 0.25 s picks the jobs up at once here
+        if "t" in Receiver.first:
+            first_ms.append((Receiver.first["t"] - t0) * 1000)
+        print(f"study {n} ({code[1]}): {stats.alerts:,} alert jobs, {sum(stats.blocked.values()):,} blocked "
+              f"proposals, found + enqueued in {find_ms[-1]:,.0f} ms")
+        while worker.run_once():
+            pass
+    print(f"\ncandidates found and alert jobs enqueued: {bm.fmt(find_ms)}; alert jobs per study median "
+          f"{statistics.median(enqueue_counts):,.0f}, max {max(enqueue_counts):,}")
+    if first_ms:
+        print(f"study commit -> first delivery attempt: {bm.fmt(first_ms)} (studies with at least one alert)")
+    print(f"outbox now: {outbox.counts(store)}")
+    server.shutdown()
+
+
+if __name__ == "__main__":
+    main()
