@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 
 import click
 
@@ -42,11 +43,35 @@ def make_worker(batch: int = 10, kinds: tuple[str, ...] = ()) -> Worker:
 @click.option("--once", is_flag=True, help="Deliver everything due now, then exit.")
 @click.option("--batch", default=10, show_default=True, help="Jobs claimed per round.")
 @click.option("--kind", "kinds", multiple=True, help="Only these job kinds (repeatable); default all.")
-def worker(once: bool, batch: int, kinds: tuple[str, ...]) -> None:
+@click.option("--flows/--no-flows", default=True, show_default=True,
+              help="Also run the automatic flows (alerts, research-team proposals) and subscription heartbeats.")
+def worker(once: bool, batch: int, kinds: tuple[str, ...], flows: bool) -> None:
     """Deliver outbox jobs (ResearchSubjects to hospitals, notifications). Run as many as you like."""
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     w = make_worker(batch, kinds)
+    if flows:
+        from gateway.api.app import create_app
+        from gateway.cli.flows import build_flows
+        from gateway.notify.delivery import enqueue_due_heartbeats
+
+        auto = build_flows(create_app(Settings.from_env()))
+
+        def automatic_flows() -> None:
+            stats = auto.tick(owner=w.name)
+            if stats.changes:
+                logging.getLogger("gateway.notify.flows").info("%s", stats.summary())
+
+        last = [0.0]
+
+        def heartbeats() -> None:
+            if time.monotonic() - last[0] >= 5.0:  # periods are minutes or hours; no need to look every round
+                last[0] = time.monotonic()
+                enqueue_due_heartbeats(w.ctx.store, w.ctx.settings.max_attempts)
+
+        w.ticks = (automatic_flows, heartbeats)
+        if once:
+            w.run_ticks()
     if once:
         n = w.run_until_idle()
         click.echo(f"processed {n} job(s)")

@@ -16,12 +16,13 @@ Every blocked automatic action is counted (``counters`` rows ``blocked:<reason>`
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from gateway.fhir.conventions import CONTACT_REQUEST_ID, TOPIC_NEW_MATCHING_STUDY
 from gateway.fhir.errors import FhirError
@@ -65,6 +66,23 @@ class FlowStats:
                 f"blocked: {blocked}")
 
 
+def take_lease(store: Store, name: str, owner: str, seconds: float) -> bool:
+    """Hold the named lease for ``seconds`` if it is free, expired or already ours (one writer at a time)."""
+    c = s.counters
+    key, who = f"lease:{name}", f"lease-owner:{name}:{owner}"
+    now = int(time.time())
+    with store.write() as tx:
+        tx.lock(key)
+        rows = dict(tx.conn.execute(select(c.c.name, c.c.value).where(c.c.name.like(f"lease%:{name}%"))).all())
+        expiry = rows.get(key, 0)
+        holder = next((n for n in rows if n.startswith(f"lease-owner:{name}:")), None)
+        if expiry > now and holder not in (None, who):
+            return False
+        tx.conn.execute(delete(c).where(c.c.name.in_([key, *([holder] if holder else [])])))
+        tx.conn.execute(insert(c), [{"name": key, "value": now + int(seconds)}, {"name": who, "value": now}])
+    return True
+
+
 def _chunks(items: list[str]) -> list[list[str]]:
     return [items[i:i + MAX_ENTITIES] for i in range(0, len(items), MAX_ENTITIES)]
 
@@ -93,9 +111,15 @@ class AutomaticFlows:
     _subs: dict[str, list[str]] | None = None
 
     # -- entry points ----------------------------------------------------------------------------
-    def tick(self) -> FlowStats:
-        """Process every change since the last call (the cursor survives restarts)."""
+    def tick(self, owner: str = "", lease_seconds: float = 30.0) -> FlowStats:
+        """Process every change since the last call (the cursor survives restarts).
+
+        With ``owner`` set (worker processes), only the holder of a short lease runs the flows, so several
+        workers never act on the same change twice; another takes over when the lease runs out.
+        """
         stats = FlowStats()
+        if owner and not take_lease(self.store, CURSOR, owner, lease_seconds):
+            return stats
         self.state.refresh()
         self._subs = None
         for batch in feed.follow(self.store, CURSOR, types=FLOW_TYPES):

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.outbound import outbox
@@ -28,6 +29,8 @@ class Worker:
     name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     batch: int = 10
     kinds: tuple[str, ...] = ()
+    # Periodic work run between rounds (notify: automatic flows from the change feed, heartbeats).
+    ticks: tuple[Callable[[], object], ...] = ()
 
     def __post_init__(self) -> None:
         load_kind_modules()
@@ -66,9 +69,17 @@ class Worker:
         """Loop until ``stop`` is set; sleep ``poll_seconds`` when idle."""
         log.info("worker %s started", self.name)
         while not stop.is_set():
+            self.run_ticks()
             if self.run_once() == 0:
                 stop.wait(self.ctx.settings.poll_seconds)
         log.info("worker %s stopped", self.name)
+
+    def run_ticks(self) -> None:
+        for tick in self.ticks:
+            try:
+                tick()
+            except Exception:  # a failing tick is logged and retried next round; it must not stop delivery
+                log.exception("worker %s: periodic task %s failed", self.name, getattr(tick, "__name__", tick))
 
     def deliver(self, job: outbox.Job) -> str:
         """Deliver one claimed job and record it; -> its new state."""

@@ -148,3 +148,15 @@ def test_study_that_stops_recruiting_cancels_undelivered_alerts(app):
     assert flows.tick().cancelled == 1
     with store.engine.connect() as conn:
         assert events.events(conn, sub) == []
+
+
+def test_only_one_worker_holds_the_flows_lease(app):
+    from gateway.notify.flows import take_lease
+
+    store = app.extensions["gateway.store"]
+    assert take_lease(store, "flows-test", "w1", 30)
+    assert take_lease(store, "flows-test", "w1", 30), "the holder renews"
+    assert not take_lease(store, "flows-test", "w2", 30), "another worker waits"
+    assert take_lease(store, "flows-test", "w2", -1) is False
+    assert take_lease(store, "flows-test", "w1", -1), "the holder may shorten its own lease"
+    assert take_lease(store, "flows-test", "w2", 30), "an expired lease is taken over"
