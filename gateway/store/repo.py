@@ -91,13 +91,14 @@ def _lock_id(key: str) -> int:
 
 @dataclass
 class _Pending:
+    resources: list[dict] = field(default_factory=list)  # new rows with server-assigned pk (fresh ids)
     versions: list[dict] = field(default_factory=list)
     index: dict[str, list[dict]] = field(default_factory=lambda: {k: [] for k in s.INDEX_TABLES})
     changes: list[dict] = field(default_factory=list)
     clear_index: list[int] = field(default_factory=list)
 
     def empty(self) -> bool:
-        return not (self.versions or self.changes or self.clear_index)
+        return not (self.resources or self.versions or self.changes or self.clear_index)
 
 
 class Tx:
@@ -109,6 +110,26 @@ class Tx:
         self.pending = _Pending()
         self.now = now_iso()
         self._pg = is_postgres(store.engine)
+        self._next_pk: int | None = None  # SQLite: last pk handed out in this transaction
+        self._pk_block: list[int] = []  # PostgreSQL: sequence values fetched ahead
+
+    def _allocate_pk(self) -> int:
+        """A primary key for a new resources row, so the row can join one bulk insert at flush.
+
+        SQLite: write transactions are exclusive (BEGIN IMMEDIATE), so MAX(pk)+1 onwards is ours.
+        PostgreSQL: values from the column's own sequence, 100 per round trip (unused ones are just gaps).
+        """
+        if self._pg:
+            if not self._pk_block:
+                self._pk_block = list(self.conn.execute(text(
+                    "SELECT nextval(pg_get_serial_sequence('resources', 'pk')) FROM generate_series(1, 100)"
+                )).scalars())
+                self._pk_block.sort(reverse=True)
+            return self._pk_block.pop()
+        if self._next_pk is None:
+            self._next_pk = self.conn.execute(select(func.max(s.resources.c.pk))).scalar() or 0
+        self._next_pk += 1
+        return self._next_pk
 
     # -- locking -----------------------------------------------------------------------------
     def lock(self, key: str) -> None:
@@ -150,13 +171,21 @@ class Tx:
         body = _with_meta(resource, version, self.now)
         content = orjson.dumps(body).decode()
         values = dict(version=version, last_updated=self.now, deleted=False, content_hash=chash, content=content)
-        if cur is None:
+        if cur is None and fresh_id:
+            # A server-generated id cannot collide: the row joins the bulk insert at the next flush.
+            pk = self._allocate_pk()
+            self.pending.resources.append({"pk": pk, "type": rtype, "id": rid, **values})
+            outcome = "created"
+        elif cur is None:
+            self.flush()  # rows with allocated pks first, so this insert's own pk lies above them
             try:
-                with self.conn.begin_nested() if self._pg and not fresh_id else _null():
+                with self.conn.begin_nested() if self._pg else _null():
                     pk = self.conn.execute(_INSERT_RESOURCE, {"type": rtype, "id": rid, **values}).scalar_one()
             except IntegrityError:
                 raise Conflict(f"{rtype}/{rid} was created by a concurrent request; retry",
                                f"{rtype}.id") from None
+            if self._next_pk is not None:
+                self._next_pk = max(self._next_pk, pk)
             outcome = "created"
         else:
             pk = cur.pk
@@ -199,6 +228,8 @@ class Tx:
         if p.empty():
             return
         c = self.conn
+        if p.resources:
+            c.execute(insert(s.resources), p.resources)
         if p.clear_index:
             for tbl in s.INDEX_TABLES.values():
                 c.execute(delete(tbl).where(tbl.c.res_pk.in_(p.clear_index)))

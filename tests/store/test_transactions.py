@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.fhir.errors import FhirError, PreconditionFailed
+from gateway.fhir.search import parse_search
 from tests.conftest import FHIR_JSON
 from tests.store.helpers import table_counts
 
@@ -88,3 +89,27 @@ def test_successful_transaction_writes_all_entries_and_one_change_each(service, 
     assert [c["seq"] for c in changes] == list(range(before["counter:changes"] + 1,
                                                      before["counter:changes"] + 7))
     assert len({c["at"] for c in changes}) == 1, "one transaction, one timestamp"
+
+
+def test_server_and_client_ids_mixed_in_one_transaction(service, store):
+    """New rows with server ids are inserted in bulk at flush with pre-assigned keys; rows with client ids
+    are inserted at once. Interleaved, every resource still gets its own key and is readable."""
+    service.update("ResearchStudy", "before", {**_study("BEFORE"), "id": "before"})
+    entries = []
+    for i in range(6):
+        if i % 2:
+            entries.append({"request": {"method": "PUT", "url": f"ResearchStudy/client-{i}"},
+                            "resource": {**_study(f"E{i}"), "id": f"client-{i}"}})
+        else:
+            entries.append({"request": {"method": "POST", "url": "ResearchStudy"}, "resource": _study(f"E{i}")})
+    entries.append({"request": {"method": "PUT", "url": f"ResearchStudy?identifier={SPONSOR}|NEW"},
+                    "resource": _study("NEW")})
+    out = service.process_bundle({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    assert [e["response"]["status"] for e in out["entry"]] == ["201 Created"] * 7
+    service.create(_study("AFTER"))
+    rows = store.search(parse_search("ResearchStudy", [("_count", "100")]))[1]
+    assert len(rows) == 9 and len({r.pk for r in rows}) == 9
+    for r in rows:
+        assert store.read("ResearchStudy", r.id).resource()["title"] == r.resource()["title"]
+    found = store.search_ids(parse_search("ResearchStudy", [("identifier", f"{SPONSOR}|E4")]))
+    assert len(found) == 1, "index rows point at the right key"
