@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl
 
 from sqlalchemy import delete, insert, select, update
 
-from gateway.fhir.conventions import CONTACT_REQUEST_ID, TOPIC_NEW_MATCHING_STUDY
+from gateway.fhir.conventions import CONTACT_REQUEST_ID, TOPIC_NEW_MATCHING_STUDY, TOPIC_RESEARCH_SUBJECT_STATUS
 from gateway.fhir.errors import FhirError
 from gateway.fhir.search import parse_search
 from gateway.matching.index import MatchQuery
@@ -45,7 +45,7 @@ from gateway.store.repo import Store
 log = logging.getLogger("gateway.notify.flows")
 
 CURSOR = "automatic-flows"
-FLOW_TYPES = (*STUDY_TYPES, *PERSON_TYPES, "Subscription")
+FLOW_TYPES = (*STUDY_TYPES, *PERSON_TYPES, "Subscription", "ResearchSubject")
 RECRUITING = "active"  # R4 ResearchStudy.status for "recruiting"
 
 
@@ -57,12 +57,14 @@ class FlowStats:
     alerts: int = 0
     proposals: int = 0
     cancelled: int = 0
+    status_events: int = 0
     blocked: Counter = field(default_factory=Counter)
 
     def summary(self) -> str:
         blocked = ", ".join(f"{k} {v}" for k, v in sorted(self.blocked.items())) or "none"
         return (f"changes {self.changes}, studies checked {self.studies}, people checked {self.people}, "
                 f"alerts {self.alerts}, proposals {self.proposals}, cancelled events {self.cancelled}, "
+                f"status events {self.status_events}, "
                 f"blocked: {blocked}")
 
 
@@ -109,6 +111,7 @@ class AutomaticFlows:
     destinations: Destinations
     max_attempts: int = 8
     _subs: dict[str, list[str]] | None = None
+    _status_subs: dict[str, dict[str, set[str]]] | None = None
 
     # -- entry points ----------------------------------------------------------------------------
     def tick(self, owner: str = "", lease_seconds: float = 30.0) -> FlowStats:
@@ -121,7 +124,7 @@ class AutomaticFlows:
         if owner and not take_lease(self.store, CURSOR, owner, lease_seconds):
             return stats
         self.state.refresh()
-        self._subs = None
+        self._subs = self._status_subs = None
         for batch in feed.follow(self.store, CURSOR, types=FLOW_TYPES):
             self.state.refresh()
             self._handle(batch, stats)
@@ -160,6 +163,9 @@ class AutomaticFlows:
                 recheck |= self.state.studies_of_location.get(rid, set())
             elif rtype == "Subscription":
                 self._subs = None
+                self._status_subs = None
+            elif rtype == "ResearchSubject":
+                self._subject_changed(rid, ch["version"], ch["op"], stats)
             else:
                 key = self._person_of(rtype, rid)
                 if key:
@@ -172,13 +178,34 @@ class AutomaticFlows:
         for key in people:
             self.person_matches(key, stats)
 
-    def _previous_status(self, rid: str, version: int, op: str) -> str | None:
+    def _previous_status(self, rid: str, version: int, op: str, rtype: str = "ResearchStudy") -> str | None:
         if op == "create" or version <= 1:
             return None
         try:
-            return self.store.vread("ResearchStudy", rid, version - 1).resource().get("status")
+            return self.store.vread(rtype, rid, version - 1).resource().get("status")
         except FhirError:  # the previous version was a deletion
             return None
+
+    def _subject_changed(self, rid: str, version: int, op: str, stats: FlowStats) -> None:
+        """research-subject-status topic: a contact request created, or its status changed."""
+        try:
+            current = self.store.vread("ResearchSubject", rid, version).resource()
+        except FhirError:  # deleted
+            return
+        status = current.get("status")
+        if op != "create" and self._previous_status(rid, version, op, "ResearchSubject") == status:
+            return
+        facts = {"patient": (current.get("individual") or {}).get("reference"),
+                 "study": (current.get("study") or {}).get("reference"), "status": status}
+        targets = [sid for sid, filters in self._status_subscriptions().items()
+                   if all(facts.get(name) in values for name, values in filters.items())]
+        if not targets:
+            return
+        with self.store.write() as tx:
+            for sid in targets:
+                delivery.enqueue_event(tx.conn, sid, TOPIC_RESEARCH_SUBJECT_STATUS, f"ResearchSubject/{rid}",
+                                       self.max_attempts)
+        stats.status_events += len(targets)
 
     def _person_of(self, rtype: str, rid: str) -> str | None:
         if rtype == "Patient":
@@ -318,27 +345,39 @@ class AutomaticFlows:
         found = self.store.read_many([(rtype, rid)])
         return found[0].resource() if found else None
 
-    def _subscriptions(self) -> dict[str, list[str]]:
-        """'Patient/<id>' -> ids of live new-matching-study subscriptions filtered on that patient."""
-        if self._subs is not None:
-            return self._subs
-        out: dict[str, list[str]] = {}
+    def _live_subscriptions(self, topic: str) -> dict[str, dict[str, set[str]]]:
+        """Subscription id -> its filters {name: values}, for live (not ``off``) subscriptions to ``topic``."""
+        out: dict[str, dict[str, set[str]]] = {}
         offset = 0
         while True:
             q = parse_search("Subscription", [("_count", "1000"), ("_offset", str(offset))])
             _, rows = self.store.search(q)
             for st in rows:
                 sub = st.resource()
-                if sub.get("criteria") != TOPIC_NEW_MATCHING_STUDY or sub.get("status") == "off":
+                if sub.get("criteria") != topic or sub.get("status") == "off":
                     continue
+                filters: dict[str, set[str]] = {}
                 for ext in (sub.get("_criteria") or {}).get("extension") or []:
-                    if ext.get("url") != EXT_FILTER_CRITERIA:
-                        continue
-                    for name, value in parse_qsl((ext.get("valueString") or "").partition("?")[2]):
-                        if name == "patient":
-                            out.setdefault(value, []).append(st.id)
+                    if ext.get("url") == EXT_FILTER_CRITERIA:
+                        for name, value in parse_qsl((ext.get("valueString") or "").partition("?")[2]):
+                            filters.setdefault(name, set()).add(value)
+                out[st.id] = filters
             if len(rows) < 1000:
                 break
             offset += 1000
-        self._subs = out
         return out
+
+    def _subscriptions(self) -> dict[str, list[str]]:
+        """'Patient/<id>' -> ids of live new-matching-study subscriptions filtered on that patient."""
+        if self._subs is None:
+            out: dict[str, list[str]] = {}
+            for sid, filters in self._live_subscriptions(TOPIC_NEW_MATCHING_STUDY).items():
+                for patient in filters.get("patient", ()):
+                    out.setdefault(patient, []).append(sid)
+            self._subs = out
+        return self._subs
+
+    def _status_subscriptions(self) -> dict[str, dict[str, set[str]]]:
+        if self._status_subs is None:
+            self._status_subs = self._live_subscriptions(TOPIC_RESEARCH_SUBJECT_STATUS)
+        return self._status_subs

@@ -160,3 +160,29 @@ def test_only_one_worker_holds_the_flows_lease(app):
     assert take_lease(store, "flows-test", "w2", -1) is False
     assert take_lease(store, "flows-test", "w1", -1), "the holder may shorten its own lease"
     assert take_lease(store, "flows-test", "w2", 30), "an expired lease is taken over"
+
+
+def test_research_subject_status_topic(app):
+    store, service = app.extensions["gateway.store"], app.extensions["gateway.service"]
+    flows = build_flows(app)
+    pid = _person(service, "9449306060", "Whitaker")
+    filt = {"url": EXT_FILTER_CRITERIA, "valueString": f"ResearchSubject?patient=Patient/{pid}"}
+    channel = {"type": "rest-hook", "endpoint": "https://app.example.org/hook", "payload": "application/fhir+json"}
+    sub = service.create({"resourceType": "Subscription", "status": "requested", "reason": "my requests",
+                          "criteria": cv.TOPIC_RESEARCH_SUBJECT_STATUS, "_criteria": {"extension": [filt]},
+                          "channel": channel}).stored.id
+    study = service.create({"resourceType": "ResearchStudy", "status": "active"}).stored.id
+    rs = service.create({"resourceType": "ResearchSubject", "status": "candidate",
+                         "study": {"reference": f"ResearchStudy/{study}"},
+                         "individual": {"reference": f"Patient/{pid}"}}).stored
+    other = _person(service, "9434765919", "Nolan")
+    service.create({"resourceType": "ResearchSubject", "status": "candidate",
+                    "study": {"reference": f"ResearchStudy/{study}"}, "individual": {"reference": f"Patient/{other}"}})
+    assert flows.tick().status_events == 1, "only this person's request"
+    body = {k: v for k, v in store.read("ResearchSubject", rs.id).resource().items() if k != "meta"}
+    service.update("ResearchSubject", rs.id, {**body, "period": {"start": "2026-11-23"}})
+    assert flows.tick().status_events == 0, "no status change, no event"
+    service.update("ResearchSubject", rs.id, {**body, "status": "screening"})
+    assert flows.tick().status_events == 1
+    with store.engine.connect() as conn:
+        assert [e.focus for e in events.events(conn, sub)] == [f"ResearchSubject/{rs.id}"] * 2
