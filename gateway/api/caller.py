@@ -36,6 +36,9 @@ def resolve_caller(request: Request) -> Caller:
                                headers=_challenge("invalid_request", "expected a Bearer token"))
         if sec is None:
             raise Unauthorized("Tokens cannot be verified: security is not initialised", "Authorization")
+        hit = sec.tokens.cached(token.strip())
+        if hit is not None:
+            return hit
         from gateway.api.http import base_url
 
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import re
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -61,6 +62,9 @@ OPERATION_ROLES: dict[tuple[str | None, str], frozenset[str]] = {
 
 _ID = r"[A-Za-z0-9\-.]{1,64}"
 _PATIENT_IN_TEXT = re.compile(rf"(?:^|[=,/?&\s])Patient/({_ID})(?![A-Za-z0-9\-.])")
+
+PEOPLE_CACHE_SECONDS = 30.0
+_PEOPLE_CACHE: dict[tuple[int, str], tuple[float, frozenset[str]]] = {}
 
 current_access: contextvars.ContextVar[Access | None] = contextvars.ContextVar("gateway_access", default=None)
 
@@ -393,14 +397,27 @@ class Access:
 
     # -- lookups -------------------------------------------------------------------------------
     def own_people(self) -> set[str]:
-        """Patient app: 'Patient/<id>' for every Patient with its NHS number, and 'nhs:<number>'."""
+        """Patient app: 'Patient/<id>' for every Patient with its NHS number, and 'nhs:<number>'.
+
+        Cached for PEOPLE_CACHE_SECONDS per store and NHS number: a Patient record added meanwhile becomes
+        visible to the app a little later (never the other way round: erased records have no content).
+        """
         if self._own_people is None:
             own: set[str] = set()
             nhs = self.caller.nhs_number
             if nhs:
-                own.add(f"nhs:{nhs}")
-                q = parse_search("Patient", [("identifier", f"{NHS_NUMBER}|{nhs}")], default_count=1000)
-                own.update(f"Patient/{i}" for i in self.store.search_ids(q, limit=1000))
+                key = (id(self.store), nhs)
+                hit = _PEOPLE_CACHE.get(key)
+                now = time.monotonic()
+                if hit is not None and hit[0] > now:
+                    own = set(hit[1])
+                else:
+                    own.add(f"nhs:{nhs}")
+                    q = parse_search("Patient", [("identifier", f"{NHS_NUMBER}|{nhs}")], default_count=1000)
+                    own.update(f"Patient/{i}" for i in self.store.search_ids(q, limit=1000))
+                    if len(_PEOPLE_CACHE) > 10_000:
+                        _PEOPLE_CACHE.clear()
+                    _PEOPLE_CACHE[key] = (now + PEOPLE_CACHE_SECONDS, frozenset(own))
             self._own_people = own
         return self._own_people
 

@@ -223,14 +223,21 @@ class TokenService:
         return {"keys": [self.signing.public_jwk] if self.signing else []}
 
     # -- verifying bearer tokens ---------------------------------------------------------------
-    def caller_for(self, token: str, issuer: str, audience: str) -> Caller:
-        """A bearer token -> the Caller; TokenRejected when it does not verify. Cached until expiry."""
+    def cached(self, token: str) -> Caller | None:
+        """The Caller of a token verified before and not yet expired (one dict lookup), else None."""
         hit = self._cache.get(token)
-        now = time.time()
         if hit is not None:
-            if hit[1] > now:
+            if hit[1] > time.time():
                 return hit[0]
             self._cache.pop(token, None)
+        return None
+
+    def caller_for(self, token: str, issuer: str, audience: str) -> Caller:
+        """A bearer token -> the Caller; TokenRejected when it does not verify. Cached until expiry."""
+        hit = self.cached(token)
+        if hit is not None:
+            return hit
+        now = time.time()
         caller, exp = self._verify(token, issuer, audience)
         if len(self._cache) > 50_000:  # bound memory: expired and surplus entries go
             self._cache = {k: v for k, v in self._cache.items() if v[1] > now}
