@@ -9,7 +9,7 @@ from flask import Blueprint, Flask, current_app, request
 
 from gateway.api.http import fhir_response
 from gateway.fhir.errors import InvalidResource, NotFound, TooLarge
-from gateway.mapping import MappingRegistry, PayloadError, UnknownMapping, map_payload
+from gateway.mapping import MappingFileError, MappingRegistry, PayloadError, UnknownMapping, map_payload
 from gateway.mapping.ingest import dry_run_bundle, ingest
 from gateway.mapping.registry import PROJECT_MAPPINGS
 from gateway.terminology import default_terminology
@@ -25,7 +25,11 @@ def init_app(app: Flask) -> None:
     if not folder.is_dir():
         log.warning("GATEWAY_MAPPINGS_PATH %s is not a folder; using the project's %s", folder, PROJECT_MAPPINGS)
         folder = PROJECT_MAPPINGS
-    app.extensions[_KEY] = MappingRegistry(folder.resolve())
+    try:
+        app.extensions[_KEY] = MappingRegistry(folder.resolve())
+    except MappingFileError:
+        app.extensions["gateway.store"].engine.dispose()  # the app will not start: release its connections
+        raise
     from gateway.api import translate  # noqa: F401  (registers ConceptMap/$translate)
 
     app.register_blueprint(bp)

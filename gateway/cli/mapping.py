@@ -59,9 +59,23 @@ def import_cmd(mapping_name: str, paths: tuple[Path, ...], quiet: bool) -> None:
     except (MappingFileError, UnknownMapping) as exc:
         raise click.ClickException(str(exc.args[0] if isinstance(exc, UnknownMapping) else exc)) from None
     service = make_service()
+    try:
+        stats, reasons = _import_files(service, mapping, registry, _inputs(paths), quiet)
+    finally:
+        service.store.engine.dispose()
+    click.echo(", ".join(f"{k} {stats.get(k, 0)}" for k in ("created", "updated", "unchanged", "rejected")))
+    for reason in reasons[:100]:
+        click.echo(f"  rejected: {reason}", err=True)
+    if len(reasons) > 100:
+        click.echo(f"  ... and {len(reasons) - 100} more", err=True)
+    if stats["rejected"]:
+        sys.exit(1)
+
+
+def _import_files(service, mapping, registry: MappingRegistry, files: list[Path],
+                  quiet: bool) -> tuple[Counter, list[str]]:
     stats: Counter = Counter()
     reasons: list[str] = []
-    files = _inputs(paths)
     with tqdm(total=len(files), unit="record", disable=quiet, file=sys.stderr) as bar:
         for path in files:
             try:
@@ -82,13 +96,7 @@ def import_cmd(mapping_name: str, paths: tuple[Path, ...], quiet: bool) -> None:
                 bar.set_postfix(created=stats["created"], rejected=stats["rejected"], refresh=False)
             if not records:
                 bar.update(1)
-    click.echo(", ".join(f"{k} {stats.get(k, 0)}" for k in ("created", "updated", "unchanged", "rejected")))
-    for reason in reasons[:100]:
-        click.echo(f"  rejected: {reason}", err=True)
-    if len(reasons) > 100:
-        click.echo(f"  ... and {len(reasons) - 100} more", err=True)
-    if stats["rejected"]:
-        sys.exit(1)
+    return stats, reasons
 
 
 @click.group()

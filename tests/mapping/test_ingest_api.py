@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 from pathlib import Path
 
 from gateway.fhir.search import parse_search
@@ -159,15 +160,17 @@ def test_mesh_hierarchy_of_stored_studies_reaches_the_terminology(client):
     from gateway.terminology import default_terminology
 
     mesh = "https://www.nlm.nih.gov/mesh"
+    # made-up 9-digit ids, new in each test run: the terminology lives as long as the process
+    term, ancestor = (f"D000{random.randint(900000, 999999)}" for _ in range(2))
     study = copy.deepcopy(ONE_SITE)
     study["derivedSection"] = {"conditionBrowseModule": {
-        "meshes": [{"id": "D000099002", "term": "Test Neoplasm (made up)"}],
-        "ancestors": [{"id": "D000099001", "term": "Test Ancestor (made up)"}],
+        "meshes": [{"id": term, "term": "Test Neoplasm (made up)"}],
+        "ancestors": [{"id": ancestor, "term": "Test Ancestor (made up)"}],
         "browseLeaves": [{"id": "M1", "name": "Test Neoplasm (made up)", "asFound": "Lymphoma"}]}}
     terminology = default_terminology()
-    assert not terminology.is_a(mesh, "D000099002", mesh, "D000099001")
+    assert not terminology.is_a(mesh, term, mesh, ancestor)
     assert _statuses(_post(client, study)) == ["201 Created"]
-    assert terminology.is_a(mesh, "D000099002", mesh, "D000099001")
+    assert terminology.is_a(mesh, term, mesh, ancestor)
 
 
 def test_identifiers_naming_two_stored_studies_reject_the_record(client, store):
