@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextvars
 import re
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -64,7 +65,9 @@ _ID = r"[A-Za-z0-9\-.]{1,64}"
 _PATIENT_IN_TEXT = re.compile(rf"(?:^|[=,/?&\s])Patient/({_ID})(?![A-Za-z0-9\-.])")
 
 PEOPLE_CACHE_SECONDS = 30.0
-_PEOPLE_CACHE: dict[tuple[int, str], tuple[float, frozenset[str]]] = {}
+# store -> NHS number -> (expires, people); weak keys so a closed store's entries go with it.
+_PEOPLE_CACHE: weakref.WeakKeyDictionary[Store, dict[str, tuple[float, frozenset[str]]]] = \
+    weakref.WeakKeyDictionary()
 
 current_access: contextvars.ContextVar[Access | None] = contextvars.ContextVar("gateway_access", default=None)
 
@@ -406,8 +409,8 @@ class Access:
             own: set[str] = set()
             nhs = self.caller.nhs_number
             if nhs:
-                key = (id(self.store), nhs)
-                hit = _PEOPLE_CACHE.get(key)
+                per_store = _PEOPLE_CACHE.setdefault(self.store, {})
+                hit = per_store.get(nhs)
                 now = time.monotonic()
                 if hit is not None and hit[0] > now:
                     own = set(hit[1])
@@ -415,9 +418,9 @@ class Access:
                     own.add(f"nhs:{nhs}")
                     q = parse_search("Patient", [("identifier", f"{NHS_NUMBER}|{nhs}")], default_count=1000)
                     own.update(f"Patient/{i}" for i in self.store.search_ids(q, limit=1000))
-                    if len(_PEOPLE_CACHE) > 10_000:
-                        _PEOPLE_CACHE.clear()
-                    _PEOPLE_CACHE[key] = (now + PEOPLE_CACHE_SECONDS, frozenset(own))
+                    if len(per_store) > 10_000:
+                        per_store.clear()
+                    per_store[nhs] = (now + PEOPLE_CACHE_SECONDS, frozenset(own))
             self._own_people = own
         return self._own_people
 
