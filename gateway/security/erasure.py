@@ -32,6 +32,7 @@ class ErasureReport:
     removed: Counter = field(default_factory=Counter)  # type -> resources removed
     versions: int = 0
     references: list[str] = field(default_factory=list)  # 'Type/id' removed (ids only)
+    other_rows: int = 0  # outbox jobs, match notices, subscription state of the person
 
     def to_parameters(self) -> dict:
         """As a FHIR Parameters resource (ids and counts only)."""
@@ -40,6 +41,7 @@ class ErasureReport:
                                                 {"name": "count", "valueInteger": n}]}
                    for t, n in sorted(self.removed.items())]
         params.append({"name": "versionsRemoved", "valueInteger": self.versions})
+        params.append({"name": "otherRowsRemoved", "valueInteger": self.other_rows})
         return {"resourceType": "Parameters", "parameter": params}
 
 
@@ -87,7 +89,31 @@ def erase_person(store: Store, *, nhs_number: str | None = None, patient_id: str
                     conn.execute(delete(tbl).where(tbl.c.res_pk.in_(keys)))
                 conn.execute(delete(v).where(v.c.res_pk.in_(keys)))
                 conn.execute(delete(r).where(r.c.pk.in_(keys)))
+        if not dry_run:
+            report.other_rows = _erase_other_tables(conn, pks.values(), people, nhs_number)
     return report
+
+
+def _erase_other_tables(conn, removed: object, people: set[str], nhs_number: str | None) -> int:
+    """Rows of other layers that name the person: match notices, outbox jobs (with their attempts) and
+    subscription state/events of the removed resources."""
+    refs = list(removed)
+    n = 0
+    persons = sorted(p for p in people if p.startswith("Patient/")) + ([nhs_number] if nhs_number else [])
+    n += conn.execute(delete(s.match_notices).where(s.match_notices.c.person.in_(persons))).rowcount or 0
+    o = s.outbox
+    for rtype in sorted({t for t, _ in refs}):
+        ids = sorted(i for t, i in refs if t == rtype)
+        jobs = [row[0] for row in conn.execute(select(o.c.id).where(o.c.resource_type == rtype,
+                                                                     o.c.resource_id.in_(ids)))]
+        if jobs:
+            conn.execute(delete(s.outbox_attempts).where(s.outbox_attempts.c.job_id.in_(jobs)))
+            n += conn.execute(delete(o).where(o.c.id.in_(jobs))).rowcount or 0
+    subs = sorted(i for t, i in refs if t == "Subscription")
+    if subs:
+        for tbl in (s.subscription_events, s.subscription_state):
+            n += conn.execute(delete(tbl).where(tbl.c.subscription_id.in_(subs))).rowcount or 0
+    return n
 
 
 def _ever_existed(store: Store, rid: str) -> bool:

@@ -83,6 +83,7 @@ def test_erasure_removes_a_person_and_their_history(http, keys, world, sec_app):
     # history to erase too: a second version of the Condition
     http.put("/fhir/Condition/cond-leeds-me", json={**world["cond-leeds-me"], "language": "en-GB"}, headers=admin)
     body = {"resourceType": "Parameters", "parameter": [{"name": "nhsNumber", "valueString": N_ME}]}
+    _other_layers_rows(store)
 
     dry = http.post("/admin/erasure?dryRun=true", json=body, headers=admin)
     assert dry.status_code == 200
@@ -96,6 +97,9 @@ def test_erasure_removes_a_person_and_their_history(http, keys, world, sec_app):
     assert removed == {"Patient": 1, "Condition": 1, "Observation": 1, "Consent": 1, "ResearchSubject": 1,
                        "Subscription": 1}
     assert report["versionsRemoved"]["valueInteger"] == 7
+    assert report["otherRowsRemoved"]["valueInteger"] == 2
+    assert _count(store, schema.match_notices) == 1  # the other person's notice stays
+    assert _count(store, schema.outbox) == 0
     for rid, rtype in (("leeds-me", "Patient"), ("cond-leeds-me", "Condition"), ("sub-me", "Subscription"),
                        ("subj-leeds-me", "ResearchSubject")):
         assert http.get(f"/fhir/{rtype}/{rid}", headers=admin).status_code == 404
@@ -111,6 +115,21 @@ def test_erasure_removes_a_person_and_their_history(http, keys, world, sec_app):
     erasures = [e for e in _events(store) if e["subtype"][0]["code"] == "erase"]
     assert len(erasures) == 1 and N_ME not in str(erasures)
     assert {"reference": "Patient/leeds-me"} in [x["what"] for x in erasures[0]["entity"]]
+
+
+def _other_layers_rows(store) -> None:
+    """Rows other layers keep about people: a match notice per person, an outbox job for the contact request."""
+    from sqlalchemy import insert
+
+    now = "2026-11-23T20:00:00+00:00"
+    with store.engine.begin() as conn:
+        conn.execute(insert(schema.match_notices), [
+            {"study_id": "study-a", "person": N_ME, "kind": "alert", "at": now},
+            {"study_id": "study-a", "person": "9434765870", "kind": "alert", "at": now}])
+        conn.execute(insert(schema.outbox).values(
+            kind="research-subject", destination="leeds", resource_type="ResearchSubject",
+            resource_id="subj-leeds-me", resource_version=1, dedupe_key="k1", payload="{}", state="pending",
+            attempts=0, max_attempts=5, next_attempt_at=now, created_at=now, updated_at=now))
 
 
 @pytest.mark.parametrize("client_id", ["leeds-ehr", "sponsor-a"])
