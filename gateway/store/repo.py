@@ -229,15 +229,15 @@ class Tx:
             return
         c = self.conn
         if p.resources:
-            c.execute(insert(s.resources), p.resources)
+            _bulk_insert(c, s.resources, p.resources)
         if p.clear_index:
             for tbl in s.INDEX_TABLES.values():
                 c.execute(delete(tbl).where(tbl.c.res_pk.in_(p.clear_index)))
         if p.versions:
-            c.execute(insert(s.resource_versions), p.versions)
+            _bulk_insert(c, s.resource_versions, p.versions)
         for kind, rows in p.index.items():
             if rows:
-                c.execute(insert(s.INDEX_TABLES[kind]), rows)
+                _bulk_insert(c, s.INDEX_TABLES[kind], rows)
         if p.changes:
             # The counter row is locked until commit, so sequence numbers follow commit order.
             n = len(p.changes)
@@ -245,13 +245,34 @@ class Tx:
                              .values(value=s.counters.c.value + n).returning(s.counters.c.value)).scalar_one()
             for i, ch in enumerate(p.changes):
                 ch["seq"] = last - n + 1 + i
-            c.execute(insert(s.changes), p.changes)
+            _bulk_insert(c, s.changes, p.changes)
         self.pending = _Pending()
 
 
 @contextmanager
 def _null():
     yield
+
+
+_BULK_SQL: dict[tuple[str, str], tuple[str, tuple[str, ...] | None]] = {}
+
+
+def _bulk_insert(conn, table, rows: list[dict]) -> None:
+    """INSERT many rows (dicts holding every column) with the driver's executemany.
+
+    The statement is compiled once per dialect and table; rows go to the driver as they are, skipping
+    SQLAlchemy's per-row parameter processing (the columns are plain strings, integers and booleans).
+    """
+    key = (conn.dialect.name, table.name)
+    if key not in _BULK_SQL:
+        compiled = insert(table).compile(dialect=conn.dialect)
+        order = tuple(compiled.positiontup) if compiled.positional else None
+        _BULK_SQL[key] = (str(compiled), order)
+    sql, order = _BULK_SQL[key]
+    if order is None:
+        conn.exec_driver_sql(sql, rows)
+    else:
+        conn.exec_driver_sql(sql, [tuple(r[k] for k in order) for r in rows])
 
 
 def _check_if_match(if_match: str, cur: Stored | None, rtype: str, rid: str) -> None:
