@@ -121,7 +121,9 @@ class _Evaluator:
                 return TRANSFORMS[str(arg)](value, self.ctx, **rule.args)
             except MappingValueError as exc:
                 raise _RecordFailed(exc.path or where, exc.message) from None
-            except TypeError as exc:  # a transform given a value of the wrong shape
+            except (TypeError, AttributeError, ValueError) as exc:
+                # a source value of a shape the transform does not take (a list for a string ...): this record
+                # is rejected with the reason, the others go on
                 raise _RecordFailed(where, f"cannot be used by transform '{arg}': {exc}") from None
         if verb == "table":
             table = self.mapping.tables[str(arg)]

@@ -29,6 +29,18 @@ VALUE_TYPES = ("valueBoolean", "valueCode", "valueString", "valueMarkdown", "val
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans (only true/false) and no implicit dates: YAML 1.1 would read the table key NO (or Yes,
+    on, off) as a boolean, and 2015-08-01 as a date object where FHIR wants the string."""
+
+
+_DROPPED = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp"}
+_Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag not in _DROPPED]
+                                   for k, v in yaml.SafeLoader.yaml_implicit_resolvers.copy().items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
 class MappingFileError(ValueError):
     """A mapping file that cannot be used; the message says where and what was expected."""
 
@@ -232,7 +244,7 @@ def load_mapping(path: Path) -> Mapping:
     text = path.read_text(encoding="utf-8")
     label = str(path)
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         raise MappingFileError(f"{label}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

@@ -138,3 +138,10 @@ def test_app_start_up_fails_on_a_broken_mapping(tmp_path, db_url):
     _write(tmp_path, GOOD.format(name="broken").replace("table: status}", "table: nope}"))
     with pytest.raises(MappingFileError, match="unknown table 'nope'"):
         create_app(Settings(database_url=db_url, instance_path=tmp_path, mappings_path=tmp_path))
+
+
+def test_yes_no_table_keys_stay_strings(tmp_path):
+    text = GOOD.format(name="broken").replace("status: {a: active}",
+                                              "status: {YES: male, NO: female, on: 2015-08-01, x: true}")
+    m = load_mapping(_write(tmp_path, text))
+    assert m.tables["status"] == {"YES": "male", "NO": "female", "on": "2015-08-01", "x": True}
