@@ -244,7 +244,7 @@ def load_mapping(path: Path) -> Mapping:
     text = path.read_text(encoding="utf-8")
     label = str(path)
     try:
-        raw = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+        raw = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
         raise MappingFileError(f"{label}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
