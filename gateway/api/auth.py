@@ -43,6 +43,8 @@ PUBLIC_PATHS = frozenset({"/healthz", "/fhir/metadata", "/fhir/.well-known/smart
                           "/auth/jwks", "/fhir/metadata/"})
 
 bp = Blueprint("auth", __name__)
+# Operations whose results are people chosen by their own rules (consent, study ownership checked above).
+TRUSTED_RESULTS = frozenset({("ResearchStudy", "candidates")})
 
 
 @dataclass
@@ -165,9 +167,40 @@ def _after(resp: Response) -> Response:
         log.warning("insecure development mode: %s %s served without authentication", request.method, request.path)
     if resp.status_code == HTTPStatus.UNAUTHORIZED and "WWW-Authenticate" not in resp.headers:
         resp.headers["WWW-Authenticate"] = 'Bearer realm="fhir"'
+    if g.get("interaction") == "operation" and resp.status_code == 200:
+        _filter_operation_result(resp)
     if sec.audit:
         _audit(resp)
     return resp
+
+
+def _filter_operation_result(resp: Response) -> None:
+    """Safety net for operation results: a Bundle's entries the caller may not see are removed.
+
+    Operation handlers should filter their own results (``filter_rows``); this catches any that do not.
+    """
+    acc: Access | None = g.get("access")
+    if acc is None or acc.caller.is_admin or not (resp.mimetype or "").endswith("json") or resp.is_streamed:
+        return
+    if g.get("operation") in TRUSTED_RESULTS:
+        return
+    try:
+        body = orjson.loads(resp.get_data())
+    except orjson.JSONDecodeError:
+        return
+    if not isinstance(body, dict) or body.get("resourceType") != "Bundle" or not isinstance(body.get("entry"), list):
+        return
+    kept = []
+    for e in body["entry"]:
+        res = e.get("resource") if isinstance(e, dict) else None
+        if not isinstance(res, dict) or res.get("resourceType") == "OperationOutcome" or acc.can_see(res):
+            kept.append(e)
+            if isinstance(res, dict) and res.get("id"):
+                acc.note(res.get("resourceType", ""), res["id"], res)
+    if len(kept) != len(body["entry"]):
+        body["entry"] = kept
+        body.pop("total", None)
+        resp.set_data(orjson.dumps(body))
 
 
 def _audit(resp: Response) -> None:
@@ -265,6 +298,12 @@ def _operation(acc: Access, rtype: str | None, name: str, rid: str | None) -> No
                 body = None  # the operation reports the bad body itself
     refs = list(iter_patient_refs_in_params(request.args.items(multi=True), body))
     acc.check_operation(rtype, name, rid, refs)
+    g.operation = (rtype, name)
+    if (rtype, name) == ("ResearchStudy", "candidates") and not acc.caller.is_admin \
+            and request.args.get("consent", "").lower() == "any":
+        # Proposing people without their research consent rests on a configured legal basis, not a parameter.
+        raise Forbidden("consent=any is for administrators; research teams see consenting candidates only",
+                        "consent")
 
 
 # -- token endpoint and discovery --------------------------------------------------------------

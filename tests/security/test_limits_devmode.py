@@ -12,7 +12,8 @@ from gateway.security.clients import ClientConfigError, load_clients
 from gateway.security.devmode import check_bind, is_loopback
 from gateway.security.ratelimit import RateLimiter
 from tests.conftest import ROOT
-from tests.security.conftest import FHIR, bearer, get_token, idp_token, public_jwk
+from tests.security.conftest import FHIR, WORLD, bearer, get_token, idp_token, public_jwk
+from tests.security.test_tenant_matrix import VISIBLE
 
 
 def test_rate_limit_answers_429_with_retry_after(sec_settings, keys):
@@ -150,3 +151,43 @@ def test_duplicate_client_ids_are_refused(tmp_path, keys):
     (tmp_path / "b.yaml").write_text(yaml.safe_dump(doc))
     with pytest.raises(ClientConfigError, match="b.yaml: client_id: 'x' is already defined in a.yaml"):
         load_clients(tmp_path)
+
+
+def test_candidates_without_consent_is_for_administrators(http, keys, world):
+    tok = bearer(get_token(http, keys, "team-a"))
+    assert http.get("/fhir/ResearchStudy/study-a/$candidates?consent=any", headers=tok).status_code == 403
+
+
+def test_match_results_never_show_private_studies(http, keys, world):
+    """The safety net on operation results: a patient app never sees another sponsor's draft study."""
+    tok = idp_token(keys)
+    body = {"resourceType": "Parameters", "parameter": [
+        {"name": "patient", "valueReference": {"reference": "Patient/leeds-me"}}]}
+    r = http.post("/fhir/ResearchStudy/$match", json=body, headers=bearer(tok))
+    assert r.status_code not in (401, 403)
+    assert "study-b-draft" not in r.get_data(as_text=True)
+
+
+def test_operation_results_are_filtered_for_the_caller(http, keys, world, sec_app):
+    """An operation whose handler forgets to filter still returns only what the caller may see."""
+    from gateway.api import operations
+    from gateway.api.http import fhir_response
+    from gateway.security import policy
+
+    store = sec_app.extensions["gateway.store"]
+
+    def dump(_rtype, _rid):
+        rows = store.read_many([(r["resourceType"], r["id"]) for r in WORLD])
+        return fhir_response({"resourceType": "Bundle", "type": "searchset", "total": len(rows),
+                              "entry": [{"resource": r.resource()} for r in rows]})
+
+    op = operations.register(operations.Operation("test-dump", "Patient", False, dump, ("GET",)))
+    policy.register_operation("Patient", "test-dump", {"patient-app"})
+    try:
+        r = http.get("/fhir/Patient/$test-dump", headers=bearer(idp_token(keys)))
+        assert r.status_code == 200
+        ids = {e["resource"]["id"] for e in r.get_json()["entry"]}
+        assert ids == VISIBLE["patient-app"] and "total" not in r.get_json()
+    finally:
+        operations._REGISTRY.pop((op.resource_type, op.name, op.instance), None)
+        policy.OPERATION_ROLES.pop(("Patient", "test-dump"), None)
