@@ -220,12 +220,12 @@ def _substitute(node: object, variables: dict, where: str, errors: list[str]) ->
     return node
 
 
-def _rule(raw: object, where: str, errors: list[str], schema: Schema | None = None) -> Rule | None:
+def _rule(raw: object, where: str, errors: list[str]) -> Rule | None:
     if not isinstance(raw, dict):
         errors.append(f"{where}: expected a rule (a mapping with from/const/ref/transform), got {raw!r}")
         return None
     try:
-        data = (schema or RuleSchema()).load(raw)
+        data = RuleSchema().load(raw)
     except ValidationError as exc:
         errors.extend(_flatten(exc.messages, where))
         return None
@@ -274,7 +274,7 @@ def load_mapping(path: Path) -> Mapping:
     def check_rule(rule: Rule | None, where: str, raw_rule: dict) -> None:
         if rule is None:
             return
-        used.update("from" if k == "from" else k for k in raw_rule if k in ALL_VERBS)
+        used.update(k for k in raw_rule if k in ALL_VERBS)
         for verb, arg in rule.steps:
             if verb == "transform" and arg not in transforms.TRANSFORMS:
                 errors.append(f"{where}.transform: unknown transform '{arg}' (expected one of: "
