@@ -18,6 +18,7 @@ from gateway.api.app import create_app
 from gateway.config import Settings
 from gateway.fhir.conventions import NHS_NUMBER, SPONSOR_STUDY_ID, TENANT_TAG
 from gateway.store.repo import Store
+from tests.conftest import BACKENDS, PG_URL, reset_postgres
 
 FHIR = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 IDP_ISSUER = "https://auth.login.example.nhs.uk"
@@ -87,15 +88,58 @@ def write_clients(folder: Path, keys: Keys) -> None:
         (folder / f"{cid}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
+def build_settings(db_url: str, folder: Path, keys: Keys) -> Settings:
+    write_clients(folder / "clients", keys)
+    idp = folder / "idp-jwks.json"
+    idp.write_text(json.dumps({"keys": [public_jwk(keys.idp, "idp-1")]}))
+    return Settings(database_url=db_url, instance_path=folder, clients_path=folder / "clients",
+                    token_signing_key=pem(keys.gateway), idp_jwks_file=idp, idp_issuer=IDP_ISSUER,
+                    idp_audience=IDP_AUDIENCE, rate_limit=0, audit="on")
+
+
 @pytest.fixture
 def sec_settings(db_url, tmp_path, keys, monkeypatch) -> Settings:
     monkeypatch.setenv("GATEWAY_ALLOWED_HOSTS", "app.example.org")  # Subscription endpoints (notify checks)
-    write_clients(tmp_path / "clients", keys)
-    idp = tmp_path / "idp-jwks.json"
-    idp.write_text(json.dumps({"keys": [public_jwk(keys.idp, "idp-1")]}))
-    return Settings(database_url=db_url, instance_path=tmp_path, clients_path=tmp_path / "clients",
-                    token_signing_key=pem(keys.gateway), idp_jwks_file=idp, idp_issuer=IDP_ISSUER,
-                    idp_audience=IDP_AUDIENCE, rate_limit=0, audit="on")
+    return build_settings(db_url, tmp_path, keys)
+
+
+class Shared:
+    """One seeded app for a whole test module (cases that restore what they change), with cached tokens."""
+
+    def __init__(self, app, keys: Keys):
+        self.app, self.keys = app, keys
+        self.http = app.test_client()
+        self.store: Store = app.extensions["gateway.store"]
+        self._tokens: dict[str, str] = {}
+
+    def token(self, client_id: str) -> str:
+        if client_id not in self._tokens:
+            self._tokens[client_id] = get_token(self.http, self.keys, client_id)
+        return self._tokens[client_id]
+
+    def restore(self, rid: str) -> None:
+        """Put a world resource back as seeded (a no-op when it is unchanged)."""
+        original = next(r for r in WORLD if r["id"] == rid)
+        with self.store.write() as tx:
+            tx.put(_with_secret(original))
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def shared(request, tmp_path_factory, keys):
+    folder = tmp_path_factory.mktemp("security")
+    if request.param == "sqlite":
+        url = f"sqlite:///{folder / 'gateway.sqlite3'}"
+    else:
+        reset_postgres(PG_URL)
+        url = PG_URL
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GATEWAY_ALLOWED_HOSTS", "app.example.org")
+    app = create_app(build_settings(url, folder, keys))
+    app.config["TESTING"] = True
+    seed(app.extensions["gateway.store"])
+    yield Shared(app, keys)
+    app.extensions["gateway.store"].engine.dispose()
+    mp.undo()
 
 
 @pytest.fixture
@@ -246,14 +290,18 @@ def secret(rid: str) -> str:
     return f"SECRET-{rid}-END"
 
 
+def _with_secret(res: dict) -> dict:
+    body = json.loads(json.dumps(res))
+    body["text"] = {"status": "generated",
+                    "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{secret(res["id"])}</div>'}
+    return body
+
+
 def seed(store: Store) -> None:
     """The world, written straight into the store (no request, no hooks: fast and caller-free)."""
     with store.write() as tx:
         for res in WORLD:
-            body = json.loads(json.dumps(res))
-            body["text"] = {"status": "generated",
-                            "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{secret(res["id"])}</div>'}
-            tx.put(body)
+            tx.put(_with_secret(res))
 
 
 @pytest.fixture

@@ -103,7 +103,8 @@ BAD_TOKENS = {
 
 @pytest.mark.parametrize("interaction", sorted(INTERACTIONS))
 @pytest.mark.parametrize("case", sorted(BAD_TOKENS))
-def test_bad_tokens_get_401(http, keys, world, interaction, case):
+def test_bad_tokens_get_401(shared, interaction, case):
+    http, keys = shared.http, shared.keys
     method, path, body = INTERACTIONS[interaction]
     make = BAD_TOKENS[case]
     headers = dict(FHIR) if make is None else bearer(make(keys))
@@ -116,10 +117,10 @@ def test_bad_tokens_get_401(http, keys, world, interaction, case):
 
 
 @pytest.mark.parametrize("interaction", sorted(INTERACTIONS))
-def test_scope_too_narrow_gets_403(http, keys, world, interaction):
+def test_scope_too_narrow_gets_403(shared, interaction):
     method, path, body = INTERACTIONS[interaction]
-    tok = get_token(http, keys, "narrow")  # a hospital allowed system/Organization.r only
-    r = http.open(path, method=method, json=body, headers=bearer(tok))
+    tok = shared.token("narrow")  # a hospital allowed system/Organization.r only
+    r = shared.http.open(path, method=method, json=body, headers=bearer(tok))
     assert r.status_code == 403, r.get_data(as_text=True)
     assert r.get_json()["issue"][0]["code"] == "forbidden"
     assert "SECRET-" not in r.get_data(as_text=True)
