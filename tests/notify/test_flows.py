@@ -186,3 +186,28 @@ def test_research_subject_status_topic(app):
     assert flows.tick().status_events == 1
     with store.engine.connect() as conn:
         assert [e.focus for e in events.events(conn, sub)] == [f"ResearchSubject/{rs.id}"] * 2
+
+
+def test_legal_basis_proposes_without_consent_but_never_against_the_optout(app, tmp_path):
+    from gateway.fhir.search import parse_search
+    from gateway.notify.policy import OptOutList, Policy, load_legal_bases
+
+    store, service = app.extensions["gateway.store"], app.extensions["gateway.service"]
+    flows = build_flows(app)
+    bases = tmp_path / "legal-bases"
+    bases.mkdir()
+    (bases / "programme.yaml").write_text(
+        "name: Brain tumour programme\nreference: CAG-TEST-1\n"
+        "studies: ['https://neuro-onc-trials.example.org/id|NOTC-GBM-01']\n")
+    flows.policy = Policy(load_legal_bases(bases), OptOutList(["9434765919"]))
+    allowed = _person(service, "9449306060", "Whitaker")
+    opted_out = _person(service, "9434765919", "Nolan")
+    service.run_bundle(_bundle("01-sponsor-glioblastoma-study.json"))
+    stats = flows.tick()
+    assert stats.proposals == 1
+    assert [s["status"] for s in _subjects(store, allowed)] == ["potential-candidate"]
+    assert _subjects(store, opted_out) == [], "national data opt-out: never proposed under a legal basis"
+    assert counter(store, "blocked:proposal:national-data-opt-out") == 1
+    _, audits = store.search(parse_search("AuditEvent", [("_count", "100")]))
+    blocked = [a.resource() for a in audits if "national-data-opt-out" in a.resource().get("outcomeDesc", "")]
+    assert len(blocked) == 1 and f"Patient/{opted_out}" in str(blocked[0]["entity"])
