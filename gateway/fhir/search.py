@@ -132,10 +132,9 @@ def _control(q: SearchQuery, name: str, raw: str, modifier: str | None, max_coun
             q.summary_count = True
         elif raw != "false":
             raise NotSupported(f"_summary={raw} is not supported (supported: count, false)", "_summary")
-    elif name == "_total" or name == "_format" or name == "_elements":
+    elif name == "_elements":
         # _format is content negotiation (handled by the API); _total: totals are always exact here.
-        if name == "_elements":
-            q.unknown.append(name)
+        q.unknown.append(name)
 
 
 def parse_token(value: str) -> tuple[str | None, str | None, bool]:
