@@ -58,7 +58,8 @@ def main() -> None:
     secure = create_app(dataclasses.replace(base, clients_path=tmp / "clients", audit="off",
                                             token_signing_key=world.pem(keys.gateway), idp_jwks_file=idp,
                                             idp_issuer=world.IDP_ISSUER, idp_audience=world.IDP_AUDIENCE))
-    world.seed(dev.extensions["gateway.store"])  # one database file shared by both apps
+    audited = create_app(dataclasses.replace(secure.config["SETTINGS"], audit="on"))
+    world.seed(dev.extensions["gateway.store"])  # one database file shared by the apps
     dc, sc = dev.test_client(), secure.test_client()
     token = world.get_token(sc, keys, "leeds-ehr")
     headers = world.bearer(token)
@@ -78,7 +79,8 @@ def main() -> None:
 
     # 2. end to end, interleaved
     app_headers = world.bearer(world.idp_token(keys))
-    d_times, s_times, p_times = [], [], []
+    ac = audited.test_client()
+    d_times, s_times, p_times, a_times = [], [], [], []
     for _ in range(50):  # warm up
         dc.get("/fhir/Patient/leeds-me", headers=world.FHIR)
         sc.get("/fhir/Patient/leeds-me", headers=headers)
@@ -92,6 +94,8 @@ def main() -> None:
         r3 = sc.get("/fhir/Patient/leeds-me", headers=app_headers)
         t3 = time.perf_counter()
         assert r3.status_code == 200
+        assert ac.get("/fhir/Patient/leeds-me", headers=headers).status_code == 200
+        a_times.append(time.perf_counter() - t3)
         d_times.append(t1 - t0)
         s_times.append(t2 - t1)
         p_times.append(t3 - t2)
@@ -104,11 +108,12 @@ def main() -> None:
     print(fmt("GET /fhir/Patient/id, development mode", d_times))
     print(fmt("GET /fhir/Patient/id, hospital token", s_times))
     print(fmt("GET /fhir/Patient/id, patient app (IdP token)", p_times))
-    for name, xs in (("hospital", s_times), ("patient app", p_times)):
+    print(fmt("GET /fhir/Patient/id, hospital, audit on", a_times))
+    for name, xs in (("hospital", s_times), ("patient app", p_times), ("hospital + audit", a_times)):
         print(f"{'added, ' + name + ' (p50 / p95 minus dev)':<44} "
               f"median {(statistics.median(xs) - statistics.median(d_times)) * 1000:7.3f} ms   "
               f"p95 {(pct(xs, 95) - pct(d_times, 95)) * 1000:7.3f} ms")
-    for app in (dev, secure):
+    for app in (dev, secure, audited):
         app.extensions["gateway.store"].engine.dispose()
 
 

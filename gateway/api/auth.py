@@ -27,7 +27,7 @@ from gateway.fhir.errors import (
     TooManyRequests,
     operation_outcome,
 )
-from gateway.security.audit import audit_event, write_audit
+from gateway.security.audit import AuditWriter, audit_event, write_audit
 from gateway.security.clients import ClientRegistry, load_clients
 from gateway.security.erasure import check_nhs_number, erase_person
 from gateway.security.policy import Access, current_access, iter_patient_refs_in_params, kind_of
@@ -54,6 +54,7 @@ class SecurityState:
     limiter: RateLimiter
     audit: bool
     insecure_dev: bool
+    audit_writer: AuditWriter
 
     @property
     def enabled(self) -> bool:
@@ -88,7 +89,8 @@ def init_app(app: Flask) -> None:
                             idp_jwks_url=settings.idp_jwks_url, idp_jwks_file=settings.idp_jwks_file,
                             idp_issuer=settings.idp_issuer, idp_audience=settings.idp_audience,
                             nhs_number_claim=settings.idp_nhs_number_claim),
-        limiter=RateLimiter(settings.rate_limit), audit=audit_on, insecure_dev=settings.insecure_dev)
+        limiter=RateLimiter(settings.rate_limit), audit=audit_on, insecure_dev=settings.insecure_dev,
+        audit_writer=AuditWriter(store))
     if not registry:
         log.warning("no clients configured (GATEWAY_CLIENTS_PATH=%s): development mode, every caller without a "
                     "token is the local administrator", settings.clients_path)
@@ -223,10 +225,7 @@ def _audit(resp: Response) -> None:
     event = audit_event(interaction=interaction, status=resp.status_code, client_id=caller.client_id,
                         role=caller.role, request_id=g.get("request_id", ""),
                         people=sorted(acc.people) if acc else (), resources=sorted(acc.touched) if acc else ())
-    try:
-        write_audit(current_app.extensions["gateway.store"], event)
-    except Exception:  # an audit failure must be seen by operators, yet not turn a served answer into a 500
-        log.exception("audit write failed for request %s", g.get("request_id"))
+    state().audit_writer.submit(event)
 
 
 # -- route -> interaction ----------------------------------------------------------------------

@@ -138,6 +138,7 @@ def shared(request, tmp_path_factory, keys):
     app.config["TESTING"] = True
     seed(app.extensions["gateway.store"])
     yield Shared(app, keys)
+    app.extensions["gateway.security"].audit_writer.close()
     app.extensions["gateway.store"].engine.dispose()
     mp.undo()
 
@@ -147,6 +148,7 @@ def sec_app(sec_settings):
     app = create_app(sec_settings)
     app.config["TESTING"] = True
     yield app
+    app.extensions["gateway.security"].audit_writer.close()
     app.extensions["gateway.store"].engine.dispose()
 
 
@@ -308,3 +310,11 @@ def seed(store: Store) -> None:
 def world(sec_app):
     seed(sec_app.extensions["gateway.store"])
     return {r["id"]: r for r in WORLD}
+
+
+def close_app(app) -> None:
+    """Write pending audit events and close the app's database connections."""
+    sec = app.extensions.get("gateway.security")
+    if sec is not None:
+        sec.audit_writer.close()
+    app.extensions["gateway.store"].engine.dispose()

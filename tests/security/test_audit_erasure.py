@@ -10,9 +10,12 @@ from gateway.store import schema
 from tests.security.conftest import FHIR, N_ME, bearer, get_token, idp_token, secret
 
 
-def _events(store) -> list[dict]:
+def _events(app) -> list[dict]:
+    """Every stored AuditEvent, after writing what the background audit writer still holds."""
     import orjson
 
+    app.extensions["gateway.security"].audit_writer.flush()
+    store = app.extensions["gateway.store"]
     with store.engine.connect() as conn:
         rows = conn.execute(select(schema.resources.c.content).where(schema.resources.c.type == "AuditEvent"))
         return [orjson.loads(r[0]) for r in rows]
@@ -22,8 +25,7 @@ def test_reads_are_audited_and_searchable_by_admin(http, keys, world, sec_app):
     tok = get_token(http, keys, "leeds-ehr")
     r = http.get("/fhir/Patient/leeds-me", headers={**bearer(tok), "X-Request-ID": "req-123"})
     assert r.status_code == 200
-    store = sec_app.extensions["gateway.store"]
-    events = [e for e in _events(store) if any(x.get("what", {}).get("identifier", {}).get("value") == "req-123"
+    events = [e for e in _events(sec_app) if any(x.get("what", {}).get("identifier", {}).get("value") == "req-123"
                                                for x in e["entity"])]
     assert len(events) == 1
     ev = events[0]
@@ -43,7 +45,7 @@ def test_audit_holds_no_secrets_or_clinical_content(http, keys, world, sec_app):
     http.get("/fhir/Patient/leeds-other", headers=bearer(tok))  # denied (404), still audited
     backend = get_token(http, keys, "leeds-ehr")
     http.put("/fhir/Patient/leeds-me", json={"resourceType": "Patient", "id": "leeds-me"}, headers=bearer(backend))
-    events = _events(sec_app.extensions["gateway.store"])
+    events = _events(sec_app)
     assert len(events) >= 3
     text = str(events)
     for needle in (N_ME, tok, backend, "393563007", "SECRET-", "snomed"):
@@ -55,7 +57,7 @@ def test_denied_and_unauthenticated_requests_are_audited(http, keys, world, sec_
     http.get("/fhir/Patient/leeds-me", headers=FHIR)
     sponsor = get_token(http, keys, "sponsor-a")
     http.get("/fhir/Patient/leeds-me", headers=bearer(sponsor))
-    events = _events(sec_app.extensions["gateway.store"])
+    events = _events(sec_app)
     agents = {(e["agent"][0]["who"]["identifier"]["value"], e["outcome"]) for e in events}
     assert ("anonymous", "4") in agents and ("sponsor-a", "4") in agents
 
@@ -65,7 +67,7 @@ def test_automatic_actions_can_be_audited(sec_app, world):
 
     store = sec_app.extensions["gateway.store"]
     ev = record_automatic(store, "notify", people=["Patient/leeds-me"], resources=["Subscription/sub-me"])
-    stored = [e for e in _events(store) if e["id"] == ev.get("id", e["id"]) and e["subtype"][0]["code"] == "notify"]
+    stored = [e for e in _events(sec_app) if e["id"] == ev.get("id", e["id"]) and e["subtype"][0]["code"] == "notify"]
     assert stored and stored[0]["agent"][0]["requestor"] is False
 
 
@@ -112,7 +114,7 @@ def test_erasure_removes_a_person_and_their_history(http, keys, world, sec_app):
     for rid, rtype in (("leeds-other", "Patient"), ("cond-christie", "Condition"), ("study-a", "ResearchStudy")):
         assert http.get(f"/fhir/{rtype}/{rid}", headers=admin).status_code == 200
     # and the erasure itself is on record (ids only)
-    erasures = [e for e in _events(store) if e["subtype"][0]["code"] == "erase"]
+    erasures = [e for e in _events(sec_app) if e["subtype"][0]["code"] == "erase"]
     assert len(erasures) == 1 and N_ME not in str(erasures)
     assert {"reference": "Patient/leeds-me"} in [x["what"] for x in erasures[0]["entity"]]
 

@@ -12,7 +12,7 @@ from gateway.security.clients import ClientConfigError, load_clients
 from gateway.security.devmode import check_bind, is_loopback
 from gateway.security.ratelimit import RateLimiter
 from tests.conftest import ROOT
-from tests.security.conftest import FHIR, WORLD, bearer, get_token, idp_token, public_jwk
+from tests.security.conftest import FHIR, WORLD, bearer, close_app, get_token, idp_token, public_jwk
 from tests.security.test_tenant_matrix import VISIBLE
 
 
@@ -27,7 +27,7 @@ def test_rate_limit_answers_429_with_retry_after(sec_settings, keys):
     assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
     assert r.get_json()["issue"][0]["code"] == "throttled"
     assert http.get("/fhir/Patient", headers=bearer(other)).status_code == 200  # per client
-    app.extensions["gateway.store"].engine.dispose()
+    close_app(app)
 
 
 def test_token_bucket_refills():
@@ -43,7 +43,7 @@ def test_insecure_dev_warns_on_every_response(settings):
     c = app.test_client()
     for path in ("/fhir/metadata", "/fhir/Patient", "/healthz"):
         assert "insecure development mode" in c.get(path, headers=FHIR).headers["Warning"]
-    app.extensions["gateway.store"].engine.dispose()
+    close_app(app)
 
 
 def test_no_warning_header_with_clients(http, keys):

@@ -20,6 +20,7 @@ from tests.security.conftest import (
     IDP_ISSUER,
     assertion,
     bearer,
+    close_app,
     get_token,
     idp_token,
     token_form,
@@ -216,7 +217,7 @@ def test_replay_is_refused_by_another_process(sec_settings, keys):
     assert b.test_client().post("/auth/token", data=token_form(assertion(keys, "leeds-ehr", jti=jti))).status_code \
         == 401
     for app in (a, b):
-        app.extensions["gateway.store"].engine.dispose()
+        close_app(app)
 
 
 def test_scope_outside_the_client_allowance_is_invalid_scope(http, keys):
@@ -239,7 +240,7 @@ def test_token_endpoint_without_signing_key_says_so(db_url, tmp_path, keys):
     write_clients(tmp_path / "clients", keys)
     app = create_app(Settings(database_url=db_url, instance_path=tmp_path, clients_path=tmp_path / "clients"))
     r = app.test_client().post("/auth/token", data=token_form(assertion(keys, "leeds-ehr")))
-    app.extensions["gateway.store"].engine.dispose()
+    close_app(app)
     assert r.status_code == 503
     oo = r.get_json()
     assert oo["resourceType"] == "OperationOutcome" and "GATEWAY_TOKEN_SIGNING_KEY" in oo["issue"][0]["diagnostics"]
@@ -285,4 +286,4 @@ def test_idp_jwks_fetched_over_http_and_cached(db_url, tmp_path, keys, monkeypat
         for _ in range(3):
             assert c.get("/fhir/ResearchStudy", headers=bearer(idp_token(keys))).status_code == 200
         assert len(rsps.calls) == 1
-    app.extensions["gateway.store"].engine.dispose()
+    close_app(app)
