@@ -21,6 +21,7 @@ from gateway.api.http import base_url, fhir_response
 from gateway.fhir.errors import (
     FhirError,
     Forbidden,
+    Gone,
     InvalidResource,
     Issue,
     NotFound,
@@ -414,6 +415,21 @@ def see(st):
         raise NotFound(f"{st.type}/{st.id} is not known", f"{st.type}.id")
     acc.note(st.type, st.id, res)
     return st
+
+
+def read(rtype: str, rid: str, version: int | None = None):
+    """read / vread as the caller: NotFound (not Gone) when the caller may not see the resource, so a
+    deleted resource of someone else does not reveal that its id once existed."""
+    store: Store = current_app.extensions["gateway.store"]
+    try:
+        return see(store.read(rtype, rid) if version is None else store.vread(rtype, rid, version))
+    except Gone:
+        if not access().caller.is_admin:
+            _, rows = store.history(rtype, rid, count=50)
+            last = next((r for r in rows if r.content), None)
+            if last is None or not access().can_see(last.resource()):
+                raise NotFound(f"{rtype}/{rid} is not known", f"{rtype}.id") from None
+        raise
 
 
 def filter_rows(rows: list) -> list:

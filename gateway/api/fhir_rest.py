@@ -135,7 +135,7 @@ def instance(rtype: str, rid: str):
         return _operation(rtype, None, rid[1:])
     _check_type(rtype)
     if request.method == "GET":
-        st = auth.see(store().read(rtype, rid))
+        st = auth.read(rtype, rid)
         return fhir_response(st.content, headers=version_headers(st))
     if request.method == "PUT":
         resource = auth.prepare_write(rtype, json_body())
@@ -164,7 +164,7 @@ def vread(rtype: str, rid: str, vid: str):
     _check_type(rtype)
     if not vid.isdigit():
         raise NotFound(f"Version '{vid}' is not a version number", f"{rtype}.meta.versionId")
-    st = auth.see(store().vread(rtype, rid, int(vid)))
+    st = auth.read(rtype, rid, int(vid))
     return fhir_response(st.content, headers=version_headers(st))
 
 

@@ -191,3 +191,12 @@ def test_operation_results_are_filtered_for_the_caller(http, keys, world, sec_ap
     finally:
         operations._REGISTRY.pop((op.resource_type, op.name, op.instance), None)
         policy.OPERATION_ROLES.pop(("Patient", "test-dump"), None)
+
+
+def test_deleted_resource_of_another_tenant_is_404_not_410(http, keys, world):
+    christie = bearer(get_token(http, keys, "christie-ehr"))
+    assert http.delete("/fhir/Condition/cond-christie", headers=christie).status_code == 204
+    assert http.get("/fhir/Condition/cond-christie", headers=christie).status_code == 410
+    leeds = bearer(get_token(http, keys, "leeds-ehr"))
+    assert http.get("/fhir/Condition/cond-christie", headers=leeds).status_code == 404
+    assert http.get("/fhir/Condition/cond-christie/_history/2", headers=leeds).status_code == 404
