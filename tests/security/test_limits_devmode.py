@@ -200,3 +200,20 @@ def test_deleted_resource_of_another_tenant_is_404_not_410(http, keys, world):
     leeds = bearer(get_token(http, keys, "leeds-ehr"))
     assert http.get("/fhir/Condition/cond-christie", headers=leeds).status_code == 404
     assert http.get("/fhir/Condition/cond-christie/_history/2", headers=leeds).status_code == 404
+
+
+def test_authorize_for_code_outside_the_views(sec_app, world):
+    from gateway.fhir.errors import Forbidden, NotFound
+    from gateway.security import Access, Caller, authorize
+
+    store = sec_app.extensions["gateway.store"]
+    acc = Access(Caller("leeds-ehr", "hospital", tenant="RR8", scopes=frozenset({"system/*.cruds"})), store)
+    authorize(acc, "read", "Patient", store.read("Patient", "leeds-me").resource())
+    with pytest.raises(NotFound):
+        authorize(acc, "read", "Patient", store.read("Patient", "christie-pat").resource())
+    with pytest.raises(Forbidden):
+        authorize(acc, "create", "Condition", {"resourceType": "Condition",
+                                               "subject": {"reference": "Patient/christie-pat"}})
+    sponsor = Access(Caller("sponsor-a", "sponsor", tenant="SPA", scopes=frozenset({"system/*.cruds"})), store)
+    with pytest.raises(Forbidden):
+        authorize(sponsor, "search", "Patient")
