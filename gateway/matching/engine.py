@@ -12,7 +12,7 @@ from datetime import date
 from gateway.matching import geo
 from gateway.matching.criteria import AGE_UNITS, Alternative, Criterion, Site, StudyCriteria
 from gateway.matching.profile import PatientProfile
-from gateway.matching.terms import Code, Terminology
+from gateway.matching.terms import Terminology
 
 MET, NOT_MET, UNKNOWN = "met", "not-met", "unknown"
 
@@ -62,7 +62,7 @@ def _in_range(v: float, low: float | None, high: float | None) -> bool:
     return (low is None or v >= low) and (high is None or v <= high)
 
 
-def _kind_of(profile: PatientProfile, alt: Alternative, term: Terminology) -> tuple[str, bool] | None:
+def _kind_of(profile: PatientProfile, alt: Alternative) -> tuple[str, bool] | None:
     """(label of the patient's condition that is a kind of ``alt``, same code?), or None."""
     for cond in profile.conditions:
         for want in alt.codes:
@@ -84,7 +84,7 @@ def _verb(same: bool, alt: Alternative) -> str:
 
 def _condition(crit: Criterion, p: PatientProfile, term: Terminology, hv: bool | None) -> Finding:
     for alt in crit.alternatives:
-        hit = _kind_of(p, alt, term)
+        hit = _kind_of(p, alt)
         if hit:
             found, same = hit
             if crit.exclude:
@@ -253,7 +253,3 @@ def evaluate(study: StudyCriteria, p: PatientProfile, term: Terminology, today: 
     res.score = round((met + 1) / (met + unknown + 1), 4)
     return res
 
-
-def required_codes(study: StudyCriteria) -> set[Code]:
-    keys = study.index_keys()
-    return set(keys[0]) if keys else set()
