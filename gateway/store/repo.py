@@ -387,7 +387,10 @@ class Store:
     def _where(self, query: SearchQuery) -> list:
         r = s.resources
         conds = [r.c.deleted.is_(False)]
-        if query.resource_type:
+        # An index criterion's param key ('Location:identifier') already implies the type. Adding type = ? as
+        # well makes SQLite drive the query from the type index and scan every resource of the type (cost
+        # grew with the table: an import got slower with each study); without it, it looks up the index rows.
+        if query.resource_type and all(c.name in ("_id", "_lastUpdated") for c in query.criteria):
             conds.append(r.c.type == query.resource_type)
         for crit in query.criteria:
             conds.append(self._criterion(query.resource_type, crit))
@@ -467,7 +470,7 @@ class Store:
 # as one prebuilt statement (building the expression cost more than running the query).
 _TOKEN_KEY_IDS = (
     select(s.resources.c.id)
-    .where(s.resources.c.deleted.is_(False), s.resources.c.type == bindparam("b_type"),
+    .where(s.resources.c.deleted.is_(False),  # no type = ?: the param key implies it (see Store._where)
            s.resources.c.pk.in_(select(s.idx_token.c.res_pk).where(
                s.idx_token.c.param == bindparam("b_param"), s.idx_token.c.code == bindparam("b_code"),
                s.idx_token.c.system == bindparam("b_system"))))
@@ -486,7 +489,7 @@ def _token_key_params(query: SearchQuery, limit: int | None) -> dict | None:
     system, code, has_bar = parse_token(crit.values[0])
     if not has_bar or system is None or code is None:
         return None
-    return {"b_type": query.resource_type, "b_param": f"{query.resource_type}:{crit.name}",
+    return {"b_param": f"{query.resource_type}:{crit.name}",
             "b_code": code, "b_system": normalise_ctgov_system(system), "b_limit": limit}
 
 
