@@ -96,6 +96,15 @@ class _Pending:
     index: dict[str, list[dict]] = field(default_factory=lambda: {k: [] for k in s.INDEX_TABLES})
     changes: list[dict] = field(default_factory=list)
     clear_index: list[int] = field(default_factory=list)
+    resource_keys: set[tuple[str, str]] = field(default_factory=set)  # (type, id) of ``resources``
+    indexed_pks: set[int] = field(default_factory=set)  # pks with index rows in ``index``
+
+    def drop_index_rows(self, pk: int) -> None:
+        """A later version in the same transaction replaces the index rows buffered for ``pk``."""
+        if pk in self.indexed_pks:
+            for kind, rows in self.index.items():
+                self.index[kind] = [r for r in rows if r["res_pk"] != pk]
+            self.indexed_pks.discard(pk)
 
     def empty(self) -> bool:
         return not (self.resources or self.versions or self.changes or self.clear_index)
@@ -143,7 +152,10 @@ class Tx:
 
     # -- reads inside the transaction ----------------------------------------------------------
     def current(self, rtype: str, rid: str) -> Stored | None:
-        self.flush()
+        # The resources table is written at once (except rows with fresh ids, buffered): only those need a
+        # flush before this read. Versions, index and change rows stay buffered, so a Bundle's writes batch.
+        if (rtype, rid) in self.pending.resource_keys:
+            self.flush()
         stmt = _SELECT_CURRENT_FOR_UPDATE if self._pg else _SELECT_CURRENT
         row = self.conn.execute(stmt, {"b_type": rtype, "b_id": rid}).mappings().first()
         return _stored(row) if row else None
@@ -175,6 +187,7 @@ class Tx:
             # A server-generated id cannot collide: the row joins the bulk insert at the next flush.
             pk = self._allocate_pk()
             self.pending.resources.append({"pk": pk, "type": rtype, "id": rid, **values})
+            self.pending.resource_keys.add((rtype, rid))
             outcome = "created"
         elif cur is None:
             self.flush()  # rows with allocated pks first, so this insert's own pk lies above them
@@ -191,12 +204,14 @@ class Tx:
             pk = cur.pk
             self.conn.execute(_UPDATE_RESOURCE, {"b_pk": pk, **values})
             self.pending.clear_index.append(pk)
+            self.pending.drop_index_rows(pk)
             outcome = "created" if cur.deleted else "updated"
         self._record(pk, rtype, rid, version, method, False, content, "create" if outcome == "created" else "update")
         for kind, rows in index_rows(body).items():
             tbl_rows = self.pending.index[kind]
             for row in rows:
                 tbl_rows.append(_index_dict(kind, pk, row))
+        self.pending.indexed_pks.add(pk)
         return WriteResult(outcome, Stored(rtype, rid, version, self.now, False, content, pk))
 
     def create(self, resource: dict, new_id: str) -> WriteResult:
@@ -214,6 +229,7 @@ class Tx:
         self.conn.execute(_UPDATE_RESOURCE, {"b_pk": cur.pk, "version": version, "last_updated": self.now,
                                              "deleted": True, "content": None, "content_hash": None})
         self.pending.clear_index.append(cur.pk)
+        self.pending.drop_index_rows(cur.pk)
         self._record(cur.pk, rtype, rid, version, "DELETE", True, None, "delete")
         return WriteResult("deleted", Stored(rtype, rid, version, self.now, True, None, cur.pk))
 

@@ -24,3 +24,18 @@ def test_advance_never_moves_backwards(store):
     feed.advance(store, "w", 10)
     feed.advance(store, "w", 3)
     assert feed.cursor(store, "w") == 10
+
+
+def test_two_versions_in_one_transaction_leave_only_the_last_index_rows(store):
+    from gateway.fhir.search import parse_search
+
+    with store.write() as tx:
+        tx.put({"resourceType": "Patient", "id": "twice", "gender": "female"})
+        tx.put({"resourceType": "Patient", "id": "twice", "gender": "male"})
+    assert store.search_ids(parse_search("Patient", [("gender", "female")])) == []
+    assert store.search_ids(parse_search("Patient", [("gender", "male")])) == ["twice"]
+    assert store.read("Patient", "twice").version == 2
+    with store.write() as tx:
+        tx.put({"resourceType": "Patient", "id": "twice", "gender": "other"})
+        tx.delete("Patient", "twice")
+    assert store.search_ids(parse_search("Patient", [("gender", "other")])) == []
