@@ -385,15 +385,22 @@ class Access:
             raise Forbidden(f"{rtype}/{rid} belongs to another organisation or person", f"{rtype}.id")
 
     def write_hook(self, tx: Tx, result: WriteResult, resource: dict) -> None:
+        if self.caller.is_admin:
+            return  # administrators may write anything: no lookups, no early flush of the transaction
         st = result.stored
         prior_version = st.version - 1
         if prior_version >= 1 and result.outcome != "unchanged":
-            tx.flush()
-            v = schema.resource_versions
-            row = tx.conn.execute(select(v.c.content).where(v.c.res_pk == st.pk, v.c.version == prior_version)
-                                  ).first()
-            prior = _loads(row[0]) if row and row[0] else None
-            self.check_prior(prior, st.type, st.id)
+            # The version replaced: written earlier in this transaction (still buffered) or already stored.
+            # Looked up without flushing, so the other hooks see the transaction as the store left it.
+            buffered = [p for p in tx.pending.versions if p["res_pk"] == st.pk and p["version"] == prior_version]
+            if buffered:
+                content = buffered[-1]["content"]
+            else:
+                v = schema.resource_versions
+                row = tx.conn.execute(select(v.c.content).where(v.c.res_pk == st.pk, v.c.version == prior_version)
+                                      ).first()
+                content = row[0] if row else None
+            self.check_prior(_loads(content) if content else None, st.type, st.id)
         if resource:
             self.check_new_content({**resource, "id": st.id}, tx)
         self.note(st.type, st.id, {**resource, "id": st.id} if resource else None)
@@ -447,8 +454,11 @@ class Access:
         if ref not in self._owner or tx is not None:
             rid = ref.removeprefix("Patient/")
             if tx is not None:
-                cur = tx.current("Patient", rid)
-                content = _loads(cur.content) if cur and cur.content else None
+                # Inside the write transaction (sees a Patient created earlier in it); no flush, no row lock.
+                r = schema.resources
+                row = tx.conn.execute(select(r.c.content).where(r.c.type == "Patient", r.c.id == rid,
+                                                                r.c.deleted.is_(False))).first()
+                content = _loads(row[0]) if row and row[0] else None
             else:
                 st = self._read_or_none("Patient", rid)
                 content = st.resource() if st else None
