@@ -74,6 +74,8 @@ def main() -> None:
     ap.add_argument("--consenting", type=int, default=100_000)
     ap.add_argument("--studies", type=int, default=12, help="new studies pushed one after another")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--broad", action="store_true",
+                    help="use one broad study ('any malignant neoplasm') instead of the mix of specific ones")
     args = ap.parse_args()
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
@@ -116,7 +118,9 @@ def main() -> None:
 
     register_kind(delivery.NOTIFICATION, deliver_to_receiver)
 
-    codes = [(cv.SNOMED, "393563007"), bm.RARE, (cv.SNOMED, "254637007"), (cv.SNOMED, "93761005")]
+    # glioblastoma, DIPG (rare), NSCLC, colon cancer; or 'any malignant neoplasm'
+    codes = [bm.BROAD] if args.broad else [(cv.SNOMED, "393563007"), bm.RARE, (cv.SNOMED, "254637007"),
+                                           (cv.SNOMED, "93761005")]
     find_ms, enqueue_counts, first_ms = [], [], []
     for n in range(args.studies):
         code = codes[n % len(codes)]
