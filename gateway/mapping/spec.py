@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from gateway.datafiles import field_errors
 from gateway.fhir import conventions
 from gateway.fhir.models import SUPPORTED_TYPES
 
@@ -168,26 +169,6 @@ class MappingSchema(Schema):
 
 
 # -- loading -------------------------------------------------------------------------------------
-def _flatten(messages: object, prefix: str = "") -> list[str]:
-    """marshmallow's nested messages -> ['resources[0].fields.status.table: ...']."""
-    out: list[str] = []
-    if isinstance(messages, dict):
-        for k, v in messages.items():
-            k = "from" if k == "from_" else "fields" if k == "fields_" else k
-            if k == "_schema":
-                out.extend(_flatten(v, prefix))
-            elif isinstance(k, int):
-                out.extend(_flatten(v, f"{prefix}[{k}]"))
-            else:
-                out.extend(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    elif isinstance(messages, list):
-        for m in messages:
-            out.extend(_flatten(m, prefix))
-    else:
-        out.append(f"{prefix or '(top level)'}: {messages}")
-    return out
-
-
 def _header_verbs(text: str) -> set[str] | None:
     """The verbs the header comment lists ('# verbs: from, const, ...'), or None without a header."""
     for line in text.splitlines():
@@ -227,7 +208,7 @@ def _rule(raw: object, where: str, errors: list[str]) -> Rule | None:
     try:
         data = RuleSchema().load(raw)
     except ValidationError as exc:
-        errors.extend(_flatten(exc.messages, where))
+        errors.extend(field_errors(exc.messages, where))
         return None
     src = data.get("from_")
     rule = Rule(paths=[src] if isinstance(src, str) else list(src or []), const=data.get("const"),
@@ -258,7 +239,7 @@ def load_mapping(path: Path) -> Mapping:
     try:
         top = MappingSchema().load(raw)
     except ValidationError as exc:
-        raise MappingFileError(f"{label}: " + f"\n{label}: ".join(_flatten(exc.messages))) from None
+        raise MappingFileError(f"{label}: " + f"\n{label}: ".join(field_errors(exc.messages))) from None
     settings = top["settings"]
     top = _substitute(top, settings, "", errors)
     if top["name"] != path.stem:
@@ -294,7 +275,7 @@ def load_mapping(path: Path) -> Mapping:
         try:
             r = ResourceSchema().load(res)
         except ValidationError as exc:
-            errors.extend(_flatten(exc.messages, where))
+            errors.extend(field_errors(exc.messages, where))
             continue
         used.update(k for k in res if k in RESOURCE_VERBS)
         if r["name"] in names:
@@ -311,7 +292,7 @@ def load_mapping(path: Path) -> Mapping:
             try:
                 AnyOfKeySchema().load(key_raw)
             except ValidationError as exc:
-                errors.extend(_flatten(exc.messages, f"{where}.key"))
+                errors.extend(field_errors(exc.messages, f"{where}.key"))
         key = Key(system=key_raw.get("system"), rule=key_rule, any_of=list(key_raw.get("any_of") or []))
         flds: dict[str, list[Rule]] = {}
         for target, raw_rules in r["fields_"].items():

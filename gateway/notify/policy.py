@@ -17,6 +17,7 @@ import orjson
 import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields
 
+from gateway.datafiles import field_errors
 from gateway.fhir import conventions as cv
 from gateway.matching.consent import decide
 
@@ -52,9 +53,7 @@ def load_legal_bases(folder: Path) -> list[LegalBasis]:
         try:
             data = _LegalBasisSchema().load(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
         except ValidationError as exc:
-            detail = "; ".join(f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                               for k, v in exc.messages.items())
-            raise LegalBasisFileError(f"{path}: {detail}") from None
+            raise LegalBasisFileError(f"{path}: " + "; ".join(field_errors(exc.messages))) from None
         studies = set()
         for i, ident in enumerate(data["studies"]):
             system, sep, value = ident.rpartition("|")

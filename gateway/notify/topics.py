@@ -13,6 +13,8 @@ from pathlib import Path
 import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from gateway.datafiles import field_errors
+
 TRIGGERS = ("create", "update", "delete", "becomes-recruiting", "status-change")
 
 
@@ -66,17 +68,6 @@ class Topic:
         return next((f for f in self.filters if f.parameter == name), None)
 
 
-def _flatten(messages: object, prefix: str = "") -> list[str]:
-    if isinstance(messages, dict):
-        out = []
-        for k, v in messages.items():
-            out += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
-        return out
-    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
-        return [f"{prefix}: {' '.join(messages)}"]
-    return [f"{prefix}: {messages}"]
-
-
 def load_topic_file(path: Path) -> Topic:
     """Parse and validate one topic file; TopicFileError names the file and the field."""
     try:
@@ -88,7 +79,7 @@ def load_topic_file(path: Path) -> Topic:
     try:
         data = _TopicSchema().load(raw)
     except ValidationError as exc:
-        raise TopicFileError(f"{path}: " + "; ".join(_flatten(exc.messages))) from None
+        raise TopicFileError(f"{path}: " + "; ".join(field_errors(exc.messages))) from None
     filters = tuple(TopicFilter(f["parameter"], f["type"], f.get("target"), f["required"], f["description"])
                     for f in data["filters"])
     for i, f in enumerate(filters):

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
+from gateway.datafiles import field_errors
 from gateway.outbound.allowlist import AllowList
 from gateway.outbound.auth import Auth, BearerTokenAuth, SmartBackendAuth
 from gateway.outbound.errors import ConfigurationError
@@ -166,21 +167,13 @@ class Hospitals:
         return next((h for h in self.by_name.values() if ods in h.ods_codes), None)
 
 
-def _flatten(messages: object, prefix: str = "") -> list[str]:
-    if isinstance(messages, dict):
-        return [m for k, v in messages.items() for m in _flatten(v, f"{prefix}{k}.")]
-    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
-        return [f"{prefix.rstrip('.')}: {'; '.join(messages)}"]
-    return [f"{prefix.rstrip('.')}: {messages}"]
-
-
 def parse_hospital(data: object, source: str = "<data>") -> Hospital:
     if not isinstance(data, dict):
         raise HospitalFileError(f"{source}: a hospital file must be a YAML mapping")
     try:
         hospital = HospitalSchema().load(data)
     except ValidationError as exc:
-        raise HospitalFileError(f"{source}: " + "; ".join(_flatten(exc.messages))) from None
+        raise HospitalFileError(f"{source}: " + "; ".join(field_errors(exc.messages))) from None
     hospital.source = source
     return hospital
 

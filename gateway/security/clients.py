@@ -15,6 +15,7 @@ import jwt
 import yaml
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
+from gateway.datafiles import field_errors
 from gateway.fhir.conventions import ODS_ORGANIZATION
 from gateway.security.principal import ROLES
 from gateway.security.scopes import Scope, ScopeError
@@ -119,20 +120,6 @@ class ClientSchema(Schema):
             raise ValidationError("backend clients need their public keys (jwks) for /auth/token", "jwks")
 
 
-def _flatten(messages: object, prefix: str = "") -> list[str]:
-    if isinstance(messages, dict):
-        out = []
-        for k, v in messages.items():
-            name = prefix if k == "_schema" else (f"{prefix}.{k}" if prefix else str(k))
-            out.extend(_flatten(v, name))
-        return out
-    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
-        return [f"{prefix or '(file)'}: {m}" for m in messages]
-    if isinstance(messages, list):
-        return [x for m in messages for x in _flatten(m, prefix)]
-    return [f"{prefix or '(file)'}: {messages}"]
-
-
 def load_client_file(path: Path) -> Client:
     """One YAML file -> Client; ClientConfigError naming the file and field."""
     try:
@@ -144,7 +131,8 @@ def load_client_file(path: Path) -> Client:
     try:
         data = ClientSchema().load(raw)
     except ValidationError as exc:
-        raise ClientConfigError("; ".join(f"{path.name}: {m}" for m in _flatten(exc.messages))) from None
+        lines = field_errors(exc.messages, top="(file)")
+        raise ClientConfigError("; ".join(f"{path.name}: {m}" for m in lines)) from None
     return Client(client_id=data["client_id"], role=data["role"], tenant=data["tenant"],
                   tenant_system=data["tenant_system"], scopes=frozenset(data["scopes"]),
                   keys=data["jwks"] or (), studies=frozenset(data["studies"]), name=data["name"],

@@ -115,4 +115,4 @@ def test_broken_topic_file_names_file_and_field(tmp_path):
     bad.write_text("url: https://x.example/t\ntitle: T\nresource: ResearchStudy\ntriggers: [explode]\n")
     with pytest.raises(TopicFileError) as err:
         load_topic_file(bad)
-    assert str(bad) in str(err.value) and "triggers.0" in str(err.value) and "Must be one of" in str(err.value)
+    assert str(bad) in str(err.value) and "triggers[0]: Must be one of" in str(err.value)

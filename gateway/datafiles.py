@@ -1,0 +1,31 @@
+"""Shared by every loader of data files (mappings, topics, legal bases, hospitals, clients): marshmallow's
+nested error messages as lines a person can act on, naming the field path.
+
+>>> field_errors({"resources": {0: {"type": ["Missing data for required field."]}}})
+['resources[0].type: Missing data for required field.']
+"""
+
+from __future__ import annotations
+
+# Schema attribute names that differ from the key written in the file.
+_RENAMED = {"from_": "from", "fields_": "fields"}
+
+
+def field_errors(messages: object, prefix: str = "", *, top: str = "(top level)") -> list[str]:
+    """marshmallow ``ValidationError.messages`` -> ['field.path[0].name: message', ...]."""
+    out: list[str] = []
+    if isinstance(messages, dict):
+        for k, v in messages.items():
+            k = _RENAMED.get(k, k) if isinstance(k, str) else k
+            if k == "_schema":
+                out.extend(field_errors(v, prefix, top=top))
+            elif isinstance(k, int):
+                out.extend(field_errors(v, f"{prefix}[{k}]", top=top))
+            else:
+                out.extend(field_errors(v, f"{prefix}.{k}" if prefix else str(k), top=top))
+    elif isinstance(messages, list):
+        for m in messages:
+            out.extend(field_errors(m, prefix, top=top))
+    else:
+        out.append(f"{prefix or top}: {messages}")
+    return out
