@@ -272,12 +272,14 @@ class AutomaticFlows:
                 d = self.policy.may_propose(study, p.consents, p.nhs_number)
                 if d.allowed:
                     proposals.append(p)
+                elif not d.blocked_by_optout:
+                    # No consent and no legal basis: nothing was going to happen, so nothing is recorded
+                    # (most people who fit a study are in this case; a broad study has hundreds of thousands).
+                    stats.blocked["proposal:no-basis"] += 1
+                elif "proposal-blocked" not in done:
+                    blocked.append((p, "proposal", "national-data-opt-out", d.reason))
                 else:
-                    reason = "national-data-opt-out" if d.blocked_by_optout else "no-research-consent"
-                    if "proposal-blocked" not in done:
-                        blocked.append((p, "proposal", reason, d.reason))
-                    else:
-                        stats.blocked[f"proposal:{reason}"] += 1
+                    stats.blocked["proposal:national-data-opt-out"] += 1
         if alerts:
             self._send_alerts(sid, alerts, stats)
         for p in proposals:

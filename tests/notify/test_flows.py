@@ -95,7 +95,7 @@ def test_new_study_alerts_and_proposes_only_with_consent(app):
     assert len(jobs) == 1 and jobs[0].destination == "leeds"
     assert _subjects(store, no) == [], "no consent: not proposed"
     assert counter(store, "blocked:alert:no-alert-consent") == 1
-    assert counter(store, "blocked:proposal:no-research-consent") == 1
+    assert stats.blocked["proposal:no-basis"] == 1, "no consent, no legal basis: not proposed"
 
     again = flows.tick()
     assert (again.alerts, again.proposals) == (0, 0), "nobody is told twice"
