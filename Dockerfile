@@ -18,5 +18,6 @@ USER gateway
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s --retries=3 \
     CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status == 200 else 1)"
-CMD ["gunicorn", "--bind", "0.0.0.0:8080", "--workers", "2", "--threads", "4", "--access-logfile", "-", \
-     "gateway.api.app:create_app()"]
+# gateway/gunicorn_conf.py: bind 0.0.0.0:8080, and refuse to start without clients (development mode) unless
+# GATEWAY_INSECURE_DEV=true, the same rule as `gateway serve`.
+CMD ["gunicorn", "-c", "python:gateway.gunicorn_conf", "gateway.api.app:create_app()"]
