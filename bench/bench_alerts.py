@@ -7,8 +7,8 @@ delivery attempt against a local receiver.
 The people come from bench/bench_match.py's generator (real codes from mappings/terminology). Each
 consenting person has a `trial-alerts` Consent and one `new-matching-study` Subscription; subscription rows are
 bulk-inserted (100,000 Subscriptions through REST would measure the REST layer, which bench_store.py does).
-Proposals to research teams are not part of this figure (no one here consents to HRESCH), so every other
-fitting person is a blocked proposal: counted, noticed and audited in bulk, as in production.
+Proposals to research teams are not part of this figure: no one here consents to HRESCH and no legal basis is
+configured, so the other fitting people get nothing (and nothing is recorded for them, as in production).
 """
 
 from __future__ import annotations
@@ -142,8 +142,8 @@ def main() -> None:
         worker.run_once()  # a worker polling every 0.25 s picks the jobs up at once here
         if "t" in Receiver.first:
             first_ms.append((Receiver.first["t"] - t0) * 1000)
-        print(f"study {n} ({code[1]}): {stats.alerts:,} alert jobs, {sum(stats.blocked.values()):,} blocked "
-              f"proposals, found + enqueued in {find_ms[-1]:,.0f} ms")
+        print(f"study {n} ({code[1]}): {stats.alerts:,} alert jobs, {sum(stats.blocked.values()):,} other fitting "
+              f"people (no consent or legal basis to act), found + enqueued in {find_ms[-1]:,.0f} ms")
         while worker.run_once():
             pass
     print(f"\ncandidates found and alert jobs enqueued: {bm.fmt(find_ms)}; alert jobs per study median "
