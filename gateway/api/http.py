@@ -48,12 +48,8 @@ def _depth_ok(node: object, limit: int) -> bool:
     return True
 
 
-def json_body() -> object:
-    """Parse the request body as FHIR JSON, enforcing media type, size and nesting depth."""
-    ctype = (request.mimetype or "").lower()
-    if ctype not in _JSON_TYPES:
-        raise UnsupportedMediaType(f"Content-Type '{request.content_type or '(none)'}' is not supported; "
-                                   "send application/fhir+json", "Content-Type")
+def read_body() -> bytes:
+    """The raw request body, refused with 413 past GATEWAY_MAX_BODY_BYTES (declared or actual length)."""
     limit = current_app.config["SETTINGS"].max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(f"Request body of {request.content_length} bytes is over the limit of {limit} "
@@ -62,6 +58,16 @@ def json_body() -> object:
     if len(raw) > limit:
         raise TooLarge(f"Request body of {len(raw)} bytes is over the limit of {limit} (GATEWAY_MAX_BODY_BYTES)",
                        "body")
+    return raw
+
+
+def json_body() -> object:
+    """Parse the request body as FHIR JSON, enforcing media type, size and nesting depth."""
+    ctype = (request.mimetype or "").lower()
+    if ctype not in _JSON_TYPES:
+        raise UnsupportedMediaType(f"Content-Type '{request.content_type or '(none)'}' is not supported; "
+                                   "send application/fhir+json", "Content-Type")
+    raw = read_body()
     if not raw.strip():
         raise InvalidResource("The request body is empty", "body")
     try:

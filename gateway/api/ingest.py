@@ -7,8 +7,8 @@ import uuid
 
 from flask import Blueprint, Flask, current_app, request
 
-from gateway.api.http import fhir_response
-from gateway.fhir.errors import InvalidResource, NotFound, TooLarge
+from gateway.api.http import fhir_response, read_body
+from gateway.fhir.errors import InvalidResource, NotFound
 from gateway.mapping import MappingFileError, MappingRegistry, PayloadError, UnknownMapping, map_payload
 from gateway.mapping.ingest import dry_run_bundle, ingest
 from gateway.mapping.registry import PROJECT_MAPPINGS
@@ -49,14 +49,7 @@ def ingest_view(name: str):
         mapping = registry().get(name)
     except UnknownMapping as exc:
         raise NotFound(str(exc.args[0]), "mapping-name") from None
-    limit = current_app.config["SETTINGS"].max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise TooLarge(f"Request body of {request.content_length} bytes is over the limit of {limit} "
-                       "(GATEWAY_MAX_BODY_BYTES)", "body")
-    raw = request.get_data(cache=False)
-    if len(raw) > limit:
-        raise TooLarge(f"Request body of {len(raw)} bytes is over the limit of {limit} (GATEWAY_MAX_BODY_BYTES)",
-                       "body")
+    raw = read_body()
     try:
         records = map_payload(mapping, raw, conceptmaps=registry().conceptmaps)
     except PayloadError as exc:
