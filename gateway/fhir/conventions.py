@@ -56,6 +56,7 @@ EXT_SITE_RECRUITMENT_STATUS = f"{BASE}/StructureDefinition/site-recruitment-stat
 EXT_ENROLLMENT_BY_INVITATION = f"{BASE}/StructureDefinition/enrollment-by-invitation"  # on ResearchStudy, valueBoolean
 EXT_REGISTRY_STATUS = f"{BASE}/StructureDefinition/registry-status"  # on ResearchStudy, valueCode (source status)
 EXT_MATCH_EXPLANATION = f"{BASE}/StructureDefinition/match-explanation"  # on Bundle.entry.search
+EXT_MATCH_NEAREST_SITE = f"{BASE}/StructureDefinition/match-nearest-site"  # on Bundle.entry.search
 
 # -- consent purposes ---------------------------------------------------------------------------
 PURPOSE_RESEARCH = (ACT_REASON, "HRESCH")

@@ -16,7 +16,7 @@ from __future__ import annotations
 from gateway.fhir import conventions as cv
 from gateway.matching.engine import Finding, MatchResult
 
-EXT_MATCH_NEAREST_SITE = f"{cv.BASE}/StructureDefinition/match-nearest-site"  # on Bundle.entry.search
+EXT_MATCH_NEAREST_SITE = cv.EXT_MATCH_NEAREST_SITE  # on Bundle.entry.search
 
 
 def finding_extension(f: Finding) -> dict:
