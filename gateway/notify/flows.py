@@ -164,6 +164,8 @@ class AutomaticFlows:
             elif rtype == "Subscription":
                 self._subs = None
                 self._status_subs = None
+                # Opting in is a Consent and a Subscription, in either order: re-match the person on both.
+                people |= self._subscribed_people(rid)
             elif rtype == "ResearchSubject":
                 self._subject_changed(rid, ch["version"], ch["op"], stats)
             else:
@@ -206,6 +208,23 @@ class AutomaticFlows:
                 delivery.enqueue_event(tx.conn, sid, TOPIC_RESEARCH_SUBJECT_STATUS, f"ResearchSubject/{rid}",
                                        self.max_attempts)
         stats.status_events += len(targets)
+
+    def _subscribed_people(self, subscription_id: str) -> set[str]:
+        """Person keys named by the ``patient`` filter of a new-matching-study Subscription."""
+        found = self.store.read_many([("Subscription", subscription_id)])
+        if not found:
+            return set()
+        sub = found[0].resource()
+        if sub.get("criteria") != TOPIC_NEW_MATCHING_STUDY:
+            return set()
+        keys = set()
+        for ext in (sub.get("_criteria") or {}).get("extension") or []:
+            if ext.get("url") == EXT_FILTER_CRITERIA:
+                for name, value in parse_qsl((ext.get("valueString") or "").partition("?")[2]):
+                    key = self.state.person_for_patient(value.partition("/")[2]) if name == "patient" else None
+                    if key:
+                        keys.add(key)
+        return keys
 
     def _person_of(self, rtype: str, rid: str) -> str | None:
         if rtype == "Patient":

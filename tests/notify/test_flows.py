@@ -211,3 +211,16 @@ def test_legal_basis_proposes_without_consent_but_never_against_the_optout(app, 
     _, audits = store.search(parse_search("AuditEvent", [("_count", "100")]))
     blocked = [a.resource() for a in audits if "national-data-opt-out" in a.resource().get("outcomeDesc", "")]
     assert len(blocked) == 1 and f"Patient/{opted_out}" in str(blocked[0]["entity"])
+
+
+def test_subscribing_after_consent_rematches_the_person(app):
+    store, service = app.extensions["gateway.store"], app.extensions["gateway.service"]
+    flows = build_flows(app)
+    pid = _person(service, "9449306060", "Whitaker")
+    service.run_bundle(_bundle("01-sponsor-glioblastoma-study.json"))
+    _consent(service, pid, cv.PURPOSE_TRIAL_ALERTS)
+    assert flows.tick().alerts == 0, "consent but no subscription yet: nobody to tell"
+    sub = _subscribe(service, pid)
+    assert flows.tick().alerts == 1, "the subscription completes the opt-in"
+    with store.engine.connect() as conn:
+        assert len(events.events(conn, sub)) == 1
