@@ -7,6 +7,31 @@ nested error messages as lines a person can act on, naming the field path.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import yaml
+from marshmallow import Schema, ValidationError
+
+
+def load_yaml_file(path: Path, schema: Schema, error: type[Exception], *, label: str | None = None,
+                   top: str = "(top level)", expected: str = "a YAML mapping") -> dict:
+    """Read one YAML data file and load it with ``schema``; ``error`` says what is wrong and where.
+
+    ``label`` names the file in messages (default: its path): 'topics/a.yaml: triggers[0]: Must be one of ...'.
+    """
+    label = label or str(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise error(f"{label}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise error(f"{label}: {top}: expected {expected}")
+    try:
+        return schema.load(raw)
+    except ValidationError as exc:
+        raise error("; ".join(f"{label}: {m}" for m in field_errors(exc.messages, top=top))) from None
+
+
 # Schema attribute names that differ from the key written in the file.
 _RENAMED = {"from_": "from", "fields_": "fields"}
 

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-import yaml
-from marshmallow import RAISE, Schema, ValidationError, fields
+from marshmallow import RAISE, Schema, fields
 
-from gateway.datafiles import field_errors
+from gateway.datafiles import load_yaml_file
 from gateway.fhir import conventions as cv
 from gateway.matching.consent import decide
 
@@ -50,10 +49,7 @@ def load_legal_bases(folder: Path) -> list[LegalBasis]:
     """Enabled legal bases from ``folder``; a broken file raises LegalBasisFileError naming file and field."""
     out = []
     for path in sorted(folder.glob("*.yaml")) if folder.exists() else []:
-        try:
-            data = _LegalBasisSchema().load(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-        except ValidationError as exc:
-            raise LegalBasisFileError(f"{path}: " + "; ".join(field_errors(exc.messages))) from None
+        data = load_yaml_file(path, _LegalBasisSchema(), LegalBasisFileError)
         studies = set()
         for i, ident in enumerate(data["studies"]):
             system, sep, value = ident.rpartition("|")

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import yaml
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, fields, validate
 
-from gateway.datafiles import field_errors
+from gateway.datafiles import load_yaml_file
 
 TRIGGERS = ("create", "update", "delete", "becomes-recruiting", "status-change")
 
@@ -70,16 +69,7 @@ class Topic:
 
 def load_topic_file(path: Path) -> Topic:
     """Parse and validate one topic file; TopicFileError names the file and the field."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise TopicFileError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise TopicFileError(f"{path}: expected a mapping of topic fields at the top level")
-    try:
-        data = _TopicSchema().load(raw)
-    except ValidationError as exc:
-        raise TopicFileError(f"{path}: " + "; ".join(field_errors(exc.messages))) from None
+    data = load_yaml_file(path, _TopicSchema(), TopicFileError, expected="a mapping of topic fields")
     filters = tuple(TopicFilter(f["parameter"], f["type"], f.get("target"), f["required"], f["description"])
                     for f in data["filters"])
     for i, f in enumerate(filters):

@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jwt
-import yaml
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
-from gateway.datafiles import field_errors
+from gateway.datafiles import load_yaml_file
 from gateway.fhir.conventions import ODS_ORGANIZATION
 from gateway.security.principal import ROLES
 from gateway.security.scopes import Scope, ScopeError
@@ -122,17 +121,8 @@ class ClientSchema(Schema):
 
 def load_client_file(path: Path) -> Client:
     """One YAML file -> Client; ClientConfigError naming the file and field."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ClientConfigError(f"{path.name}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ClientConfigError(f"{path.name}: (file): expected a mapping with client_id, role, scopes, jwks")
-    try:
-        data = ClientSchema().load(raw)
-    except ValidationError as exc:
-        lines = field_errors(exc.messages, top="(file)")
-        raise ClientConfigError("; ".join(f"{path.name}: {m}" for m in lines)) from None
+    data = load_yaml_file(path, ClientSchema(), ClientConfigError, label=path.name, top="(file)",
+                          expected="a mapping with client_id, role, scopes, jwks")
     return Client(client_id=data["client_id"], role=data["role"], tenant=data["tenant"],
                   tenant_system=data["tenant_system"], scopes=frozenset(data["scopes"]),
                   keys=data["jwks"] or (), studies=frozenset(data["studies"]), name=data["name"],
