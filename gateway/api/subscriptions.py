@@ -11,11 +11,11 @@ from gateway.api.http import base_url, fhir_response
 from gateway.fhir.errors import BusinessRuleViolation, InvalidResource, NotFound
 from gateway.notify import delivery, events
 from gateway.notify.subscriptions import (
-    EXT_PAYLOAD_CONTENT,
     EXT_TOPIC_CANONICAL,
     Event,
     notification_bundle,
     parse_subscription,
+    payload_content,
     status_parameters,
 )
 from gateway.notify.topics import Topic, load_topics
@@ -115,7 +115,7 @@ def events_op(_rtype: str | None, rid: str | None):
         return int(raw)
 
     since, until = number("eventsSinceNumber"), number("eventsUntilNumber")
-    content = params.get("content") or _content_of(sub)
+    content = params.get("content") or payload_content(sub)
     if content not in ("empty", "id-only", "full-resource"):
         raise InvalidResource(f"content must be empty, id-only or full-resource, got '{content}'", "content")
     with _store().engine.connect() as conn:
@@ -127,13 +127,6 @@ def events_op(_rtype: str | None, rid: str | None):
     bundle = notification_bundle(new_id(), base_url(), rid or "", state.topic, state.status, "query-event",
                                  state.events_since_start, found, content=content)
     return fhir_response(bundle)
-
-
-def _content_of(sub: dict) -> str:
-    for ext in ((sub.get("channel") or {}).get("_payload") or {}).get("extension") or []:
-        if ext.get("url") == EXT_PAYLOAD_CONTENT:
-            return ext.get("valueCode", "id-only")
-    return "id-only"
 
 
 operations.register(operations.Operation("status", "Subscription", True, status_op, ("GET", "POST"),

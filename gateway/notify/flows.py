@@ -20,7 +20,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from urllib.parse import parse_qsl
 
 from sqlalchemy import delete, insert, select, update
 
@@ -32,7 +31,7 @@ from gateway.matching.profile import PatientProfile, subject_ref
 from gateway.matching.state import PERSON_TYPES, STUDY_TYPES, MatchingState
 from gateway.notify import delivery, events
 from gateway.notify.policy import Policy
-from gateway.notify.subscriptions import EXT_FILTER_CRITERIA
+from gateway.notify.subscriptions import filters_of
 from gateway.outbound.contact import plan_route, with_contact_identifier
 from gateway.outbound.destinations import Destinations
 from gateway.security.audit import MAX_ENTITIES, record_automatic
@@ -217,14 +216,8 @@ class AutomaticFlows:
         sub = found[0].resource()
         if sub.get("criteria") != TOPIC_NEW_MATCHING_STUDY:
             return set()
-        keys = set()
-        for ext in (sub.get("_criteria") or {}).get("extension") or []:
-            if ext.get("url") == EXT_FILTER_CRITERIA:
-                for name, value in parse_qsl((ext.get("valueString") or "").partition("?")[2]):
-                    key = self.state.person_for_patient(value.partition("/")[2]) if name == "patient" else None
-                    if key:
-                        keys.add(key)
-        return keys
+        keys = (self.state.person_for_patient(ref.partition("/")[2]) for ref in filters_of(sub).get("patient", ()))
+        return {k for k in keys if k}
 
     def _person_of(self, rtype: str, rid: str) -> str | None:
         if rtype == "Patient":
@@ -367,22 +360,18 @@ class AutomaticFlows:
         return found[0].resource() if found else None
 
     def _live_subscriptions(self, topic: str) -> dict[str, dict[str, set[str]]]:
-        """Subscription id -> its filters {name: values}, for live (not ``off``) subscriptions to ``topic``."""
+        """Subscription id -> its filters {name: values}, for live (not ``off``) subscriptions to ``topic``.
+
+        The search index narrows the read to that topic's subscriptions (criteria and status are indexed).
+        """
         out: dict[str, dict[str, set[str]]] = {}
         offset = 0
         while True:
-            q = parse_search("Subscription", [("_count", "1000"), ("_offset", str(offset))])
+            q = parse_search("Subscription", [("criteria:exact", topic), ("status", "requested,active,error"),
+                                              ("_count", "1000"), ("_offset", str(offset))])
             _, rows = self.store.search(q)
             for st in rows:
-                sub = st.resource()
-                if sub.get("criteria") != topic or sub.get("status") == "off":
-                    continue
-                filters: dict[str, set[str]] = {}
-                for ext in (sub.get("_criteria") or {}).get("extension") or []:
-                    if ext.get("url") == EXT_FILTER_CRITERIA:
-                        for name, value in parse_qsl((ext.get("valueString") or "").partition("?")[2]):
-                            filters.setdefault(name, set()).add(value)
-                out[st.id] = filters
+                out[st.id] = filters_of(st.resource())
             if len(rows) < 1000:
                 break
             offset += 1000

@@ -51,6 +51,21 @@ def _ext(element: dict | None, url: str) -> list[dict]:
     return [e for e in ((element or {}).get("extension") or []) if e.get("url") == url]
 
 
+def filters_of(sub: dict) -> dict[str, set[str]]:
+    """A stored Subscription's backport-filter-criteria as {name: values}, e.g. {'patient': {'Patient/1'}}."""
+    out: dict[str, set[str]] = {}
+    for ext in _ext(sub.get("_criteria"), EXT_FILTER_CRITERIA):
+        for name, value in parse_qsl((ext.get("valueString") or "").partition("?")[2]):
+            out.setdefault(name, set()).add(value)
+    return out
+
+
+def payload_content(sub: dict) -> str:
+    """The backport-payload-content level of a Subscription (id-only when not given)."""
+    found = _ext((sub.get("channel") or {}).get("_payload"), EXT_PAYLOAD_CONTENT)
+    return found[0].get("valueCode") if found else "id-only"
+
+
 def _fail(issues: list[Issue]) -> None:
     if issues:
         raise BusinessRuleViolation("; ".join(f"{i.expression[0]}: {i.diagnostics}" for i in issues),
@@ -115,8 +130,7 @@ def parse_subscription(sub: dict, topics: dict[str, Topic], endpoint_allowed: Ca
     if payload not in PAYLOAD_TYPES:
         issues.append(Issue("business-rule", f"channel.payload must be one of {', '.join(PAYLOAD_TYPES)}, got "
                             f"'{payload}'", ["Subscription.channel.payload"]))
-    content_ext = _ext(channel.get("_payload"), EXT_PAYLOAD_CONTENT)
-    content = content_ext[0].get("valueCode") if content_ext else "id-only"
+    content = payload_content(sub)
     if content not in CONTENT_LEVELS:
         issues.append(Issue("business-rule", f"backport-payload-content must be one of "
                             f"{', '.join(CONTENT_LEVELS)}, got '{content}'", ["Subscription.channel.payload"]))
