@@ -145,7 +145,7 @@ def deliver_handshake(job: outbox.Job, ctx: DeliveryContext) -> str:
     with ctx.store.engine.connect() as conn:
         state = events.get(conn, sid)
     since = state.events_since_start if state else 0
-    bundle = notification_bundle(str(uuid.uuid4()), _base(), sid, spec.topic.url, "requested", "handshake", since,
+    bundle = notification_bundle(str(uuid.uuid4()), _base(ctx), sid, spec.topic.url, "requested", "handshake", since,
                                  timestamp=now_iso())
     try:
         status = _post(ctx, spec, bundle)
@@ -181,7 +181,7 @@ def deliver_notification(job: outbox.Job, ctx: DeliveryContext) -> str:
             rtype, _, rid = ev.focus.partition("/")
             found = ctx.store.read_many([(rtype, rid)])
             ev = Event(ev.number, ev.timestamp, ev.focus, found[0].resource() if found else None)
-        bundle = notification_bundle(notification_id(sid, ev.number), _base(), sid, spec.topic.url,
+        bundle = notification_bundle(notification_id(sid, ev.number), _base(ctx), sid, spec.topic.url,
                                      state.status if state else "active", "event-notification",
                                      state.events_since_start if state else ev.number, [ev], content=spec.content,
                                      timestamp=ev.timestamp)
@@ -224,7 +224,7 @@ def deliver_heartbeat(job: outbox.Job, ctx: DeliveryContext) -> str:
     sub, spec = _load(ctx, sid)
     with ctx.store.engine.connect() as conn:
         state = events.get(conn, sid)
-    bundle = notification_bundle(str(uuid.uuid4()), _base(), sid, spec.topic.url, state.status if state else
+    bundle = notification_bundle(str(uuid.uuid4()), _base(ctx), sid, spec.topic.url, state.status if state else
                                  "active", "heartbeat", state.events_since_start if state else 0, timestamp=now_iso())
     try:
         status = _post(ctx, spec, bundle)
@@ -238,30 +238,39 @@ def enqueue_due_heartbeats(store: Store, max_attempts: int, now: float | None = 
     """Queue a heartbeat for each active subscription whose period has passed since its last one."""
     now = now or time.time()
     queued = 0
-    _, subs = store.search(parse_search("Subscription", [("status", "active"), ("_count", "1000")]))
-    for st in subs:
-        sub = st.resource()
-        period = next((e.get("valueUnsignedInt") for e in (sub.get("channel") or {}).get("extension") or []
-                       if e.get("url") == EXT_HEARTBEAT_PERIOD), None)
-        if not period:
-            continue
-        name = f"heartbeat:{st.id}"
-        last = feed.cursor(store, name)
-        if now - last < period:
-            continue
-        slot = int(now // period)
-        with store.write() as tx:
-            outbox.enqueue(tx.conn, kind=HEARTBEAT, destination=f"Subscription/{st.id}",
-                           payload={"subscription": st.id}, dedupe_key=f"{HEARTBEAT}:{st.id}:{slot}",
-                           max_attempts=max_attempts)
-        feed.advance(store, name, int(now))
-        queued += 1
+    offset = 0
+    while True:
+        _, subs = store.search(parse_search("Subscription", [("status", "active"), ("_count", "1000"),
+                                                             ("_offset", str(offset))]))
+        for st in subs:
+            queued += _heartbeat_if_due(store, st.id, st.resource(), now, max_attempts)
+        if len(subs) < 1000:
+            break
+        offset += 1000
     return queued
 
 
-def _base() -> str:
-    """Our FHIR base for references in notifications (GATEWAY_BASE_URL; a local default for development)."""
-    return (Settings.from_env().base_url or "http://127.0.0.1:8080/fhir").rstrip("/")
+def _heartbeat_if_due(store: Store, sid: str, sub: dict, now: float, max_attempts: int) -> int:
+    period = next((e.get("valueUnsignedInt") for e in (sub.get("channel") or {}).get("extension") or []
+                   if e.get("url") == EXT_HEARTBEAT_PERIOD), None)
+    name = f"heartbeat:{sid}"
+    if not period or now - feed.cursor(store, name) < period:
+        return 0
+    with store.write() as tx:
+        outbox.enqueue(tx.conn, kind=HEARTBEAT, destination=f"Subscription/{sid}", payload={"subscription": sid},
+                       dedupe_key=f"{HEARTBEAT}:{sid}:{int(now // period)}", max_attempts=max_attempts)
+    feed.advance(store, name, int(now))  # the time of the last heartbeat, in seconds
+    return 1
+
+
+def _base(ctx: DeliveryContext) -> str:
+    """Our FHIR base for references in notifications (GATEWAY_BASE_URL; a local default for development).
+
+    Read once per worker, not per notification.
+    """
+    if "notify.base" not in ctx.extras:
+        ctx.extras["notify.base"] = (Settings.from_env().base_url or "http://127.0.0.1:8080/fhir").rstrip("/")
+    return ctx.extras["notify.base"]
 
 
 register_kind(HANDSHAKE, deliver_handshake)
