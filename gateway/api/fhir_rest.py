@@ -6,7 +6,7 @@ from http import HTTPStatus
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, current_app, request
 
 from gateway.api import auth, operations
 from gateway.api.capability import capability_statement
@@ -32,7 +32,7 @@ from gateway.fhir.models import R4_ONLY_TYPES, SUPPORTED_TYPES
 from gateway.fhir.search import SearchQuery, parse_search
 from gateway.fhir.search_params import normalise_reference
 from gateway.store.clock import now_iso
-from gateway.store.interactions import FhirService
+from gateway.store.interactions import FhirService, new_id
 from gateway.store.repo import Store, Stored, WriteResult
 
 bp = Blueprint("fhir", __name__, url_prefix="/fhir")
@@ -231,8 +231,6 @@ def _search(rtype: str, items: list[tuple[str, str]]):
     base = base_url()
     bundle: dict = {"resourceType": "Bundle", "id": None, "meta": {"lastUpdated": now_iso()},
                     "type": "searchset", "total": total, "link": []}
-    from gateway.store.interactions import new_id
-
     bundle["id"] = new_id()
     bundle["link"].append({"relation": "self", "url": f"{base}/{rtype}?{q.link_query(q.offset)}"})
     if not q.summary_count and q.count > 0:
@@ -290,8 +288,6 @@ def _history(rtype: str | None, rid: str | None):
     def link(offset: int) -> str:
         return f"{base}/{path}?{urlencode(extra + [('_count', q.count), ('_offset', offset)])}"
 
-    from gateway.store.interactions import new_id
-
     bundle: dict = {"resourceType": "Bundle", "id": new_id(), "type": "history", "total": total,
                     "link": [{"relation": "self", "url": link(q.offset)}]}
     if q.offset + q.count < total:
@@ -327,7 +323,3 @@ def _read_for_bundle(url: str) -> dict:
                 "entry": [{"fullUrl": f"{base_url()}/{r.type}/{r.id}", "resource": r.resource(),
                            "search": {"mode": "match"}} for r in rows]}
     raise InvalidResource(f"GET entry url '{url}' must be Type/id or Type?search", "request.url")
-
-
-def caller():
-    return g.caller

@@ -30,6 +30,8 @@ from sqlalchemy import (
     text,
 )
 
+from gateway.store.clock import now_iso
+
 metadata = MetaData()
 
 # BigInteger that is still SQLite's rowid alias (SQLite only autoincrements INTEGER PRIMARY KEY).
@@ -264,8 +266,6 @@ def current_version(engine: Engine) -> int:
 
 def migrate(engine: Engine) -> list[int]:
     """Apply missing migrations; return the versions applied (empty when up to date)."""
-    from gateway.store.clock import now_iso
-
     have = current_version(engine)
     applied = []
     for version, step in MIGRATIONS:
