@@ -20,6 +20,7 @@ Prints the machine, its load, the sizes, and median / p95 figures. Two parts in 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import random
@@ -120,7 +121,7 @@ class Generator:
         return [study, group, *locs]
 
     def patient_json(self, i: int) -> list[dict]:
-        """Patient + 1-2 Conditions + maybe ECOG, as FHIR JSON, for the end-to-end part."""
+        """Patient + 0-2 Conditions (one in ten none, as in the scale part) + maybe ECOG, as FHIR JSON."""
         r = self.rng
         pid = f"bp{i}"
         lat, lon = r.choice(self.positions)
@@ -129,7 +130,7 @@ class Generator:
              "address": [{"extension": [{"url": geo.GEOLOCATION_EXT, "extension": [
                  {"url": "latitude", "valueDecimal": lat}, {"url": "longitude", "valueDecimal": lon}]}]}]}
         out = [p]
-        for j in range(r.choice([1, 1, 2])):
+        for j in range(r.choice([0, 1, 1, 1, 1, 1, 1, 1, 2, 2])):  # one in ten has no active condition
             code = r.choice(self.patient_codes) if r.random() < 0.7 else (OTHER, f"X{r.randrange(20000)}")
             out.append({"resourceType": "Condition", "id": f"{pid}-c{j}", "subject": {"reference": f"Patient/{pid}"},
                         "clinicalStatus": self._cc((cv.CONDITION_CLINICAL, "active")),
@@ -270,6 +271,38 @@ def _post_all(session, url, resources: list[dict], batch: int = 500) -> float:
     return time.perf_counter() - t
 
 
+def _explained(entry: dict) -> tuple:
+    """A $match / $candidates Bundle entry -> (id, score, ((criterion, result, text), ...))."""
+    found = []
+    for ext in entry["search"].get("extension") or []:
+        if ext["url"] == cv.EXT_MATCH_EXPLANATION:
+            parts = {e["url"]: e.get("valueString", e.get("valueCode")) for e in ext["extension"]}
+            found.append((parts["criterion"], parts["result"], parts["text"]))
+    return entry["resource"]["id"], entry["search"]["score"], tuple(found)
+
+
+def _e2e_load(s, base, studies, flat, n_people, db: Path, marker: Path, args) -> None:
+    """POST everything, or reuse a database an earlier run loaded with the same sizes and seed."""
+    key = {"studies": args.e2e_studies, "patients": args.e2e_patients, "seed": args.seed}
+    if marker.exists():
+        saved = json.loads(marker.read_text())
+        if saved["key"] == key and db.exists():
+            print(f"reusing {db} loaded by an earlier run ({saved['when']}, load average then {saved['load']}):")
+            for line in saved["lines"]:
+                print(f"  {line}")
+            return
+    lines = []
+    secs = _post_all(s, base, studies)
+    lines.append(f"stored {len(studies):,} study resources (ResearchStudy+Group+Location) in {secs:.0f} s")
+    print(lines[-1], flush=True)
+    secs = _post_all(s, base, flat)
+    lines.append(f"stored {len(flat):,} patient resources ({n_people:,} patients) in {secs:.0f} s")
+    print(lines[-1], flush=True)
+    marker.write_text(json.dumps({"key": key, "lines": lines, "when": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                                   time.gmtime()),
+                                  "load": " ".join(f"{x:.2f}" for x in os.getloadavg())}))
+
+
 def e2e_part(term, args) -> None:
     from gateway.api.app import create_app
     from gateway.config import Settings
@@ -278,22 +311,23 @@ def e2e_part(term, args) -> None:
     gen = Generator(term, args.seed + 100)
     studies = [r for i in range(args.e2e_studies) for r in gen.study(i)]
     people = [gen.patient_json(i) for i in range(args.e2e_patients)]
+    flat = [r for p in people for r in p]
+    no_condition = sum(1 for p in people if not any(r["resourceType"] == "Condition" for r in p))
+    print(f"people with no active condition: {no_condition:,} of {len(people):,}")
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(database_url=f"sqlite:///{tmp}/bench.sqlite3", instance_path=Path(tmp),
+        db = Path(args.e2e_db) if args.e2e_db else Path(tmp) / "bench.sqlite3"
+        db.parent.mkdir(parents=True, exist_ok=True)
+        settings = Settings(database_url=f"sqlite:///{db}", instance_path=db.parent,
                             mappings_path=ROOT / "mappings", max_bundle_entries=1000)
         app = create_app(settings)
         server, base = _serve(app)
         s = requests.Session()
         try:
-            secs = _post_all(s, base, studies)
-            print(f"stored {len(studies):,} study resources (ResearchStudy+Group+Location) in {secs:.0f} s")
-            flat = [r for p in people for r in p]
-            secs = _post_all(s, base, flat)
-            print(f"stored {len(flat):,} patient resources ({len(people):,} patients) in {secs:.0f} s")
+            _e2e_load(s, base, studies, flat, len(people), db, Path(f"{db}.loaded.json"), args)
             ms, r = _time(s.get, f"{base}/ResearchStudy/$match?patient-id=bp0", )
             r.raise_for_status()
-            print(f"first $match (builds the indexes from the change feed): {ms / 1000:.1f} s")
-            # in-process reference from the same JSON
+            print(f"first $match (builds the indexes from the change feed): {ms / 1000:.1f} s", flush=True)
+            # in-process reference from the same JSON, evaluated in full (every match explained)
             si = StudyIndex(term)
             for i in range(0, len(studies), 1):
                 if studies[i]["resourceType"] == "ResearchStudy":
@@ -304,15 +338,32 @@ def e2e_part(term, args) -> None:
                     si.add(study_criteria(st, grp, locs, term))
             rng = random.Random(args.seed)
             sample = rng.sample(range(len(people)), min(args.probes, len(people)))
-            http_ms, agree = [], 0
+            page_ms, sick_ms, healthy_ms, full_ms, agree = [], [], [], [], 0
             for i in sample:
-                ms, r = _time(s.get, f"{base}/ResearchStudy/$match?patient-id=bp{i}&_count=1000")
+                # what a client gets by default: the first page (GATEWAY_DEFAULT_COUNT = 20), Bundle.total all
+                ms, r = _time(s.get, f"{base}/ResearchStudy/$match?patient-id=bp{i}")
                 r.raise_for_status()
-                http_ms.append(ms)
-                got = [(e["resource"]["id"], e["search"]["score"]) for e in r.json().get("entry", [])]
-                want, _ = si.match(build_profile(people[i], term), MatchQuery(today=date.today()))
-                agree += got == [(x.study_id, x.score) for x in want]
-            print(f"$match over HTTP   {fmt(http_ms)}; same answer as in-process for {agree}/{len(sample)}")
+                page_ms.append(ms)
+                profile = build_profile(people[i], term)
+                (sick_ms if profile.conditions else healthy_ms).append(ms)
+                # the largest page (1000): ids, order, scores and every explanation compared in-process
+                ms, r2 = _time(s.get, f"{base}/ResearchStudy/$match?patient-id=bp{i}&_count=1000")
+                r2.raise_for_status()
+                full_ms.append(ms)
+                want, _ = si.match(profile, MatchQuery(today=date.today()))
+                want_rows = [(x.study_id, x.score, tuple((f.criterion, f.result, f.text) for f in x.findings))
+                             for x in want]
+                got = [_explained(e) for e in r2.json().get("entry", [])]
+                first = [_explained(e) for e in r.json().get("entry", [])]
+                agree += (got == want_rows[:1000] and first == want_rows[:20]
+                          and r.json()["total"] == r2.json()["total"] == len(want))
+            print(f"$match over HTTP, default page   {fmt(page_ms)}")
+            print(f"  of which people with a condition       {fmt(sick_ms)}")
+            if healthy_ms:
+                print(f"  of which people with no condition      {fmt(healthy_ms)}")
+            print(f"$match over HTTP, _count=1000    {fmt(full_ms)}")
+            print(f"same answer as in-process full evaluation (ids, order, scores, every explanation, total): "
+                  f"{agree}/{len(sample)}")
             pi = PatientIndex(term)
             for p in people:
                 pi.add(build_profile(p, term))
@@ -343,6 +394,8 @@ def main() -> None:
     ap.add_argument("--brute-probes", type=int, default=20)
     ap.add_argument("--e2e-studies", type=int, default=70_000)
     ap.add_argument("--e2e-patients", type=int, default=10_000)
+    ap.add_argument("--e2e-db", help="SQLite file for the end-to-end part; kept, and reused by a later run "
+                                     "with the same sizes and seed (skips loading)")
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--seed", type=int, default=7)
