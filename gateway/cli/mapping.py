@@ -13,7 +13,7 @@ from gateway.config import Settings
 from gateway.fhir.errors import FhirError
 from gateway.fhir.validate import validate_resource
 from gateway.mapping import MappingFileError, MappingRegistry, PayloadError, UnknownMapping, map_payload
-from gateway.mapping.ingest import ingest_record
+from gateway.mapping.ingest import ingest
 from gateway.mapping.registry import PROJECT_MAPPINGS, check_conceptmaps, mapping_files
 from gateway.mapping.spec import load_mapping
 from gateway.terminology.conceptmap import load_conceptmaps
@@ -74,28 +74,38 @@ def import_cmd(mapping_name: str, paths: tuple[Path, ...], quiet: bool) -> None:
 
 def _import_files(service, mapping, registry: MappingRegistry, files: list[Path],
                   quiet: bool) -> tuple[Counter, list[str]]:
+    """Map every file and store its records, many records per database transaction (see ingest())."""
     stats: Counter = Counter()
     reasons: list[str] = []
+    where: dict[int, str] = {}  # id(record) -> file name, for messages about rejected records
+
     with tqdm(total=len(files), unit="record", disable=quiet, file=sys.stderr) as bar:
-        for path in files:
-            try:
-                records = map_payload(mapping, path.read_bytes(), conceptmaps=registry.conceptmaps)
-            except PayloadError as exc:
-                stats["rejected"] += 1
-                reasons.append(f"{path}: {exc}")
-                bar.update(1)
-                continue
-            bar.total += len(records) - 1  # progress counts records once a file is read
-            for rec in records:
-                result = ingest_record(service, rec)
-                stats[result.outcome] += 1
-                for reason in result.reasons:
-                    reasons.append(f"{path.name} record {rec.index}"
-                                   f"{' (' + rec.source_id + ')' if rec.source_id else ''}: {reason}")
-                bar.update(1)
-                bar.set_postfix(created=stats["created"], rejected=stats["rejected"], refresh=False)
-            if not records:
-                bar.update(1)
+        def records():
+            for path in files:
+                try:
+                    recs = map_payload(mapping, path.read_bytes(), conceptmaps=registry.conceptmaps)
+                except PayloadError as exc:
+                    stats["rejected"] += 1
+                    reasons.append(f"{path}: {exc}")
+                    bar.update(1)
+                    continue
+                bar.total += len(recs) - 1  # progress counts records once a file is read
+                if not recs:
+                    bar.update(1)
+                for rec in recs:
+                    where[id(rec)] = path.name
+                    yield rec
+
+        def done(rec, result) -> None:
+            stats[result.outcome] += 1
+            name = where.pop(id(rec), "?")
+            for reason in result.reasons:
+                reasons.append(f"{name} record {rec.index}{' (' + rec.source_id + ')' if rec.source_id else ''}: "
+                               f"{reason}")
+            bar.update(1)
+            bar.set_postfix(created=stats["created"], rejected=stats["rejected"], refresh=False)
+
+        ingest(service, records(), on_result=done)
     return stats, reasons
 
 

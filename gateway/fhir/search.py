@@ -51,6 +51,8 @@ class SearchQuery:
 
 def split_values(raw: str) -> list[str]:
     """'a,b\\,c' -> ['a', 'b,c'] (FHIR escapes commas in values with a backslash)."""
+    if "\\" not in raw:  # the usual case: no escapes, so a plain split gives the same answer
+        return [v for v in raw.split(",") if v != ""]
     out, cur, esc = [], "", False
     for ch in raw:
         if esc:

@@ -7,6 +7,7 @@ write, so search never parses stored JSON. Kinds: token, string, reference, date
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -183,6 +184,8 @@ def params_for(resource_type: str) -> dict[str, SearchParam]:
 
 def normalise_string(value: str) -> str:
     """Case- and accent-insensitive form used for string search: 'Müller ' -> 'muller'."""
+    if value.isascii():  # nothing to decompose: the common case, at a fraction of the cost
+        return value.casefold().strip()
     decomposed = unicodedata.normalize("NFKD", value)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().strip()
 
@@ -255,6 +258,13 @@ def date_range(value: str) -> tuple[str, str]:
     return core, core
 
 
+@functools.cache
+def _compiled(rtype: str) -> tuple[tuple[str, SearchParam, tuple[list[str], ...]], ...]:
+    """The search parameters of a type with their index key and paths split once, for index_rows."""
+    return tuple((f"{rtype}:{name}", sp, tuple(path.split(".") for path in sp.paths))
+                 for name, sp in params_for(rtype).items())
+
+
 def index_rows(resource: dict) -> dict[str, list[tuple]]:
     """Rows for the search index tables, keyed by kind.
 
@@ -263,11 +273,12 @@ def index_rows(resource: dict) -> dict[str, list[tuple]]:
     """
     rtype = resource.get("resourceType", "")
     out: dict[str, list[tuple]] = {"token": [], "string": [], "reference": [], "date": [], "uri": []}
-    for name, sp in params_for(rtype).items():
-        key = f"{rtype}:{name}"
+    for key, sp, paths in _compiled(rtype):
         seen: set = set()
-        for path in sp.paths:
-            for value in _values(resource, path.split(".")):
+        for parts in paths:
+            if parts[0] not in resource:
+                continue
+            for value in _values(resource, parts):
                 if sp.kind == "token":
                     rows = [(key, s, c) for s, c in _tokens(value)]
                 elif sp.kind == "string":

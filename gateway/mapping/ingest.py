@@ -1,4 +1,4 @@
-"""Store mapped records through FhirService, one transaction per source record (no Flask).
+"""Store mapped records through FhirService, each record atomically (no Flask).
 
 ``ingest(service, map_payload("ctgov-v2", data))`` -> [IngestResult(status=201, outcome='created', ...)].
 A record that fails (mapping error, invalid resource, ambiguous identifiers) stores nothing and never
@@ -7,18 +7,22 @@ stops the others; its OperationOutcome names the source field where we know it.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from urllib.parse import parse_qsl
+
+from sqlalchemy.exc import DBAPIError
 
 from gateway.fhir.errors import FhirError, Issue, PreconditionFailed, operation_outcome
-from gateway.fhir.search import parse_search
 from gateway.fhir.validate import validate_resource
 from gateway.mapping.engine import MappedRecord
 from gateway.store.interactions import FhirService
+from gateway.store.repo import Tx
+
+log = logging.getLogger(__name__)
 
 _ENTRY_EXPR = re.compile(r"^Bundle\.entry\[(\d+)\](?:\.resource\.?([A-Za-z]*))?")
 
@@ -73,42 +77,36 @@ def _to_source(rec: MappedRecord, exc: FhirError) -> FhirError:
     return type(exc)("; ".join(i.diagnostics for i in issues), issues=issues)
 
 
-def _merge_existing(service: FhirService, rec: MappedRecord) -> None:
+def _merge_existing(service: FhirService, tx: Tx, rec: MappedRecord) -> None:
     """Point entries keyed on 'any of its identifiers' at the resource that already has one of them.
 
     A transaction PUT replaces the whole resource, so identifiers the existing one carries (a sponsor's own
-    id, another registry's) are kept after ours.
+    id, another registry's) are kept after ours. Runs inside the record's transaction, after locking the
+    search key, so a concurrent import of the same study under another identifier cannot slip in between.
     """
     assert rec.bundle is not None
     for idx in rec.lookups:
         entry = rec.bundle["entry"][idx]
         rtype, _, query = entry["request"]["url"].partition("?")
-        ids = service.store.search_ids(parse_search(rtype, parse_qsl(query), strict=True), limit=3)
-        if len(ids) > 1:
+        found = service.conditional_matches(tx, rtype, query)
+        if len(found) > 1:
             raise PreconditionFailed(
-                f"the record's identifiers name {len(ids)} different {rtype} resources ({', '.join(ids)}); "
-                "merge them before importing", rec.provenance.get(idx, {}).get("identifier", "identifier"))
-        if not ids:
+                f"the record's identifiers name {len(found)} different {rtype} resources "
+                f"({', '.join(st.id for st in found[:3])}); merge them before importing",
+                rec.provenance.get(idx, {}).get("identifier", "identifier"))
+        if not found:
             continue
-        existing = service.store.read(rtype, ids[0]).resource()
+        existing = found[0].resource()
         ours = entry["resource"].get("identifier") or []
         keys = {(i.get("system"), i.get("value")) for i in ours}
         extra = [i for i in existing.get("identifier") or [] if (i.get("system"), i.get("value")) not in keys]
-        entry["resource"] = {**entry["resource"], "id": ids[0], "identifier": ours + extra}
-        entry["request"] = {"method": "PUT", "url": f"{rtype}/{ids[0]}"}
+        entry["resource"] = {**entry["resource"], "id": found[0].id, "identifier": ours + extra}
+        entry["request"] = {"method": "PUT", "url": f"{rtype}/{found[0].id}"}
 
 
-def ingest_record(service: FhirService, rec: MappedRecord) -> IngestResult:
-    """Store one mapped record atomically."""
-    if not rec.ok:
-        return _record_error(rec)
-    try:
-        _merge_existing(service, rec)
-        _, results = service.run_bundle(rec.bundle)
-    except FhirError as exc:
-        err = _to_source(rec, exc)
-        return IngestResult(rec.index, rec.source_id, exc.status, "rejected", operation_outcome=err.outcome(),
-                            reasons=[i.diagnostics for i in err.issues])
+def _store(service: FhirService, tx: Tx, rec: MappedRecord) -> IngestResult:
+    _merge_existing(service, tx, rec)
+    _, results = service.run_bundle(rec.bundle, tx=tx)
     writes: Counter = Counter()
     locations = []
     for r in results:
@@ -121,20 +119,72 @@ def ingest_record(service: FhirService, rec: MappedRecord) -> IngestResult:
     return IngestResult(rec.index, rec.source_id, status, outcome, writes, locations)
 
 
-def ingest(service: FhirService, records: list[MappedRecord],
-           hierarchy_sink: Callable[[list[dict]], object] | None = None) -> list[IngestResult]:
-    """Store every record; one bad record never stops the others.
+def ingest_record(service: FhirService, rec: MappedRecord, tx: Tx | None = None) -> IngestResult:
+    """Store one mapped record atomically: in a transaction of its own, or in a savepoint of ``tx``."""
+    if not rec.ok:
+        return _record_error(rec)
+    try:
+        if tx is None:
+            with service.store.write() as own:
+                return _store(service, own, rec)
+        with tx.savepoint():
+            return _store(service, tx, rec)
+    except FhirError as exc:
+        err = _to_source(rec, exc)
+        return IngestResult(rec.index, rec.source_id, exc.status, "rejected", operation_outcome=err.outcome(),
+                            reasons=[i.diagnostics for i in err.issues])
 
+
+# Records per database transaction. One commit per record cost as much as mapping and validating it; a few
+# hundred milliseconds of records per transaction amortise it while other writers wait only that long.
+RECORDS_PER_TRANSACTION = 100
+
+
+def ingest(service: FhirService, records: Iterable[MappedRecord],
+           hierarchy_sink: Callable[[list[dict]], object] | None = None, *,
+           per_transaction: int = RECORDS_PER_TRANSACTION,
+           on_result: Callable[[MappedRecord, IngestResult], object] | None = None) -> list[IngestResult]:
+    """Store every record; one bad record never stops the others and stores nothing of itself.
+
+    Records are stored ``per_transaction`` at a time in one database transaction, each in its own savepoint.
     ``hierarchy_sink`` receives the hierarchy side output of each stored record (ClinicalTrials.gov MeSH
-    terms and ancestors), e.g. ``Terminology.add_registry_hierarchy``.
+    terms and ancestors), e.g. ``Terminology.add_registry_hierarchy``; it and ``on_result`` (progress) are
+    called once the record is committed.
     """
-    results = []
+    results: list[IngestResult] = []
+    chunk: list[MappedRecord] = []
+
+    def run() -> None:
+        done = _ingest_chunk(service, chunk)
+        for rec, result in zip(chunk, done, strict=True):
+            if hierarchy_sink is not None and rec.hierarchy and result.outcome != "rejected":
+                hierarchy_sink(rec.hierarchy)
+            if on_result is not None:
+                on_result(rec, result)
+        results.extend(done)
+        chunk.clear()
+
     for rec in records:
-        result = ingest_record(service, rec)
-        if hierarchy_sink is not None and rec.hierarchy and result.outcome != "rejected":
-            hierarchy_sink(rec.hierarchy)
-        results.append(result)
+        chunk.append(rec)
+        if len(chunk) >= max(1, per_transaction):
+            run()
+    if chunk:
+        run()
     return results
+
+
+def _ingest_chunk(service: FhirService, chunk: list[MappedRecord]) -> list[IngestResult]:
+    if len(chunk) == 1 or not any(rec.ok for rec in chunk):
+        return [ingest_record(service, rec) for rec in chunk]
+    try:
+        with service.store.write() as tx:
+            return [ingest_record(service, rec, tx) for rec in chunk]
+    except DBAPIError as exc:
+        # The shared transaction failed as a whole (a lock timeout, a serialisation failure): nothing of it
+        # was committed, so store the records one transaction each, where a failure is the record's own.
+        log.warning("ingest: a transaction of %d records failed (%s); storing them one by one", len(chunk),
+                    exc.__class__.__name__)
+        return [ingest_record(service, rec) for rec in chunk]
 
 
 def dry_run_bundle(records: list[MappedRecord]) -> dict:

@@ -178,6 +178,7 @@ def _tx_reader(tx: Tx) -> Reader:
 
 def _previous(tx: Tx, pk: int, version: int) -> dict:
     v = s.resource_versions
+    tx.flush()  # the previous version may have been written earlier in this transaction
     row = tx.conn.execute(v.select().where(v.c.res_pk == pk, v.c.version == version - 1)).mappings().first()
     return orjson.loads(row["content"]) if row and row["content"] else {}
 

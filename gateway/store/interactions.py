@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qsl
@@ -27,9 +28,9 @@ from gateway.fhir.errors import (
     TooLarge,
 )
 from gateway.fhir.models import SUPPORTED_TYPES
-from gateway.fhir.search import SearchQuery, parse_search
+from gateway.fhir.search import SearchQuery, parse_search, parse_token
 from gateway.fhir.validate import validate_resource
-from gateway.store.repo import Store, Tx, WriteResult
+from gateway.store.repo import Store, Stored, Tx, WriteResult
 
 # Hooks run inside the write transaction after each successful write, e.g. to enqueue outbox jobs
 # in the same transaction: fn(tx, write_result, resource_dict).
@@ -110,7 +111,7 @@ class FhirService:
     def conditional_delete(self, rtype: str, query: str) -> WriteResult | None:
         with self.store.write() as tx:
             q = self._query(rtype, query)
-            tx.lock(f"{rtype}?{query}")
+            _lock_search(tx, rtype, query)
             ids = tx.search_ids(q)
             if len(ids) > 1:
                 raise PreconditionFailed(f"Conditional delete matched {len(ids)}+ {rtype} resources",
@@ -120,6 +121,20 @@ class FhirService:
             result = tx.delete(rtype, ids[0])
             self._run_hooks(tx, result, {})
             return result
+
+    def conditional_matches(self, tx: Tx, rtype: str, query: str) -> list[Stored]:
+        """Current resources a conditional search ('identifier=s|v,s2|v2') matches, read inside ``tx`` after
+        locking its key: what a conditional update would find."""
+        key = _token_key(rtype, query)
+        if key is None:
+            _lock_search(tx, rtype, query)
+            rows = [tx.current(rtype, rid) for rid in tx.search_ids(self._query(rtype, query))]
+            return [r for r in rows if r is not None]
+        for name in key.lock_names:
+            tx.lock(name)
+        found = tx.find_tokens(key.param, key.pairs)
+        hits = {st.pk: st for pair in key.pairs for st in found.get(pair, ())}
+        return [hits[pk] for pk in sorted(hits)]
 
     # -- internals shared by REST and Bundles --------------------------------------------------
     def _query(self, rtype: str, query: str) -> SearchQuery:
@@ -134,7 +149,7 @@ class FhirService:
         if if_none_exist:
             q = self._query(rtype, if_none_exist.lstrip("?").split("?", 1)[-1])
             # Serialise on the search key: two concurrent creates with the same key cannot both miss.
-            tx.lock(f"{rtype}?{_canonical_query(if_none_exist)}")
+            _lock_search(tx, rtype, if_none_exist.lstrip("?").split("?", 1)[-1])
             ids = tx.search_ids(q)
             if len(ids) > 1:
                 raise PreconditionFailed(f"If-None-Exist '{if_none_exist}' matched {len(ids)}+ {rtype} resources",
@@ -147,10 +162,14 @@ class FhirService:
         self._run_hooks(tx, result, resource)
         return result
 
-    def _put(self, tx: Tx, resource: dict, if_match: str | None, fresh: bool = False) -> WriteResult:
-        """``fresh``: the id was just generated here, so there is no current row to read or race with."""
+    def _put(self, tx: Tx, resource: dict, if_match: str | None, fresh: bool = False,
+             current: Stored | None = None) -> WriteResult:
+        """``fresh``: the id was just generated here, so there is no current row to read or race with.
+        ``current``: the current row, already read in this transaction (and locked, on PostgreSQL)."""
         if fresh:
             result = tx.put(resource, if_match=if_match, current=None, fetched=True, fresh_id=True)
+        elif current is not None:
+            result = tx.put(resource, if_match=if_match, current=current, fetched=True)
         else:
             result = tx.put(resource, if_match=if_match)
         if result.outcome != "unchanged":
@@ -160,7 +179,7 @@ class FhirService:
     def _conditional_update(self, tx: Tx, rtype: str, query: str, resource: dict,
                             if_match: str | None) -> WriteResult:
         q = self._query(rtype, query)
-        tx.lock(f"{rtype}?{_canonical_query(query)}")
+        _lock_search(tx, rtype, query)
         ids = tx.search_ids(q)
         if len(ids) > 1:
             raise PreconditionFailed(f"Conditional update '{rtype}?{query}' matched {len(ids)}+ resources", rtype)
@@ -187,9 +206,13 @@ class FhirService:
         return {"resourceType": "Bundle", "id": new_id(), "type": f"{btype}-response",
                 "entry": [r.response(include_resources) for r in results]}
 
-    def run_bundle(self, bundle: object, *, read: Callable[[str], dict] | None = None
+    def run_bundle(self, bundle: object, *, read: Callable[[str], dict] | None = None, tx: Tx | None = None
                    ) -> tuple[str, list[EntryResult]]:
-        """Process a transaction or batch Bundle; return its type and one EntryResult per entry."""
+        """Process a transaction or batch Bundle; return its type and one EntryResult per entry.
+
+        ``tx``: run a transaction Bundle inside this open transaction (the caller commits, and wraps the call
+        in ``tx.savepoint()`` if a failure must undo only this Bundle) instead of one of its own.
+        """
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
             raise InvalidResource("POST to the base URL needs a Bundle", "Bundle")
         btype = bundle.get("type")
@@ -203,10 +226,12 @@ class FhirService:
             raise TooLarge(f"Bundle has {len(entries)} entries; the maximum is {self.max_bundle_entries} "
                            "(GATEWAY_MAX_BUNDLE_ENTRIES)", "Bundle.entry")
         if btype == "transaction":
-            return btype, self._transaction(entries, read)
+            return btype, self._transaction(entries, read, tx)
+        if tx is not None:
+            raise InvalidResource("Only a transaction Bundle can join an open transaction", "Bundle.type")
         return btype, self._batch(entries, read)
 
-    def _transaction(self, entries: list, read) -> list[EntryResult]:
+    def _transaction(self, entries: list, read, outer: Tx | None = None) -> list[EntryResult]:
         parsed = _parse_entries(entries, transaction=True)
         errors = [e for e in parsed if isinstance(e, FhirError)]
         if errors:
@@ -216,16 +241,18 @@ class FhirService:
         plan: list[_Entry] = parsed  # type: ignore[assignment]
         _check_duplicate_targets(plan)
         results: dict[int, EntryResult] = {}
-        with self.store.write() as tx:
+        with nullcontext(outer) if outer is not None else self.store.write() as tx:
             # Resolve the id every POST and conditional PUT will get, so references can be rewritten.
+            found = self._lookup_conditionals(tx, plan)
             idmap: dict[str, str] = {}
             for e in plan:
                 try:
-                    self._resolve_target(tx, e)
+                    self._resolve_target(tx, e, found)
                 except FhirError as exc:
                     raise exc.prefixed(f"Bundle.entry[{e.index}]") from None
                 if e.full_url and e.target_id:
                     idmap[e.full_url] = f"{e.rtype}/{e.target_id}"
+            _forget_shared_targets(plan)
             absolute = [k.encode() for k in idmap if not k.startswith("urn:")]
             for e in plan:
                 if e.resource is not None and _mentions(e.resource, b"urn:", *absolute):
@@ -257,24 +284,65 @@ class FhirService:
                 out.append(EntryResult(exc.status, outcome=err.outcome()))
         return out
 
-    def _resolve_target(self, tx: Tx, e: _Entry) -> None:
+    def _lookup_conditionals(self, tx: Tx, plan: list[_Entry]) -> dict[int, list[Stored]]:
+        """Entry index -> current resources its conditional search matches, for every entry whose search is
+        one token parameter with 'system|code' values (the usual 'identifier=system|value' key): one query
+        per search parameter for the whole Bundle instead of one per entry. Other searches are left to
+        ``_resolve_target``.
+
+        Every key is locked first (in a fixed order, so two Bundles sharing keys cannot deadlock), then looked
+        up: a concurrent transaction cannot create a resource under one of these keys in between.
+        """
+        keyed: dict[int, _TokenKey] = {}
+        for e in plan:
+            query = e.if_none_exist.lstrip("?") if e.method == "POST" and e.if_none_exist else \
+                e.query if e.method == "PUT" else None
+            if query is not None:
+                key = _token_key(e.rtype, query)
+                if key is not None:
+                    keyed[e.index] = key
+        if not keyed:
+            return {}
+        for name in sorted({n for k in keyed.values() for n in k.lock_names}):
+            tx.lock(name)
+        by_param: dict[str, set[tuple[str, str]]] = {}
+        for k in keyed.values():
+            by_param.setdefault(k.param, set()).update(k.pairs)
+        rows = {param: tx.find_tokens(param, pairs) for param, pairs in by_param.items()}
+        out: dict[int, list[Stored]] = {}
+        for index, k in keyed.items():
+            hits = {st.pk: st for pair in k.pairs for st in rows[k.param].get(pair, ())}
+            out[index] = [hits[pk] for pk in sorted(hits)]
+        return out
+
+    def _resolve_target(self, tx: Tx, e: _Entry, found: dict[int, list[Stored]] | None = None) -> None:
+        """Decide the id an entry writes; ``found`` holds the results of conditional searches already run."""
+        hits = found.get(e.index) if found is not None else None
         if e.method == "POST":
             if e.if_none_exist:
-                q = self._query(e.rtype, e.if_none_exist.lstrip("?"))
-                tx.lock(f"{e.rtype}?{_canonical_query(e.if_none_exist)}")
-                ids = tx.search_ids(q)
+                if hits is not None:
+                    ids = [st.id for st in hits]
+                else:
+                    q = self._query(e.rtype, e.if_none_exist.lstrip("?"))
+                    _lock_search(tx, e.rtype, e.if_none_exist.lstrip("?"))
+                    ids = tx.search_ids(q)
                 if len(ids) > 1:
                     raise PreconditionFailed(f"ifNoneExist '{e.if_none_exist}' matched {len(ids)}+ resources",
                                              "request.ifNoneExist")
                 if ids:
                     e.target_id, e.existing = ids[0], True
+                    e.current = hits[0] if hits else None
                     return
             e.target_id = new_id()
         elif e.method == "PUT":
             if e.query is not None:
-                q = self._query(e.rtype, e.query)
-                tx.lock(f"{e.rtype}?{_canonical_query(e.query)}")
-                ids = tx.search_ids(q)
+                if hits is not None:
+                    ids = [st.id for st in hits]
+                    e.current = hits[0] if len(hits) == 1 else None
+                else:
+                    q = self._query(e.rtype, e.query)
+                    _lock_search(tx, e.rtype, e.query)
+                    ids = tx.search_ids(q)
                 if len(ids) > 1:
                     raise PreconditionFailed(f"Conditional update '{e.url}' matched {len(ids)}+ resources",
                                              "request.url")
@@ -290,14 +358,14 @@ class FhirService:
     def _apply(self, tx: Tx, e: _Entry, read) -> EntryResult:
         if e.method == "POST":
             if e.existing:
-                cur = tx.current(e.rtype, e.target_id)
+                cur = e.current or tx.current(e.rtype, e.target_id)
                 assert cur is not None
                 return EntryResult(HTTPStatus.OK, WriteResult("unchanged", cur))
             result = tx.create(e.resource, e.target_id)
             self._run_hooks(tx, result, e.resource)
             return EntryResult(HTTPStatus.CREATED, result)
         if e.method == "PUT":
-            result = self._put(tx, {**e.resource, "id": e.target_id}, e.if_match, fresh=e.fresh)
+            result = self._put(tx, {**e.resource, "id": e.target_id}, e.if_match, fresh=e.fresh, current=e.current)
             return EntryResult(HTTPStatus.CREATED if result.created else HTTPStatus.OK, result)
         if e.method == "DELETE":
             if e.query is not None:
@@ -334,6 +402,53 @@ class _Entry:
     target_id: str | None = None
     existing: bool = False
     fresh: bool = False  # target_id was generated by the server for this entry
+    current: Stored | None = None  # the target's current row, when a conditional search already read it
+
+
+@dataclass(frozen=True)
+class _TokenKey:
+    """A conditional search that is one token parameter with 'system|code' values ('identifier=s|v,s2|v2')."""
+
+    param: str  # index key, 'Location:identifier'
+    pairs: tuple[tuple[str, str], ...]
+    lock_names: tuple[str, ...]  # one per value: any search naming that value serialises with this one
+
+
+def _token_key(rtype: str, query: str) -> _TokenKey | None:
+    """'identifier=https://x|A1' on Location -> _TokenKey('Location:identifier', (('https://x', 'A1'),), ...);
+    None for any other search (several parameters, modifiers, a value without a system), which then runs
+    as a normal search."""
+    items = parse_qsl(query, keep_blank_values=True)
+    if len(items) != 1 or ":" in items[0][0] or items[0][0].startswith("_"):
+        return None
+    try:
+        q = parse_search(rtype, items, strict=True)
+    except FhirError:
+        return None  # the normal path reports it
+    if len(q.criteria) != 1 or q.criteria[0].kind != "token" or q.criteria[0].modifier:
+        return None
+    crit = q.criteria[0]
+    pairs = []
+    for value in crit.values:
+        system, code, has_bar = parse_token(value)
+        if not has_bar or system is None or code is None:
+            return None
+        pairs.append((normalise_ctgov_system(system), code[:255]))
+    names = tuple(sorted({f"{rtype}?{crit.name}={system}|{code}" for system, code in pairs}))
+    return _TokenKey(f"{rtype}:{crit.name}", tuple(pairs), names)
+
+
+def _forget_shared_targets(plan: list[_Entry]) -> None:
+    """A row read up front is only current if no other entry of the Bundle writes the same resource first."""
+    count: dict[tuple[str, str | None], int] = {}
+    for e in plan:
+        key = (e.rtype, e.target_id or e.url_id)
+        count[key] = count.get(key, 0) + 1
+    # A conditional DELETE finds its target only when it runs (before any PUT), so it may hit any of its type.
+    deleting = {e.rtype for e in plan if e.method == "DELETE" and e.query is not None}
+    for e in plan:
+        if e.current is not None and (count[(e.rtype, e.target_id or e.url_id)] > 1 or e.rtype in deleting):
+            e.current = None
 
 
 def _parse_entries(entries: list, *, transaction: bool) -> list[_Entry | FhirError]:
@@ -477,6 +592,16 @@ def normalise_systems(resource: object) -> object:
 
 def _canonical_query(query: str) -> str:
     return "&".join(sorted(query.lstrip("?").split("&")))
+
+
+def _lock_search(tx: Tx, rtype: str, query: str) -> None:
+    """Serialise transactions that run the same conditional search (PostgreSQL; SQLite writers are serial).
+
+    A one-parameter token search locks each of its values, under the same names as the batched lookups.
+    """
+    key = _token_key(rtype, query.lstrip("?"))
+    for name in key.lock_names if key is not None else (f"{rtype}?{_canonical_query(query)}",):
+        tx.lock(name)
 
 
 __all__ = ["FhirService", "EntryResult", "Issue", "new_id"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -83,6 +83,18 @@ _UPDATE_RESOURCE = update(s.resources).where(s.resources.c.pk == bindparam("b_pk
 _SELECT_CURRENT = select(s.resources).where(s.resources.c.type == bindparam("b_type"),
                                             s.resources.c.id == bindparam("b_id"))
 _SELECT_CURRENT_FOR_UPDATE = _SELECT_CURRENT.with_for_update()
+_FIND_TOKENS = (
+    select(s.idx_token.c.system.label("tok_system"), s.idx_token.c.code.label("tok_code"), s.resources)
+    .join(s.resources, s.resources.c.pk == s.idx_token.c.res_pk)
+    .where(s.idx_token.c.param == bindparam("b_param"),
+           s.idx_token.c.code.in_(bindparam("b_codes", expanding=True)),
+           s.resources.c.deleted.is_(False))
+)
+_FIND_TOKENS_FOR_UPDATE = _FIND_TOKENS.with_for_update(of=s.resources)
+_ADVANCE_CHANGES = (update(s.counters).where(s.counters.c.name == "changes")
+                    .values(value=s.counters.c.value + bindparam("b_n")).returning(s.counters.c.value))
+_SELECT_BY_PK = select(s.resources).where(s.resources.c.pk.in_(bindparam("b_pks", expanding=True)))
+_SELECT_BY_PK_FOR_UPDATE = _SELECT_BY_PK.with_for_update()
 
 
 def _lock_id(key: str) -> int:
@@ -98,16 +110,32 @@ class _Pending:
     clear_index: list[int] = field(default_factory=list)
     resource_keys: set[tuple[str, str]] = field(default_factory=set)  # (type, id) of ``resources``
     indexed_pks: set[int] = field(default_factory=set)  # pks with index rows in ``index``
+    # (param, system, code) -> pks, for the token rows in ``index``: lets find_tokens see buffered writes
+    tokens: dict[tuple[str, str | None, str], set[int]] = field(default_factory=dict)
+
+    def add_index_row(self, kind: str, row: dict) -> None:
+        self.index[kind].append(row)
+        if kind == "token":
+            self.tokens.setdefault((row["param"], row["system"], row["code"]), set()).add(row["res_pk"])
 
     def drop_index_rows(self, pk: int) -> None:
         """A later version in the same transaction replaces the index rows buffered for ``pk``."""
         if pk in self.indexed_pks:
             for kind, rows in self.index.items():
                 self.index[kind] = [r for r in rows if r["res_pk"] != pk]
+            for pks in self.tokens.values():
+                pks.discard(pk)
             self.indexed_pks.discard(pk)
 
     def empty(self) -> bool:
         return not (self.resources or self.versions or self.changes or self.clear_index)
+
+    def copy(self) -> _Pending:
+        """A snapshot to return to when a savepoint rolls back (rows are shared: they are not changed in place,
+        except a change row's ``seq``, which every flush assigns afresh)."""
+        return _Pending(list(self.resources), list(self.versions), {k: list(v) for k, v in self.index.items()},
+                        list(self.changes), list(self.clear_index), set(self.resource_keys), set(self.indexed_pks),
+                        {k: set(v) for k, v in self.tokens.items()})
 
 
 class Tx:
@@ -164,6 +192,66 @@ class Tx:
         self.flush()
         return self.store.search_ids(query, conn=self.conn, limit=3)
 
+    def find_tokens(self, param: str, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], list[Stored]]:
+        """Current resources by token, many keys in one query: the batched form of a conditional
+        'identifier=system|value' search.
+
+        ``find_tokens('Location:identifier', [('https://x', 'A1')])`` -> {('https://x', 'A1'): [Stored(...)]}
+        (each list in pk order, like ``search_ids``; keys that match nothing are absent). On PostgreSQL the rows
+        found are locked FOR UPDATE, as ``current`` locks them, so they can be updated without a re-read.
+        """
+        want = {(normalise_ctgov_system(sys_), code[:255]) for sys_, code in pairs}
+        if not want:
+            return {}
+        p = self.pending
+        # Rows written in this transaction but still buffered are seen here without a flush, so that many
+        # records in one transaction batch their writes: their index rows replace the stored ones.
+        stale = set(p.clear_index) | p.indexed_pks
+        out: dict[tuple[str, str], dict[int, Stored]] = {}
+        stmt = _FIND_TOKENS_FOR_UPDATE if self._pg else _FIND_TOKENS
+        codes = sorted({code for _, code in want})
+        for i in range(0, len(codes), 500):
+            rows = self.conn.execute(stmt, {"b_param": param, "b_codes": codes[i:i + 500]}).mappings().all()
+            for row in rows:
+                key = (row["tok_system"], row["tok_code"])
+                if key in want and row["pk"] not in stale:
+                    out.setdefault(key, {})[row["pk"]] = _stored(row)
+        buffered = {key: p.tokens[(param, *key)] for key in want if p.tokens.get((param, *key))}
+        if buffered:
+            new_rows = {r["pk"]: r for r in p.resources}
+            pks = {pk for found in buffered.values() for pk in found}
+            stored = {pk: _stored(new_rows[pk]) for pk in pks if pk in new_rows}
+            rest = sorted(pks - stored.keys())
+            if rest:
+                stmt = _SELECT_BY_PK_FOR_UPDATE if self._pg else _SELECT_BY_PK
+                for row in self.conn.execute(stmt, {"b_pks": rest}).mappings():
+                    stored[row["pk"]] = _stored(row)
+            for key, found in buffered.items():
+                for pk in found:
+                    if pk in stored and not stored[pk].deleted:
+                        out.setdefault(key, {})[pk] = stored[pk]
+        return {key: [found[pk] for pk in sorted(found)] for key, found in out.items()}
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested transaction: an exception inside undoes its writes (and only its writes) and propagates.
+
+        Lets many independent units (ingest records) share one database transaction, and so one commit,
+        while a failing unit still stores nothing. Buffered (unflushed) rows from before the savepoint survive
+        a rollback and none from inside it do.
+        """
+        snapshot = self.pending.copy()
+        nested = self.conn.begin_nested()
+        try:
+            yield
+        except BaseException:
+            # Rows buffered before the savepoint may have been flushed inside it (and so rolled back with it):
+            # the snapshot buffers them again.
+            self.pending = snapshot
+            nested.rollback()
+            raise
+        nested.commit()
+
     # -- writes --------------------------------------------------------------------------------
     def put(self, resource: dict, *, if_match: str | None = None, method: str = "PUT",
             current: Stored | None = None, fetched: bool = False, fresh_id: bool = False) -> WriteResult:
@@ -202,15 +290,17 @@ class Tx:
             outcome = "created"
         else:
             pk = cur.pk
+            if (rtype, rid) in self.pending.resource_keys:
+                self.flush()  # its row is still buffered for insert (``cur`` came from find_tokens)
             self.conn.execute(_UPDATE_RESOURCE, {"b_pk": pk, **values})
             self.pending.clear_index.append(pk)
             self.pending.drop_index_rows(pk)
             outcome = "created" if cur.deleted else "updated"
         self._record(pk, rtype, rid, version, method, False, content, "create" if outcome == "created" else "update")
+        add = self.pending.add_index_row
         for kind, rows in index_rows(body).items():
-            tbl_rows = self.pending.index[kind]
             for row in rows:
-                tbl_rows.append(_index_dict(kind, pk, row))
+                add(kind, _index_dict(kind, pk, row))
         self.pending.indexed_pks.add(pk)
         return WriteResult(outcome, Stored(rtype, rid, version, self.now, False, content, pk))
 
@@ -257,8 +347,7 @@ class Tx:
         if p.changes:
             # The counter row is locked until commit, so sequence numbers follow commit order.
             n = len(p.changes)
-            last = c.execute(update(s.counters).where(s.counters.c.name == "changes")
-                             .values(value=s.counters.c.value + n).returning(s.counters.c.value)).scalar_one()
+            last = c.execute(_ADVANCE_CHANGES, {"b_n": n}).scalar_one()
             for i, ch in enumerate(p.changes):
                 ch["seq"] = last - n + 1 + i
             _bulk_insert(c, s.changes, p.changes)

@@ -1,0 +1,127 @@
+"""ingest(): many records per database transaction, each record still all-or-nothing (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from gateway.fhir import conventions as cv
+from gateway.fhir.search import parse_search
+from gateway.mapping import map_payload
+from gateway.mapping.ingest import ingest
+from gateway.mapping.registry import default_registry
+from tests.store.helpers import table_counts
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "ctgov"
+STUDY = json.loads((DATA / "get_nct02576665_20260811.json").read_text())  # 3 sites
+MESH = json.loads((DATA / "NCT02513394.json").read_text())["derivedSection"]  # carries MeSH terms
+
+
+def _variant(nct: str, title: str | None = None, isrctn: str | None = None) -> dict:
+    s = copy.deepcopy(STUDY)
+    ident = s["protocolSection"]["identificationModule"]
+    ident["nctId"] = nct
+    ident.pop("secondaryIdInfos", None)
+    if title:
+        ident["briefTitle"] = title
+    if isrctn:
+        ident["secondaryIdInfos"] = [{"id": isrctn, "type": "REGISTRY", "domain": "ISRCTN"}]
+    return s
+
+
+def _records(studies: list[dict]):
+    reg = default_registry()
+    return [rec for s in studies for rec in map_payload(reg.get("ctgov-v2"), s, conceptmaps=reg.conceptmaps)]
+
+
+def _studies(store, system: str, value: str) -> list:
+    return store.search(parse_search("ResearchStudy", [("identifier", f"{system}|{value}")]))[1]
+
+
+def test_a_failing_record_mid_transaction_stores_nothing_and_the_others_are_kept(service, store):
+    # Two stored studies, one under each identifier the bad record carries: the record is ambiguous (412).
+    service.create({"resourceType": "ResearchStudy", "status": "active",
+                    "identifier": [{"system": cv.CTGOV, "value": "NCT90000002"}]})
+    service.create({"resourceType": "ResearchStudy", "status": "active",
+                    "identifier": [{"system": cv.ISRCTN, "value": "ISRCTN12345678"}]})
+    before = table_counts(store)
+    studies = [_variant("NCT90000001"), _variant("NCT90000002", isrctn="ISRCTN12345678"), _variant("NCT90000003")]
+    results = ingest(service, _records(studies), per_transaction=10)
+    assert [r.outcome for r in results] == ["created", "rejected", "created"]
+    assert results[1].status == 412 and "name 2 different ResearchStudy" in results[1].reasons[0]
+    after = table_counts(store)
+    # two good records, each a study, its Group and 3 Locations; nothing of the bad one (not even its sites)
+    assert after["resources"] == before["resources"] + 2 * 5
+    assert after["changes"] == before["changes"] + 2 * 5
+    assert store.count("Location") == 6
+    assert len(_studies(store, cv.CTGOV, "NCT90000001")) == 1 and len(_studies(store, cv.CTGOV, "NCT90000003")) == 1
+
+
+def test_the_same_study_twice_in_one_transaction_is_one_study_with_two_versions(service, store):
+    studies = [_variant("NCT90000010", "First title"), _variant("NCT90000010", "Second title")]
+    results = ingest(service, _records(studies), per_transaction=10)
+    assert [r.outcome for r in results] == ["created", "updated"]
+    [study] = _studies(store, cv.CTGOV, "NCT90000010")
+    assert study.version == 2 and study.resource()["title"] == "Second title"
+    assert store.count("Location") == 3 and store.count("Group") == 1
+
+
+def test_a_study_met_again_under_another_identifier_in_the_same_transaction_is_merged(service, store):
+    studies = [_variant("NCT90000020"), _variant("NCT90000020", "Now with its ISRCTN", isrctn="ISRCTN87654321")]
+    results = ingest(service, _records(studies), per_transaction=10)
+    assert [r.outcome for r in results] == ["created", "updated"]
+    [study] = _studies(store, cv.ISRCTN, "ISRCTN87654321")
+    assert [st.id for st in _studies(store, cv.CTGOV, "NCT90000020")] == [study.id]
+    assert store.count("ResearchStudy") == 1
+
+
+def test_results_and_hierarchy_are_reported_once_the_records_are_committed(service, store):
+    seen: list[tuple[str, bool]] = []
+
+    def committed(rec, result) -> None:
+        # read through another connection: only committed rows are visible there
+        sid = result.locations[-1].split("/")[1]
+        with store.engine.connect() as conn:
+            visible = conn.exec_driver_sql("SELECT count(*) FROM resources WHERE id = ?"
+                                           if store.engine.dialect.name == "sqlite" else
+                                           "SELECT count(*) FROM resources WHERE id = %s", (sid,)).scalar()
+        seen.append((result.outcome, visible == 1))
+
+    hierarchy: list = []
+    studies = [{**_variant(f"NCT9000003{i}"), "derivedSection": MESH} for i in range(2)]
+    ingest(service, _records(studies), hierarchy_sink=hierarchy.append, per_transaction=10, on_result=committed)
+    assert seen == [("created", True), ("created", True)]
+    assert len(hierarchy) == 2 and all(hierarchy)
+
+
+def test_a_failed_shared_transaction_is_retried_one_record_per_transaction(service, store):
+    calls = {"n": 0}
+
+    def flaky(tx, result, resource) -> None:
+        if result.stored.type == "ResearchStudy":
+            calls["n"] += 1
+            if calls["n"] == 2:  # the second study of the shared transaction: the whole transaction fails
+                raise OperationalError("UPDATE ...", {}, Exception("database is locked"))
+
+    service.hooks.append(flaky)
+    try:
+        results = ingest(service, _records([_variant(f"NCT9000004{i}") for i in range(3)]), per_transaction=10)
+    finally:
+        service.hooks.remove(flaky)
+    assert [r.outcome for r in results] == ["created"] * 3
+    assert store.count("ResearchStudy") == 3 and store.count("Location") == 9
+    assert calls["n"] == 2 + 3  # two in the failed transaction, then one per record
+
+
+@pytest.mark.parametrize("per_transaction", [1, 2, 100])
+def test_the_answer_does_not_depend_on_records_per_transaction(service, store, per_transaction):
+    studies = [_variant(f"NCT9000005{i}", f"Title {i}") for i in range(4)] + [_variant("NCT90000051", "Changed")]
+    results = ingest(service, _records(studies), per_transaction=per_transaction)
+    assert [r.outcome for r in results] == ["created"] * 4 + ["updated"]
+    assert store.count("ResearchStudy") == 4 and store.count("Location") == 12
+    [changed] = _studies(store, cv.CTGOV, "NCT90000051")
+    assert changed.version == 2 and changed.resource()["title"] == "Changed"
