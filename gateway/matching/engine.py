@@ -2,6 +2,12 @@
 
 An inclusion not met or an exclusion the patient has -> not a match (a near miss, with why). Unknowns
 lower the score: score = (met + 1) / (met + unknown + 1), in (0, 1]; 1 when everything is known and met.
+
+Two entry points share one decision per criterion: ``evaluate`` (every criterion with its sentence) and
+``screen`` (the same decisions, score and distance, without a sentence). Each criterion function decides
+first and writes its sentence only when asked (``explain``), so the two cannot drift apart. Screening
+thousands of candidate studies and explaining only the page returned is what keeps ``$match`` fast for
+someone who matches thousands of studies (a person with no active condition and healthy-volunteer studies).
 """
 
 from __future__ import annotations
@@ -39,6 +45,27 @@ class MatchResult:
 
     def reasons_not(self) -> list[str]:
         return [f.text for f in self.findings if f.result == NOT_MET]
+
+
+@dataclass(slots=True)
+class Screened:
+    """One study x patient decided without sentences: enough to keep, count, score and order it.
+
+    ``score``, ``distance_km`` and ``not_met`` (how many findings are not met) equal those of the
+    MatchResult ``evaluate`` gives for the same arguments; ``evaluate`` then writes the explanation.
+    """
+
+    study_id: str
+    patient_key: str
+    score: float = 0.0
+    not_met: int = 0
+    distance_km: float | None = None
+    met: int = 0
+    unknown: int = 0
+
+    @property
+    def is_match(self) -> bool:
+        return self.not_met == 0
 
 
 def _fmt(v: float | None) -> str:
@@ -82,85 +109,116 @@ def _verb(same: bool, alt: Alternative) -> str:
     return "is the condition" if same else f"is a kind of {alt.label}"
 
 
-def _condition(crit: Criterion, p: PatientProfile, term: Terminology, hv: bool | None) -> Finding:
+# Each criterion function decides first; with ``explain=False`` it returns the result code alone (met |
+# not-met | unknown), otherwise the Finding with its sentence. One decision, two outputs.
+
+def _condition(crit: Criterion, p: PatientProfile, term: Terminology, hv: bool | None,
+               explain: bool = True) -> Finding | str:
     for alt in crit.alternatives:
         hit = _kind_of(p, alt)
         if hit:
+            if not explain:
+                return NOT_MET if crit.exclude else MET
             found, same = hit
             if crit.exclude:
                 return Finding(_name(crit), NOT_MET, f"Condition {found} {_verb(same, alt)}, which the study "
                                                       "excludes")
             return Finding(_name(crit), MET, f"Condition {found} {_verb(same, alt)} required by the study")
-    wanted = " or ".join(a.label for a in crit.alternatives)
     if crit.exclude:
+        if not explain:
+            return MET
+        wanted = " or ".join(a.label for a in crit.alternatives)
         return Finding(_name(crit), MET, f"No active, confirmed condition is a kind of {wanted}, which the "
                                          "study excludes")
     if hv and not p.conditions:
         # Only someone with no active condition on record can be a healthy volunteer; whether they
         # really are healthy is for the research team to confirm, hence unknown rather than met.
+        if not explain:
+            return UNKNOWN
+        wanted = " or ".join(a.label for a in crit.alternatives)
         return Finding(_name(crit), UNKNOWN, f"No active condition is recorded and the study accepts healthy "
                                              f"volunteers as well as people with {wanted}")
+    if not explain:
+        return NOT_MET
+    wanted = " or ".join(a.label for a in crit.alternatives)
     return Finding(_name(crit), NOT_MET, f"No active, confirmed condition is a kind of {wanted} required by "
                                          "the study")
 
 
-def _age(crit: Criterion, p: PatientProfile, today: date) -> Finding:
+def _age(crit: Criterion, p: PatientProfile, today: date, explain: bool = True) -> Finding | str:
     unit = crit.unit or "a"
-    words = AGE_UNITS.get(unit, "years")
-    want = _range_text(crit.low, crit.high, words)
     age = p.age(unit, today)
     if age is None:
+        result = UNKNOWN
+    else:
+        inside = _in_range(age, crit.low, crit.high)
+        result = MET if inside != crit.exclude else NOT_MET
+    if not explain:
+        return result
+    words = AGE_UNITS.get(unit, "years")
+    want = _range_text(crit.low, crit.high, words)
+    if age is None:
         return Finding(_name(crit), UNKNOWN, f"Age is unknown (no birth date); the study requires {want}")
-    inside = _in_range(age, crit.low, crit.high)
-    ok = inside != crit.exclude
     verb = "is within" if inside else "is outside"
-    return Finding(_name(crit), MET if ok else NOT_MET, f"Age {age} {words} {verb} {want} "
+    return Finding(_name(crit), result, f"Age {age} {words} {verb} {want} "
                    f"{'excluded' if crit.exclude else 'required'} by the study")
 
 
-def _sex(crit: Criterion, p: PatientProfile) -> Finding:
+def _sex(crit: Criterion, p: PatientProfile, explain: bool = True) -> Finding | str:
+    if p.sex is None:
+        result = UNKNOWN
+    else:
+        ok = (p.sex in crit.values) != crit.exclude
+        result = MET if ok else NOT_MET
+    if not explain:
+        return result
     want = " or ".join(crit.values)
     if p.sex is None:
         return Finding(_name(crit), UNKNOWN, f"Sex is unknown; the study requires {want}")
-    ok = (p.sex in crit.values) != crit.exclude
-    return Finding(_name(crit), MET if ok else NOT_MET,
+    return Finding(_name(crit), result,
                    f"Sex {p.sex} {'is' if ok else 'is not'} accepted by the study ({'not ' if crit.exclude else ''}"
                    f"{want})")
 
 
-def _observation(crit: Criterion, p: PatientProfile, term: Terminology) -> Finding:
+def _observation(crit: Criterion, p: PatientProfile, term: Terminology, explain: bool = True) -> Finding | str:
     fact = None
     for k in crit.obs_codes:
         fact = p.observations.get(k)
         if fact:
             break
     if fact is None:
+        if not explain:
+            return UNKNOWN
         return Finding(_name(crit), UNKNOWN, f"No {crit.label} observation is recorded; the study "
                                              f"{'excludes' if crit.exclude else 'requires'} {_want(crit)}")
-    when = f" ({fact.when[:10]})" if fact.when else ""
     holds: bool | None
     if crit.alternatives:
         alt = crit.alternatives[0]
         holds = any(w in term.ancestors(s, c) for s, c in fact.codes for w in alt.codes) if fact.codes else None
-        shown = "coded " + ", ".join(c for _, c in fact.codes) if fact.codes else "not coded"
     elif crit.flag is not None:
         holds = None if fact.flag is None else fact.flag == crit.flag
+    elif fact.number is None:
+        holds = None
+    elif crit.comparator in ("<", "<=", ">", ">="):
+        holds = {"<": fact.number < crit.low, "<=": fact.number <= crit.low, ">": fact.number > crit.low,
+                 ">=": fact.number >= crit.low}[crit.comparator]
+    else:
+        holds = _in_range(fact.number, crit.low, crit.high)
+    result = UNKNOWN if holds is None else MET if holds != crit.exclude else NOT_MET
+    if not explain:
+        return result
+    when = f" ({fact.when[:10]})" if fact.when else ""
+    if crit.alternatives:
+        shown = "coded " + ", ".join(c for _, c in fact.codes) if fact.codes else "not coded"
+    elif crit.flag is not None:
         shown = str(fact.flag).lower() if fact.flag is not None else "not a yes/no value"
     else:
-        if fact.number is None:
-            holds = None
-        elif crit.comparator in ("<", "<=", ">", ">="):
-            holds = {"<": fact.number < crit.low, "<=": fact.number <= crit.low, ">": fact.number > crit.low,
-                     ">=": fact.number >= crit.low}[crit.comparator]
-        else:
-            holds = _in_range(fact.number, crit.low, crit.high)
         shown = _fmt(fact.number) + (f" {fact.unit}" if fact.unit else "") if fact.number is not None else "not numeric"
     if holds is None:
         return Finding(_name(crit), UNKNOWN, f"{crit.label} is {shown}{when}; the study "
                                              f"{'excludes' if crit.exclude else 'requires'} {_want(crit)}")
-    ok = holds != crit.exclude
     rel = "meets" if holds else "does not meet"
-    return Finding(_name(crit), MET if ok else NOT_MET,
+    return Finding(_name(crit), result,
                    f"{crit.label} {shown}{when} {rel} {_want(crit)} "
                    f"{'excluded' if crit.exclude else 'required'} by the study")
 
@@ -175,14 +233,18 @@ def _want(crit: Criterion) -> str:
     return _range_text(crit.low, crit.high, crit.unit)
 
 
-def _therapy(crit: Criterion, p: PatientProfile, term: Terminology) -> Finding:
+def _therapy(crit: Criterion, p: PatientProfile, term: Terminology, explain: bool = True) -> Finding | str:
     alt = crit.alternatives[0]
     for codes, label in p.therapies:
         if any(w in term.ancestors(s, c) or w == (s, c) for s, c in codes for w in alt.codes):
+            if not explain:
+                return NOT_MET if crit.exclude else MET
             if crit.exclude:
                 return Finding(_name(crit), NOT_MET, f"Therapy {label} is recorded; the study excludes prior "
                                                      f"{alt.label}")
             return Finding(_name(crit), MET, f"Therapy {label} is recorded, as the study requires")
+    if not explain:
+        return MET if crit.exclude else UNKNOWN
     if crit.exclude:
         return Finding(_name(crit), MET, f"No record of prior {alt.label}, which the study excludes")
     return Finding(_name(crit), UNKNOWN, f"No record of prior {alt.label}, which the study requires")
@@ -192,18 +254,34 @@ def _name(crit: Criterion) -> str:
     return f"Exclusion: {crit.label}" if crit.exclude else crit.label
 
 
+def _decide(crit: Criterion, p: PatientProfile, term: Terminology, today: date, hv: bool | None,
+            explain: bool) -> Finding | str:
+    kind = crit.kind
+    if kind == "condition" or kind == "diagnosis":
+        return _condition(crit, p, term, hv, explain)
+    if kind == "age":
+        return _age(crit, p, today, explain)
+    if kind == "sex":
+        return _sex(crit, p, explain)
+    if kind == "therapy":
+        return _therapy(crit, p, term, explain)
+    return _observation(crit, p, term, explain)
+
+
 def evaluate_criterion(crit: Criterion, p: PatientProfile, term: Terminology, today: date,
                        hv: bool | None = None) -> Finding:
     """One criterion -> Finding."""
-    if crit.kind in ("condition", "diagnosis"):
-        return _condition(crit, p, term, hv)
-    if crit.kind == "age":
-        return _age(crit, p, today)
-    if crit.kind == "sex":
-        return _sex(crit, p)
-    if crit.kind == "therapy":
-        return _therapy(crit, p, term)
-    return _observation(crit, p, term)
+    f = _decide(crit, p, term, today, hv, True)
+    assert isinstance(f, Finding)
+    return f
+
+
+def criterion_result(crit: Criterion, p: PatientProfile, term: Terminology, today: date,
+                     hv: bool | None = None) -> str:
+    """One criterion -> met | not-met | unknown, exactly ``evaluate_criterion(...).result`` without the sentence."""
+    r = _decide(crit, p, term, today, hv, False)
+    assert isinstance(r, str)
+    return r
 
 
 def nearest_site(study: StudyCriteria, p: PatientProfile) -> tuple[Site | None, float | None]:
@@ -253,3 +331,70 @@ def evaluate(study: StudyCriteria, p: PatientProfile, term: Terminology, today: 
     res.score = round((met + 1) / (met + unknown + 1), 4)
     return res
 
+
+
+def _score(met: int, unknown: int) -> float:
+    return round((met + 1) / (met + unknown + 1), 4)
+
+
+def tally(study: StudyCriteria, p: PatientProfile, term: Terminology, today: date,
+          stop_early: bool = False) -> Screened:
+    """The study's criteria (and a deceased patient) decided without sentences, before any distance."""
+    res = Screened(study.study_id, p.key)
+    met = unknown = not_met = 0
+    if p.deceased:
+        not_met = 1
+        if stop_early:
+            res.not_met = 1
+            return res
+    hv = study.healthy_volunteers
+    for crit in study.criteria:
+        r = _decide(crit, p, term, today, hv, False)
+        if r == MET:
+            met += 1
+        elif r == UNKNOWN:
+            unknown += 1
+        else:
+            not_met += 1
+            if stop_early:
+                res.not_met = not_met
+                return res
+    res.met, res.unknown, res.not_met = met, unknown, not_met
+    res.score = _score(met, unknown)
+    return res
+
+
+def place(res: Screened, study: StudyCriteria, p: PatientProfile, max_distance_km: float | None,
+          distance: bool = True) -> Screened:
+    """Add the distance to the nearest site, and the Distance criterion when a limit is asked for.
+
+    Without a limit the distance only orders results of equal score, so ``distance=False`` leaves it to
+    be computed later (see index.py) for the few results that need it.
+    """
+    if max_distance_km is None:
+        if distance:
+            res.distance_km = nearest_site(study, p)[1]
+        return res
+    d = res.distance_km = nearest_site(study, p)[1]
+    if d is None:
+        res.unknown += 1
+    elif d <= max_distance_km:
+        res.met += 1
+    else:
+        res.not_met += 1
+    res.score = _score(res.met, res.unknown)
+    return res
+
+
+def screen(study: StudyCriteria, p: PatientProfile, term: Terminology, today: date | None = None,
+           max_distance_km: float | None = None, stop_early: bool = False, distance: bool = True) -> Screened:
+    """``evaluate`` without the sentences: the same decisions, ``not_met`` count, score and distance.
+
+    ``stop_early``: stop at the first criterion not met (the caller only wants matches); ``not_met`` is
+    then 1 and the score and distance are not computed, as ``evaluate`` does. ``distance=False``: leave
+    ``distance_km`` unset unless a distance limit needs it (see ``place``).
+    """
+    res = tally(study, p, term, today or date.today(), stop_early)
+    if stop_early and res.not_met:
+        return res
+    return place(res, study, p, max_distance_km, distance)

@@ -4,16 +4,29 @@ StudyIndex: every (system, code) a study requires -> studies; probed with a pati
 ancestors (a patient with glioblastoma probes 'Glioma', 'Neoplasm of brain', ... and finds the studies
 filed under any of them). PatientIndex: every ancestor code of a patient's conditions -> patients; probed
 with a study's required codes. Both are plain Python objects built from FHIR JSON (see state.py).
+
+``match`` evaluates every candidate with its sentences. ``page`` (what the API serves) gives the same
+results, order, scores and findings text for the first ``limit`` results, more cheaply:
+
+- every candidate is screened without sentences (engine.screen: the same decisions and score);
+- the distance to the nearest site only breaks ties of score (unless a distance limit is asked for), so
+  it is computed only for the results tied with or ahead of the last one on the page;
+- a person with no active condition (who may match thousands of healthy-volunteer studies) is screened
+  once per *kind* of study, not once per study: for them a study's outcome depends only on its status,
+  phases, healthy-volunteer flag and criteria, with the codes of condition criteria irrelevant (nothing
+  is a kind of them), so studies that state the same age range, sex, scores, ... share one screening;
+- only the page is explained (engine.evaluate).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from bisect import bisect_right
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import date
 
-from gateway.matching.criteria import StudyCriteria
-from gateway.matching.engine import MatchResult, evaluate
+from gateway.matching.criteria import Criterion, StudyCriteria
+from gateway.matching.engine import MatchResult, Screened, evaluate, nearest_site, place, screen, tally
 from gateway.matching.profile import PatientProfile
 from gateway.matching.terms import Code, Terminology
 
@@ -32,8 +45,63 @@ class MatchQuery:
         return study.status in self.statuses and (not self.phases or bool(self.phases & study.phases))
 
 
-def _order(r: MatchResult) -> tuple:
+def _order(r: MatchResult | Screened) -> tuple:
     return (-r.score, r.distance_km if r.distance_km is not None else float("inf"), r.study_id)
+
+
+def _patient_order(r: MatchResult | Screened) -> tuple:
+    return (-r.score, r.distance_km if r.distance_km is not None else float("inf"), r.patient_key)
+
+
+def _coarse(r: Screened) -> tuple:
+    return (-r.score,)
+
+
+def _near_coarse(r: Screened) -> tuple:
+    return (r.not_met, -r.score)
+
+
+def _near_order(r: MatchResult | Screened) -> tuple:
+    return (r.not_met if isinstance(r, Screened) else len(r.reasons_not()), *_order(r))
+
+
+def _arrange(rows: list[Screened], limit: int | None, coarse: Callable[[Screened], tuple],
+             full: Callable[[Screened], tuple], distance: Callable[[Screened], float | None] | None) -> None:
+    """Sort ``rows`` in place so that the first ``limit`` (all when None) are in ``full`` order.
+
+    ``distance`` is given when the rows have no distance yet: it is then computed only for the rows
+    that tie with or come before the ``limit``-th on ``coarse`` (the order without the distance); the
+    rest stay unordered within their ``coarse`` group and keep no distance.
+    """
+    if distance is None:
+        rows.sort(key=full)
+        return
+    rows.sort(key=coarse)
+    end = len(rows)
+    if limit is not None and limit < len(rows):
+        end = 0 if limit <= 0 else bisect_right(rows, coarse(rows[limit - 1]), key=coarse)
+    head = rows[:end]
+    for r in head:
+        r.distance_km = distance(r)
+    head.sort(key=full)
+    rows[:end] = head
+
+
+def _blank_signature(sc: StudyCriteria) -> tuple:
+    """What decides a study for a person with no condition on record: all but the condition codes."""
+    crits: list[Criterion | tuple[str, bool]] = [
+        ("condition", c.exclude) if c.kind in ("condition", "diagnosis") else c for c in sc.criteria]
+    return sc.status, sc.phases, sc.healthy_volunteers, tuple(crits)
+
+
+@dataclass
+class MatchPage:
+    """One page of an answer: the first ``limit`` results explained in full, and how many there are."""
+
+    matches: list[MatchResult]
+    total: int
+    near: list[MatchResult] = field(default_factory=list)  # near misses ($match with near_misses only)
+    near_total: int = 0
 
 
 class StudyIndex:
@@ -49,6 +117,10 @@ class StudyIndex:
         # ancestor of a required code -> studies; finds related studies for near misses
         self.by_related: dict[Code, set[str]] = {}
         self._keys: dict[str, tuple[tuple[Code, ...], tuple[str, ...], tuple[Code, ...]]] = {}
+        # open and healthy-volunteer studies by _blank_signature: screened once per signature for
+        # a person with no active condition
+        self.blank_groups: dict[tuple, set[str]] = {}
+        self._blank_of: dict[str, tuple] = {}
 
     def __len__(self) -> int:
         return len(self.studies)
@@ -59,6 +131,9 @@ class StudyIndex:
         if sc.healthy_volunteers:
             self.healthy.add(sc.study_id)
         keys = sc.index_keys()
+        if keys is None or sc.healthy_volunteers:
+            sig = self._blank_of[sc.study_id] = _blank_signature(sc)
+            self.blank_groups.setdefault(sig, set()).add(sc.study_id)
         if keys is None:
             self.open.add(sc.study_id)
             self._keys[sc.study_id] = ((), (), ())
@@ -79,6 +154,12 @@ class StudyIndex:
             return
         self.open.discard(study_id)
         self.healthy.discard(study_id)
+        sig = self._blank_of.pop(study_id, None)
+        if sig is not None:
+            group = self.blank_groups[sig]
+            group.discard(study_id)
+            if not group:
+                del self.blank_groups[sig]
         codes, texts, related = self._keys.pop(study_id, ((), (), ()))
         for table, keys in ((self.by_code, codes), (self.by_text, texts), (self.by_related, related)):
             for k in keys:
@@ -120,6 +201,117 @@ class StudyIndex:
     def match(self, p: PatientProfile, q: MatchQuery) -> tuple[list[MatchResult], list[MatchResult]]:
         """Profile -> (matches ordered by score, near misses ordered by fewest reasons)."""
         return self._run(self.candidates(p), p, q)
+
+    def screen(self, p: PatientProfile, q: MatchQuery) -> tuple[list[Screened], list[Screened]]:
+        """``match`` without sentences: (matches, near misses) as Screened, in the order of ``match``."""
+        matches, _, near, _ = self._screen(p, q, None)
+        return matches, near
+
+    def _screen(self, p: PatientProfile, q: MatchQuery, limit: int | None
+                ) -> tuple[list[Screened], int, list[Screened], int]:
+        """(matches, how many, near misses, how many); each list holds at least its first ``limit`` rows
+        (all when None) in the order of ``match``, with their distance."""
+        today = q.today or date.today()
+        dist = q.max_distance_km
+        stop_early = not q.near_misses
+        lazy = None if dist is not None else (lambda r: nearest_site(self.studies[r.study_id], p)[1])
+        if not p.conditions and not p.texts and not p.ancestors:
+            return self._screen_blank(p, q, today, limit, lazy)
+        studies, term = self.studies, self.term
+        matches, near = [], []
+        seen = set()
+        for sid in self.candidates(p):
+            sc = studies[sid]
+            if not q.admits(sc):
+                continue
+            seen.add(sid)
+            r = screen(sc, p, term, today, dist, stop_early, distance=False)
+            if r.not_met == 0:
+                matches.append(r)
+            elif not stop_early:
+                near.append(r)
+        if q.near_misses:
+            for sid in self.related(p) - seen:
+                sc = studies[sid]
+                if q.admits(sc):
+                    r = screen(sc, p, term, today, dist, distance=False)
+                    (matches if r.not_met == 0 else near).append(r)
+        _arrange(matches, limit, _coarse, _order, lazy)
+        _arrange(near, limit, _near_coarse, _near_order, lazy)
+        return matches, len(matches), near, len(near)
+
+    def _screen_blank(self, p: PatientProfile, q: MatchQuery, today: date, limit: int | None, lazy
+                      ) -> tuple[list[Screened], int, list[Screened], int]:
+        """``_screen`` for a person with no condition: one tally per group of studies deciding alike.
+
+        Their candidates are exactly the open and healthy-volunteer studies (``candidates``), and no
+        study is related to them (``related``), so the groups cover the whole answer. Without a distance
+        limit every study of a group has the group's outcome, so only the groups that reach the page
+        become rows.
+        """
+        stop_early = not q.near_misses
+        dist = q.max_distance_km
+        key = p.key
+        match_groups: list[tuple[Screened, set[str]]] = []
+        near_groups: list[tuple[Screened, set[str]]] = []
+        for sids in self.blank_groups.values():
+            first = self.studies[next(iter(sids))]
+            if not q.admits(first):  # status and phases are part of the signature
+                continue
+            base = tally(first, p, self.term, today, stop_early)
+            if base.not_met == 0 or dist is not None:
+                match_groups.append((base, sids))
+            elif not stop_early:
+                near_groups.append((base, sids))
+        if dist is not None:  # the distance decides per study: every study becomes a row
+            matches, near = [], []
+            for base, sids in match_groups:
+                if base.not_met and stop_early:
+                    continue
+                for sid in sids:
+                    r = place(Screened(sid, key, base.score, base.not_met, None, base.met, base.unknown),
+                              self.studies[sid], p, dist)
+                    if r.not_met == 0:
+                        matches.append(r)
+                    elif not stop_early:
+                        near.append(r)
+            _arrange(matches, limit, _coarse, _order, None)
+            _arrange(near, limit, _near_coarse, _near_order, None)
+            return matches, len(matches), near, len(near)
+
+        def rows(groups: list[tuple[Screened, set[str]]], coarse, full) -> tuple[list[Screened], int]:
+            groups.sort(key=lambda g: coarse(g[0]))
+            total = sum(len(sids) for _, sids in groups)
+            taken, n = [], 0
+            for base, sids in groups:
+                # up to the limit, then whatever ties with the last group taken
+                if limit is not None and n >= limit and (not taken or coarse(base) != coarse(taken[-1][0])):
+                    break
+                taken.append((base, sids))
+                n += len(sids)
+            out = [Screened(sid, key, base.score, base.not_met, None, base.met, base.unknown)
+                   for base, sids in taken for sid in sids]
+            _arrange(out, limit, coarse, full, lazy)
+            return out, total
+
+        matches, n_matches = rows(match_groups, _coarse, _order)
+        near, n_near = rows(near_groups, _near_coarse, _near_order)
+        return matches, n_matches, near, n_near
+
+    def page(self, p: PatientProfile, q: MatchQuery, limit: int | None = None) -> MatchPage:
+        """The first ``limit`` matches (and near misses) explained, plus the totals; what ``$match`` returns.
+
+        Equal to ``match(p, q)`` cut to ``limit``, but only the results returned get their sentences.
+        """
+        today = q.today or date.today()
+        matches, n_matches, near, n_near = self._screen(
+            p, MatchQuery(q.statuses, q.phases, q.max_distance_km, q.near_misses, today), limit)
+
+        def explain(rows: list[Screened]) -> list[MatchResult]:
+            return [evaluate(self.studies[r.study_id], p, self.term, today, q.max_distance_km)
+                    for r in rows[:limit]]
+
+        return MatchPage(explain(matches), n_matches, explain(near) if q.near_misses else [], n_near)
 
     def brute_force(self, p: PatientProfile, q: MatchQuery) -> tuple[list[MatchResult], list[MatchResult]]:
         """The same answer by evaluating every study: the reference the index is tested and timed against."""
@@ -209,6 +401,33 @@ class PatientIndex:
     def brute_force(self, sc: StudyCriteria, q: MatchQuery, allowed=None) -> list[MatchResult]:
         return self._run(self.profiles.keys(), sc, q, allowed)
 
+    def screen(self, sc: StudyCriteria, q: MatchQuery, allowed=None, limit: int | None = None) -> list[Screened]:
+        """``match`` without sentences: the matching people as Screened, in the order of ``match``.
+
+        With ``limit``, only the first ``limit`` are guaranteed in order (and have their distance).
+        """
+        today = q.today or date.today()
+        dist = q.max_distance_km
+        profiles, term = self.profiles, self.term
+        out = []
+        for key in self.candidates(sc):
+            p = profiles[key]
+            r = screen(sc, p, term, today, dist, stop_early=True, distance=False)
+            # consent is checked for those who fit only (it costs more than screening)
+            if r.not_met == 0 and (allowed is None or allowed(p)):
+                out.append(r)
+        lazy = None if dist is not None else (lambda r: nearest_site(sc, profiles[r.patient_key])[1])
+        _arrange(out, limit, _coarse, _patient_order, lazy)
+        return out
+
+    def page(self, sc: StudyCriteria, q: MatchQuery, allowed=None, limit: int | None = None) -> MatchPage:
+        """The first ``limit`` matching people explained, plus how many match; what ``$candidates`` returns."""
+        today = q.today or date.today()
+        rows = self.screen(sc, MatchQuery(q.statuses, q.phases, q.max_distance_km, q.near_misses, today),
+                           allowed, limit)
+        return MatchPage([evaluate(sc, self.profiles[r.patient_key], self.term, today, q.max_distance_km)
+                          for r in rows[:limit]], len(rows))
+
     def _run(self, keys: Iterable[str], sc: StudyCriteria, q: MatchQuery, allowed) -> list[MatchResult]:
         out = []
         for key in keys:
@@ -217,6 +436,5 @@ class PatientIndex:
             # consent is checked for those who fit only (it costs more than screening)
             if r.is_match and (allowed is None or allowed(p)):
                 out.append(r)
-        out.sort(key=lambda r: (-r.score, r.distance_km if r.distance_km is not None else float("inf"),
-                                r.patient_key))
+        out.sort(key=_patient_order)
         return out
