@@ -175,14 +175,15 @@ def _match(state: MatchingState) -> Response:
         profile = _profile_from_patient((params.get("patient") or params.get("patient-id"))[0], state)
     else:
         raise InvalidResource("$match needs a patient (reference), a bundle, or patient-id", "patient")
-    matches, near = state.studies.match(profile, q)
+    # every candidate is screened; only the page returned is explained (StudyIndex.page)
+    page = state.studies.page(profile, q, limit)
     base = base_url()
     entries = [{"fullUrl": f"{base}/ResearchStudy/{r.study_id}",
                 "resource": state.raw["ResearchStudy"][r.study_id],
-                "search": search_element(r)} for r in matches[:limit]]
+                "search": search_element(r)} for r in page.matches]
     if q.near_misses:
-        entries.append({"resource": near_miss_outcome(near[:limit]), "search": {"mode": "outcome"}})
-    return fhir_response(_bundle(entries, len(matches), f"{base}/ResearchStudy/$match"))
+        entries.append({"resource": near_miss_outcome(page.near), "search": {"mode": "outcome"}})
+    return fhir_response(_bundle(entries, page.total, f"{base}/ResearchStudy/$match"))
 
 
 # -- $candidates ---------------------------------------------------------------------------------------
@@ -217,10 +218,10 @@ def _candidates(state: MatchingState, rid: str | None) -> Response:
         decisions[p.key] = d
         return d.allowed or consent_mode == "any"
 
-    results = state.patients.match(sc, q, allowed)
+    page = state.patients.page(sc, q, allowed, limit)  # only the page returned is explained
     base = base_url()
     entries = []
-    for r in results[:limit]:
+    for r in page.matches:
         p = state.patients.profiles[r.patient_key]
         d = decisions[r.patient_key]
         extra = [Finding("Consent", MET if d.allowed else NOT_MET,
@@ -228,7 +229,7 @@ def _candidates(state: MatchingState, rid: str | None) -> Response:
         pid = p.patient_ids[0]
         entries.append({"fullUrl": f"{base}/Patient/{pid}", "resource": state.raw["Patient"][pid],
                         "search": search_element(r, extra)})
-    return fhir_response(_bundle(entries, len(results), f"{base}/ResearchStudy/{rid}/$candidates"))
+    return fhir_response(_bundle(entries, page.total, f"{base}/ResearchStudy/{rid}/$candidates"))
 
 
 operations.register(operations.Operation("match", "ResearchStudy", False, match_view, ("POST", "GET"),

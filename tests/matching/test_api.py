@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 
 import pytest
 
 from gateway.fhir import conventions as cv
 from gateway.fhir.validate import validate_resource
+from gateway.matching import MatchQuery, evaluate
 from gateway.matching.explain import EXT_MATCH_NEAREST_SITE
 from gateway.matching.state import MatchingState
 from tests.conftest import FHIR_JSON
 from tests.matching import builders as b
-from tests.matching.tiny_terminology import TinyTerminology
+from tests.matching.tiny_terminology import GBM, TinyTerminology
 
 
 @pytest.fixture
@@ -173,3 +175,35 @@ def test_operations_are_in_the_capability_statement(client):
     cs = client.get("/fhir/metadata", headers=FHIR_JSON).get_json()
     ops = {o["name"] for res in cs["rest"][0]["resource"] for o in res.get("operation", [])}
     assert {"match", "candidates"} <= ops
+
+
+def test_match_pages_a_person_with_no_condition_through_many_healthy_volunteer_studies(client, tiny):
+    """Only the page is explained, but Bundle.total, order, scores and explanations are those of full
+    evaluation; a study closed to the person's age is not counted; paging with _count shows a prefix."""
+    hv = {"code": b.concept(cv.HEALTHY_VOLUNTEERS), "valueBoolean": True, "exclude": False}
+    entries = [b.location("leeds", 53.80, -1.55, "Leeds"), b.location("london", 51.51, -0.13, "London"),
+               b.patient("healthy", birth="1950-03-01", postcode="LS6 1LF")]
+    for i in range(12):
+        chars = [b.age_char(18, 65 if i % 4 == 0 else 99), hv]
+        if i % 3 == 0:
+            chars.append(b.diagnosis_char(GBM, exclude=True))
+        entries += [b.study(f"hv{i:02d}", [GBM], group_id=f"g{i}", sites=["leeds" if i % 2 else "london"]),
+                    b.group(f"g{i}", chars)]
+    tx = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}} for r in entries]}
+    r = client.post("/fhir", json=tx, headers=FHIR_JSON)
+    assert r.status_code == 200, r.get_json()
+    full = client.get("/fhir/ResearchStudy/$match?patient-id=healthy&_count=100", headers=FHIR_JSON).get_json()
+    validate_resource(full)
+    state = client.application.extensions["gateway.matching"]
+    profile = state.patients.profiles[state.person_for_patient("healthy")]
+    want, _ = state.studies.match(profile, MatchQuery(today=datetime.now(UTC).date()))
+    assert full["total"] == len(want) == 9  # the three 18-65 studies are closed to a 76-year-old
+    assert [(e["resource"]["id"], e["search"]["score"]) for e in full["entry"]] == [(r.study_id, r.score)
+                                                                                     for r in want]
+    assert [[x["text"] for x in _explanations(e)] for e in full["entry"]] == \
+        [[f.text for f in r.findings] for r in want]
+    assert want[0].findings == evaluate(state.studies.studies[want[0].study_id], profile, state.term,
+                                        datetime.now(UTC).date()).findings
+    two = client.get("/fhir/ResearchStudy/$match?patient-id=healthy&_count=2", headers=FHIR_JSON).get_json()
+    assert two["total"] == 9 and two["entry"] == full["entry"][:2]
