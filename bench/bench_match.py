@@ -5,16 +5,18 @@ Prints the machine, its load, the sizes, and median / p95 figures. Two parts in 
 1. Scale, in-process: --studies recruiting studies (default 70,000, the ClinicalTrials.gov recruiting count)
    built from FHIR JSON through study_criteria() into a StudyIndex, and --patients people (default
    1,000,000) generated straight into a PatientIndex (loading millions of resources through REST would take
-   hours). Times $match for --probes patients (target p95 <= 50 ms), $candidates for a rare-cancer study
-   (target <= 1 s) and a broad study ('any malignant neoplasm'), and the brute-force scan of the same
-   queries in the same run, as a ratio.
+   hours). Times $match for --probes patients (target p95 <= 50 ms) as the API answers it (every
+   candidate screened, Bundle.total counted, the first --page results explained), $candidates for a
+   rare-cancer study (target <= 1 s) and a broad study ('any malignant neoplasm'), and the brute-force
+   scan of the same queries in the same run, as a ratio; the answers are asserted equal.
 2. End to end, over HTTP on SQLite: --e2e-studies studies and --e2e-patients patients POSTed as
-   transaction Bundles to a real gateway server (werkzeug, loopback), then GET $match over HTTP
-   (target p95 <= 100 ms) and $candidates; the answers are compared with the in-process indexes built from
-   the very same JSON, to show the two paths agree.
+   batch Bundles to a real gateway server (werkzeug, loopback), then GET $match over HTTP (target p95
+   <= 100 ms; one in ten people has no active condition) and $candidates; the answers (ids, order,
+   scores, every explanation, Bundle.total) are compared with full in-process evaluation of the very same
+   JSON, to show the two paths agree. --e2e-db keeps the loaded SQLite file for a later run.
 
     .venv/bin/python bench/bench_match.py [--studies 70000] [--patients 1000000] [--probes 300]
-        [--e2e-studies 70000] [--e2e-patients 10000] [--seed 7]
+        [--e2e-studies 70000] [--e2e-patients 10000] [--e2e-db FILE] [--page 20] [--seed 7]
 """
 
 from __future__ import annotations
@@ -210,41 +212,68 @@ def scale_part(term, args) -> None:
     print(f"patient index of {len(pi):,} built in {time.perf_counter() - t:.1f} s ({len(pi.by_code):,} codes)")
 
     q = MatchQuery(today=TODAY)
+    page = args.page
     probes = random.Random(args.seed + 1).sample(list(pi.profiles.values()), args.probes)
     idx_ms, n_found, sick_ms, healthy_ms = [], [], [], []
     for p in probes:
-        ms, (matches, _) = _time(si.match, p, q)
+        ms, res = _time(si.page, p, q, page)
         idx_ms.append(ms)
         (sick_ms if p.conditions else healthy_ms).append(ms)
-        n_found.append(len(matches))
-    print(f"$match indexed     {fmt(idx_ms)}; matches per patient median {statistics.median(n_found):.0f}")
+        n_found.append(res.total)
+    print(f"$match (page of {page}, as the API) {fmt(idx_ms)}; matches per patient median "
+          f"{statistics.median(n_found):.0f}, max {max(n_found):,}")
     print(f"  of which people with a condition       {fmt(sick_ms)}")
     if healthy_ms:
         print(f"  of which people with no condition      {fmt(healthy_ms)} (every healthy-volunteer study is "
               "a candidate)")
+    full_ms = {True: [], False: []}
+    for p in probes[:args.full_probes]:
+        ms, (matches, _) = _time(si.match, p, q)
+        full_ms[bool(p.conditions)].append(ms)
+        res = si.page(p, q, page)
+        assert res.total == len(matches), "page total and full evaluation disagree"
+        assert [(r.study_id, r.score, r.distance_km, r.findings) for r in res.matches] == \
+            [(r.study_id, r.score, r.distance_km, r.findings) for r in matches[:page]], "page and match disagree"
+    print(f"$match explaining every match (StudyIndex.match), people with a condition {fmt(full_ms[True])}")
+    if full_ms[False]:
+        print(f"  people with no condition {fmt(full_ms[False])}")
     bf_ms = []
+    # brute force on people with and without a condition alike (the probes are a random sample)
     for p in probes[:args.brute_probes]:
         ms, (matches, _) = _time(si.brute_force, p, q)
         bf_ms.append(ms)
-        fast, _ = si.match(p, q)
-        assert [r.study_id for r in fast] == [r.study_id for r in matches], "index and brute force disagree"
+        res = si.page(p, q, page)
+        assert res.total == len(matches), "index and brute force disagree (total)"
+        assert [(r.study_id, r.score, r.findings) for r in res.matches] == \
+            [(r.study_id, r.score, r.findings) for r in matches[:page]], "index and brute force disagree"
     print(f"$match brute force {fmt(bf_ms)}; ratio brute/indexed at the median "
-          f"{statistics.median(bf_ms) / statistics.median(idx_ms[:args.brute_probes]):.0f}x (same patients)")
-    near_ms = [_time(si.match, p, MatchQuery(today=TODAY, near_misses=True))[0] for p in probes[:50]]
-    print(f"$match with includeNearMisses {fmt(near_ms)}")
+          f"{statistics.median(bf_ms) / statistics.median(idx_ms[:args.brute_probes]):.0f}x (same patients; "
+          "totals, ids, scores and explanations asserted equal)")
+    near_q = MatchQuery(today=TODAY, near_misses=True)
+    near_ms, near_healthy = [], []
+    for p in probes[:50] + [p for p in probes[50:] if not p.conditions][:10]:
+        ms, _ = _time(si.page, p, near_q, page)
+        (near_ms if p.conditions else near_healthy).append(ms)
+    print(f"$match with includeNearMisses, people with a condition {fmt(near_ms)}")
+    if near_healthy:
+        print(f"  people with no condition {fmt(near_healthy)}")
 
     for label, code in (("rare (DIPG)", RARE), ("broad (any malignant neoplasm)", BROAD)):
         sc = study_criteria({"resourceType": "ResearchStudy", "id": f"q-{code[1]}", "status": "active",
                              "condition": [{"coding": [{"system": code[0], "code": code[1]}]}]},
                             {"characteristic": [{"code": {"coding": [{"system": cv.AGE[0], "code": cv.AGE[1]}]},
                                                  "valueRange": {"low": {"value": 18, "code": "a"}}}]}, {}, term)
-        runs = [_time(pi.match, sc, q) for _ in range(3)]
+        runs = [_time(pi.page, sc, q, None, page) for _ in range(3)]
         ms = [r[0] for r in runs]
         found = runs[0][1]
+        full, full_found = _time(pi.match, sc, q)
         bf, bf_found = _time(pi.brute_force, sc, q)
-        assert [r.patient_key for r in found] == [r.patient_key for r in bf_found], "candidates disagree"
-        print(f"$candidates {label}: {len(found):,} candidates; indexed {fmt(ms)}; brute force "
-              f"{bf:,.0f} ms; ratio {bf / statistics.median(ms):.0f}x")
+        assert found.total == len(bf_found) == len(full_found), "candidates disagree (total)"
+        assert [(r.patient_key, r.score, r.findings) for r in found.matches] == \
+            [(r.patient_key, r.score, r.findings) for r in bf_found[:page]], "candidates disagree"
+        assert [r.patient_key for r in full_found] == [r.patient_key for r in bf_found], "candidates disagree"
+        print(f"$candidates {label}: {found.total:,} candidates; indexed (page of {page}) {fmt(ms)}; every "
+              f"match explained {full:,.0f} ms; brute force {bf:,.0f} ms; ratio {bf / statistics.median(ms):.0f}x")
     del pi, si
 
 
@@ -392,6 +421,8 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=1_000_000)
     ap.add_argument("--probes", type=int, default=300)
     ap.add_argument("--brute-probes", type=int, default=20)
+    ap.add_argument("--full-probes", type=int, default=100, help="probes also timed explaining every match")
+    ap.add_argument("--page", type=int, default=20, help="_count: results explained (GATEWAY_DEFAULT_COUNT)")
     ap.add_argument("--e2e-studies", type=int, default=70_000)
     ap.add_argument("--e2e-patients", type=int, default=10_000)
     ap.add_argument("--e2e-db", help="SQLite file for the end-to-end part; kept, and reused by a later run "
