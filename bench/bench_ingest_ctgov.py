@@ -3,9 +3,9 @@
 Studies are generated from the real records in tests/data/ctgov (ids, conditions and sites varied; site counts
 with a long tail like the registry's: most studies have a few sites, a few have hundreds). Prints the machine,
 the size, the mapping alone and the validation rate of the same mapped resources (per-study median / p95), then
-studies/s and resources/s end to end through ingest() (what /ingest and `gateway import` run) three times in
-fresh SQLite files: all studies, the same again (all unchanged), and only the studies with <= 10 sites;
-with per-transaction median / p95.
+studies/s and resources/s end to end: `gateway import` of the studies written as files, as its own process, in
+fresh SQLite files: all studies, the same again (all unchanged), and only the studies with <= 10 sites; with the
+CLI's default --workers and with --workers 0 (everything in one process).
 
     .venv/bin/python bench/bench_ingest_ctgov.py            # 10,000 studies
     .venv/bin/python bench/bench_ingest_ctgov.py --n 2000 --profile
@@ -21,12 +21,13 @@ import os
 import platform
 import pstats
 import random
+import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from gateway.fhir.validate import validate_resource  # noqa: E402
 from gateway.mapping import map_payload  # noqa: E402
 from gateway.mapping.ingest import RECORDS_PER_TRANSACTION, ingest  # noqa: E402
+from gateway.mapping.pipeline import default_workers  # noqa: E402
 from gateway.mapping.registry import default_registry  # noqa: E402
 from gateway.store.engine import make_engine  # noqa: E402
 from gateway.store.interactions import FhirService  # noqa: E402
@@ -106,7 +108,9 @@ def main() -> None:
     ap.add_argument("--e2e", type=int, default=None,
                     help="store only the first N of the studies end to end (default: all; the mapping and "
                          "validation figures always cover all of them)")
-    ap.add_argument("--profile", action="store_true", help="print the top functions of the first end-to-end run "
+    ap.add_argument("--workers", type=int, default=None,
+                    help="gateway import --workers (default: both the CLI's default and 0, one after the other)")
+    ap.add_argument("--profile", action="store_true", help="also profile an in-process ingest of the studies "
                     "(BENCH_SORT=tottime, BENCH_TOP=40 to change the listing)")
     args = ap.parse_args()
 
@@ -143,79 +147,87 @@ def main() -> None:
     print(f"validation only: {resources / val_total:26.0f} resources/s ({resources / val_cpu:.0f} per CPU second)",
           flush=True)
 
-    # 3. end to end: map + store (validate, conditional PUTs, index, change feed) in a fresh SQLite file,
-    #    the way /ingest and `gateway import` store records: RECORDS_PER_TRANSACTION records per transaction.
+    # 3. end to end: `gateway import` (read, map, validate, store with conditional PUTs, index and change
+    #    feed) of the studies written as files, in a fresh SQLite file, as a separate process (wall-clock and
+    #    the CPU time of it and its worker processes).
     e2e_studies = studies[: args.e2e] if args.e2e else studies
     e2e_resources = sum(len(r.bundle["entry"]) for r in mapped[: len(e2e_studies)])
-    small = [s for s in e2e_studies if len(s["protocolSection"]["contactsLocationsModule"]["locations"]) <= 10]
+    small = [i for i, s in enumerate(e2e_studies)
+             if len(s["protocolSection"]["contactsLocationsModule"]["locations"]) <= 10]
+    small_resources = sum(len(mapped[i].bundle["entry"]) for i in small)
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    prof = cProfile.Profile() if args.profile else None
     try:
-        all_run = _e2e(tmp / "all.sqlite3", mapping, registry, e2e_studies, prof)
-        again = _e2e(tmp / "all.sqlite3", mapping, registry, e2e_studies, None)
-        small_run = _e2e(tmp / "small.sqlite3", mapping, registry, small, None)
+        for folder, which in (("all", range(len(e2e_studies))), ("small", small)):
+            (tmp / folder).mkdir()
+            for i in which:
+                (tmp / folder / f"{i:06d}.json").write_bytes(json.dumps(e2e_studies[i]).encode())
+        workers = [args.workers] if args.workers is not None else sorted({default_workers(), 0}, reverse=True)
+        print(f"end to end, `gateway import` in a fresh SQLite file ({RECORDS_PER_TRANSACTION} records per "
+              "transaction):")
+        rate = resources / val_total
+        for w in workers:
+            label = f"--workers {w}" + (" (all in one process)" if w == 0 else "")
+            run = _import(tmp, "all", f"all-{w}", w)
+            print(f"  {label}: all {len(e2e_studies)} studies ({e2e_resources} resources): {run.describe()}; "
+                  f"{len(e2e_studies) / run.seconds:.0f} studies/s, {e2e_resources / run.seconds:.0f} resources/s = "
+                  f"{e2e_resources / run.seconds / rate:.0%} of the validation rate (target >= 50%)", flush=True)
+            if w == workers[0]:
+                again = _import(tmp, "all", f"all-{w}", w)
+                print(f"  {label}: the same {len(e2e_studies)} studies again (unchanged): {again.describe()}; "
+                      f"{len(e2e_studies) / again.seconds:.0f} studies/s", flush=True)
+            run = _import(tmp, "small", f"small-{w}", w)
+            print(f"  {label}: only the {len(small)} studies with <= 10 sites ({small_resources} resources): "
+                  f"{run.describe()}; {len(small) / run.seconds:.0f} studies/s (target >= 300)", flush=True)
+        if args.profile:
+            prof = cProfile.Profile()
+            _in_process(tmp / "profile.sqlite3", mapping, registry, e2e_studies, prof)
+            pstats.Stats(prof).sort_stats(os.environ.get("BENCH_SORT", "cumulative")).print_stats(
+                int(os.environ.get("BENCH_TOP", "25")))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
     load = os.getloadavg()
     print(f"load average after (1/5/15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    print(f"end to end, {RECORDS_PER_TRANSACTION} studies per transaction, fresh SQLite file each run:")
-    e2e_rate = e2e_resources / all_run.seconds
-    print(f"  all {len(e2e_studies)} studies ({e2e_resources} resources): "
-          f"{len(e2e_studies) / all_run.seconds:.0f} studies/s, {e2e_rate:.0f} resources/s; {all_run.describe()}")
-    print(f"  share of the validation rate: {e2e_rate / (resources / val_total):.0%} wall-clock, "
-          f"{(e2e_resources / all_run.cpu) / (resources / val_cpu):.0%} in CPU time (target >= 50%)")
-    print(f"  the same {len(e2e_studies)} studies imported again (all unchanged): "
-          f"{len(e2e_studies) / again.seconds:.0f} studies/s; {again.describe()}")
-    print(f"  only the {len(small)} studies with <= 10 sites: {len(small) / small_run.seconds:.0f} studies/s "
-          f"(target >= 300); {small_run.describe()}")
-    if prof:
-        pstats.Stats(prof).sort_stats(os.environ.get("BENCH_SORT", "cumulative")).print_stats(
-            int(os.environ.get("BENCH_TOP", "25")))
 
 
 class Run:
-    def __init__(self, seconds: float, cpu: float, outcomes: Counter, chunk_ms: list[float]):
-        self.seconds, self.cpu, self.outcomes, self.chunk_ms = seconds, cpu, outcomes, chunk_ms
+    def __init__(self, seconds: float, cpu: float, summary: str):
+        self.seconds, self.cpu, self.summary = seconds, cpu, summary
 
     def describe(self) -> str:
-        o = ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items()))
-        return (f"{o}; {self.seconds:.1f} s wall-clock, {self.cpu:.1f} s CPU; "
-                f"per transaction median {statistics.median(self.chunk_ms):.0f} ms, "
-                f"p95 {pct(self.chunk_ms, 95):.0f} ms")
+        return f"{self.summary}; {self.seconds:.1f} s wall-clock, {self.cpu:.1f} s CPU"
 
 
-def _e2e(db: Path, mapping, registry, studies: list[dict], prof) -> Run:
-    """Map and store ``studies`` through ingest() (the /ingest and CLI path); time the whole run."""
+def _import(tmp: Path, folder: str, db: str, workers: int) -> Run:
+    """`gateway import --mapping ctgov-v2 FOLDER` as its own process; wall-clock and CPU of it and its workers."""
+    env = {**os.environ, "GATEWAY_DATABASE_URL": f"sqlite:///{tmp / db}.sqlite3",
+           "GATEWAY_INSTANCE_PATH": str(tmp), "GATEWAY_MAPPINGS_PATH": str(ROOT / "mappings")}
+    cmd = [sys.executable, "-c", "from gateway.cli import main; main()", "import", "--mapping", "ctgov-v2",
+           "--quiet", "--workers", str(workers), str(tmp / folder)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode not in (0, 1):  # 1: some records rejected, reported in the summary
+        raise SystemExit(f"gateway import failed ({done.returncode}): {done.stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Run(seconds, cpu, done.stdout.strip().splitlines()[-1])
+
+
+def _in_process(db: Path, mapping, registry, studies: list[dict], prof) -> None:
+    """Map and store ``studies`` through ingest() in this process, under the profiler."""
     engine = make_engine(f"sqlite:///{db}")
     migrate(engine)
     service = FhirService(Store(engine), max_bundle_entries=1000)
-    marks: list[float] = []
-    outcomes: Counter = Counter()
 
     def records():
         for s in studies:
             yield from map_payload(mapping, s, conceptmaps=registry.conceptmaps)
 
-    def progress(rec, result) -> None:
-        outcomes[result.outcome] += 1
-        marks.append(time.perf_counter())
-        if len(marks) % 1000 == 0:
-            print(f"  ... {len(marks)} studies stored", file=sys.stderr, flush=True)
-
-    if prof:
-        prof.enable()
-    t0, c0 = time.perf_counter(), time.process_time()
-    ingest(service, records(), on_result=progress)
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    if prof:
-        prof.disable()
+    prof.enable()
+    ingest(service, records())
+    prof.disable()
     engine.dispose()
-    # on_result runs once a transaction has committed, for each of its RECORDS_PER_TRANSACTION records in turn
-    n = RECORDS_PER_TRANSACTION
-    ends = [t0] + [m for i, m in enumerate(marks) if (i + 1) % n == 0 or i + 1 == len(marks)]
-    chunk_ms = [(b - a) * 1000 for a, b in zip(ends, ends[1:], strict=False)] or [seconds * 1000]
-    return Run(seconds, cpu, outcomes, chunk_ms)
 
 if __name__ == "__main__":
     main()

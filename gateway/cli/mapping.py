@@ -12,8 +12,9 @@ from tqdm import tqdm
 from gateway.config import Settings
 from gateway.fhir.errors import FhirError
 from gateway.fhir.validate import validate_resource
-from gateway.mapping import MappingFileError, MappingRegistry, PayloadError, UnknownMapping, map_payload
+from gateway.mapping import MappingFileError, MappingRegistry, PayloadError, UnknownMapping
 from gateway.mapping.ingest import ingest
+from gateway.mapping.pipeline import default_workers, prepared_files
 from gateway.mapping.registry import PROJECT_MAPPINGS, check_conceptmaps, mapping_files
 from gateway.mapping.spec import load_mapping
 from gateway.terminology.conceptmap import load_conceptmaps
@@ -45,7 +46,9 @@ def _inputs(paths: tuple[Path, ...]) -> list[Path]:
 @click.option("--mapping", "mapping_name", required=True, help="Mapping name (a file mappings/NAME.yaml).")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def import_cmd(mapping_name: str, paths: tuple[Path, ...], quiet: bool) -> None:
+@click.option("--workers", type=click.IntRange(min=0), default=default_workers, show_default="CPUs - 1, at most 4",
+              help="Processes that read, map and validate files while this one stores (0: all in this process).")
+def import_cmd(mapping_name: str, paths: tuple[Path, ...], quiet: bool, workers: int) -> None:
     """Import registry records or EHR extracts (files or folders) through a mapping.
 
     Each source record is stored atomically; a bad record is reported and never stops the others.
@@ -53,14 +56,14 @@ def import_cmd(mapping_name: str, paths: tuple[Path, ...], quiet: bool) -> None:
     """
     from gateway.cli.core import make_service
 
+    folder = _folder().resolve()
     try:
-        registry = MappingRegistry(_folder().resolve())
-        mapping = registry.get(mapping_name)
+        MappingRegistry(folder).get(mapping_name)  # a broken or unknown mapping fails here, before any work
     except (MappingFileError, UnknownMapping) as exc:
         raise click.ClickException(str(exc.args[0] if isinstance(exc, UnknownMapping) else exc)) from None
     service = make_service()
     try:
-        stats, reasons = _import_files(service, mapping, registry, _inputs(paths), quiet)
+        stats, reasons = _import_files(service, folder, mapping_name, _inputs(paths), quiet, workers)
     finally:
         service.store.engine.dispose()
     click.echo(", ".join(f"{k} {stats.get(k, 0)}" for k in ("created", "updated", "unchanged", "rejected")))
@@ -72,21 +75,20 @@ def import_cmd(mapping_name: str, paths: tuple[Path, ...], quiet: bool) -> None:
         sys.exit(1)
 
 
-def _import_files(service, mapping, registry: MappingRegistry, files: list[Path],
-                  quiet: bool) -> tuple[Counter, list[str]]:
-    """Map every file and store its records, many records per database transaction (see ingest())."""
+def _import_files(service, folder: Path, mapping_name: str, files: list[Path], quiet: bool,
+                  workers: int) -> tuple[Counter, list[str]]:
+    """Map, validate and store every file's records, many records per database transaction (see ingest());
+    mapping and validation run in ``workers`` processes ahead of the store (see gateway.mapping.pipeline)."""
     stats: Counter = Counter()
     reasons: list[str] = []
     where: dict[int, str] = {}  # id(record) -> file name, for messages about rejected records
 
     with tqdm(total=len(files), unit="record", disable=quiet, file=sys.stderr) as bar:
         def records():
-            for path in files:
-                try:
-                    recs = map_payload(mapping, path.read_bytes(), conceptmaps=registry.conceptmaps)
-                except PayloadError as exc:
+            for path, recs in prepared_files(folder, mapping_name, files, workers):
+                if isinstance(recs, PayloadError):
                     stats["rejected"] += 1
-                    reasons.append(f"{path}: {exc}")
+                    reasons.append(f"{path}: {recs}")
                     bar.update(1)
                     continue
                 bar.total += len(recs) - 1  # progress counts records once a file is read

@@ -18,6 +18,7 @@ CTGOV = "https://clinicaltrials.gov"
 CTGOV_ALIASES = frozenset({"https://clinicaltrials.gov", "http://clinicaltrials.gov", "https://clinicaltrials.gov/",
                            "http://clinicaltrials.gov/", "https://www.clinicaltrials.gov",
                            "http://www.clinicaltrials.gov"})
+_CTGOV_FORMS = frozenset(s.rstrip("/") for s in CTGOV_ALIASES)
 ISRCTN = "https://www.isrctn.com"
 EUDRACT = "https://www.clinicaltrialsregister.eu"
 EU_CT = "https://euclinicaltrials.eu"  # EU CTR numbers (2022-500123-45-00)
@@ -71,8 +72,9 @@ TOPIC_RESEARCH_SUBJECT_STATUS = f"{BASE}/SubscriptionTopic/research-subject-stat
 
 def normalise_ctgov_system(system: str | None) -> str | None:
     """'http://clinicaltrials.gov/' -> 'https://clinicaltrials.gov'; others unchanged."""
-    if system is not None and system.rstrip("/").replace("://www.", "://") in {
-            s.rstrip("/") for s in CTGOV_ALIASES}:
+    # Cheap test first: this runs for every token of every conditional lookup.
+    if system is not None and "clinicaltrials.gov" in system and system != CTGOV and \
+            system.rstrip("/").replace("://www.", "://") in _CTGOV_FORMS:
         return CTGOV
     return system
 

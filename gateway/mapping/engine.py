@@ -36,6 +36,8 @@ class MappedRecord:
     provenance: dict[int, dict[str, str]] = field(default_factory=dict)
     # entry index -> systems whose identifiers may already name this resource (see gateway.mapping.ingest)
     lookups: dict[int, list[str]] = field(default_factory=dict)
+    # entry indexes whose resource already passed validation (see gateway.mapping.ingest.prevalidate)
+    validated: set[int] = field(default_factory=set)
 
     @property
     def ok(self) -> bool:

@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from gateway.fhir.errors import FhirError, Issue, PreconditionFailed, operation_outcome
 from gateway.fhir.validate import validate_resource
 from gateway.mapping.engine import MappedRecord
-from gateway.store.interactions import FhirService
+from gateway.store.interactions import FhirService, normalise_systems
 from gateway.store.repo import Tx
 
 log = logging.getLogger(__name__)
@@ -102,11 +102,30 @@ def _merge_existing(service: FhirService, tx: Tx, rec: MappedRecord) -> None:
         extra = [i for i in existing.get("identifier") or [] if (i.get("system"), i.get("value")) not in keys]
         entry["resource"] = {**entry["resource"], "id": found[0].id, "identifier": ours + extra}
         entry["request"] = {"method": "PUT", "url": f"{rtype}/{found[0].id}"}
+        rec.validated.discard(idx)  # a changed resource: validated again when stored
+
+
+def prevalidate(rec: MappedRecord) -> MappedRecord:
+    """Validate the record's resources now, as the store would (e.g. in a worker process, in parallel with the
+    process that stores); they are not validated again when stored. A resource that fails is left for the
+    store, which rejects the record with the usual message.
+    """
+    if rec.ok:
+        assert rec.bundle is not None
+        for i, entry in enumerate(rec.bundle["entry"]):
+            resource = normalise_systems(entry.get("resource"))
+            try:
+                validate_resource(resource)
+            except FhirError:
+                continue
+            entry["resource"] = resource
+            rec.validated.add(i)
+    return rec
 
 
 def _store(service: FhirService, tx: Tx, rec: MappedRecord) -> IngestResult:
     _merge_existing(service, tx, rec)
-    _, results = service.run_bundle(rec.bundle, tx=tx)
+    _, results = service.run_bundle(rec.bundle, tx=tx, validated=frozenset(rec.validated))
     writes: Counter = Counter()
     locations = []
     for r in results:
@@ -214,4 +233,4 @@ def summary(results: list[IngestResult]) -> Counter:
     return Counter(r.outcome for r in results)
 
 
-__all__ = ["IngestResult", "ingest", "ingest_record", "dry_run_bundle", "summary"]
+__all__ = ["IngestResult", "ingest", "ingest_record", "prevalidate", "dry_run_bundle", "summary"]

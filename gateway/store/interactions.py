@@ -13,7 +13,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus
 
 import orjson
 
@@ -28,7 +28,8 @@ from gateway.fhir.errors import (
     TooLarge,
 )
 from gateway.fhir.models import SUPPORTED_TYPES
-from gateway.fhir.search import SearchQuery, parse_search, parse_token
+from gateway.fhir.search import SearchQuery, parse_search, parse_token, split_values
+from gateway.fhir.search_params import params_for
 from gateway.fhir.validate import validate_resource
 from gateway.store.repo import Store, Stored, Tx, WriteResult
 
@@ -206,12 +207,14 @@ class FhirService:
         return {"resourceType": "Bundle", "id": new_id(), "type": f"{btype}-response",
                 "entry": [r.response(include_resources) for r in results]}
 
-    def run_bundle(self, bundle: object, *, read: Callable[[str], dict] | None = None, tx: Tx | None = None
-                   ) -> tuple[str, list[EntryResult]]:
+    def run_bundle(self, bundle: object, *, read: Callable[[str], dict] | None = None, tx: Tx | None = None,
+                   validated: frozenset[int] = frozenset()) -> tuple[str, list[EntryResult]]:
         """Process a transaction or batch Bundle; return its type and one EntryResult per entry.
 
         ``tx``: run a transaction Bundle inside this open transaction (the caller commits, and wraps the call
         in ``tx.savepoint()`` if a failure must undo only this Bundle) instead of one of its own.
+        ``validated``: indexes of entries whose resource already passed ``validate_resource`` after
+        ``normalise_systems`` (the import pipeline validates in worker processes); the rest are validated here.
         """
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
             raise InvalidResource("POST to the base URL needs a Bundle", "Bundle")
@@ -226,13 +229,14 @@ class FhirService:
             raise TooLarge(f"Bundle has {len(entries)} entries; the maximum is {self.max_bundle_entries} "
                            "(GATEWAY_MAX_BUNDLE_ENTRIES)", "Bundle.entry")
         if btype == "transaction":
-            return btype, self._transaction(entries, read, tx)
+            return btype, self._transaction(entries, read, tx, validated)
         if tx is not None:
             raise InvalidResource("Only a transaction Bundle can join an open transaction", "Bundle.type")
         return btype, self._batch(entries, read)
 
-    def _transaction(self, entries: list, read, outer: Tx | None = None) -> list[EntryResult]:
-        parsed = _parse_entries(entries, transaction=True)
+    def _transaction(self, entries: list, read, outer: Tx | None = None,
+                     validated: frozenset[int] = frozenset()) -> list[EntryResult]:
+        parsed = _parse_entries(entries, transaction=True, validated=validated)
         errors = [e for e in parsed if isinstance(e, FhirError)]
         if errors:
             issues = [i for e in errors for i in e.issues]
@@ -418,24 +422,25 @@ def _token_key(rtype: str, query: str) -> _TokenKey | None:
     """'identifier=https://x|A1' on Location -> _TokenKey('Location:identifier', (('https://x', 'A1'),), ...);
     None for any other search (several parameters, modifiers, a value without a system), which then runs
     as a normal search."""
-    items = parse_qsl(query, keep_blank_values=True)
-    if len(items) != 1 or ":" in items[0][0] or items[0][0].startswith("_"):
+    # Read directly rather than through parse_search: this runs for every entry of every imported record.
+    name, eq, raw = query.partition("=")
+    if not eq or "&" in raw or ";" in raw or ":" in name:
         return None
-    try:
-        q = parse_search(rtype, items, strict=True)
-    except FhirError:
-        return None  # the normal path reports it
-    if len(q.criteria) != 1 or q.criteria[0].kind != "token" or q.criteria[0].modifier:
-        return None
-    crit = q.criteria[0]
+    sp = params_for(rtype).get(name)
+    if sp is None or sp.kind != "token":
+        return None  # unknown parameters, modifiers, _id: the normal path decides (and reports)
+    if "%" in raw or "+" in raw:
+        raw = unquote_plus(raw)
     pairs = []
-    for value in crit.values:
+    for value in split_values(raw):
         system, code, has_bar = parse_token(value)
         if not has_bar or system is None or code is None:
             return None
         pairs.append((normalise_ctgov_system(system), code[:255]))
-    names = tuple(sorted({f"{rtype}?{crit.name}={system}|{code}" for system, code in pairs}))
-    return _TokenKey(f"{rtype}:{crit.name}", tuple(pairs), names)
+    if not pairs:
+        return None
+    names = tuple(sorted({f"{rtype}?{name}={system}|{code}" for system, code in pairs}))
+    return _TokenKey(f"{rtype}:{name}", tuple(pairs), names)
 
 
 def _forget_shared_targets(plan: list[_Entry]) -> None:
@@ -451,19 +456,20 @@ def _forget_shared_targets(plan: list[_Entry]) -> None:
             e.current = None
 
 
-def _parse_entries(entries: list, *, transaction: bool) -> list[_Entry | FhirError]:
+def _parse_entries(entries: list, *, transaction: bool, validated: frozenset[int] = frozenset()
+                   ) -> list[_Entry | FhirError]:
     out: list[_Entry | FhirError] = []
     for i, entry in enumerate(entries):
         where = f"Bundle.entry[{i}]"
         try:
-            out.append(_parse_entry(i, entry, where))
+            out.append(_parse_entry(i, entry, where, i in validated))
         except FhirError as exc:
             out.append(exc if exc.issues and exc.issues[0].expression and
                        exc.issues[0].expression[0].startswith("Bundle") else exc.prefixed(where))
     return out
 
 
-def _parse_entry(i: int, entry: object, where: str) -> _Entry:
+def _parse_entry(i: int, entry: object, where: str, validated: bool = False) -> _Entry:
     if not isinstance(entry, dict):
         raise InvalidResource(f"{where} must be an object", where)
     req = entry.get("request")
@@ -485,7 +491,7 @@ def _parse_entry(i: int, entry: object, where: str) -> _Entry:
     if method in ("POST", "PUT"):
         res = normalise_systems(entry.get("resource"))
         try:
-            e.resource = validate_resource(res, rtype)
+            e.resource = res if validated and res.get("resourceType") == rtype else validate_resource(res, rtype)
         except FhirError as exc:
             raise exc.prefixed(f"{where}.resource") from None
         if method == "POST" and len(parts) != 1:

@@ -7,6 +7,7 @@ any search inside the transaction and at commit, which keeps 100-entry Bundles c
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import zlib
 from collections.abc import Iterable, Iterator
@@ -83,16 +84,20 @@ _UPDATE_RESOURCE = update(s.resources).where(s.resources.c.pk == bindparam("b_pk
 _SELECT_CURRENT = select(s.resources).where(s.resources.c.type == bindparam("b_type"),
                                             s.resources.c.id == bindparam("b_id"))
 _SELECT_CURRENT_FOR_UPDATE = _SELECT_CURRENT.with_for_update()
-_FIND_TOKENS = (
-    select(s.idx_token.c.system.label("tok_system"), s.idx_token.c.code.label("tok_code"), s.resources)
-    .join(s.resources, s.resources.c.pk == s.idx_token.c.res_pk)
-    .where(s.idx_token.c.param == bindparam("b_param"),
-           s.idx_token.c.code.in_(bindparam("b_codes", expanding=True)),
-           s.resources.c.deleted.is_(False))
-)
-_FIND_TOKENS_FOR_UPDATE = _FIND_TOKENS.with_for_update(of=s.resources)
 _ADVANCE_CHANGES = (update(s.counters).where(s.counters.c.name == "changes")
                     .values(value=s.counters.c.value + bindparam("b_n")).returning(s.counters.c.value))
+
+
+@functools.cache
+def _find_tokens_sql(dialect: str, n: int) -> str:
+    """Current resources with a token index row (param = ?, code IN n values), for Tx.find_tokens."""
+    mark = "?" if dialect == "sqlite" else "%s"
+    sql = ("SELECT t.system, t.code, r.pk, r.type, r.id, r.version, r.last_updated, r.deleted, r.content_hash, "
+           f"r.content FROM idx_token t JOIN resources r ON r.pk = t.res_pk WHERE t.param = {mark} "
+           f"AND t.code IN ({', '.join([mark] * n)}) AND r.deleted = {'0' if dialect == 'sqlite' else 'false'}")
+    return sql if dialect == "sqlite" else sql + " FOR UPDATE OF r"
+
+
 _SELECT_BY_PK = select(s.resources).where(s.resources.c.pk.in_(bindparam("b_pks", expanding=True)))
 _SELECT_BY_PK_FOR_UPDATE = _SELECT_BY_PK.with_for_update()
 
@@ -105,7 +110,8 @@ def _lock_id(key: str) -> int:
 class _Pending:
     resources: list[dict] = field(default_factory=list)  # new rows with server-assigned pk (fresh ids)
     versions: list[dict] = field(default_factory=list)
-    index: dict[str, list[dict]] = field(default_factory=lambda: {k: [] for k in s.INDEX_TABLES})
+    # index table -> rows as tuples in column order: (res_pk, param, ...)
+    index: dict[str, list[tuple]] = field(default_factory=lambda: {k: [] for k in s.INDEX_TABLES})
     changes: list[dict] = field(default_factory=list)
     clear_index: list[int] = field(default_factory=list)
     resource_keys: set[tuple[str, str]] = field(default_factory=set)  # (type, id) of ``resources``
@@ -113,16 +119,16 @@ class _Pending:
     # (param, system, code) -> pks, for the token rows in ``index``: lets find_tokens see buffered writes
     tokens: dict[tuple[str, str | None, str], set[int]] = field(default_factory=dict)
 
-    def add_index_row(self, kind: str, row: dict) -> None:
+    def add_index_row(self, kind: str, row: tuple) -> None:
         self.index[kind].append(row)
         if kind == "token":
-            self.tokens.setdefault((row["param"], row["system"], row["code"]), set()).add(row["res_pk"])
+            self.tokens.setdefault(row[1:], set()).add(row[0])
 
     def drop_index_rows(self, pk: int) -> None:
         """A later version in the same transaction replaces the index rows buffered for ``pk``."""
         if pk in self.indexed_pks:
             for kind, rows in self.index.items():
-                self.index[kind] = [r for r in rows if r["res_pk"] != pk]
+                self.index[kind] = [r for r in rows if r[0] != pk]
             for pks in self.tokens.values():
                 pks.discard(pk)
             self.indexed_pks.discard(pk)
@@ -131,11 +137,17 @@ class _Pending:
         return not (self.resources or self.versions or self.changes or self.clear_index)
 
     def copy(self) -> _Pending:
-        """A snapshot to return to when a savepoint rolls back (rows are shared: they are not changed in place,
-        except a change row's ``seq``, which every flush assigns afresh)."""
+        """A snapshot to return to when a savepoint rolls back. Cheap, as it is taken for every savepoint:
+        rows are shared (they are not changed in place, except a change row's ``seq``, which every flush
+        assigns afresh) and ``tokens`` is left out: ``restored`` rebuilds it, and rollbacks are rare."""
         return _Pending(list(self.resources), list(self.versions), {k: list(v) for k, v in self.index.items()},
-                        list(self.changes), list(self.clear_index), set(self.resource_keys), set(self.indexed_pks),
-                        {k: set(v) for k, v in self.tokens.items()})
+                        list(self.changes), list(self.clear_index), set(self.resource_keys), set(self.indexed_pks))
+
+    def restored(self) -> _Pending:
+        """This snapshot made current again."""
+        for row in self.index["token"]:
+            self.tokens.setdefault(row[1:], set()).add(row[0])
+        return self
 
 
 class Tx:
@@ -149,6 +161,7 @@ class Tx:
         self._pg = is_postgres(store.engine)
         self._next_pk: int | None = None  # SQLite: last pk handed out in this transaction
         self._pk_block: list[int] = []  # PostgreSQL: sequence values fetched ahead
+        self._savepoints = 0  # depth of nested savepoints (their names)
 
     def _allocate_pk(self) -> int:
         """A primary key for a new resources row, so the row can join one bulk insert at flush.
@@ -206,16 +219,20 @@ class Tx:
         p = self.pending
         # Rows written in this transaction but still buffered are seen here without a flush, so that many
         # records in one transaction batch their writes: their index rows replace the stored ones.
-        stale = set(p.clear_index) | p.indexed_pks
+        stale = p.indexed_pks.union(p.clear_index) if p.clear_index else p.indexed_pks
         out: dict[tuple[str, str], dict[int, Stored]] = {}
-        stmt = _FIND_TOKENS_FOR_UPDATE if self._pg else _FIND_TOKENS
         codes = sorted({code for _, code in want})
+        cursor = self.conn.connection.cursor()
         for i in range(0, len(codes), 500):
-            rows = self.conn.execute(stmt, {"b_param": param, "b_codes": codes[i:i + 500]}).mappings().all()
-            for row in rows:
-                key = (row["tok_system"], row["tok_code"])
-                if key in want and row["pk"] not in stale:
-                    out.setdefault(key, {})[row["pk"]] = _stored(row)
+            part = codes[i:i + 500]
+            # The driver's cursor: this runs for every record of an import, and SQLAlchemy's handling of an
+            # expanding IN and of the result cost ten times the query itself.
+            cursor.execute(_find_tokens_sql(self.conn.dialect.name, len(part)), (param, *part))
+            for row in cursor.fetchall():
+                key = (row[0], row[1])
+                if key in want and row[2] not in stale:
+                    out.setdefault(key, {})[row[2]] = Stored(row[3], row[4], row[5], row[6], bool(row[7]),
+                                                             row[9], row[2], content_hash=row[8])
         buffered = {key: p.tokens[(param, *key)] for key in want if p.tokens.get((param, *key))}
         if buffered:
             new_rows = {r["pk"]: r for r in p.resources}
@@ -241,16 +258,24 @@ class Tx:
         a rollback and none from inside it do.
         """
         snapshot = self.pending.copy()
-        nested = self.conn.begin_nested()
+        # Plain SQL on the driver's cursor: this runs for every ingested record, and SQLAlchemy's nested
+        # transaction objects cost more than the statements (the outer transaction stays SQLAlchemy's).
+        cursor = self.conn.connection.cursor()
+        self._savepoints += 1
+        name = f"gw_sp_{self._savepoints}"
+        cursor.execute(f"SAVEPOINT {name}")
         try:
             yield
         except BaseException:
             # Rows buffered before the savepoint may have been flushed inside it (and so rolled back with it):
             # the snapshot buffers them again.
-            self.pending = snapshot
-            nested.rollback()
+            self.pending = snapshot.restored()
+            cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            cursor.execute(f"RELEASE SAVEPOINT {name}")
             raise
-        nested.commit()
+        finally:
+            self._savepoints -= 1
+        cursor.execute(f"RELEASE SAVEPOINT {name}")
 
     # -- writes --------------------------------------------------------------------------------
     def put(self, resource: dict, *, if_match: str | None = None, method: str = "PUT",
@@ -300,7 +325,7 @@ class Tx:
         add = self.pending.add_index_row
         for kind, rows in index_rows(body).items():
             for row in rows:
-                add(kind, _index_dict(kind, pk, row))
+                add(kind, _index_row(kind, pk, row))
         self.pending.indexed_pks.add(pk)
         return WriteResult(outcome, Stored(rtype, rid, version, self.now, False, content, pk))
 
@@ -343,7 +368,7 @@ class Tx:
             _bulk_insert(c, s.resource_versions, p.versions)
         for kind, rows in p.index.items():
             if rows:
-                _bulk_insert(c, s.INDEX_TABLES[kind], rows)
+                _bulk_insert_tuples(c, s.INDEX_TABLES[kind], rows)
         if p.changes:
             # The counter row is locked until commit, so sequence numbers follow commit order.
             n = len(p.changes)
@@ -380,6 +405,19 @@ def _bulk_insert(conn, table, rows: list[dict]) -> None:
         conn.exec_driver_sql(sql, [tuple(r[k] for k in order) for r in rows])
 
 
+@functools.cache
+def _insert_sql(dialect: str, table: str, columns: tuple[str, ...]) -> str:
+    mark = "?" if dialect == "sqlite" else "%s"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+
+
+def _bulk_insert_tuples(conn, table, rows: list[tuple]) -> None:
+    """INSERT many rows given as tuples in the table's column order: no per-row conversion at all (index
+    rows are most of the rows a write makes)."""
+    sql = _insert_sql(conn.dialect.name, table.name, tuple(c.name for c in table.columns))
+    conn.exec_driver_sql(sql, rows)
+
+
 def _check_if_match(if_match: str, cur: Stored | None, rtype: str, rid: str) -> None:
     want = if_match.strip()
     if want.startswith("W/"):
@@ -392,14 +430,15 @@ def _check_if_match(if_match: str, cur: Stored | None, rtype: str, rid: str) -> 
                                  f"({current})", f"{rtype}.meta.versionId")
 
 
-def _index_dict(kind: str, pk: int, row: tuple) -> dict:
+def _index_row(kind: str, pk: int, row: tuple) -> tuple:
+    """An index_rows() row -> a row of its index table, in column order (res_pk, param, ...)."""
     if kind == "token":
-        return {"res_pk": pk, "param": row[0], "system": row[1], "code": row[2][:255]}
+        return (pk, row[0], row[1], row[2][:255])
     if kind == "reference":
-        return {"res_pk": pk, "param": row[0], "ref": row[1][:255]}
+        return (pk, row[0], row[1][:255])
     if kind == "date":
-        return {"res_pk": pk, "param": row[0], "low": row[1], "high": row[2]}
-    return {"res_pk": pk, "param": row[0], "value": row[1][:512]}
+        return (pk, row[0], row[1], row[2])
+    return (pk, row[0], row[1][:512])
 
 
 def _stored(row) -> Stored:

@@ -29,9 +29,12 @@ def test_import_summary_and_reasons(env):
     assert "created 0, updated 0, unchanged 13, rejected 1" in again.output
 
 
-def test_import_a_folder_of_ctgov_records(env):
-    result = CliRunner().invoke(cli, ["import", "--mapping", "ctgov-v2", "--quiet", str(CTGOV / "expected"),
-                                      str(CTGOV / "search_phelan_next_20260811.json")], env=env)
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_import_a_folder_of_ctgov_records(env, workers):
+    """In this process or with worker processes mapping and validating ahead: the same answer."""
+    result = CliRunner().invoke(cli, ["import", "--mapping", "ctgov-v2", "--quiet", "--workers", workers,
+                                      str(CTGOV / "expected"), str(CTGOV / "search_phelan_next_20260811.json")],
+                                env=env)
     # the expected/ golden files are not ClinicalTrials.gov records: each is rejected with a reason
     assert "created 5, updated 0, unchanged 0, rejected 12" in result.output
     assert "expected a study object with a 'protocolSection'" in result.output

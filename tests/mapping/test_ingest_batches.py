@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 from gateway.fhir import conventions as cv
 from gateway.fhir.search import parse_search
 from gateway.mapping import map_payload
-from gateway.mapping.ingest import ingest
+from gateway.mapping.ingest import ingest, prevalidate
 from gateway.mapping.registry import default_registry
 from tests.store.helpers import table_counts
 
@@ -125,3 +125,17 @@ def test_the_answer_does_not_depend_on_records_per_transaction(service, store, p
     assert store.count("ResearchStudy") == 4 and store.count("Location") == 12
     [changed] = _studies(store, cv.CTGOV, "NCT90000051")
     assert changed.version == 2 and changed.resource()["title"] == "Changed"
+
+
+def test_prevalidated_resources_are_stored_and_an_invalid_one_is_still_rejected_by_the_store(service, store):
+    good, bad = _records([_variant("NCT90000060"), _variant("NCT90000061")])
+    bad.bundle["entry"][0]["resource"]["status"] = "not-a-status"  # the first Location
+    prevalidate(good)
+    prevalidate(bad)
+    assert good.validated == set(range(len(good.bundle["entry"])))
+    assert 0 not in bad.validated and bad.validated  # the others passed
+    results = ingest(service, [good, bad], per_transaction=10)
+    assert [r.outcome for r in results] == ["created", "rejected"]
+    assert results[1].status == 422 and "Bundle.entry[0].resource.status" in results[1].operation_outcome["issue"][0][
+        "expression"]
+    assert store.count("ResearchStudy") == 1 and store.count("Location") == 3

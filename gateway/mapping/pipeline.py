@@ -1,0 +1,77 @@
+"""Bulk import: read, map and validate source files in worker processes while the calling process stores.
+
+Mapping and validating a record costs about as much CPU as storing it, and they need no database, so a
+bulk import (``gateway import``) runs them in ``workers`` processes, a window of files ahead of the store:
+
+    for path, records in prepared_files(folder, "ctgov-v2", files, workers=1):
+        ingest(service, records)   # resources already validated are not validated again
+
+``workers=0`` does it all in this process. Results come back in file order. At most two windows of files
+are in memory at once, however many files there are.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from gateway.mapping.engine import MappedRecord, map_payload
+from gateway.mapping.ingest import prevalidate
+from gateway.mapping.readers import PayloadError
+from gateway.mapping.registry import MappingRegistry
+
+WINDOW = 64  # files handed to the workers at a time
+
+_worker: tuple[object, object] | None = None  # (mapping, conceptmaps) in a worker process
+
+
+def default_workers() -> int:
+    """One worker per CPU but the one that stores, at most 4: the store is the limit beyond that."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def _init(folder: str, mapping_name: str) -> None:
+    global _worker
+    registry = MappingRegistry(Path(folder))
+    _worker = (registry.get(mapping_name), registry.conceptmaps)
+
+
+def _prepare(path: Path) -> list[MappedRecord] | PayloadError:
+    assert _worker is not None
+    mapping, conceptmaps = _worker
+    return prepare_file(mapping, conceptmaps, path)
+
+
+def prepare_file(mapping, conceptmaps, path: Path) -> list[MappedRecord] | PayloadError:
+    """A source file -> its mapped records with their resources validated, or why the file is unreadable."""
+    try:
+        records = map_payload(mapping, path.read_bytes(), conceptmaps=conceptmaps)
+    except PayloadError as exc:
+        return exc
+    return [prevalidate(rec) for rec in records]
+
+
+def prepared_files(folder: Path, mapping_name: str, files: Iterable[Path], workers: int
+                   ) -> Iterator[tuple[Path, list[MappedRecord] | PayloadError]]:
+    """(path, mapped and validated records, or a PayloadError) for every file, in order."""
+    files = list(files)
+    if workers <= 0 or len(files) < 2:
+        registry = MappingRegistry(folder)
+        mapping = registry.get(mapping_name)
+        for path in files:
+            yield path, prepare_file(mapping, registry.conceptmaps, path)
+        return
+    # fork where there is one: workers start at once with the modules already imported; they never use the
+    # parent's database connections.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    with ctx.Pool(workers, initializer=_init, initargs=(str(folder), mapping_name)) as pool:
+        windows = [files[i:i + WINDOW] for i in range(0, len(files), WINDOW)]
+        ahead = pool.map_async(_prepare, windows[0])
+        for i, window in enumerate(windows):
+            done = ahead.get()
+            if i + 1 < len(windows):
+                ahead = pool.map_async(_prepare, windows[i + 1])  # the workers go on while this one is stored
+            yield from zip(window, done, strict=True)
