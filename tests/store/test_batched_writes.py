@@ -3,6 +3,8 @@ savepoints that undo one unit only (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 import pytest
 
 from gateway.fhir.errors import InvalidResource
@@ -106,3 +108,30 @@ def test_conditional_delete_and_put_of_the_same_key_in_one_bundle(service, store
     assert results[1].write.outcome == "deleted"
     assert results[0].write.stored.id == made.stored.id and results[0].write.stored.version == 3
     assert store.read("Location", made.stored.id).resource()["name"] == "new"
+
+
+@pytest.mark.parametrize("query", [
+    f"identifier={SYS}|K1",
+    f"identifier={SYS}|K1,{SYS}|K2",
+    f"identifier={SYS}|a\\,b",  # an escaped comma inside a value
+    "identifier=http%3A%2F%2Fclinicaltrials.gov%2F|NCT00000001",  # percent-encoded, another form of the system
+    f"identifier={SYS}|missing",
+    "identifier=K1",  # no system: not a key, runs as a normal search
+    f"identifier:not={SYS}|K1",
+    f"identifier={SYS}|K1&name=one",
+])
+def test_conditional_matches_agrees_with_the_search(service, store, query):
+    service.create({**_loc("K1", "one")})
+    service.create({**_loc("K2", "two")})
+    service.create({**_loc("a,b", "comma")})
+    service.create({"resourceType": "Location", "name": "ct",
+                    "identifier": [{"system": "https://clinicaltrials.gov", "value": "NCT00000001"}]})
+    try:
+        want = sorted(store.search_ids(parse_search("Location", parse_qsl(query), strict=True)))
+    except Exception as exc:  # a search the server refuses: the conditional path must refuse it too
+        with store.write() as tx, pytest.raises(type(exc)):
+            service.conditional_matches(tx, "Location", query)
+        return
+    with store.write() as tx:
+        got = sorted(st.id for st in service.conditional_matches(tx, "Location", query))
+    assert got == want
