@@ -491,7 +491,8 @@ def _parse_entry(i: int, entry: object, where: str, validated: bool = False) -> 
     if method in ("POST", "PUT"):
         res = normalise_systems(entry.get("resource"))
         try:
-            e.resource = res if validated and res.get("resourceType") == rtype else validate_resource(res, rtype)
+            trusted = validated and isinstance(res, dict) and res.get("resourceType") == rtype
+            e.resource = res if trusted else validate_resource(res, rtype)
         except FhirError as exc:
             raise exc.prefixed(f"{where}.resource") from None
         if method == "POST" and len(parts) != 1:
