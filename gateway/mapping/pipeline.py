@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -23,6 +24,12 @@ from gateway.mapping.readers import PayloadError
 from gateway.mapping.registry import MappingRegistry
 
 WINDOW = 64  # files handed to the workers at a time
+# fork on Python 3.11: workers start at once with the modules already imported (they never use the parent's
+# database connections). Later Pythons warn about forking a process with threads (the progress bar has one),
+# so they start workers from a clean server process instead.
+_METHODS = multiprocessing.get_all_start_methods()
+START_METHOD = "fork" if sys.version_info < (3, 12) and "fork" in _METHODS else \
+    "forkserver" if "forkserver" in _METHODS else "spawn"
 
 _worker: tuple[object, object] | None = None  # (mapping, conceptmaps) in a worker process
 
@@ -63,10 +70,7 @@ def prepared_files(folder: Path, mapping_name: str, files: Iterable[Path], worke
         for path in files:
             yield path, prepare_file(mapping, registry.conceptmaps, path)
         return
-    # fork where there is one: workers start at once with the modules already imported; they never use the
-    # parent's database connections.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    ctx = multiprocessing.get_context(method)
+    ctx = multiprocessing.get_context(START_METHOD)
     with ctx.Pool(workers, initializer=_init, initargs=(str(folder), mapping_name)) as pool:
         windows = [files[i:i + WINDOW] for i in range(0, len(files), WINDOW)]
         ahead = pool.map_async(_prepare, windows[0])

@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 
 from gateway.fhir import conventions as cv
 from gateway.fhir.search import parse_search
-from gateway.mapping import map_payload
+from gateway.mapping import PayloadError, map_payload, pipeline
 from gateway.mapping.ingest import ingest, prevalidate
 from gateway.mapping.registry import default_registry
 from tests.store.helpers import table_counts
@@ -139,3 +139,32 @@ def test_prevalidated_resources_are_stored_and_an_invalid_one_is_still_rejected_
     assert results[1].status == 422 and "Bundle.entry[0].resource.status" in results[1].operation_outcome["issue"][0][
         "expression"]
     assert store.count("ResearchStudy") == 1 and store.count("Location") == 3
+
+
+@pytest.mark.parametrize("method", ["default", "spawn"])
+def test_worker_processes_prepare_the_same_records_as_this_process(tmp_path, monkeypatch, method):
+    if method != "default":
+        monkeypatch.setattr(pipeline, "START_METHOD", method)
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"{i}.json")
+        files[-1].write_text(json.dumps(_variant(f"NCT9000007{i}")))
+    (tmp_path / "bad.json").write_text("{not json")
+    files.insert(1, tmp_path / "bad.json")
+    folder = Path(__file__).resolve().parents[2] / "mappings"
+    here = list(pipeline.prepared_files(folder, "ctgov-v2", files, workers=0))
+    there = list(pipeline.prepared_files(folder, "ctgov-v2", files, workers=2))
+    assert [p for p, _ in there] == files
+    assert isinstance(there[1][1], PayloadError) and str(there[1][1]) == str(here[1][1])
+
+    def shape(recs):  # fullUrls are fresh uuids each time: compare everything else, references by position
+        out = []
+        for r in recs:
+            text = json.dumps([(e["request"], e["resource"]) for e in r.bundle["entry"]])
+            for i, e in enumerate(r.bundle["entry"]):
+                text = text.replace(e["fullUrl"], f"entry-{i}")
+            out.append((r.source_id, r.validated, text))
+        return out
+    for (_, a), (_, b) in zip(here, there, strict=True):
+        if not isinstance(a, PayloadError):
+            assert shape(a) == shape(b) and all(r.validated for r in b)
