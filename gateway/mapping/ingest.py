@@ -102,7 +102,8 @@ def _merge_existing(service: FhirService, tx: Tx, rec: MappedRecord) -> None:
         extra = [i for i in existing.get("identifier") or [] if (i.get("system"), i.get("value")) not in keys]
         entry["resource"] = {**entry["resource"], "id": found[0].id, "identifier": ours + extra}
         entry["request"] = {"method": "PUT", "url": f"{rtype}/{found[0].id}"}
-        rec.validated.discard(idx)  # a changed resource: validated again when stored
+        if extra:
+            rec.validated.discard(idx)  # more than a stored id added: validated again when stored
 
 
 def prevalidate(rec: MappedRecord) -> MappedRecord:
