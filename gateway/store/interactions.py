@@ -213,8 +213,8 @@ class FhirService:
 
         ``tx``: run a transaction Bundle inside this open transaction (the caller commits, and wraps the call
         in ``tx.savepoint()`` if a failure must undo only this Bundle) instead of one of its own.
-        ``validated``: indexes of entries whose resource already passed ``validate_resource`` after
-        ``normalise_systems`` (the import pipeline validates in worker processes); the rest are validated here.
+        ``validated``: indexes of entries whose resource is already ``normalise_systems``'d and passed
+        ``validate_resource`` (the import pipeline validates in worker processes); the rest are checked here.
         """
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
             raise InvalidResource("POST to the base URL needs a Bundle", "Bundle")
@@ -489,7 +489,8 @@ def _parse_entry(i: int, entry: object, where: str, validated: bool = False) -> 
     e = _Entry(i, method, url, rtype, full_url=entry.get("fullUrl"),
                if_none_exist=req.get("ifNoneExist"), if_match=req.get("ifMatch"))
     if method in ("POST", "PUT"):
-        res = normalise_systems(entry.get("resource"))
+        # a pre-validated resource was normalised before it was validated
+        res = entry.get("resource") if validated else normalise_systems(entry.get("resource"))
         try:
             trusted = validated and isinstance(res, dict) and res.get("resourceType") == rtype
             e.resource = res if trusted else validate_resource(res, rtype)
