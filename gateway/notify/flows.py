@@ -235,14 +235,15 @@ class AutomaticFlows:
         if sc is None or sc.status != RECRUITING:
             return
         stats.studies += 1
-        self._act(sid, [r.patient_key for r in self.state.patients.match(sc, self._query())], stats)
+        # screen, not match: only who fits is needed here, not the sentences explaining why
+        self._act(sid, [r.patient_key for r in self.state.patients.screen(sc, self._query())], stats)
 
     def person_matches(self, key: str, stats: FlowStats) -> None:
         profile = self.state.patients.profiles.get(key)
         if profile is None:
             return
         stats.people += 1
-        matches, _ = self.state.studies.match(profile, self._query())
+        matches, _ = self.state.studies.screen(profile, self._query())
         for r in matches:
             self._act(r.study_id, [key], stats)
 
