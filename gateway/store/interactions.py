@@ -133,9 +133,7 @@ class FhirService:
             return [r for r in rows if r is not None]
         for name in key.lock_names:
             tx.lock(name)
-        found = tx.find_tokens(key.param, key.pairs)
-        hits = {st.pk: st for pair in key.pairs for st in found.get(pair, ())}
-        return [hits[pk] for pk in sorted(hits)]
+        return key.matches(tx.find_tokens(key.param, key.pairs))
 
     # -- internals shared by REST and Bundles --------------------------------------------------
     def _query(self, rtype: str, query: str) -> SearchQuery:
@@ -313,11 +311,7 @@ class FhirService:
         for k in keyed.values():
             by_param.setdefault(k.param, set()).update(k.pairs)
         rows = {param: tx.find_tokens(param, pairs) for param, pairs in by_param.items()}
-        out: dict[int, list[Stored]] = {}
-        for index, k in keyed.items():
-            hits = {st.pk: st for pair in k.pairs for st in rows[k.param].get(pair, ())}
-            out[index] = [hits[pk] for pk in sorted(hits)]
-        return out
+        return {index: k.matches(rows[k.param]) for index, k in keyed.items()}
 
     def _resolve_target(self, tx: Tx, e: _Entry, found: dict[int, list[Stored]] | None = None) -> None:
         """Decide the id an entry writes; ``found`` holds the results of conditional searches already run."""
@@ -416,6 +410,11 @@ class _TokenKey:
     param: str  # index key, 'Location:identifier'
     pairs: tuple[tuple[str, str], ...]
     lock_names: tuple[str, ...]  # one per value: any search naming that value serialises with this one
+
+    def matches(self, found: dict[tuple[str, str], list[Stored]]) -> list[Stored]:
+        """The resources matching any of the values, once each, in pk order, from ``Tx.find_tokens``."""
+        hits = {st.pk: st for pair in self.pairs for st in found.get(pair, ())}
+        return [hits[pk] for pk in sorted(hits)]
 
 
 def _token_key(rtype: str, query: str) -> _TokenKey | None:
