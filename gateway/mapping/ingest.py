@@ -77,16 +77,21 @@ def _to_source(rec: MappedRecord, exc: FhirError) -> FhirError:
     return type(exc)("; ".join(i.diagnostics for i in issues), issues=issues)
 
 
-def _merge_existing(service: FhirService, tx: Tx, rec: MappedRecord) -> None:
-    """Point entries keyed on 'any of its identifiers' at the resource that already has one of them.
+def _merge_existing(service: FhirService, tx: Tx, rec: MappedRecord) -> tuple[dict, frozenset[int]]:
+    """(the record's Bundle with entries keyed on 'any of its identifiers' pointed at the resource that already
+    has one of them, the entries still pre-validated).
 
     A transaction PUT replaces the whole resource, so identifiers the existing one carries (a sponsor's own
     id, another registry's) are kept after ours. Runs inside the record's transaction, after locking the
     search key, so a concurrent import of the same study under another identifier cannot slip in between.
+    The record itself is not changed: it may be stored again if this transaction fails.
     """
     assert rec.bundle is not None
+    entries = rec.bundle["entry"]
+    merged: list | None = None
+    validated = set(rec.validated)
     for idx in rec.lookups:
-        entry = rec.bundle["entry"][idx]
+        entry = entries[idx]
         rtype, _, query = entry["request"]["url"].partition("?")
         found = service.conditional_matches(tx, rtype, query)
         if len(found) > 1:
@@ -100,10 +105,13 @@ def _merge_existing(service: FhirService, tx: Tx, rec: MappedRecord) -> None:
         ours = entry["resource"].get("identifier") or []
         keys = {(i.get("system"), i.get("value")) for i in ours}
         extra = [i for i in existing.get("identifier") or [] if (i.get("system"), i.get("value")) not in keys]
-        entry["resource"] = {**entry["resource"], "id": found[0].id, "identifier": ours + extra}
-        entry["request"] = {"method": "PUT", "url": f"{rtype}/{found[0].id}"}
+        merged = merged or list(entries)
+        merged[idx] = {**entry, "resource": {**entry["resource"], "id": found[0].id, "identifier": ours + extra},
+                       "request": {"method": "PUT", "url": f"{rtype}/{found[0].id}"}}
         if extra:
-            rec.validated.discard(idx)  # more than a stored id added: validated again when stored
+            validated.discard(idx)  # more than a stored id added: validated again when stored
+    bundle = rec.bundle if merged is None else {**rec.bundle, "entry": merged}
+    return bundle, frozenset(validated)
 
 
 def prevalidate(rec: MappedRecord) -> MappedRecord:
@@ -125,8 +133,8 @@ def prevalidate(rec: MappedRecord) -> MappedRecord:
 
 
 def _store(service: FhirService, tx: Tx, rec: MappedRecord) -> IngestResult:
-    _merge_existing(service, tx, rec)
-    _, results = service.run_bundle(rec.bundle, tx=tx, validated=frozenset(rec.validated))
+    bundle, validated = _merge_existing(service, tx, rec)
+    _, results = service.run_bundle(bundle, tx=tx, validated=validated)
     writes: Counter = Counter()
     locations = []
     for r in results:

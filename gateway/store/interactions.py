@@ -258,7 +258,7 @@ class FhirService:
             absolute = [k.encode() for k in idmap if not k.startswith("urn:")]
             for e in plan:
                 if e.resource is not None and _mentions(e.resource, b"urn:", *absolute):
-                    unresolved = _rewrite_references(e.resource, idmap)
+                    e.resource, unresolved = _rewrite_references(e.resource, idmap)
                     if unresolved:
                         raise InvalidResource(
                             f"Bundle.entry[{e.index}].resource: reference '{unresolved[0]}' does not resolve to "
@@ -533,26 +533,35 @@ def _mentions(resource: object, *needles: bytes) -> bool:
     return any(n in raw for n in needles)
 
 
-def _rewrite_references(node: object, idmap: dict[str, str]) -> list[str]:
-    """Rewrite Reference.reference values found in ``idmap`` in place; return unresolved urn: ones."""
+def _rewrite_references(node: object, idmap: dict[str, str]) -> tuple[object, list[str]]:
+    """(``node`` with Reference.reference values found in ``idmap`` rewritten, unresolved urn: references).
+
+    Copy on write: the caller's Bundle is left as it was (a batch of import records may be stored a second
+    time from the same data after its shared transaction failed), and unchanged branches are shared.
+    """
     unresolved: list[str] = []
 
-    def walk(n: object) -> None:
+    def walk(n: object) -> object:
         if isinstance(n, dict):
+            out = None
             for k, v in n.items():
                 if k == "reference" and isinstance(v, str):
-                    if v in idmap:
-                        n[k] = idmap[v]
-                    elif v.startswith("urn:uuid:") or v.startswith("urn:oid:"):
+                    nv = idmap.get(v, v)
+                    if nv is v and (v.startswith("urn:uuid:") or v.startswith("urn:oid:")):
                         unresolved.append(v)
                 else:
-                    walk(v)
-        elif isinstance(n, list):
-            for x in n:
-                walk(x)
+                    nv = walk(v) if isinstance(v, dict | list) else v
+                if nv is not v:
+                    if out is None:
+                        out = dict(n)
+                    out[k] = nv
+            return n if out is None else out
+        if isinstance(n, list):
+            items = [walk(x) if isinstance(x, dict | list) else x for x in n]
+            return n if all(a is b for a, b in zip(items, n, strict=True)) else items
+        return n
 
-    walk(node)
-    return unresolved
+    return walk(node), unresolved
 
 
 def normalise_systems(resource: object) -> object:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,17 @@ def _records(studies: list[dict]):
 
 def _studies(store, system: str, value: str) -> list:
     return store.search(parse_search("ResearchStudy", [("identifier", f"{system}|{value}")]))[1]
+
+
+def _assert_references_resolve(store) -> None:
+    """Every study's site and enrollment references name a stored resource: a record stored again after its
+    shared transaction failed was stored from its own data, not with ids from the failed attempt."""
+    _, studies = store.search(parse_search("ResearchStudy", [("_count", "100")]))
+    for study in studies:
+        r = study.resource()
+        for ref in [s["reference"] for s in r.get("site", [])] + [g["reference"] for g in r.get("enrollment", [])]:
+            rtype, rid = ref.split("/")
+            assert store.read(rtype, rid).resource()["resourceType"] == rtype
 
 
 def test_a_failing_record_mid_transaction_stores_nothing_and_the_others_are_kept(service, store):
@@ -115,6 +127,7 @@ def test_a_failed_shared_transaction_is_retried_one_record_per_transaction(servi
     assert [r.outcome for r in results] == ["created"] * 3
     assert store.count("ResearchStudy") == 3 and store.count("Location") == 9
     assert calls["n"] == 2 + 3  # two in the failed transaction, then one per record
+    _assert_references_resolve(store)
 
 
 @pytest.mark.parametrize("per_transaction", [1, 2, 100])
@@ -168,3 +181,32 @@ def test_worker_processes_prepare_the_same_records_as_this_process(tmp_path, mon
     for (_, a), (_, b) in zip(here, there, strict=True):
         if not isinstance(a, PayloadError):
             assert shape(a) == shape(b) and all(r.validated for r in b)
+
+
+def test_concurrent_imports_of_the_same_studies_in_opposite_orders_store_each_once(service, store):
+    """Two importers share studies but take them in opposite orders: on PostgreSQL their transactions lock the
+    same keys in different orders and may deadlock; the loser's records are retried one by one. Either way
+    every study is stored once, and no record is lost or rejected."""
+    studies = [_variant(f"NCT900001{i:02d}", f"Study {i}") for i in range(12)]
+    orders = [_records(studies), _records(list(reversed(studies)))]
+    barrier = threading.Barrier(2)
+    outcomes: list[list[str]] = [[], []]
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            outcomes[i] = [r.outcome for r in ingest(service, orders[i], per_transaction=4)]
+        except BaseException as exc:  # reported below: a thread's exception would otherwise vanish
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert all(len(o) == 12 and "rejected" not in o for o in outcomes)
+    assert sorted(outcomes[0] + outcomes[1]).count("created") == 12  # each study created by exactly one of them
+    assert store.count("ResearchStudy") == 12 and store.count("Group") == 12 and store.count("Location") == 36
+    _assert_references_resolve(store)
