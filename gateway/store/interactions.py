@@ -541,16 +541,30 @@ def _rewrite_references(node: object, idmap: dict[str, str]) -> tuple[object, li
     """
     unresolved: list[str] = []
 
+    def rewrite(v: str) -> str:
+        nv = idmap.get(v, v)
+        if nv is v and (v.startswith("urn:uuid:") or v.startswith("urn:oid:")):
+            unresolved.append(v)
+        return nv
+
+    return _replace_strings(node, "reference", rewrite), unresolved
+
+
+def _replace_strings(node: object, key: str, fn: Callable[[str], str]) -> object:
+    """``node`` with every string value under ``key`` (at any depth) replaced by ``fn(value)``.
+
+    Copy on write: the input is not modified, unchanged branches are shared, and ``node`` itself comes back
+    when ``fn`` changes nothing (``fn`` returns the very same string to mean "no change").
+    """
     def walk(n: object) -> object:
         if isinstance(n, dict):
             out = None
             for k, v in n.items():
-                if k == "reference" and isinstance(v, str):
-                    nv = idmap.get(v, v)
-                    if nv is v and (v.startswith("urn:uuid:") or v.startswith("urn:oid:")):
-                        unresolved.append(v)
-                else:
-                    nv = walk(v) if isinstance(v, dict | list) else v
+                nv = v
+                if isinstance(v, dict | list):
+                    nv = walk(v)
+                elif k == key and isinstance(v, str):
+                    nv = fn(v)
                 if nv is not v:
                     if out is None:
                         out = dict(n)
@@ -561,7 +575,7 @@ def _rewrite_references(node: object, idmap: dict[str, str]) -> tuple[object, li
             return n if all(a is b for a, b in zip(items, n, strict=True)) else items
         return n
 
-    return walk(node), unresolved
+    return walk(node)
 
 
 def normalise_systems(resource: object) -> object:
@@ -582,28 +596,14 @@ def normalise_systems(resource: object) -> object:
     if raw.count(b"clinicaltrials.gov") == raw.count(b'"https://clinicaltrials.gov"'):
         return resource
 
-    def walk(n: object) -> object:
-        if isinstance(n, dict):
-            out = None
-            for k, v in n.items():
-                if k == "system" and isinstance(v, str):
-                    # Cheap substring test first: this runs on every coding of every inbound resource.
-                    nv = v
-                    if "clinicaltrials.gov" in v and v != CTGOV:
-                        nv = normalise_ctgov_system(v)
-                else:
-                    nv = walk(v) if isinstance(v, dict | list) else v
-                if nv is not v:
-                    if out is None:
-                        out = dict(n)
-                    out[k] = nv
-            return n if out is None else out
-        if isinstance(n, list):
-            items = [walk(x) if isinstance(x, dict | list) else x for x in n]
-            return n if all(a is b for a, b in zip(items, n, strict=True)) else items
-        return n
+    def canonical(v: str) -> str:
+        # Cheap substring test first: this runs on every coding of every inbound resource.
+        if "clinicaltrials.gov" in v and v != CTGOV:
+            nv = normalise_ctgov_system(v)
+            return v if nv == v else nv
+        return v
 
-    return walk(resource)
+    return _replace_strings(resource, "system", canonical)
 
 
 def _canonical_query(query: str) -> str:
