@@ -21,10 +21,11 @@ from gateway.store.schema import migrate
 DEMO_PATH = Path(__file__).resolve().parents[2] / "fixtures" / "demo"
 
 
-def make_service(settings: Settings | None = None) -> FhirService:
-    """A bare service over the store: no write hooks (tools that must not trigger side effects)."""
+def make_service(settings: Settings | None = None, *, bulk: bool = False) -> FhirService:
+    """A bare service over the store: no write hooks (tools that must not trigger side effects).
+    ``bulk``: the engine is tuned for one process writing a lot (see make_engine)."""
     settings = settings or Settings.from_env()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, bulk=bulk)
     migrate(engine)
     return FhirService(Store(engine), max_bundle_entries=settings.max_bundle_entries)
 

@@ -61,7 +61,7 @@ def import_cmd(mapping_name: str, paths: tuple[Path, ...], quiet: bool, workers:
         MappingRegistry(folder).get(mapping_name)  # a broken or unknown mapping fails here, before any work
     except (MappingFileError, UnknownMapping) as exc:
         raise click.ClickException(str(exc.args[0] if isinstance(exc, UnknownMapping) else exc)) from None
-    service = make_service()
+    service = make_service(bulk=True)
     try:
         stats, reasons = _import_files(service, folder, mapping_name, _inputs(paths), quiet, workers)
     finally:

@@ -14,8 +14,15 @@ from sqlalchemy.engine import make_url
 
 WRITE_OPTION = "gateway_write"
 
+# Bulk writers (``gateway import``, ``gateway load``) on SQLite: a 64 MiB page cache per connection instead of
+# 2 MiB, so index pages stay in memory across transactions, and a WAL checkpoint every 64 MiB instead of every
+# 4 MiB. An import transaction writes several MiB, so by default each commit ran a checkpoint and waited for its
+# fsync; together these took a quarter of the storing process's wall-clock time.
+BULK_SQLITE_PRAGMAS = ("cache_size=-65536", "wal_autocheckpoint=16384")
 
-def make_engine(url: str, echo: bool = False) -> Engine:
+
+def make_engine(url: str, echo: bool = False, *, bulk: bool = False) -> Engine:
+    """An engine for ``url``; ``bulk``: tuned for one process writing a lot (SQLite: BULK_SQLITE_PRAGMAS)."""
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
         if u.database and u.database != ":memory:":
@@ -31,6 +38,8 @@ def make_engine(url: str, echo: bool = False) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=ON")
+            for pragma in BULK_SQLITE_PRAGMAS if bulk else ():
+                cur.execute(f"PRAGMA {pragma}")
             cur.close()
 
         @event.listens_for(engine, "begin")

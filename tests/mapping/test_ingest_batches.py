@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import tempfile
 import threading
 from pathlib import Path
 
@@ -154,10 +155,15 @@ def test_prevalidated_resources_are_stored_and_an_invalid_one_is_still_rejected_
     assert store.count("ResearchStudy") == 1 and store.count("Location") == 3
 
 
-@pytest.mark.parametrize("method", ["default", "spawn"])
-def test_worker_processes_prepare_the_same_records_as_this_process(tmp_path, monkeypatch, method):
+@pytest.mark.parametrize(("method", "window", "ahead"), [("default", 32, 16), ("spawn", 32, 16), ("default", 1, 2)])
+def test_worker_processes_prepare_the_same_records_as_this_process(tmp_path, monkeypatch, method, window, ahead):
     if method != "default":
         monkeypatch.setattr(pipeline, "START_METHOD", method)
+    monkeypatch.setattr(pipeline, "WINDOW", window)
+    monkeypatch.setattr(pipeline, "AHEAD", ahead)
+    spools = tmp_path / "spools"
+    spools.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spools))
     files = []
     for i in range(3):
         files.append(tmp_path / f"{i}.json")
@@ -181,6 +187,7 @@ def test_worker_processes_prepare_the_same_records_as_this_process(tmp_path, mon
     for (_, a), (_, b) in zip(here, there, strict=True):
         if not isinstance(a, PayloadError):
             assert shape(a) == shape(b) and all(r.validated for r in b)
+    assert list(spools.iterdir()) == []  # the workers' result files are gone with the import
 
 
 def test_concurrent_imports_of_the_same_studies_in_opposite_orders_store_each_once(service, store):
