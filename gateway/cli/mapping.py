@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -13,10 +16,11 @@ from gateway.config import Settings
 from gateway.fhir.errors import FhirError
 from gateway.fhir.validate import validate_resource
 from gateway.mapping import MappingFileError, MappingRegistry, PayloadError, UnknownMapping
-from gateway.mapping.ingest import ingest
+from gateway.mapping.ingest import BULK_RECORDS_PER_TRANSACTION, ingest
 from gateway.mapping.pipeline import default_workers, prepared_files
 from gateway.mapping.registry import PROJECT_MAPPINGS, check_conceptmaps, mapping_files
 from gateway.mapping.spec import load_mapping
+from gateway.store.engine import background_checkpoints
 from gateway.terminology.conceptmap import load_conceptmaps
 
 _INPUT_SUFFIXES = (".json", ".csv", ".ndjson")
@@ -63,7 +67,8 @@ def import_cmd(mapping_name: str, paths: tuple[Path, ...], quiet: bool, workers:
         raise click.ClickException(str(exc.args[0] if isinstance(exc, UnknownMapping) else exc)) from None
     service = make_service(bulk=True)
     try:
-        stats, reasons = _import_files(service, folder, mapping_name, _inputs(paths), quiet, workers)
+        with background_checkpoints(service.store.engine), _fewer_gc_collections():
+            stats, reasons = _import_files(service, folder, mapping_name, _inputs(paths), quiet, workers)
     finally:
         service.store.engine.dispose()
     click.echo(", ".join(f"{k} {stats.get(k, 0)}" for k in ("created", "updated", "unchanged", "rejected")))
@@ -73,6 +78,21 @@ def import_cmd(mapping_name: str, paths: tuple[Path, ...], quiet: bool, workers:
         click.echo(f"  ... and {len(reasons) - 100} more", err=True)
     if stats["rejected"]:
         sys.exit(1)
+
+
+@contextmanager
+def _fewer_gc_collections() -> Iterator[None]:
+    """An import allocates millions of short-lived dicts and lists, which reference counting frees (JSON holds no
+    cycles). At the default thresholds the cycle collector ran every 700 allocations, rescanning the records
+    in flight each time: a tenth of the storing process's time. Objects from start-up are frozen out of it."""
+    old = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+        gc.unfreeze()
 
 
 def _import_files(service, folder: Path, mapping_name: str, files: list[Path], quiet: bool,
@@ -107,7 +127,7 @@ def _import_files(service, folder: Path, mapping_name: str, files: list[Path], q
             bar.update(1)
             bar.set_postfix(created=stats["created"], rejected=stats["rejected"], refresh=False)
 
-        ingest(service, records(), on_result=done)
+        ingest(service, records(), per_transaction=BULK_RECORDS_PER_TRANSACTION, on_result=done)
     return stats, reasons
 
 

@@ -6,8 +6,9 @@ bulk import (``gateway import``) runs them in ``workers`` processes, a window of
     for path, records in prepared_files(folder, "ctgov-v2", files, workers=1):
         ingest(service, records)   # resources already validated are not validated again
 
-``workers=0`` does it all in this process. Results come back in file order. At most AHEAD + 1 windows of
-files are in memory at once, however many files there are.
+``workers=0`` does it all in this process. Results come back in file order. The workers run at most AHEAD
+windows of files ahead and spool their results to files; when they are behind, this process prepares windows
+too, rather than wait (so the CPUs stay busy whichever side is slower).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import os
 import pickle
 import sys
 import tempfile
-from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -28,7 +28,8 @@ from gateway.mapping.ingest import prevalidate
 from gateway.mapping.readers import PayloadError
 from gateway.mapping.registry import MappingRegistry
 
-WINDOW = 32  # files handed to the workers at a time
+WINDOW = 32  # files handed to a worker at a time
+WINDOW_BYTES = 8 << 20  # ... or fewer files, when they are larger than this together
 AHEAD = 16  # windows queued for the workers ahead of the store
 # fork on Python 3.11: workers start at once with the modules already imported (they never use the parent's
 # database connections). Later Pythons warn about forking a process with threads (the progress bar has one),
@@ -51,8 +52,19 @@ def _init(folder: str, mapping_name: str, spool: str) -> None:
     _worker = (registry.get(mapping_name), registry.conceptmaps, Path(spool))
 
 
-def _prepare_window(number: int, paths: list[Path]) -> str:
-    """In a worker: prepare_file for each path, written to a file in the spool folder; returns that file's name.
+def _claim(spool: Path, number: int) -> bool:
+    """Claim window ``number``: whoever creates its claim file first (a worker, or the storing process when it
+    would otherwise wait) prepares it. Creating a file with O_EXCL is atomic, across processes."""
+    try:
+        os.close(os.open(spool / f"{number}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def _prepare_window(number: int, paths: list[Path]) -> str | None:
+    """In a worker: prepare_file for each path, written to a file in the spool folder; returns that file's name
+    (None: the storing process claimed the window first and prepares it itself).
 
     The results go through a file, not the pool's pipe: a window is megabytes, and through a 64 KiB pipe the
     worker waited, chunk by chunk, for the storing process's result thread to get the GIL (a tenth of the
@@ -61,6 +73,8 @@ def _prepare_window(number: int, paths: list[Path]) -> str:
     """
     assert _worker is not None
     mapping, conceptmaps, spool = _worker
+    if not _claim(spool, number):
+        return None  # the storing process took it
     done: list[list[tuple[MappedRecord, bytes | None]] | PayloadError] = []
     for path in paths:
         records = prepare_file(mapping, conceptmaps, path)
@@ -101,28 +115,70 @@ def prepare_file(mapping, conceptmaps, path: Path) -> list[MappedRecord] | Paylo
     return [prevalidate(rec) for rec in records]
 
 
+def _windows(files: list[Path]) -> list[list[Path]]:
+    """Consecutive files in groups of WINDOW, or fewer when they hold more than WINDOW_BYTES of source (a
+    window's records are in memory at once: one file may be an API page of a thousand studies)."""
+    out: list[list[Path]] = []
+    size = 0
+    for path in files:
+        try:
+            n = path.stat().st_size
+        except OSError:
+            n = 0  # prepare_file reports it
+        if not out or len(out[-1]) >= WINDOW or (size + n > WINDOW_BYTES and out[-1]):
+            out.append([])
+            size = 0
+        out[-1].append(path)
+        size += n
+    return out
+
+
 def prepared_files(folder: Path, mapping_name: str, files: Iterable[Path], workers: int
                    ) -> Iterator[tuple[Path, list[MappedRecord] | PayloadError]]:
     """(path, mapped and validated records, or a PayloadError) for every file, in order."""
     files = list(files)
+    local: tuple[object, object] | None = None  # (mapping, conceptmaps) in this process, loaded on first use
+
+    def here(paths: list[Path]) -> list[list[MappedRecord] | PayloadError]:
+        nonlocal local
+        if local is None:
+            registry = MappingRegistry(folder)
+            local = (registry.get(mapping_name), registry.conceptmaps)
+        return [prepare_file(local[0], local[1], path) for path in paths]
+
     if workers <= 0 or len(files) < 2:
-        registry = MappingRegistry(folder)
-        mapping = registry.get(mapping_name)
         for path in files:
-            yield path, prepare_file(mapping, registry.conceptmaps, path)
+            yield path, here([path])[0]
         return
     ctx = multiprocessing.get_context(START_METHOD)
-    with tempfile.TemporaryDirectory(prefix="gateway-import-") as spool, \
-            ctx.Pool(workers, initializer=_init, initargs=(str(folder), mapping_name, spool)) as pool:
-        windows = [files[i:i + WINDOW] for i in range(0, len(files), WINDOW)]
-        # Several windows queued: the workers never wait for the store to ask for the next one (with one
-        # window ahead, each side waited for the other in turn and the import took the sum, not the max).
-        ahead = deque(pool.apply_async(_prepare_window, (i, w)) for i, w in enumerate(windows[:AHEAD]))
+    with tempfile.TemporaryDirectory(prefix="gateway-import-") as spool_name, \
+            ctx.Pool(workers, initializer=_init, initargs=(str(folder), mapping_name, spool_name)) as pool:
+        spool = Path(spool_name)
+        windows = _windows(files)
+        # Many windows queued: the workers never wait for the store to ask for the next one (with one window
+        # ahead, each side waited for the other in turn and the import took the sum, not the max).
+        queued = {i: pool.apply_async(_prepare_window, (i, windows[i])) for i in range(min(AHEAD, len(windows)))}
+        stolen: dict[int, list[list[MappedRecord] | PayloadError]] = {}
         for i, window in enumerate(windows):
-            spooled = Path(spool) / ahead.popleft().get()
+            result = queued.pop(i)
             if i + AHEAD < len(windows):
-                ahead.append(pool.apply_async(_prepare_window, (i + AHEAD, windows[i + AHEAD])))
-            done = pickle.loads(spooled.read_bytes())
-            spooled.unlink()
+                queued[i + AHEAD] = pool.apply_async(_prepare_window, (i + AHEAD, windows[i + AHEAD]))
+            # Rather than wait for the workers, prepare a window here: the last one queued, which they would
+            # reach last. Whichever side is slower, mapping, validating and storing share the CPUs.
+            while i not in stolen and not result.ready():
+                free = [j for j in (*queued, i) if j not in stolen]
+                j = max(free)
+                if not _claim(spool, j):
+                    break  # the workers hold every window up to j: wait for them
+                stolen[j] = here(windows[j])
+            if i in stolen:
+                done = stolen.pop(i)
+            else:
+                name = result.get()
+                assert name is not None  # only a window claimed here comes back without a file
+                spooled = spool / name
+                packed = pickle.loads(spooled.read_bytes())
+                spooled.unlink()
+                done = [_unpack(prepared) for prepared in packed]
             for path, prepared in zip(window, done, strict=True):
-                yield path, _unpack(prepared)
+                yield path, prepared

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -155,6 +157,17 @@ def test_prevalidated_resources_are_stored_and_an_invalid_one_is_still_rejected_
     assert store.count("ResearchStudy") == 1 and store.count("Location") == 3
 
 
+def _shape(recs):
+    """Mapped records as comparable data: fullUrls are fresh uuids each time, so references count by position."""
+    out = []
+    for r in recs:
+        text = json.dumps([(e["request"], e["resource"]) for e in r.bundle["entry"]])
+        for i, e in enumerate(r.bundle["entry"]):
+            text = text.replace(e["fullUrl"], f"entry-{i}")
+        out.append((r.source_id, r.validated, text))
+    return out
+
+
 @pytest.mark.parametrize(("method", "window", "ahead"), [("default", 32, 16), ("spawn", 32, 16), ("default", 1, 2)])
 def test_worker_processes_prepare_the_same_records_as_this_process(tmp_path, monkeypatch, method, window, ahead):
     if method != "default":
@@ -176,18 +189,48 @@ def test_worker_processes_prepare_the_same_records_as_this_process(tmp_path, mon
     assert [p for p, _ in there] == files
     assert isinstance(there[1][1], PayloadError) and str(there[1][1]) == str(here[1][1])
 
-    def shape(recs):  # fullUrls are fresh uuids each time: compare everything else, references by position
-        out = []
-        for r in recs:
-            text = json.dumps([(e["request"], e["resource"]) for e in r.bundle["entry"]])
-            for i, e in enumerate(r.bundle["entry"]):
-                text = text.replace(e["fullUrl"], f"entry-{i}")
-            out.append((r.source_id, r.validated, text))
-        return out
     for (_, a), (_, b) in zip(here, there, strict=True):
         if not isinstance(a, PayloadError):
-            assert shape(a) == shape(b) and all(r.validated for r in b)
+            assert _shape(a) == _shape(b) and all(r.validated for r in b)
     assert list(spools.iterdir()) == []  # the workers' result files are gone with the import
+
+
+def test_when_the_workers_are_behind_this_process_prepares_windows_itself(tmp_path, monkeypatch):
+    """A slow worker: the storing process claims queued windows rather than wait, each window is prepared once,
+    by one side, and the records still come back complete and in file order."""
+    monkeypatch.setattr(pipeline, "START_METHOD", "fork")  # the worker inherits the slowed prepare_file
+    monkeypatch.setattr(pipeline, "WINDOW", 1)
+    monkeypatch.setattr(pipeline, "AHEAD", 4)
+    parent, prepared_here = os.getpid(), []
+    real = pipeline.prepare_file
+
+    marks = tmp_path / "prepared-by-workers"
+    marks.mkdir()
+
+    def slow_in_workers(mapping, conceptmaps, path):
+        if os.getpid() == parent:
+            prepared_here.append(path)
+        else:
+            time.sleep(0.3)
+            (marks / path.name).touch()
+        return real(mapping, conceptmaps, path)
+
+    monkeypatch.setattr(pipeline, "prepare_file", slow_in_workers)
+    files = []
+    for i in range(8):
+        files.append(tmp_path / f"{i}.json")
+        files[-1].write_text(json.dumps(_variant(f"NCT9000008{i}")))
+    folder = Path(__file__).resolve().parents[2] / "mappings"
+    out = list(pipeline.prepared_files(folder, "ctgov-v2", files, workers=1))
+    assert [p for p, _ in out] == files
+    assert [recs[0].source_id for _, recs in out] == [f"NCT9000008{i}" for i in range(8)]
+    assert all(r.validated for _, recs in out for r in recs)
+    by_workers = {p.name for p in marks.iterdir()}
+    assert prepared_here and len(set(prepared_here)) == len(prepared_here)
+    assert sorted(by_workers | {p.name for p in prepared_here}) == sorted(p.name for p in files)
+    assert not by_workers & {p.name for p in prepared_here}  # each window prepared once
+    reference = {p: _shape(recs) for p, recs in pipeline.prepared_files(folder, "ctgov-v2", files, workers=0)}
+    assert all(_shape(recs) == reference[p] for p, recs in out)
 
 
 def test_concurrent_imports_of_the_same_studies_in_opposite_orders_store_each_once(service, store):
