@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from gateway.fhir.validate import validate_resource  # noqa: E402
 from gateway.mapping import map_payload  # noqa: E402
-from gateway.mapping.ingest import RECORDS_PER_TRANSACTION, ingest  # noqa: E402
+from gateway.mapping.ingest import BULK_RECORDS_PER_TRANSACTION, ingest  # noqa: E402
 from gateway.mapping.pipeline import default_workers  # noqa: E402
 from gateway.mapping.registry import default_registry  # noqa: E402
 from gateway.store.engine import make_engine  # noqa: E402
@@ -162,7 +162,7 @@ def main() -> None:
             for i in which:
                 (tmp / folder / f"{i:06d}.json").write_bytes(json.dumps(e2e_studies[i]).encode())
         workers = [args.workers] if args.workers is not None else sorted({default_workers(), 0}, reverse=True)
-        print(f"end to end, `gateway import` in a fresh SQLite file ({RECORDS_PER_TRANSACTION} records per "
+        print(f"end to end, `gateway import` in a fresh SQLite file ({BULK_RECORDS_PER_TRANSACTION} records per "
               "transaction):")
         rate = resources / val_total
         for w in workers:
