@@ -13,12 +13,15 @@ too, rather than wait (so the CPUs stay busy whichever side is slower).
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import pickle
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import orjson
@@ -27,6 +30,8 @@ from gateway.mapping.engine import MappedRecord, map_payload
 from gateway.mapping.ingest import prevalidate
 from gateway.mapping.readers import PayloadError
 from gateway.mapping.registry import MappingRegistry
+
+log = logging.getLogger(__name__)
 
 WINDOW = 32  # files handed to a worker at a time
 WINDOW_BYTES = 8 << 20  # ... or fewer files, when they are larger than this together
@@ -151,34 +156,66 @@ def prepared_files(folder: Path, mapping_name: str, files: Iterable[Path], worke
             yield path, here([path])[0]
         return
     ctx = multiprocessing.get_context(START_METHOD)
-    with tempfile.TemporaryDirectory(prefix="gateway-import-") as spool_name, \
-            ctx.Pool(workers, initializer=_init, initargs=(str(folder), mapping_name, spool_name)) as pool:
+    # ignore_cleanup_errors: if the caller stops early, a worker may still be writing a window it had started
+    with tempfile.TemporaryDirectory(prefix="gateway-import-", ignore_cleanup_errors=True) as spool_name:
         spool = Path(spool_name)
         windows = _windows(files)
-        # Many windows queued: the workers never wait for the store to ask for the next one (with one window
-        # ahead, each side waited for the other in turn and the import took the sum, not the max).
-        queued = {i: pool.apply_async(_prepare_window, (i, windows[i])) for i in range(min(AHEAD, len(windows)))}
-        stolen: dict[int, list[list[MappedRecord] | PayloadError]] = {}
-        for i, window in enumerate(windows):
-            result = queued.pop(i)
-            if i + AHEAD < len(windows):
-                queued[i + AHEAD] = pool.apply_async(_prepare_window, (i + AHEAD, windows[i + AHEAD]))
-            # Rather than wait for the workers, prepare a window here: the last one queued, which they would
-            # reach last. Whichever side is slower, mapping, validating and storing share the CPUs.
-            while i not in stolen and not result.ready():
-                free = [j for j in (*queued, i) if j not in stolen]
-                j = max(free)
-                if not _claim(spool, j):
-                    break  # the workers hold every window up to j: wait for them
-                stolen[j] = here(windows[j])
-            if i in stolen:
-                done = stolen.pop(i)
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init,
+                                   initargs=(str(folder), mapping_name, spool_name))
+        try:
+            yield from _pooled(pool, spool, windows, here)
+        except BaseException:  # the caller stopped early (or failed): do not wait for windows nobody will read
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        # Workers may still be looking at windows this process took (they find the claim and return): let them,
+        # before the folder goes.
+        pool.shutdown(wait=True)
+
+
+def _pooled(pool: ProcessPoolExecutor, spool: Path, windows: list[list[Path]], here
+            ) -> Iterator[tuple[Path, list[MappedRecord] | PayloadError]]:
+    broken = False
+
+    def submit(i: int) -> Future | None:
+        nonlocal broken
+        if broken:
+            return None
+        try:
+            return pool.submit(_prepare_window, i, windows[i])
+        except BrokenProcessPool:
+            broken = True
+            return None
+
+    # Many windows queued: the workers never wait for the store to ask for the next one (with one window ahead,
+    # each side waited for the other in turn and the import took the sum, not the max).
+    queued = {i: submit(i) for i in range(min(AHEAD, len(windows)))}
+    stolen: dict[int, list[list[MappedRecord] | PayloadError]] = {}
+    for i, window in enumerate(windows):
+        future = queued.pop(i)
+        if i + AHEAD < len(windows):
+            queued[i + AHEAD] = submit(i + AHEAD)
+        # Rather than wait for the workers, prepare a window here: the last one queued, which they would reach
+        # last. Whichever side is slower, mapping, validating and storing share the CPUs.
+        while i not in stolen and future is not None and not future.done():
+            j = max(j for j in (*queued, i) if j not in stolen)
+            if not _claim(spool, j):
+                break  # the workers hold every window up to j: wait for them
+            stolen[j] = here(windows[j])
+        if i in stolen:
+            done = stolen.pop(i)
+        else:
+            try:
+                name = future.result() if future is not None else None
+            except BrokenProcessPool as exc:
+                if not broken:
+                    log.warning("import: a worker process died (%s); the remaining files are prepared in the "
+                                "storing process", exc)
+                broken, name = True, None
+            if name is None:  # a worker died holding this window, or never got it
+                done = here(window)
             else:
-                name = result.get()
-                assert name is not None  # only a window claimed here comes back without a file
                 spooled = spool / name
                 packed = pickle.loads(spooled.read_bytes())
                 spooled.unlink()
                 done = [_unpack(prepared) for prepared in packed]
-            for path, prepared in zip(window, done, strict=True):
-                yield path, prepared
+        yield from zip(window, done, strict=True)

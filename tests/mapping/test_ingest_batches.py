@@ -233,6 +233,51 @@ def test_when_the_workers_are_behind_this_process_prepares_windows_itself(tmp_pa
     assert all(_shape(recs) == reference[p] for p, recs in out)
 
 
+def test_a_worker_that_dies_does_not_stop_the_import(tmp_path, monkeypatch, caplog):
+    """A worker killed mid-window (out of memory, say): the storing process prepares that window and the rest
+    itself, and says so; nothing hangs and no record is lost."""
+    monkeypatch.setattr(pipeline, "START_METHOD", "fork")
+    monkeypatch.setattr(pipeline, "WINDOW", 1)
+    monkeypatch.setattr(pipeline, "AHEAD", 3)
+    parent, real = os.getpid(), pipeline.prepare_file
+
+    def dies_on_the_third(mapping, conceptmaps, path):
+        if os.getpid() != parent and path.name == "2.json":
+            os._exit(9)
+        return real(mapping, conceptmaps, path)
+
+    monkeypatch.setattr(pipeline, "prepare_file", dies_on_the_third)
+    real_claim = pipeline._claim  # this process never steals a window: the worker must reach the third file
+    monkeypatch.setattr(pipeline, "_claim", lambda spool, n: os.getpid() != parent and real_claim(spool, n))
+    files = []
+    for i in range(6):
+        files.append(tmp_path / f"{i}.json")
+        files[-1].write_text(json.dumps(_variant(f"NCT9000009{i}")))
+    folder = Path(__file__).resolve().parents[2] / "mappings"
+    with caplog.at_level("WARNING", logger="gateway.mapping.pipeline"):
+        out = list(pipeline.prepared_files(folder, "ctgov-v2", files, workers=1))
+    assert [p for p, _ in out] == files
+    assert [recs[0].source_id for _, recs in out] == [f"NCT9000009{i}" for i in range(6)]
+    assert all(r.ok and r.validated for _, recs in out for r in recs)
+    assert "a worker process died" in caplog.text
+
+
+
+def test_stopping_early_does_not_wait_for_the_windows_queued_ahead(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "WINDOW", 1)
+    files = []
+    for i in range(40):
+        files.append(tmp_path / f"{i}.json")
+        files[-1].write_text(json.dumps(_variant(f"NCT900001{i:02d}")))
+    folder = Path(__file__).resolve().parents[2] / "mappings"
+    started = time.monotonic()
+    gen = pipeline.prepared_files(folder, "ctgov-v2", files, workers=1)
+    path, recs = next(gen)
+    gen.close()
+    assert path == files[0] and recs[0].source_id == "NCT90000100"
+    assert time.monotonic() - started < 30
+
+
 def test_concurrent_imports_of_the_same_studies_in_opposite_orders_store_each_once(service, store):
     """Two importers share studies but take them in opposite orders: on PostgreSQL their transactions lock the
     same keys in different orders and may deadlock; the loser's records are retried one by one. Either way
