@@ -105,14 +105,18 @@ def _import_files(service, folder: Path, mapping_name: str, files: list[Path], q
 
     with tqdm(total=len(files), unit="record", disable=quiet, file=sys.stderr) as bar:
         def records():
+            last = None
             for path, recs in prepared_files(folder, mapping_name, files, workers):
                 if isinstance(recs, PayloadError):
                     stats["rejected"] += 1
                     reasons.append(f"{path}: {recs}")
                     bar.update(1)
                     continue
-                bar.total += len(recs) - 1  # progress counts records once a file is read
-                if not recs:
+                # progress counts records once a file is read (a large file comes in parts, one after the other)
+                first = path != last
+                last = path
+                bar.total += len(recs) - (1 if first else 0)
+                if first and not recs:
                     bar.update(1)
                 for rec in recs:
                     where[id(rec)] = path.name

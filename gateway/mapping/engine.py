@@ -7,6 +7,7 @@ Bundle: PUT Location?identifier=..., PUT Group?identifier=..., PUT ResearchStudy
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -272,7 +273,13 @@ def map_payload(mapping: Mapping | str, payload: object, *, conceptmaps: object 
         reg = registry or default_registry()
         mapping = reg.get(mapping)  # type: ignore[attr-defined]
         conceptmaps = conceptmaps if conceptmaps is not None else reg.conceptmaps  # type: ignore[attr-defined]
-    records = READERS[mapping.reader](payload)
+    return map_records(mapping, READERS[mapping.reader](payload), conceptmaps=conceptmaps)
+
+
+def map_records(mapping: Mapping, records: Iterable[tuple[int, object]], *, conceptmaps: object = None
+                ) -> list[MappedRecord]:
+    """Map records a reader has already taken from a payload: [(index, record or RecordError)] (a bulk import
+    splits a large file once and maps its parts in several processes)."""
     out = []
     for index, record in records:
         if isinstance(record, RecordError):

@@ -26,15 +26,16 @@ from pathlib import Path
 
 import orjson
 
-from gateway.mapping.engine import MappedRecord, map_payload
+from gateway.mapping.engine import MappedRecord, map_payload, map_records
 from gateway.mapping.ingest import prevalidate
-from gateway.mapping.readers import PayloadError
+from gateway.mapping.readers import READERS, PayloadError
 from gateway.mapping.registry import MappingRegistry
 
 log = logging.getLogger(__name__)
 
 WINDOW = 32  # files handed to a worker at a time
-WINDOW_BYTES = 8 << 20  # ... or fewer files, when they are larger than this together
+WINDOW_BYTES = 4 << 20  # ... or fewer files, when they are larger than this together
+SLICE_BYTES = 1 << 20  # a file larger than WINDOW_BYTES is split into parts of about this much source
 AHEAD = 16  # windows queued for the workers ahead of the store
 # fork on Python 3.11: workers start at once with the modules already imported (they never use the parent's
 # database connections). Later Pythons warn about forking a process with threads (the progress bar has one),
@@ -67,9 +68,13 @@ def _claim(spool: Path, number: int) -> bool:
     return True
 
 
-def _prepare_window(number: int, paths: list[Path]) -> str | None:
-    """In a worker: prepare_file for each path, written to a file in the spool folder; returns that file's name
-    (None: the storing process claimed the window first and prepares it itself).
+# A unit of work: a source file, and the name of a spooled part of its records (None: the whole file).
+Part = tuple[Path, str | None]
+
+
+def _prepare_window(number: int, parts: list[Part]) -> str | None:
+    """In a worker: prepare each part, the results written to a file in the spool folder; returns that file's
+    name (None: the storing process claimed the window first and prepares it itself).
 
     The results go through a file, not the pool's pipe: a window is megabytes, and through a 64 KiB pipe the
     worker waited, chunk by chunk, for the storing process's result thread to get the GIL (a tenth of the
@@ -81,8 +86,8 @@ def _prepare_window(number: int, paths: list[Path]) -> str | None:
     if not _claim(spool, number):
         return None  # the storing process took it
     done: list[list[tuple[MappedRecord, bytes | None]] | PayloadError] = []
-    for path in paths:
-        records = prepare_file(mapping, conceptmaps, path)
+    for part in parts:
+        records = _prepare_part(mapping, conceptmaps, spool, part)
         if isinstance(records, PayloadError):
             done.append(records)
             continue
@@ -100,6 +105,14 @@ def _prepare_window(number: int, paths: list[Path]) -> str | None:
     target = spool / f"{number}.pickle"
     target.write_bytes(pickle.dumps(done, protocol=pickle.HIGHEST_PROTOCOL))
     return target.name
+
+
+def _prepare_part(mapping, conceptmaps, spool: Path, part: Part) -> list[MappedRecord] | PayloadError:
+    path, sliced = part
+    if sliced is None:
+        return prepare_file(mapping, conceptmaps, path)
+    records = pickle.loads((spool / sliced).read_bytes())  # removed once stored (see _pooled)
+    return [prevalidate(rec) for rec in map_records(mapping, records, conceptmaps=conceptmaps)]
 
 
 def _unpack(done: list[tuple[MappedRecord, bytes | None]] | PayloadError) -> list[MappedRecord] | PayloadError:
@@ -120,48 +133,68 @@ def prepare_file(mapping, conceptmaps, path: Path) -> list[MappedRecord] | Paylo
     return [prevalidate(rec) for rec in records]
 
 
-def _windows(files: list[Path]) -> list[list[Path]]:
-    """Consecutive files in groups of WINDOW, or fewer when they hold more than WINDOW_BYTES of source (a
-    window's records are in memory at once: one file may be an API page of a thousand studies)."""
-    out: list[list[Path]] = []
+def _windows(files: list[Path], mapping, spool: Path) -> list[list[Part]]:
+    """The work, in file order: consecutive files in groups of WINDOW, or fewer when they hold more than
+    WINDOW_BYTES of source (a window's records are in memory at once). A file larger than WINDOW_BYTES (an API
+    page of a thousand studies, a hospital extract of a whole year) is read here once and its records spooled
+    in parts of about SLICE_BYTES, a window each, so that several processes share it too."""
+    out: list[list[Part]] = []
     size = 0
     for path in files:
-        try:
-            n = path.stat().st_size
-        except OSError:
-            n = 0  # prepare_file reports it
+        n = _size(path)
+        if n > WINDOW_BYTES:
+            parts = _split(path, n, mapping, spool, len(out))
+            if parts is not None:
+                out.extend([part] for part in parts)
+                size = WINDOW_BYTES  # the next file starts a window of its own
+                continue
         if not out or len(out[-1]) >= WINDOW or (size + n > WINDOW_BYTES and out[-1]):
             out.append([])
             size = 0
-        out[-1].append(path)
+        out[-1].append((path, None))
         size += n
     return out
 
 
+def _split(path: Path, size: int, mapping, spool: Path, first: int) -> list[Part] | None:
+    """A large file's records spooled in parts; None if the file is unreadable as a whole (a worker reports it)."""
+    try:
+        records = READERS[mapping.reader](path.read_bytes())
+    except (PayloadError, OSError):
+        return None
+    if not records:
+        return None
+    per_part = max(1, int(len(records) * SLICE_BYTES / size))
+    parts: list[Part] = []
+    for k, i in enumerate(range(0, len(records), per_part)):
+        name = f"source-{first}-{k}.pickle"
+        (spool / name).write_bytes(pickle.dumps(records[i:i + per_part], protocol=pickle.HIGHEST_PROTOCOL))
+        parts.append((path, name))
+    return parts
+
+
 def prepared_files(folder: Path, mapping_name: str, files: Iterable[Path], workers: int
                    ) -> Iterator[tuple[Path, list[MappedRecord] | PayloadError]]:
-    """(path, mapped and validated records, or a PayloadError) for every file, in order."""
+    """(path, mapped and validated records, or a PayloadError) for every file, in order. A file larger than
+    WINDOW_BYTES may come in several parts, one after the other, each with the next of its records."""
     files = list(files)
-    local: tuple[object, object] | None = None  # (mapping, conceptmaps) in this process, loaded on first use
-
-    def here(paths: list[Path]) -> list[list[MappedRecord] | PayloadError]:
-        nonlocal local
-        if local is None:
-            registry = MappingRegistry(folder)
-            local = (registry.get(mapping_name), registry.conceptmaps)
-        return [prepare_file(local[0], local[1], path) for path in paths]
-
-    if workers <= 0 or len(files) < 2:
+    registry = MappingRegistry(folder)
+    mapping = registry.get(mapping_name)
+    if workers <= 0 or (len(files) < 2 and not any(_size(p) > WINDOW_BYTES for p in files)):
         for path in files:
-            yield path, here([path])[0]
+            yield path, prepare_file(mapping, registry.conceptmaps, path)
         return
     ctx = multiprocessing.get_context(START_METHOD)
     # ignore_cleanup_errors: if the caller stops early, a worker may still be writing a window it had started
     with tempfile.TemporaryDirectory(prefix="gateway-import-", ignore_cleanup_errors=True) as spool_name:
         spool = Path(spool_name)
-        windows = _windows(files)
+        windows = _windows(files, mapping, spool)
         pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init,
                                    initargs=(str(folder), mapping_name, spool_name))
+
+        def here(parts: list[Part]) -> list[list[MappedRecord] | PayloadError]:
+            return [_prepare_part(mapping, registry.conceptmaps, spool, part) for part in parts]
+
         try:
             yield from _pooled(pool, spool, windows, here)
         except BaseException:  # the caller stopped early (or failed): do not wait for windows nobody will read
@@ -172,7 +205,15 @@ def prepared_files(folder: Path, mapping_name: str, files: Iterable[Path], worke
         pool.shutdown(wait=True)
 
 
-def _pooled(pool: ProcessPoolExecutor, spool: Path, windows: list[list[Path]], here
+def _size(path: Path) -> int:
+    """The file's size; 0 if it cannot be read (prepare_file reports why)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _pooled(pool: ProcessPoolExecutor, spool: Path, windows: list[list[Part]], here
             ) -> Iterator[tuple[Path, list[MappedRecord] | PayloadError]]:
     broken = False
 
@@ -218,4 +259,7 @@ def _pooled(pool: ProcessPoolExecutor, spool: Path, windows: list[list[Path]], h
                 packed = pickle.loads(spooled.read_bytes())
                 spooled.unlink()
                 done = [_unpack(prepared) for prepared in packed]
-        yield from zip(window, done, strict=True)
+        for (path, sliced), prepared in zip(window, done, strict=True):
+            if sliced is not None:
+                (spool / sliced).unlink(missing_ok=True)
+            yield path, prepared

@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import cli
+from gateway.mapping import pipeline
 from tests.conftest import ROOT
 
 EXTRACT = ROOT / "fixtures" / "problem-list" / "problem-list-extract.csv"
@@ -27,6 +28,20 @@ def test_import_summary_and_reasons(env):
             "NHS number (10 digits, Modulus 11 check digit)") in first.output
     again = runner.invoke(cli, ["import", "--mapping", "problem-list", "--quiet", str(EXTRACT)], env=env)
     assert "created 0, updated 0, unchanged 13, rejected 1" in again.output
+
+
+def test_a_large_extract_is_shared_between_processes_with_the_same_answer(env, monkeypatch):
+    """One CSV extract above the size limit (lowered here) is split into parts; the summary, the record numbers in
+    the reasons and the progress bar's count are those of the whole file."""
+    monkeypatch.setattr(pipeline, "START_METHOD", "fork")  # the worker sees the lowered limits
+    monkeypatch.setattr(pipeline, "WINDOW_BYTES", EXTRACT.stat().st_size // 2)
+    monkeypatch.setattr(pipeline, "SLICE_BYTES", EXTRACT.stat().st_size // 5)
+    result = CliRunner().invoke(cli, ["import", "--mapping", "problem-list", "--workers", "1", str(EXTRACT)],
+                                env=env)
+    assert "created 13, updated 0, unchanged 0, rejected 1" in result.output
+    assert "rejected: problem-list-extract.csv record 13 (PL-0005012): nhs_number:" in result.output
+    assert "14/14" in result.output  # the progress bar (stderr, mixed into output by CliRunner)
+    assert result.exit_code == 1
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])

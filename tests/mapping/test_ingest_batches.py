@@ -278,6 +278,38 @@ def test_stopping_early_does_not_wait_for_the_windows_queued_ahead(tmp_path, mon
     assert time.monotonic() - started < 30
 
 
+@pytest.mark.parametrize("method", ["default", "spawn"])
+def test_a_large_file_is_split_into_parts_that_several_processes_prepare(tmp_path, monkeypatch, method):
+    """One JSON array of 30 studies (one not an object) above the size limit: its records come back in parts,
+    in order, with their indexes in the file, the same as when one process maps the whole file; an unreadable
+    large file is still reported once, as a whole."""
+    if method != "default":
+        monkeypatch.setattr(pipeline, "START_METHOD", method)
+    studies: list = [_variant(f"NCT900002{i:02d}") for i in range(30)]
+    studies[7] = "not a study"
+    big = tmp_path / "page.json"
+    big.write_text(json.dumps(studies))
+    bad = tmp_path / "broken.json"
+    bad.write_text("[" + json.dumps(studies[0]) * 40)  # large, and not JSON
+    small = tmp_path / "one.json"
+    small.write_text(json.dumps(_variant("NCT90000300")))
+    monkeypatch.setattr(pipeline, "WINDOW_BYTES", big.stat().st_size // 3)
+    monkeypatch.setattr(pipeline, "SLICE_BYTES", big.stat().st_size // 6)
+    folder = Path(__file__).resolve().parents[2] / "mappings"
+    files = [big, bad, small]
+    out = list(pipeline.prepared_files(folder, "ctgov-v2", files, workers=1))
+    whole = dict(pipeline.prepared_files(folder, "ctgov-v2", files, workers=0))
+    parts = [recs for path, recs in out if path == big]
+    assert len(parts) >= 5 and [p for p, _ in out] == [big] * len(parts) + [bad, small]
+    records = [r for recs in parts for r in recs]
+    assert [r.index for r in records] == list(range(30))
+    assert records[7].unreadable and not records[7].ok
+    assert [r.source_id for r in records if r.ok] == [f"NCT900002{i:02d}" for i in range(30) if i != 7]
+    assert _shape([r for r in records if r.ok]) == _shape([r for r in whole[big] if r.ok])
+    assert isinstance(out[-2][1], PayloadError) and str(out[-2][1]) == str(whole[bad])
+    assert out[-1][1][0].source_id == "NCT90000300"
+
+
 def test_concurrent_imports_of_the_same_studies_in_opposite_orders_store_each_once(service, store):
     """Two importers share studies but take them in opposite orders: on PostgreSQL their transactions lock the
     same keys in different orders and may deadlock; the loser's records are retried one by one. Either way
