@@ -110,6 +110,9 @@ def main() -> None:
                          "validation figures always cover all of them)")
     ap.add_argument("--workers", type=int, default=None,
                     help="gateway import --workers (default: both the CLI's default and 0, one after the other)")
+    ap.add_argument("--layout", choices=["per-study", "pages", "one"], default="per-study",
+                    help="how the studies are written for `gateway import`: a file per study, API pages of 1,000 "
+                         "studies ({\"studies\": [...]}), or one JSON array")
     ap.add_argument("--profile", action="store_true", help="also profile an in-process ingest of the studies "
                     "(BENCH_SORT=tottime, BENCH_TOP=40 to change the listing)")
     args = ap.parse_args()
@@ -141,7 +144,7 @@ def main() -> None:
           f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
     print(f"load average before the end-to-end run (1/5/15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
           "(machine shared with other work)")
-    print(f"size: {args.n} studies, {resources} resources ({resources / args.n:.1f} per study)")
+    print(f"size: {args.n} studies, {resources} resources ({resources / args.n:.1f} per study); files: {args.layout}")
     print(f"mapping alone:   {args.n / map_total:8.0f} studies/s {resources / map_total:9.0f} resources/s   "
           f"per study median {statistics.median(map_times) * 1e3:.2f} ms p95 {pct(map_times, 95) * 1e3:.2f} ms")
     print(f"validation only: {resources / val_total:26.0f} resources/s ({resources / val_cpu:.0f} per CPU second)",
@@ -159,8 +162,7 @@ def main() -> None:
     try:
         for folder, which in (("all", range(len(e2e_studies))), ("small", small)):
             (tmp / folder).mkdir()
-            for i in which:
-                (tmp / folder / f"{i:06d}.json").write_bytes(json.dumps(e2e_studies[i]).encode())
+            _write(tmp / folder, [e2e_studies[i] for i in which], args.layout)
         workers = [args.workers] if args.workers is not None else sorted({default_workers(), 0}, reverse=True)
         print(f"end to end, `gateway import` in a fresh SQLite file ({BULK_RECORDS_PER_TRANSACTION} records per "
               "transaction):")
@@ -187,6 +189,18 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     load = os.getloadavg()
     print(f"load average after (1/5/15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+def _write(folder: Path, studies: list[dict], layout: str) -> None:
+    if layout == "per-study":
+        for i, study in enumerate(studies):
+            (folder / f"{i:06d}.json").write_bytes(json.dumps(study).encode())
+    elif layout == "pages":
+        for k in range(0, len(studies), 1000):
+            page = {"studies": studies[k:k + 1000], "nextPageToken": f"page-{k // 1000 + 1}"}
+            (folder / f"page-{k // 1000:04d}.json").write_bytes(json.dumps(page).encode())
+    else:
+        (folder / "studies.json").write_bytes(json.dumps(studies).encode())
 
 
 class Run:
