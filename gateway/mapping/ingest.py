@@ -142,6 +142,10 @@ def _store(service: FhirService, tx: Tx, rec: MappedRecord) -> IngestResult:
             writes[r.write.outcome] += 1
             st = r.write.stored
             locations.append(f"{st.type}/{st.id}/_history/{st.version}")
+    main = next((r.write.stored for r in reversed(results) if r.write is not None), None)
+    if rec.hierarchy and main is not None:
+        # Kept with the record's main resource (mapped last), so that every process's terminology learns it.
+        tx.set_hierarchy(main.type, main.id, rec.hierarchy)
     outcome = "created" if writes["created"] else "updated" if writes["updated"] else "unchanged"
     status = HTTPStatus.CREATED if writes["created"] else HTTPStatus.OK
     return IngestResult(rec.index, rec.source_id, status, outcome, writes, locations)

@@ -89,6 +89,7 @@ class MatchingState:
                             self.about.setdefault(pid, set()).add((rtype, rid))
                         elif new is None or _patient_id(new) != pid:
                             self.about.get(pid, set()).discard((rtype, rid))
+        self._learn_hierarchies(dirty_studies)
         for sid in dirty_studies:
             self._rebuild_study(sid)
         dirty_people: set[str] = set()
@@ -105,6 +106,15 @@ class MatchingState:
                 dirty_people.add(key)
         for key in dirty_people:
             self._rebuild_person(key)
+
+    def _learn_hierarchies(self, study_ids: set[str]) -> None:
+        """Teach the terminology the concept hierarchies kept with these studies (ClinicalTrials.gov MeSH
+        ancestors, see Tx.set_hierarchy) before they are indexed: whichever process imported them."""
+        learn = getattr(self.term, "add_registry_hierarchy", None)
+        if learn is None or not study_ids:
+            return
+        for _, entries in self.store.hierarchies("ResearchStudy", study_ids):
+            learn(entries)
 
     def _rebuild_study(self, sid: str) -> None:
         study = self.raw["ResearchStudy"].get(sid)

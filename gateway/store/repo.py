@@ -106,6 +106,19 @@ def _lock_id(key: str) -> int:
     return zlib.crc32(key.encode()) - 2**31
 
 
+@functools.cache
+def _upsert_hierarchy(dialect: str):
+    """INSERT a registry_hierarchy row, or replace its entries when they differ (unchanged: nothing written)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    table = s.registry_hierarchy
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c.res_type, table.c.res_id],
+        set_={"entries": stmt.excluded.entries, "updated_at": stmt.excluded.updated_at},
+        where=table.c.entries != stmt.excluded.entries)
+
+
 @dataclass
 class _Pending:
     resources: list[dict] = field(default_factory=list)  # new rows with server-assigned pk (fresh ids)
@@ -329,6 +342,17 @@ class Tx:
         self.pending.indexed_pks.add(pk)
         return WriteResult(outcome, Stored(rtype, rid, version, self.now, False, content, pk))
 
+    def set_hierarchy(self, rtype: str, rid: str, entries: list[dict]) -> None:
+        """Keep the concept hierarchy a registry record carries with the resource it was stored as
+        (``schema.registry_hierarchy``; read back by ``Store.hierarchies``).
+
+        ``tx.set_hierarchy("ResearchStudy", "7f3c...", [{"system": MESH, "code": "D000001943", "display":
+        "Breast Neoplasms", "ancestors": ["D000009371", ...]}, ...])``
+        """
+        self.conn.execute(_upsert_hierarchy(self.conn.dialect.name), {
+            "res_type": rtype, "res_id": rid, "updated_at": self.now,
+            "entries": orjson.dumps(entries, option=orjson.OPT_SORT_KEYS).decode()})
+
     def create(self, resource: dict, new_id: str) -> WriteResult:
         """Create ``resource`` under ``new_id``, a server-generated uuid4 (a client's id goes through put)."""
         body = {**resource, "id": new_id}
@@ -517,6 +541,18 @@ class Store:
                                 .limit(count).offset(offset)).mappings().all()
         return total, [Stored(r["type"], r["id"], r["version"], r["last_updated"], bool(r["deleted"]),
                               r["content"], r["res_pk"], r["method"]) for r in rows]
+
+    def hierarchies(self, rtype: str, ids: Iterable[str]) -> list[tuple[str, list[dict]]]:
+        """(id, entries) of the registry hierarchies kept for these resources (``Tx.set_hierarchy``), oldest
+        write first; resources without one are left out."""
+        h = s.registry_hierarchy
+        ids = sorted(set(ids))
+        rows: list = []
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                rows.extend(conn.execute(select(h.c.res_id, h.c.entries, h.c.updated_at).where(
+                    h.c.res_type == rtype, h.c.res_id.in_(ids[i:i + 500]))).all())
+        return [(r[0], orjson.loads(r[1])) for r in sorted(rows, key=lambda r: (r[2], r[0]))]
 
     def changes_since(self, seq: int, limit: int = 1000, types: tuple[str, ...] = ()) -> list[dict]:
         """The change feed: committed changes with ``seq`` > the given one, in commit order."""

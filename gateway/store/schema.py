@@ -234,6 +234,18 @@ outbox_attempts = Table(
 Index("ix_outbox_attempts_job", outbox_attempts.c.job_id)
 
 
+# The concept hierarchy a registry record carries (ClinicalTrials.gov MeSH terms and their ancestors), kept by the
+# resource the record was stored as, in the record's transaction. Each process's matching state reads it for the
+# studies it indexes, so every terminology learns it, whichever process imported the record.
+registry_hierarchy = Table(
+    "registry_hierarchy", metadata,
+    Column("res_type", String(64), primary_key=True),
+    Column("res_id", String(64), primary_key=True),
+    Column("entries", Text, nullable=False),  # JSON: [{system, code, display, ancestors: [codes]}]
+    Column("updated_at", String(40), nullable=False),
+)
+
+
 def _v1(engine: Engine) -> None:
     metadata.create_all(engine, tables=[resources, resource_versions, *INDEX_TABLES.values(), changes,
                                         counters])
@@ -254,8 +266,12 @@ def _v4(engine: Engine) -> None:
     metadata.create_all(engine, tables=[outbox, outbox_attempts])
 
 
+def _v5(engine: Engine) -> None:
+    metadata.create_all(engine, tables=[registry_hierarchy])
+
+
 # Ordered migrations: (version, step). Append, never edit a released step.
-MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4)]
+MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5)]
 
 
 def current_version(engine: Engine) -> int:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 from gateway.fhir import conventions as cv
+from gateway.mapping import map_payload
+from gateway.mapping.ingest import ingest
+from gateway.mapping.registry import default_registry
 from gateway.matching import MatchQuery
 from gateway.matching.state import MatchingState
+from gateway.terminology.terminology import DEFAULT_PATH, load_terminology
+from tests.conftest import ROOT
 from tests.matching import builders as b
 from tests.matching.tiny_terminology import BREAST_CA, GBM, GLIOMA_MESH, TinyTerminology
 
@@ -68,3 +74,21 @@ def test_consents_from_any_hospital_reach_the_profile(service, store):
     state.refresh()
     (profile,) = state.patients.profiles.values()
     assert [c["id"] for c in profile.consents] == ["k"]
+
+
+def test_the_mesh_hierarchy_an_import_kept_reaches_a_terminology_in_another_process(service, store):
+    """`gateway import` (or another process) stored a ClinicalTrials.gov record: a matching state with a terminology
+    that never saw the record learns its MeSH ancestors from the store before it indexes the study."""
+    record = json.loads((ROOT / "tests" / "data" / "ctgov" / "NCT02513394.json").read_text())
+    reg = default_registry()
+    [result] = ingest(service, map_payload(reg.get("ctgov-v2"), record, conceptmaps=reg.conceptmaps))  # no sink
+    assert result.outcome == "created"
+    term = load_terminology(DEFAULT_PATH)  # this process's own, fresh
+    breast, skin = "D000001943", "D000012871"  # Breast Neoplasms; Skin Diseases, only on the record
+    assert not term.knows(cv.MESH, skin)
+    state = MatchingState(store, term)
+    state.refresh()
+    assert term.is_a(cv.MESH, breast, cv.MESH, skin) and term.display(cv.MESH, skin) == "Skin Diseases"
+    [study_id] = list(state.studies.studies)
+    [(kept_for, entries)] = store.hierarchies("ResearchStudy", [study_id])
+    assert kept_for == study_id and {e["display"] for e in entries} >= {"Breast Neoplasms", "Skin Diseases"}
