@@ -8,6 +8,7 @@ import time
 import pytest
 
 from gateway.store.engine import background_checkpoints, make_engine
+from tests.conftest import PG_URL
 
 
 def _pragmas(engine) -> dict[str, object]:
@@ -52,10 +53,9 @@ def test_background_checkpoints_copy_the_wal_into_the_database_while_a_bulk_writ
         engine.dispose()
 
 
-def test_background_checkpoints_do_nothing_on_postgresql(db_url):
-    if not db_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL only (GATEWAY_TEST_DATABASE_URL)")
-    engine = make_engine(db_url)
+@pytest.mark.skipif(not PG_URL, reason="PostgreSQL only (GATEWAY_TEST_DATABASE_URL)")
+def test_background_checkpoints_do_nothing_on_postgresql():
+    engine = make_engine(PG_URL)
     try:
         with background_checkpoints(engine):
             assert not any(t.name == "sqlite-checkpoints" for t in threading.enumerate())
