@@ -17,10 +17,10 @@ from sqlalchemy.engine import make_url
 
 WRITE_OPTION = "gateway_write"
 
-# Bulk writers (``gateway import``, ``gateway load``) on SQLite: a 64 MiB page cache per connection instead of
-# 2 MiB, so index pages stay in memory across transactions, and a WAL checkpoint every 64 MiB instead of every
-# 4 MiB. An import transaction writes several MiB, so by default each commit ran a checkpoint and waited for its
-# fsync; together these took a quarter of the storing process's wall-clock time.
+# A bulk writer (``gateway import``) on SQLite: a 64 MiB page cache per connection instead of 2 MiB, so index pages
+# stay in memory across transactions, and a WAL checkpoint every 64 MiB instead of every 4 MiB. An import
+# transaction writes several MiB, so by default each commit ran a checkpoint and waited for its fsync; together
+# these took a quarter of the storing process's wall-clock time.
 BULK_SQLITE_PRAGMAS = ("cache_size=-65536", "wal_autocheckpoint=16384")
 
 
