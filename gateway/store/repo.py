@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import orjson
 from sqlalchemy import Engine, and_, bindparam, delete, func, insert, literal, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from gateway.fhir.conventions import normalise_ctgov_system
@@ -109,8 +110,6 @@ def _lock_id(key: str) -> int:
 @functools.cache
 def _upsert_hierarchy(dialect: str):
     """INSERT a registry_hierarchy row, or replace its entries when they differ (unchanged: nothing written)."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
     table = s.registry_hierarchy
     stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     return stmt.on_conflict_do_update(

@@ -37,6 +37,17 @@ def _variant(nct: str, title: str | None = None, isrctn: str | None = None) -> d
     return s
 
 
+MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
+
+
+def _study_files(folder: Path, ncts: list[str]) -> list[Path]:
+    """One ClinicalTrials.gov record per file, named 0.json, 1.json...: the study with each NCT id."""
+    files = [folder / f"{i}.json" for i in range(len(ncts))]
+    for path, nct in zip(files, ncts, strict=True):
+        path.write_text(json.dumps(_variant(nct)))
+    return files
+
+
 def _records(studies: list[dict]):
     reg = default_registry()
     return [rec for s in studies for rec in map_payload(reg.get("ctgov-v2"), s, conceptmaps=reg.conceptmaps)]
@@ -177,15 +188,11 @@ def test_worker_processes_prepare_the_same_records_as_this_process(tmp_path, mon
     spools = tmp_path / "spools"
     spools.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(spools))
-    files = []
-    for i in range(3):
-        files.append(tmp_path / f"{i}.json")
-        files[-1].write_text(json.dumps(_variant(f"NCT9000007{i}")))
+    files = _study_files(tmp_path, [f"NCT9000007{i}" for i in range(3)])
     (tmp_path / "bad.json").write_text("{not json")
     files.insert(1, tmp_path / "bad.json")
-    folder = Path(__file__).resolve().parents[2] / "mappings"
-    here = list(pipeline.prepared_files(folder, "ctgov-v2", files, workers=0))
-    there = list(pipeline.prepared_files(folder, "ctgov-v2", files, workers=2))
+    here = list(pipeline.prepared_files(MAPPINGS, "ctgov-v2", files, workers=0))
+    there = list(pipeline.prepared_files(MAPPINGS, "ctgov-v2", files, workers=2))
     assert [p for p, _ in there] == files
     assert isinstance(there[1][1], PayloadError) and str(there[1][1]) == str(here[1][1])
 
@@ -216,12 +223,8 @@ def test_when_the_workers_are_behind_this_process_prepares_windows_itself(tmp_pa
         return real(mapping, conceptmaps, path)
 
     monkeypatch.setattr(pipeline, "prepare_file", slow_in_workers)
-    files = []
-    for i in range(8):
-        files.append(tmp_path / f"{i}.json")
-        files[-1].write_text(json.dumps(_variant(f"NCT9000008{i}")))
-    folder = Path(__file__).resolve().parents[2] / "mappings"
-    out = list(pipeline.prepared_files(folder, "ctgov-v2", files, workers=1))
+    files = _study_files(tmp_path, [f"NCT9000008{i}" for i in range(8)])
+    out = list(pipeline.prepared_files(MAPPINGS, "ctgov-v2", files, workers=1))
     assert [p for p, _ in out] == files
     assert [recs[0].source_id for _, recs in out] == [f"NCT9000008{i}" for i in range(8)]
     assert all(r.validated for _, recs in out for r in recs)
@@ -229,7 +232,7 @@ def test_when_the_workers_are_behind_this_process_prepares_windows_itself(tmp_pa
     assert prepared_here and len(set(prepared_here)) == len(prepared_here)
     assert sorted(by_workers | {p.name for p in prepared_here}) == sorted(p.name for p in files)
     assert not by_workers & {p.name for p in prepared_here}  # each window prepared once
-    reference = {p: _shape(recs) for p, recs in pipeline.prepared_files(folder, "ctgov-v2", files, workers=0)}
+    reference = {p: _shape(recs) for p, recs in pipeline.prepared_files(MAPPINGS, "ctgov-v2", files, workers=0)}
     assert all(_shape(recs) == reference[p] for p, recs in out)
 
 
@@ -249,13 +252,9 @@ def test_a_worker_that_dies_does_not_stop_the_import(tmp_path, monkeypatch, capl
     monkeypatch.setattr(pipeline, "prepare_file", dies_on_the_third)
     real_claim = pipeline._claim  # this process never steals a window: the worker must reach the third file
     monkeypatch.setattr(pipeline, "_claim", lambda spool, n: os.getpid() != parent and real_claim(spool, n))
-    files = []
-    for i in range(6):
-        files.append(tmp_path / f"{i}.json")
-        files[-1].write_text(json.dumps(_variant(f"NCT9000009{i}")))
-    folder = Path(__file__).resolve().parents[2] / "mappings"
+    files = _study_files(tmp_path, [f"NCT9000009{i}" for i in range(6)])
     with caplog.at_level("WARNING", logger="gateway.mapping.pipeline"):
-        out = list(pipeline.prepared_files(folder, "ctgov-v2", files, workers=1))
+        out = list(pipeline.prepared_files(MAPPINGS, "ctgov-v2", files, workers=1))
     assert [p for p, _ in out] == files
     assert [recs[0].source_id for _, recs in out] == [f"NCT9000009{i}" for i in range(6)]
     assert all(r.ok and r.validated for _, recs in out for r in recs)
@@ -265,13 +264,9 @@ def test_a_worker_that_dies_does_not_stop_the_import(tmp_path, monkeypatch, capl
 
 def test_stopping_early_does_not_wait_for_the_windows_queued_ahead(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "WINDOW", 1)
-    files = []
-    for i in range(40):
-        files.append(tmp_path / f"{i}.json")
-        files[-1].write_text(json.dumps(_variant(f"NCT900001{i:02d}")))
-    folder = Path(__file__).resolve().parents[2] / "mappings"
+    files = _study_files(tmp_path, [f"NCT900001{i:02d}" for i in range(40)])
     started = time.monotonic()
-    gen = pipeline.prepared_files(folder, "ctgov-v2", files, workers=1)
+    gen = pipeline.prepared_files(MAPPINGS, "ctgov-v2", files, workers=1)
     path, recs = next(gen)
     gen.close()
     assert path == files[0] and recs[0].source_id == "NCT90000100"
@@ -295,10 +290,9 @@ def test_a_large_file_is_split_into_parts_that_several_processes_prepare(tmp_pat
     small.write_text(json.dumps(_variant("NCT90000300")))
     monkeypatch.setattr(pipeline, "WINDOW_BYTES", big.stat().st_size // 3)
     monkeypatch.setattr(pipeline, "SLICE_BYTES", big.stat().st_size // 6)
-    folder = Path(__file__).resolve().parents[2] / "mappings"
     files = [big, bad, small]
-    out = list(pipeline.prepared_files(folder, "ctgov-v2", files, workers=1))
-    whole = dict(pipeline.prepared_files(folder, "ctgov-v2", files, workers=0))
+    out = list(pipeline.prepared_files(MAPPINGS, "ctgov-v2", files, workers=1))
+    whole = dict(pipeline.prepared_files(MAPPINGS, "ctgov-v2", files, workers=0))
     parts = [recs for path, recs in out if path == big]
     assert len(parts) >= 5 and [p for p, _ in out] == [big] * len(parts) + [bad, small]
     records = [r for recs in parts for r in recs]
