@@ -163,6 +163,13 @@ def check() -> None:
             problems.append(f"ConceptMap {cm.get('url') or cm.get('id')}: {exc.diagnostics}")
     problems.extend(f"ConceptMap {p}" for p in check_conceptmaps(cms))
     click.echo(f"ok  {len(cms)} ConceptMap(s) under {folder}" if cms else f"no ConceptMaps under {folder}")
+    if (folder / "lexicons").is_dir():  # eligibility lexicons (docs/eligibility.md)
+        from gateway.terminology.lexicons import check_lexicons
+
+        found = check_lexicons(folder / "lexicons")
+        problems.extend(found)
+        if not found:
+            click.echo(f"ok  lexicons under {folder / 'lexicons'}")
     for p in problems:
         click.echo(f"error  {p}", err=True)
     if problems:

@@ -113,3 +113,66 @@ def normalise_mesh_id(code: str) -> str:
     s = code.strip()
     m = _MESH_PADDED_ID.match(s)
     return f"D{m.group(1)}" if m and int(m.group(1)) < _MESH_NATIVE_9_DIGIT_FROM else s
+
+
+# -- extracted eligibility (issue #12; docs/eligibility.md) ------------------------------------------
+# A Group.characteristic derived from the free-text criteria carries EXT_CRITERION_SOURCE (complex: `text`
+# valueString verbatim criterion, `start`/`end` valueInteger offsets into the Group's EXT_ELIGIBILITY_TEXT,
+# `section` valueCode inclusion|exclusion, `rule` valueString rule id, `confidence` valueCode high|medium).
+# A characteristic without it was supplied by the sponsor and always wins over an extracted one.
+EXT_CRITERION_SOURCE = f"{BASE}/StructureDefinition/criterion-source"  # on Group.characteristic, complex
+EXT_CRITERION_LOOKBACK = f"{BASE}/StructureDefinition/criterion-lookback"  # on Group.characteristic, valueDuration
+# Criteria that gave no characteristic, repeating: `text`, `start`, `end`, `section`, `reason` valueCode
+# not-recognised | not-checkable | conditional | low-confidence.
+EXT_UNSTRUCTURED_CRITERION = f"{BASE}/StructureDefinition/unstructured-criterion"  # on Group, complex
+EXT_CRITERIA_COUNT = f"{BASE}/StructureDefinition/eligibility-criteria-count"  # on Group: `total`, `structured`
+# "x ULN" thresholds: valueQuantity/valueRange with the UCUM annotation unit {ULN} (code '{ULN}', unit 'x ULN'),
+# judged against the Observation's referenceRange.high.
+UNIT_ULN = "{ULN}"
+CONFIDENCE_HIGH, CONFIDENCE_MEDIUM = "high", "medium"
+UNSTRUCTURED_REASONS = ("not-recognised", "not-checkable", "conditional", "low-confidence")
+
+HGNC = "http://www.genenames.org"  # HGNC gene ids 'HGNC:3236' (as mCODE / Genomics Reporting IG write them)
+DRUG_CLASS_CS = f"{BASE}/CodeSystem/drug-class"  # our drug classes (mappings/lexicons/drugs.yaml)
+AJCC_STAGE_CS = f"{BASE}/CodeSystem/ajcc-stage-group"  # our stage groups '0', 'I', 'IIA', ... 'IVC'
+BIOMARKER_CS = f"{BASE}/CodeSystem/biomarker"  # our codes where LOINC has none we verified (PD-L1 TPS/CPS)
+
+# Characteristic codes by kind (Group.characteristic.code); the value shape is given beside each.
+LANSKY = (ELIGIBILITY_CS, "lansky")  # valueRange 0-100 (no LOINC code verified for Lansky play-performance)
+GENETIC_VARIANT = (LOINC, "69548-6")  # Genetic variant assessment; valueCodeableConcept LOINC LA9633-4 Present /
+#   LA9634-2 Absent, with extension EXT_CHARACTERISTIC_GENE (HGNC) and optionally EXT_CHARACTERISTIC_VARIANT
+EXT_CHARACTERISTIC_GENE = f"{BASE}/StructureDefinition/characteristic-gene"  # valueCodeableConcept (HGNC)
+EXT_CHARACTERISTIC_VARIANT = f"{BASE}/StructureDefinition/characteristic-variant"  # valueString 'L858R'
+VARIANT_PRESENT = (LOINC, "LA9633-4")
+VARIANT_ABSENT = (LOINC, "LA9634-2")
+ER_STATUS = (LOINC, "85337-4")  # Estrogen receptor Ag [Presence] in Breast cancer specimen by Immune stain
+PR_STATUS = (LOINC, "85339-0")  # Progesterone receptor Ag [Presence] in Breast cancer specimen by Immune stain
+HER2_STATUS = (LOINC, "48676-1")  # HER2 [Interpretation] in Tissue
+SCT_POSITIVE = (SNOMED, "10828004")  # Positive (qualifier value)
+SCT_NEGATIVE = (SNOMED, "260385009")  # Negative (qualifier value)
+MSI_STATUS = (LOINC, "81695-9")  # Microsatellite instability [Interpretation] in Cancer specimen; value LA26203-2 MSI-H
+MSI_HIGH = (LOINC, "LA26203-2")
+MMR_DEFICIENT = (BIOMARKER_CS, "dmmr")  # valueBoolean true: deficient mismatch repair (IHC loss of MLH1/MSH2/MSH6/PMS2)
+PDL1_STATUS = (LOINC, "83052-1")  # PD-L1 by clone 22C3 [Presence] in Tissue by Immune stain; value positive/negative
+PDL1_TPS = (BIOMARKER_CS, "pd-l1-tps")  # valueQuantity %, with comparator
+PDL1_CPS = (BIOMARKER_CS, "pd-l1-cps")  # valueQuantity {score}, with comparator
+CNS_METASTASES = (SNOMED, "94225005")  # Secondary malignant neoplasm of brain: a DIAGNOSIS value; qualifiers in
+EXT_CHARACTERISTIC_QUALIFIER = f"{BASE}/StructureDefinition/characteristic-qualifier"  # valueCode, repeating:
+CNS_QUALIFIERS = ("active", "untreated", "symptomatic", "progressive", "leptomeningeal")  # (on the characteristic)
+STAGE_GROUP = (ELIGIBILITY_CS, "cancer-stage-group")  # valueCodeableConcept AJCC_STAGE_CS (+ SNOMED when known)
+# Observations the matching side reads for STAGE_GROUP: SNOMED clinical / pathological TNM stage grouping.
+STAGE_OBSERVATION_CODES = ((SNOMED, "399537006"), (SNOMED, "399588009"), (LOINC, "21908-9"), (LOINC, "21902-2"))
+PREGNANCY = (ELIGIBILITY_CS, "pregnancy")  # valueBoolean true, exclude=true (applies to those who can be pregnant)
+BREASTFEEDING = (ELIGIBILITY_CS, "breastfeeding")  # valueBoolean true, exclude=true
+# HIV / hepatitis B / hepatitis C are DIAGNOSIS characteristics with these SNOMED values (exclude=true mostly).
+HIV_INFECTION = (SNOMED, "86406008")  # Human immunodeficiency virus infection
+HEPATITIS_B = (SNOMED, "66071002")  # Viral hepatitis type B
+HEPATITIS_C = (SNOMED, "50711007")  # Viral hepatitis type C
+MALIGNANCY = (SNOMED, "363346000")  # Malignant neoplastic disease: "other malignancy within N years"
+OTHER_MALIGNANCY = (ELIGIBILITY_CS, "other-malignancy")  # valueCodeableConcept MALIGNANCY + EXT_CRITERION_LOOKBACK
+# Prior therapy: PRIOR_THERAPY with valueCodeableConcept RxNorm ingredient or DRUG_CLASS_CS code; radiotherapy and
+# stem-cell transplant are DRUG_CLASS_CS codes 'radiotherapy' and 'stem-cell-transplant'.
+# Laboratory values: code = LOINC of the analyte (mappings/lexicons/analytes.yaml), valueQuantity with comparator
+# or valueRange, UCUM units; "x ULN" uses UNIT_ULN.
+# Criteria no EHR can check (life expectancy, measurable disease, willingness, consent) are never characteristics:
+# they are EXT_UNSTRUCTURED_CRITERION with reason not-checkable.
