@@ -65,6 +65,10 @@ class Settings:
     idp_nhs_number_claim: str = "nhs_number"
     rate_limit: int = 600  # requests per minute per authenticated client; 0 = off
     audit: str = "auto"  # auto (on when clients are configured) | on | off
+    # operations (gateway/observability): JSON logs at this level; the worker's own /metrics port (0 = none)
+    log_level: str = "INFO"
+    worker_metrics_port: int = 0
+    worker_metrics_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -92,4 +96,7 @@ class Settings:
             idp_nhs_number_claim=os.environ.get("GATEWAY_IDP_NHS_NUMBER_CLAIM") or "nhs_number",
             rate_limit=_int("GATEWAY_RATE_LIMIT", 600),
             audit=(os.environ.get("GATEWAY_AUDIT") or "auto").strip().lower(),
+            log_level=(os.environ.get("GATEWAY_LOG_LEVEL") or "INFO").strip().upper(),
+            worker_metrics_port=_int("GATEWAY_WORKER_METRICS_PORT", 0),
+            worker_metrics_host=os.environ.get("GATEWAY_WORKER_METRICS_HOST") or "127.0.0.1",
         )

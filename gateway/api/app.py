@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import uuid
 
 from flask import Flask, g, request
 
-from gateway.api import errors
+from gateway.api import errors, ops
 from gateway.api.caller import resolve_caller
 from gateway.config import Settings
 from gateway.store.clock import now_iso
@@ -41,22 +40,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["gateway.service"] = FhirService(store, max_bundle_entries=settings.max_bundle_entries)
 
     errors.init_app(app)
+    ops.init_app(app)  # first hook: the request id (X-Request-ID, validated), one JSON log line, metrics
 
     @app.before_request
     def _identify():
-        g.request_id = request.headers.get("X-Request-ID") or str(uuid.uuid4())
         g.caller = resolve_caller(request)
 
     @app.after_request
     def _headers(resp):
         for k, v in _SECURITY_HEADERS.items():
             resp.headers.setdefault(k, v)
-        resp.headers["X-Request-ID"] = g.get("request_id", "")
         return resp
-
-    @app.get("/healthz")
-    def healthz():
-        return {"status": "ok"}
 
     from gateway.api import fhir_rest
 
@@ -75,5 +69,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     auth.init_app(app)  # security: tokens, route authorization, rate limit, audit, /auth, /admin/erasure
     __import__("gateway.api.ingest", fromlist=["init_app"]).init_app(app)  # mapping: /ingest, $translate
     __import__("gateway.api.subsumes")  # terminology: registers CodeSystem/$subsumes
+    __import__("gateway.web", fromlist=["init_app"]).init_app(app)  # patient pages: /, /trials (gateway/web)
     logging.getLogger("gateway").setLevel(logging.INFO)
     return app

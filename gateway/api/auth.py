@@ -40,8 +40,8 @@ from gateway.store.repo import Store
 log = logging.getLogger("gateway.security")
 EXT = "gateway.security"
 INSECURE_WARNING = '199 - "insecure development mode: no client authentication (GATEWAY_INSECURE_DEV)"'
-PUBLIC_PATHS = frozenset({"/healthz", "/fhir/metadata", "/fhir/.well-known/smart-configuration", "/auth/token",
-                          "/auth/jwks", "/fhir/metadata/"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/fhir/metadata", "/fhir/.well-known/smart-configuration",
+                          "/auth/token", "/auth/jwks", "/fhir/metadata/"})
 
 bp = Blueprint("auth", __name__)
 # Operations whose results are people chosen by their own rules (consent, study ownership checked above).
@@ -232,7 +232,7 @@ def _audit(resp: Response) -> None:
 # -- route -> interaction ----------------------------------------------------------------------
 def _authorize_route(acc: Access) -> None:
     path = request.path
-    if path.startswith("/admin"):
+    if path.startswith("/admin") or path == "/metrics":  # /metrics: operations data, like the outbox view
         g.interaction = "admin"
         if not acc.caller.is_admin:
             raise Forbidden("Administrators only", path)
@@ -272,7 +272,7 @@ def _authorize_route(acc: Access) -> None:
         _operation(acc, rtype, parts[1][1:], None)
         return
     elif len(parts) == 2:
-        interaction = {"GET": "read", "PUT": "update", "DELETE": "delete"}.get(method)
+        interaction = {"GET": "read", "PUT": "update", "PATCH": "update", "DELETE": "delete"}.get(method)
     elif len(parts) == 3 and parts[2].startswith("$"):
         _operation(acc, rtype, parts[2][1:], parts[1])
         return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 
 from flask import Blueprint, Flask, current_app, request
 
@@ -12,6 +13,7 @@ from gateway.fhir.errors import InvalidResource, NotFound
 from gateway.mapping import MappingFileError, MappingRegistry, PayloadError, UnknownMapping, map_payload
 from gateway.mapping.ingest import dry_run_bundle, ingest
 from gateway.mapping.registry import PROJECT_MAPPINGS
+from gateway.observability import metrics
 from gateway.terminology import default_terminology
 
 log = logging.getLogger("gateway.ingest")
@@ -59,5 +61,7 @@ def ingest_view(name: str):
     # MeSH terms and ancestors of stored studies feed the running terminology (is-a for matching).
     results = ingest(current_app.extensions["gateway.service"], records,
                      hierarchy_sink=default_terminology().add_registry_hierarchy)
+    for outcome, n in Counter(r.outcome for r in results).items():
+        metrics.IMPORTS.labels(mapping=metrics.mapping_label(name), outcome=outcome).inc(n)
     return fhir_response({"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": "batch-response",
                           "entry": [r.bundle_entry() for r in results]})

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import sys
 
 import click
+
+from gateway.config import Settings
+from gateway.observability import logs
 
 # Modules that define a ``register(cli: click.Group)`` function.
 COMMAND_MODULES = [
@@ -22,6 +26,8 @@ def cli() -> None:
 
     Configuration comes from GATEWAY_* environment variables; see the README.
     """
+    # Log records as JSON lines on stderr (stdout is the commands' output); serve and worker log to stdout.
+    logs.configure(Settings.from_env().log_level, stream=sys.stderr)
 
 
 for _name in COMMAND_MODULES:

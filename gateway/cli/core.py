@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -13,12 +14,14 @@ from tqdm import tqdm
 
 from gateway.config import Settings
 from gateway.fhir.errors import FhirError
+from gateway.observability import logs
 from gateway.store.engine import make_engine
 from gateway.store.interactions import FhirService
 from gateway.store.repo import Store
 from gateway.store.schema import migrate
 
 DEMO_PATH = Path(__file__).resolve().parents[2] / "fixtures" / "demo"
+log = logging.getLogger("gateway.serve")
 
 
 def make_service(settings: Settings | None = None, *, bulk: bool = False) -> FhirService:
@@ -54,24 +57,25 @@ def serve(host: str, port: int, demo: bool) -> None:
     from werkzeug.serving import make_server
 
     from gateway.api.app import create_app
+    from gateway.observability.logs import QuietRequestHandler
     from gateway.security.devmode import check_bind
 
     settings = Settings.from_env()
+    logs.configure(settings.log_level)  # JSON lines on stdout; one line a request, from the app (no werkzeug line)
     app = create_app(settings)
     for line in check_bind(host, bool(app.extensions["gateway.security"].registry), settings.insecure_dev):
-        click.echo(line, err=True)  # development mode: loopback only unless GATEWAY_INSECURE_DEV=true
+        log.warning(line)  # development mode: loopback only unless GATEWAY_INSECURE_DEV=true
     if demo:
         stats = load_paths(app.extensions["gateway.service"], [DEMO_PATH], progress=False)
-        click.echo(f"demo data: {_summary(stats)}")
-    server = make_server(host, port, app, threaded=True)
+        log.info("demo data: %s", _summary(stats))
+    server = make_server(host, port, app, threaded=True, request_handler=QuietRequestHandler)
     bound_port = server.server_port
-    click.echo(f"database: {_redact(settings.database_url)}")
-    click.echo(f"FHIR base URL: http://{host}:{bound_port}/fhir", err=False)
-    sys.stdout.flush()
+    log.info("database: %s", _redact(settings.database_url))
+    log.info("FHIR base URL: http://%s:%d/fhir", host, bound_port)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        click.echo("stopped")
+        log.info("stopped")
 
 
 @click.command()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 import time
 
 import click
+from prometheus_client import start_http_server
 
 from gateway.config import Settings
+from gateway.observability import logs, metrics
 from gateway.outbound import outbox
 from gateway.outbound.destinations import Destinations
 from gateway.outbound.kinds import DeliveryContext
@@ -19,6 +20,8 @@ from gateway.outbound.worker import Worker
 from gateway.store.engine import make_engine
 from gateway.store.repo import Store
 from gateway.store.schema import migrate
+
+log = logging.getLogger("gateway.worker")
 
 
 def register(cli: click.Group) -> None:
@@ -47,9 +50,13 @@ def make_worker(batch: int = 10, kinds: tuple[str, ...] = ()) -> Worker:
               help="Also run the automatic flows (alerts, research-team proposals) and subscription heartbeats.")
 def worker(once: bool, batch: int, kinds: tuple[str, ...], flows: bool) -> None:
     """Deliver outbox jobs (ResearchSubjects to hospitals, notifications). Run as many as you like."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings.from_env()
+    logs.configure(settings.log_level)  # JSON lines on stdout
     w = make_worker(batch, kinds)
+    if settings.worker_metrics_port and not once:
+        # this process's delivery counters and alert fan-out, for Prometheus (loopback unless configured)
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
+        log.info("worker metrics at http://%s:%d/metrics", settings.worker_metrics_host, settings.worker_metrics_port)
     if flows:
         from gateway.api.app import create_app
         from gateway.cli.flows import build_flows
@@ -60,6 +67,7 @@ def worker(once: bool, batch: int, kinds: tuple[str, ...], flows: bool) -> None:
         def automatic_flows() -> None:
             stats = auto.tick(owner=w.name)
             if stats.changes:
+                metrics.ALERT_FANOUT.observe(stats.alerts)
                 logging.getLogger("gateway.notify.flows").info("%s", stats.summary())
 
         last = [0.0]
@@ -79,8 +87,7 @@ def worker(once: bool, batch: int, kinds: tuple[str, ...], flows: bool) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    click.echo(f"worker {w.name} polling every {w.ctx.settings.poll_seconds}s")
-    sys.stdout.flush()
+    log.info("worker %s polling every %ss", w.name, w.ctx.settings.poll_seconds)
     w.run(stop)
 
 

@@ -5,16 +5,22 @@ disjoint jobs; on SQLite the claim runs in a ``BEGIN IMMEDIATE`` transaction (on
 which makes select-then-update a safe single claim. A claim is a lease: a worker that dies (even
 SIGKILL) mid-delivery leaves the job ``in-progress`` with an expired lease, and another worker
 claims it again. Redelivery is harmless because destinations use conditional creates.
+
+Waking: on PostgreSQL ``enqueue`` also issues ``NOTIFY`` in the caller's transaction, so idle workers
+(``Listener``) start a committed job at once; the poll stays as the fallback (and is all SQLite has).
 """
 
 from __future__ import annotations
 
+import logging
 import random
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from sqlalchemy import Connection, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -23,6 +29,8 @@ from gateway.store.clock import now_iso
 from gateway.store.repo import Store
 
 STATES = ("pending", "in-progress", "delivered", "dead")
+NOTIFY_CHANNEL = "gateway_outbox"  # PostgreSQL: NOTIFY in the enqueuing transaction, LISTEN in workers
+log = logging.getLogger("gateway.outbound.outbox")
 
 
 @dataclass
@@ -78,10 +86,90 @@ def enqueue(conn: Connection, *, kind: str, destination: str, payload: dict, ded
                   updated_at=now)
     if resource is not None:
         values.update(resource_type=resource[0], resource_id=resource[1], resource_version=resource[2])
-    ins = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    postgres = conn.dialect.name == "postgresql"
+    ins = pg_insert if postgres else sqlite_insert
     stmt = (ins(s.outbox).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
             .returning(s.outbox.c.id))
-    return conn.execute(stmt).first() is not None
+    added = conn.execute(stmt).first() is not None
+    if added and postgres:
+        # Delivered to listening workers when this transaction commits (never for a rolled-back job);
+        # PostgreSQL folds identical notifications of one transaction into one.
+        conn.execute(text("SELECT pg_notify(:channel, :kind)"), {"channel": NOTIFY_CHANNEL, "kind": kind})
+    return added
+
+
+class Listener:
+    """Wake a worker when a job is committed: PostgreSQL ``LISTEN`` on its own connection; elsewhere a sleep.
+
+    ``wait(seconds)`` returns early (True) on a notification; a lost connection falls back to the poll
+    and is re-opened on a later wait. SQLite has no notifications: the worker's short poll bounds latency.
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.enabled = engine.dialect.name == "postgresql"
+        self._conn = None
+
+    def _connect(self):
+        raw = self.engine.raw_connection()
+        raw.detach()  # a connection of its own, never returned to the pool in LISTEN state
+        conn = raw.driver_connection
+        conn.rollback()
+        conn.autocommit = True
+        conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        return conn
+
+    def wait(self, seconds: float, stop: threading.Event | None = None) -> bool:
+        """Sleep up to ``seconds``; True when woken by a notification."""
+        if not self.enabled:
+            if stop is not None:
+                stop.wait(seconds)
+            else:
+                time.sleep(seconds)
+            return False
+        import psycopg
+
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = self._connect()
+            woke = False
+            for _ in self._conn.notifies(timeout=seconds, stop_after=1):
+                woke = True
+            if woke:  # several commits in a row: one round claims them all
+                for _ in self._conn.notifies(timeout=0.001):
+                    pass
+            return woke
+        except psycopg.Error as exc:
+            log.warning("outbox LISTEN connection lost (%s); polling until it is back", type(exc).__name__)
+            self.close()
+            (stop.wait if stop is not None else time.sleep)(seconds)
+            return False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+
+def backlog(store: Store) -> list[tuple[str, str, int, str | None]]:
+    """Jobs not yet delivered: (kind, state, how many, oldest created_at) for pending, in-progress and dead."""
+    o = s.outbox
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(o.c.kind, o.c.state, func.count(), func.min(o.c.created_at))
+                            .where(o.c.state.in_(("pending", "in-progress", "dead")))
+                            .group_by(o.c.kind, o.c.state)).all()
+    return [(r[0], r[1], int(r[2]), r[3]) for r in rows]
+
+
+def dead_by_destination(store: Store) -> list[tuple[str, str, int]]:
+    """(kind, destination, how many) of the dead jobs."""
+    o = s.outbox
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(o.c.kind, o.c.destination, func.count()).where(o.c.state == "dead")
+                            .group_by(o.c.kind, o.c.destination)).all()
+    return [(r[0], r[1], int(r[2])) for r in rows]
 
 
 def _claimable(now: str):

@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gateway.observability import metrics
 from gateway.outbound import outbox
 from gateway.outbound.errors import OutboundError
 from gateway.outbound.kinds import DeliveryContext, get_kind, load_kind_modules
@@ -66,12 +67,18 @@ class Worker:
         return total
 
     def run(self, stop: threading.Event) -> None:
-        """Loop until ``stop`` is set; sleep ``poll_seconds`` when idle."""
-        log.info("worker %s started", self.name)
-        while not stop.is_set():
-            self.run_ticks()
-            if self.run_once() == 0:
-                stop.wait(self.ctx.settings.poll_seconds)
+        """Loop until ``stop`` is set; when idle, wait ``poll_seconds`` or until a job is committed (PostgreSQL
+        NOTIFY, see ``outbox.Listener``), whichever comes first."""
+        listener = outbox.Listener(self.ctx.store.engine)
+        log.info("worker %s started (%s)", self.name,
+                 "LISTEN/NOTIFY, poll as fallback" if listener.enabled else "polling")
+        try:
+            while not stop.is_set():
+                self.run_ticks()
+                if self.run_once() == 0:
+                    listener.wait(self.ctx.settings.poll_seconds, stop)
+        finally:
+            listener.close()
         log.info("worker %s stopped", self.name)
 
     def run_ticks(self) -> None:
@@ -89,6 +96,12 @@ class Worker:
 
     def attempt(self, job: outbox.Job) -> outbox.Outcome:
         """Run the job's deliver function once; -> what to record (delivered, retry at, or dead)."""
+        oc = self._attempt(job)
+        metrics.DELIVERIES.labels(kind=job.kind, destination=metrics.destination_label(job.destination),
+                                  outcome=oc.outcome).inc()
+        return oc
+
+    def _attempt(self, job: outbox.Job) -> outbox.Outcome:
         s = self.ctx.settings
         fn = get_kind(job.kind)
         started = time.monotonic()
