@@ -69,6 +69,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     auth.init_app(app)  # security: tokens, route authorization, rate limit, audit, /auth, /admin/erasure
     __import__("gateway.api.ingest", fromlist=["init_app"]).init_app(app)  # mapping: /ingest, $translate
     __import__("gateway.api.subsumes")  # terminology: registers CodeSystem/$subsumes
-    __import__("gateway.web", fromlist=["init_app"]).init_app(app)  # patient pages: /, /trials (gateway/web)
     logging.getLogger("gateway").setLevel(logging.INFO)
     return app

@@ -6,7 +6,7 @@ from http import HTTPStatus
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
-from flask import Blueprint, current_app, request
+from flask import Blueprint, current_app, g, request
 
 from gateway.api import auth, operations
 from gateway.api.capability import capability_statement
@@ -31,6 +31,7 @@ from gateway.fhir.errors import (
 from gateway.fhir.models import R4_ONLY_TYPES, SUPPORTED_TYPES
 from gateway.fhir.search import SearchQuery, parse_search
 from gateway.fhir.search_params import normalise_reference
+from gateway.store import study_search
 from gateway.store.clock import now_iso
 from gateway.store.interactions import FhirService, new_id
 from gateway.store.repo import Store, Stored, WriteResult
@@ -214,15 +215,23 @@ def _operation(rtype: str | None, rid: str | None, name: str):
 
 
 def _entry(st: Stored, mode: str = "match") -> dict:
+    hit = g.get("search_hits", {}).get(st.pk) if mode == "match" else None  # score, nearest recruiting site
     return {"fullUrl": f"{base_url()}/{st.type}/{st.id}", "resource": orjson.Fragment(st.content),
-            "search": {"mode": mode}}
+            "search": study_search.search_element(hit, mode)}
 
 
 def run_search(rtype: str, items: list[tuple[str, str]]) -> tuple[SearchQuery, int, list[Stored]]:
     settings = current_app.config["SETTINGS"]
-    q = parse_search(rtype, auth.narrow_search(rtype, items), default_count=settings.default_count,
+    # _text, postcode, near, condition:below ... (gateway.store.study_search) come out before parse_search
+    rest, spec, below = study_search.split_params(rtype, auth.narrow_search(rtype, items))
+    q = parse_search(rtype, rest, default_count=settings.default_count,
                      max_count=settings.max_count, strict=prefer_strict())
-    total, rows = store().search(q)
+    q.criteria.extend(below)
+    q.raw.extend(spec.raw)
+    if spec.active:
+        total, rows, g.search_hits = study_search.run(store(), q, spec)
+    else:
+        total, rows = store().search(q)
     return q, total, auth.filter_rows(rows)
 
 

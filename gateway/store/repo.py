@@ -23,6 +23,7 @@ from gateway.fhir.conventions import normalise_ctgov_system
 from gateway.fhir.errors import Conflict, Gone, NotFound, PreconditionFailed
 from gateway.fhir.search import Criterion, SearchQuery, parse_date, parse_token
 from gateway.fhir.search_params import date_range, index_rows, normalise_reference, normalise_string
+from gateway.store import fulltext
 from gateway.store import schema as s
 from gateway.store.clock import now_iso
 from gateway.store.engine import WRITE_OPTION, is_postgres
@@ -123,7 +124,7 @@ class _Pending:
     resources: list[dict] = field(default_factory=list)  # new rows with server-assigned pk (fresh ids)
     versions: list[dict] = field(default_factory=list)
     # index table -> rows as tuples in column order: (res_pk, param, ...)
-    index: dict[str, list[tuple]] = field(default_factory=lambda: {k: [] for k in s.INDEX_TABLES})
+    index: dict[str, list[tuple]] = field(default_factory=lambda: {k: [] for k in _ALL_INDEX_TABLES})
     changes: list[dict] = field(default_factory=list)
     clear_index: list[int] = field(default_factory=list)
     resource_keys: set[tuple[str, str]] = field(default_factory=set)  # (type, id) of ``resources``
@@ -338,6 +339,9 @@ class Tx:
         for kind, rows in index_rows(body).items():
             for row in rows:
                 add(kind, _index_row(kind, pk, row))
+        if rtype in fulltext.INDEXED_TYPES:  # the full-text / place rows (gateway.store.fulltext)
+            for kind, row in fulltext.search_rows(body):
+                add(kind, (pk, *row))
         self.pending.indexed_pks.add(pk)
         return WriteResult(outcome, Stored(rtype, rid, version, self.now, False, content, pk))
 
@@ -385,13 +389,15 @@ class Tx:
         if p.resources:
             _bulk_insert(c, s.resources, p.resources)
         if p.clear_index:
-            for tbl in s.INDEX_TABLES.values():
+            for tbl in _ALL_INDEX_TABLES.values():
                 c.execute(delete(tbl).where(tbl.c.res_pk.in_(p.clear_index)))
         if p.versions:
             _bulk_insert(c, s.resource_versions, p.versions)
         for kind, rows in p.index.items():
             if rows:
-                _bulk_insert_tuples(c, s.INDEX_TABLES[kind], rows)
+                _bulk_insert_tuples(c, _ALL_INDEX_TABLES[kind], rows)
+        if p.index["text"]:
+            fulltext.add_words(c, {w for row in p.index["text"] for w in fulltext.words_of(row[1:])})
         if p.changes:
             # The counter row is locked until commit, so sequence numbers follow commit order.
             n = len(p.changes)
@@ -408,6 +414,7 @@ def _null():
 
 
 _BULK_SQL: dict[tuple[str, str], tuple[str, tuple[str, ...] | None]] = {}
+_ALL_INDEX_TABLES = {**s.INDEX_TABLES, **s.SEARCH_TABLES}
 
 
 def _bulk_insert(conn, table, rows: list[dict]) -> None:

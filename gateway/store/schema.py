@@ -18,6 +18,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Engine,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -246,6 +247,45 @@ registry_hierarchy = Table(
 )
 
 
+# Full-text and place search (gateway.store.fulltext, migration 6). One row per ResearchStudy / eligibility Group
+# (``search_text``) and per placed Location (``search_geo``), written with the resource's other index rows in its
+# write transaction. The engines' own indexes sit on top: SQLite an FTS5 table kept by triggers, PostgreSQL a
+# generated tsvector column with a GIN index (DDL in fulltext.py). ``search_words``: the words of titles,
+# conditions and keywords, for correcting misspelt query words (PostgreSQL: pg_trgm).
+search_text = Table(
+    "search_text", metadata,
+    Column("res_pk", PK, primary_key=True, autoincrement=False),
+    Column("rtype", String(64), nullable=False),
+    Column("ref", String(160), nullable=False),  # "Group/<id>": joined to ResearchStudy:enrollment
+    Column("title", Text),
+    Column("conditions", Text),
+    Column("keywords", Text),
+    Column("concepts", Text),  # terminology concept tokens (zc.../zs...), see fulltext.concept_tokens
+    Column("description", Text),
+    Column("eligibility", Text),
+)
+Index("ix_search_text_ref", search_text.c.ref)
+
+search_geo = Table(
+    "search_geo", metadata,
+    Column("res_pk", PK, primary_key=True, autoincrement=False),
+    Column("ref", String(160), nullable=False),  # "Location/<id>": joined to ResearchStudy:site
+    Column("lat", Float, nullable=False),
+    Column("lon", Float, nullable=False),
+    Column("site_status", String(32)),  # site-recruitment-status extension, when present
+)
+Index("ix_search_geo_lat", search_geo.c.lat, search_geo.c.lon)
+Index("ix_search_geo_ref", search_geo.c.ref)
+
+search_words = Table(
+    "search_words", metadata,
+    Column("word", String(64), primary_key=True),
+)
+
+# Index tables beside INDEX_TABLES (which migration 1 creates): cleared and written the same way.
+SEARCH_TABLES = {"text": search_text, "geo": search_geo}
+
+
 def _v1(engine: Engine) -> None:
     metadata.create_all(engine, tables=[resources, resource_versions, *INDEX_TABLES.values(), changes,
                                         counters])
@@ -270,8 +310,17 @@ def _v5(engine: Engine) -> None:
     metadata.create_all(engine, tables=[registry_hierarchy])
 
 
+def _v6(engine: Engine) -> None:
+    from gateway.store import fulltext  # the engines' full-text DDL and the back-fill of stored resources
+
+    metadata.create_all(engine, tables=[search_text, search_geo, search_words])
+    fulltext.create_engine_indexes(engine)
+    fulltext.backfill(engine)
+
+
 # Ordered migrations: (version, step). Append, never edit a released step.
-MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5)]
+MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5),
+                                                          (6, _v6)]
 
 
 def current_version(engine: Engine) -> int:

@@ -334,13 +334,14 @@ class Terminology:
     def normalise_text(self, text: str) -> str:
         return normalise_text(text)
 
-    def resolve_text(self, text: str) -> list[Key]:
+    def resolve_text(self, text: str, *, fuzzy: bool = True) -> list[Key]:
         """Free text -> codes, best first ([] if unresolved).
 
         Tries the normalised text, then a looser key (American spelling, singular, no 'of'), then the
         same words in any order ('Lung Cancer, Non-Small Cell'), then without course words ('Recurrent
         Glioblastoma'), then the longest known term inside the text ('Stage IV Non-small Cell Lung Cancer
-        AJCC v8'), then a close spelling match (difflib, >= 0.9) on the looser keys.
+        AJCC v8'), then a close spelling match (difflib, >= 0.9) on the looser keys (not with
+        ``fuzzy=False``: the search index resolves every stored condition text, ~10 ms each when unknown).
         'Glioblastoma Multiforme' -> [(SNOMED, '393563007'), (MeSH, 'D005909'), (OncoTree, 'GB')]
         """
         norm = normalise_text(text)
@@ -358,6 +359,8 @@ class Terminology:
                 hits = self._loose.get(core) or self._bag.get(_bag(core))
             if not hits:
                 hits = self._contained(loose)
+            if not hits and not fuzzy:
+                return []  # not cached: a fuzzy call may still find a close spelling
             if not hits and len(loose) >= 5:
                 close = difflib.get_close_matches(loose, self._loose_keys(), n=1, cutoff=_FUZZY_CUTOFF)
                 hits = self._loose.get(close[0]) if close else None

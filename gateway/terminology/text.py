@@ -72,3 +72,15 @@ def loose_key(text: str) -> str:
 def strip_modifiers(loose: str) -> str:
     """'recurrent glioblastoma' -> 'glioblastoma' (works on a loose_key)."""
     return " ".join(w for w in loose.split() if w not in _MODIFIERS)
+
+
+_US_TO_UK = {us: uk for uk, us in _SPELLING.items()}
+
+
+def spelling_variants(word: str) -> tuple[str, ...]:
+    """A normalised word and its other English spelling, for full-text search of words a patient types.
+
+    'tumour' -> ('tumour', 'tumor'); 'leukemia' -> ('leukemia', 'leukaemia'); 'brain' -> ('brain',)
+    """
+    other = _SPELLING.get(word) or _US_TO_UK.get(word)
+    return (word, other) if other and other != word else (word,)

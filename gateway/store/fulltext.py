@@ -1,0 +1,387 @@
+"""Full-text and place search index: what is written with each ResearchStudy, Group and Location, and its queries.
+
+Written in the resource's own write transaction (``Tx.put`` adds the rows, ``Tx.flush`` writes them with the other
+index rows), so the index is always the data's and no process keeps state of its own. Ranking is the database's:
+
+- SQLite: an FTS5 table over ``search_text`` (external content, kept by triggers), ``bm25()`` with column weights;
+- PostgreSQL: a generated ``tsvector`` column (weights A title, B conditions/keywords/concepts, C description,
+  D eligibility) with a GIN index, ``ts_rank_cd``; misspelt words are corrected with ``pg_trgm`` over
+  ``search_words`` (SQLite: the same table, candidates by first letter and length, difflib).
+
+A query is understood through the terminology (mappings/terminology, loaded from its files, so every process
+answers alike): ``'brain tumour'`` resolves to SNOMED CT 126952004; each stored study carries a token per concept
+its conditions are a kind of (``zcsct126952004``), so the query finds glioblastoma, medulloblastoma and DIPG
+studies. Secondary (metastatic) concepts get ``zs`` tokens, so a primary-tumour query does not find metastases.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import orjson
+from sqlalchemy import Engine, text
+
+from gateway.fhir import conventions as cv
+from gateway.store import geo
+from gateway.terminology.terminology import DEFAULT_PATH, Terminology, load_terminology
+from gateway.terminology.text import normalise_text, spelling_variants
+
+# FTS5 columns, in order, and their bm25() weights (higher: a match there counts more).
+COLUMNS = ("title", "conditions", "keywords", "concepts", "description", "eligibility")
+BM25_WEIGHTS = (10.0, 8.0, 4.0, 6.0, 2.0, 0.5)
+CONDITION_COLUMNS = ("conditions", "keywords", "concepts")  # condition:text / keyword text
+_PG_WEIGHT = {"title": "A", "conditions": "B", "keywords": "B", "concepts": "B", "description": "C",
+              "eligibility": "D"}
+_PG_CONFIG = "english"
+_SHORT = {cv.SNOMED: "sct", cv.ICD10: "icd", cv.ICD10CM: "icdcm", cv.MESH: "mesh", cv.ONCOTREE: "onco"}
+_WORD = re.compile(r"^[a-z][a-z0-9]{3,63}$")
+# Words that say nothing about which study is meant.
+_STOP = frozenset({"the", "of", "and", "or", "a", "an", "in", "for", "with", "to", "on", "my", "me", "i", "is",
+                   "trial", "trials", "study", "studies", "clinical", "research", "near", "about", "at", "by",
+                   "from", "who", "what", "have", "has"})
+_CORRECT_MIN_RATIO = 0.8
+
+
+@lru_cache(maxsize=1)
+def search_terminology() -> Terminology:
+    """The shipped terminology, loaded from its files once per process (not the matching state's copy, which
+    learns registry hierarchies at run time: the index must not depend on which process wrote a row)."""
+    return load_terminology(DEFAULT_PATH)
+
+
+# -- index rows ------------------------------------------------------------------------------------
+def concept_token(key: tuple[str, str], secondary: bool) -> str:
+    """(SNOMED, '126952004') -> 'zcsct126952004' (secondary: 'zs...'): one word to both engines' tokenisers."""
+    system, code = key
+    short = _SHORT.get(system) or "x" + hashlib.sha1(system.encode()).hexdigest()[:6]
+    return f"{'zs' if secondary else 'zc'}{short}{re.sub(r'[^a-z0-9]', '', code.lower())}"
+
+
+def _concept_keys(concept: dict, term: Terminology) -> list[tuple[str, str]]:
+    keys = [term.key(c["system"], c["code"]) for c in concept.get("coding") or []
+            if isinstance(c, dict) and isinstance(c.get("system"), str) and isinstance(c.get("code"), str)]
+    if not keys and isinstance(concept.get("text"), str):
+        keys = term.resolve_text(concept["text"], fuzzy=False)
+    return keys
+
+
+def concept_tokens(concepts: list[dict]) -> str:
+    """The concept tokens of CodeableConcepts: every ancestor of every concept they name (by code, else text)."""
+    term = search_terminology()
+    tokens: set[str] = set()
+    for concept in concepts:
+        if not isinstance(concept, dict):
+            continue
+        for k in _concept_keys(concept, term):
+            secondary = term.is_secondary(*k)
+            tokens.update(concept_token(a, secondary) for a in term.ancestors(*k))
+    return " ".join(sorted(tokens))
+
+
+def _texts(concepts: object) -> list[str]:
+    out = []
+    for c in concepts if isinstance(concepts, list) else []:
+        if isinstance(c, dict):
+            if isinstance(c.get("text"), str):
+                out.append(c["text"])
+            out.extend(x["display"] for x in c.get("coding") or [] if isinstance(x, dict)
+                       and isinstance(x.get("display"), str))
+    return out
+
+
+def text_row(resource: dict) -> tuple | None:
+    """A ResearchStudy or an eligibility Group -> its ``search_text`` row without res_pk, else None."""
+    rtype = resource.get("resourceType")
+    if rtype == "ResearchStudy":
+        concepts = [c for c in (resource.get("condition") or []) + (resource.get("keyword") or [])
+                    if isinstance(c, dict)]
+        desc = resource.get("description") if isinstance(resource.get("description"), str) else None
+        return (rtype, f"{rtype}/{resource.get('id')}", resource.get("title") if isinstance(
+            resource.get("title"), str) else None, "\n".join(_texts(resource.get("condition"))) or None,
+            "\n".join(_texts(resource.get("keyword"))) or None, concept_tokens(concepts) or None, desc, None)
+    if rtype == "Group":
+        texts = [e.get("valueMarkdown") for e in resource.get("extension") or []
+                 if isinstance(e, dict) and e.get("url") == cv.EXT_ELIGIBILITY_TEXT
+                 and isinstance(e.get("valueMarkdown"), str)]
+        if texts:
+            return (rtype, f"{rtype}/{resource.get('id')}", None, None, None, None, None, "\n\n".join(texts))
+    return None
+
+
+def geo_row(resource: dict) -> tuple | None:
+    """A placed Location -> its ``search_geo`` row without res_pk: (ref, lat, lon, site status or None)."""
+    if resource.get("resourceType") != "Location":
+        return None
+    pos = geo.location_position(resource)
+    if pos is None:
+        return None
+    status = next((e.get("valueCode") for e in resource.get("extension") or []
+                   if isinstance(e, dict) and e.get("url") == cv.EXT_SITE_RECRUITMENT_STATUS
+                   and isinstance(e.get("valueCode"), str)), None)
+    return f"Location/{resource.get('id')}", pos[0], pos[1], status
+
+
+def words_of(row: tuple) -> set[str]:
+    """The vocabulary a text row adds to ``search_words`` (title, conditions, keywords)."""
+    out: set[str] = set()
+    for value in row[2:5]:
+        if value:
+            out.update(w for w in normalise_text(value).split() if _WORD.match(w))
+    return out
+
+
+def add_words(conn, words: set[str]) -> None:
+    """INSERT the words not yet known (never deleted: a vocabulary for spelling correction)."""
+    if not words:
+        return
+    rows = [(w,) for w in sorted(words)]
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("INSERT INTO search_words (word) VALUES (%s) ON CONFLICT DO NOTHING", rows)
+    else:
+        conn.exec_driver_sql("INSERT OR IGNORE INTO search_words (word) VALUES (?)", rows)
+
+
+# -- DDL and back-fill (migration 6) ------------------------------------------------------------------
+def create_engine_indexes(engine: Engine) -> None:
+    """The engine's own full-text index over ``search_text`` and the trigram index over ``search_words``."""
+    cols = ", ".join(COLUMNS)
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
+            parts = " || ".join(f"setweight(to_tsvector('{_PG_CONFIG}', coalesce({c}, '')), '{_PG_WEIGHT[c]}')"
+                                for c in COLUMNS)
+            conn.execute(text(f"ALTER TABLE search_text ADD COLUMN IF NOT EXISTS tsv tsvector "
+                              f"GENERATED ALWAYS AS ({parts}) STORED"))
+            conn.execute(text("CREATE INDEX IF NOT EXISTS ix_search_text_tsv ON search_text USING GIN (tsv)"))
+            conn.execute(text("CREATE INDEX IF NOT EXISTS ix_search_words_trgm ON search_words "
+                              "USING GIN (word gin_trgm_ops)"))
+            return
+        new = ", ".join(f"new.{c}" for c in COLUMNS)
+        old = ", ".join(f"old.{c}" for c in COLUMNS)
+        conn.exec_driver_sql(
+            f"CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5({cols}, content='search_text', "
+            "content_rowid='res_pk', tokenize='porter unicode61 remove_diacritics 2')")
+        conn.exec_driver_sql(f"CREATE TRIGGER IF NOT EXISTS search_text_ai AFTER INSERT ON search_text BEGIN "
+                             f"INSERT INTO search_fts(rowid, {cols}) VALUES (new.res_pk, {new}); END")
+        conn.exec_driver_sql(f"CREATE TRIGGER IF NOT EXISTS search_text_ad AFTER DELETE ON search_text BEGIN "
+                             f"INSERT INTO search_fts(search_fts, rowid, {cols}) VALUES ('delete', old.res_pk, {old});"
+                             " END")
+        conn.exec_driver_sql(f"CREATE TRIGGER IF NOT EXISTS search_text_au AFTER UPDATE ON search_text BEGIN "
+                             f"INSERT INTO search_fts(search_fts, rowid, {cols}) VALUES ('delete', old.res_pk, {old});"
+                             f" INSERT INTO search_fts(rowid, {cols}) VALUES (new.res_pk, {new}); END")
+
+
+def backfill(engine: Engine, batch: int = 500) -> int:
+    """Index the current ResearchStudy, Group and Location resources already stored; returns rows written."""
+    from gateway.store import schema as s  # schema imports this module inside its migration step
+
+    written = 0
+    last = 0
+    with engine.begin() as conn:
+        while True:
+            rows = conn.execute(text(
+                "SELECT pk, content FROM resources WHERE pk > :last AND deleted = :no AND type IN "
+                "('ResearchStudy', 'Group', 'Location') ORDER BY pk LIMIT :n"),
+                {"last": last, "no": False, "n": batch}).all()
+            if not rows:
+                break
+            texts, geos, words = [], [], set()
+            for pk, content in rows:
+                res = orjson.loads(content)
+                t = text_row(res)
+                if t is not None:
+                    texts.append((pk, *t))
+                    words |= words_of(t)
+                g = geo_row(res)
+                if g is not None:
+                    geos.append((pk, *g))
+            for table, values in ((s.search_text, texts), (s.search_geo, geos)):
+                if values:
+                    conn.execute(table.insert(), [dict(zip(table.columns.keys(), v, strict=True)) for v in values])
+            add_words(conn, words)
+            written += len(texts) + len(geos)
+            last = rows[-1][0]
+    return written
+
+
+# -- text queries -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TextQuery:
+    """What a text becomes: concept tokens (OR), and its words, each with its spelling variants."""
+
+    tokens: tuple[str, ...]
+    words: tuple[tuple[str, ...], ...]
+    scope: str = "all"  # all | condition
+
+    def fts5(self) -> str:
+        """The SQLite FTS5 MATCH expression."""
+        words = " AND ".join("(" + " OR ".join(f'"{v}"' for v in alts) + ")" for alts in self.words)
+        if self.tokens:
+            tokens = " OR ".join(f'"{t}"' for t in self.tokens)
+            phrases = " OR ".join('"' + " ".join(p) + '"' for p in self._phrases())
+            expr = f"(concepts : ({tokens})) OR {phrases}" if phrases else f"concepts : ({tokens})"
+        else:
+            expr = words
+        return f"{{{' '.join(CONDITION_COLUMNS)}}} : ({expr})" if self.scope == "condition" else expr
+
+    def tsquery(self) -> str:
+        """The PostgreSQL to_tsquery text."""
+        label = ":B" if self.scope == "condition" else ""
+        if self.tokens:
+            alts = [f"{t}{label}" for t in self.tokens]
+            alts += ["(" + " <-> ".join(f"{w}{label}" for w in p) + ")" for p in self._phrases()]
+            return " | ".join(alts)
+        return " & ".join("(" + " | ".join(f"{v}{label}" for v in alts) + ")" for alts in self.words)
+
+    def _phrases(self) -> list[tuple[str, ...]]:
+        return list(itertools.islice(itertools.product(*self.words), 4)) if self.words else []
+
+
+class EmptyText(ValueError):
+    """The text has no word to search for."""
+
+
+def compile_text(conn, raw: str, scope: str = "all") -> TextQuery:
+    """Words a patient typed -> a TextQuery: terminology concepts, spelling variants, misspellings corrected.
+
+    'brain tumour' -> tokens (zcsct126952004, ...), words (('brain',), ('tumour', 'tumor'))
+    'leukaemai' -> corrected to 'leukaemia' from the stored vocabulary, then resolved.
+    """
+    term = search_terminology()
+    words = [w for w in normalise_text(raw).split() if w not in _STOP]
+    if not words:
+        raise EmptyText(raw)
+    phrase = " ".join(words)
+    concepts = term.resolve_text(phrase)
+    if not concepts:
+        fixed = [_correct(conn, w) for w in words]
+        if fixed != words:
+            words = fixed
+            concepts = term.resolve_text(" ".join(words))
+    tokens = tuple(sorted({concept_token(k, term.is_secondary(*k)) for k in concepts}))
+    return TextQuery(tokens, tuple(spelling_variants(w) for w in words), scope)
+
+
+def _correct(conn, word: str) -> str:
+    """A word not in the vocabulary -> the closest stored word (or itself)."""
+    if len(word) < 4 or not word.isalpha():
+        return word
+    variants = spelling_variants(word)
+    known = conn.execute(text("SELECT word FROM search_words WHERE word IN :w").bindparams(
+        _expanding("w")), {"w": list(variants)}).first()
+    if known:
+        return word
+    if conn.dialect.name == "postgresql":
+        cands = list(conn.execute(text("SELECT word FROM search_words WHERE word % :w "
+                                       "ORDER BY similarity(word, :w) DESC, word LIMIT 10"), {"w": word}).scalars())
+    else:
+        cands = list(conn.execute(text(
+            "SELECT word FROM search_words WHERE word >= :lo AND word < :hi AND length(word) BETWEEN :a AND :b"),
+            {"lo": word[0], "hi": chr(ord(word[0]) + 1), "a": len(word) - 2, "b": len(word) + 2}).scalars())
+    best = difflib.get_close_matches(word, cands, n=1, cutoff=_CORRECT_MIN_RATIO)
+    return best[0] if best else word
+
+
+def _expanding(name: str):
+    from sqlalchemy import bindparam
+
+    return bindparam(name, expanding=True)
+
+
+_SQLITE_SCORES = (
+    "WITH m AS MATERIALIZED (SELECT rowid AS id, "
+    f"-bm25(search_fts, {', '.join(str(w) for w in BM25_WEIGHTS)}) AS s FROM search_fts WHERE search_fts MATCH ?) "
+    "SELECT pk, SUM(s) FROM (SELECT CASE WHEN t.rtype = 'Group' THEN ir.res_pk ELSE t.res_pk END AS pk, m.s AS s "
+    "FROM m JOIN search_text t ON t.res_pk = m.id "
+    "LEFT JOIN idx_reference ir ON t.rtype = 'Group' AND ir.param = 'ResearchStudy:enrollment' AND ir.ref = t.ref"
+    ") WHERE pk IS NOT NULL GROUP BY pk")
+_PG_SCORES = (
+    "SELECT pk, SUM(s) FROM (SELECT CASE WHEN t.rtype = 'Group' THEN ir.res_pk ELSE t.res_pk END AS pk, "
+    "ts_rank_cd(t.tsv, q) AS s "
+    f"FROM search_text t CROSS JOIN to_tsquery('{_PG_CONFIG}', %s) q "
+    "LEFT JOIN idx_reference ir ON t.rtype = 'Group' AND ir.param = 'ResearchStudy:enrollment' AND ir.ref = t.ref "
+    "WHERE t.tsv @@ q) x WHERE pk IS NOT NULL GROUP BY pk")
+
+
+def text_scores(conn, query: TextQuery) -> dict[int, float]:
+    """ResearchStudy pk -> the engine's relevance (bm25 / ts_rank_cd, summed over the study and its Group)."""
+    if conn.dialect.name == "postgresql":
+        rows = conn.exec_driver_sql(_PG_SCORES, (query.tsquery(),)).all()
+    else:
+        rows = conn.exec_driver_sql(_SQLITE_SCORES, (query.fts5(),)).all()
+    return {int(pk): float(s) for pk, s in rows}
+
+
+def normalised_score(raw: float, postgres: bool) -> float:
+    """The engine's relevance -> 0..1 for Bundle.entry.search.score (monotonic: ranking order is kept)."""
+    s = max(raw, 0.0) * (10.0 if postgres else 1.0)  # ts_rank_cd values are ~10x smaller than bm25's
+    return round(s / (1.0 + s), 4)
+
+
+# -- places ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SiteDistance:
+    location_pk: int
+    location_ref: str
+    distance_km: float
+
+
+_STUDY_SITES = (
+    "SELECT ir.res_pk, g.res_pk, g.ref, g.lat, g.lon, g.site_status, st.code FROM search_geo g "
+    "JOIN idx_reference ir ON ir.param = 'ResearchStudy:site' AND ir.ref = g.ref "
+    "LEFT JOIN idx_token st ON st.res_pk = ir.res_pk AND st.param = 'ResearchStudy:status' "
+    "WHERE g.lat BETWEEN :a AND :b AND g.lon BETWEEN :c AND :d")
+
+
+def recruiting(site_status: str | None, study_status: str | None) -> bool:
+    """A site recruits when its site-recruitment-status says so, or (without one) when its study is active."""
+    if site_status:
+        return site_status.lower() == "recruiting"
+    return study_status == "active"
+
+
+def nearest_recruiting_sites(conn, centre: geo.LatLon, km: float) -> dict[int, SiteDistance]:
+    """ResearchStudy pk -> its nearest recruiting site within ``km`` of ``centre`` (studies without one: absent)."""
+    lo_lat, hi_lat, lo_lon, hi_lon = geo.bounding_box(centre, km)
+    best: dict[int, SiteDistance] = {}
+    for study_pk, loc_pk, ref, lat, lon, site_status, study_status in conn.execute(
+            text(_STUDY_SITES), {"a": lo_lat, "b": hi_lat, "c": lo_lon, "d": hi_lon}):
+        if not recruiting(site_status, study_status):
+            continue
+        d = geo.haversine_km(centre, (lat, lon))
+        if d <= km and (study_pk not in best or d < best[study_pk].distance_km):
+            best[study_pk] = SiteDistance(loc_pk, ref, d)
+    return best
+
+
+def locations_near(conn, centre: geo.LatLon, km: float) -> dict[int, float]:
+    """Location pk -> distance, for the placed Locations within ``km``."""
+    lo_lat, hi_lat, lo_lon, hi_lon = geo.bounding_box(centre, km)
+    out = {}
+    for pk, lat, lon in conn.execute(text("SELECT res_pk, lat, lon FROM search_geo WHERE lat BETWEEN :a AND :b "
+                                          "AND lon BETWEEN :c AND :d"),
+                                     {"a": lo_lat, "b": hi_lat, "c": lo_lon, "d": hi_lon}):
+        d = geo.haversine_km(centre, (lat, lon))
+        if d <= km:
+            out[int(pk)] = d
+    return out
+
+
+INDEXED_TYPES = frozenset({"ResearchStudy", "Group", "Location"})
+
+
+def search_rows(resource: dict) -> list[tuple[str, tuple]]:
+    """(kind, row without res_pk) for ``Tx.put``: 'text' rows (search_text) and 'geo' rows (search_geo)."""
+    out = []
+    t = text_row(resource)
+    if t is not None:
+        out.append(("text", t))
+    g = geo_row(resource)
+    if g is not None:
+        out.append(("geo", g))
+    return out

@@ -1,0 +1,283 @@
+"""The search parameters served by the full-text and place index (gateway.store.fulltext), and how they combine.
+
+ResearchStudy: ``_text`` / ``_content`` (words, through the terminology), ``condition:text`` / ``keyword:text``,
+``condition:below`` (subsumption), ``condition`` / ``keyword`` given as words rather than codes (matched as codes
+OR as text), ``postcode`` + ``distance`` (km, default 50) and ``near=lat|lon|distance|units``: studies with a
+recruiting site in range, nearest first. Location: ``near``. Every other parameter still applies (ANDed).
+
+``split_params(rtype, items)`` takes these out of the query string before ``parse_search`` sees the rest;
+``run(store, query, spec)`` answers like ``Store.search`` and also returns, per row, its score and nearest site.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import orjson
+from sqlalchemy import select
+
+from gateway.fhir import conventions as cv
+from gateway.fhir.errors import InvalidResource, NotSupported
+from gateway.fhir.search import Criterion, SearchQuery, parse_token
+from gateway.fhir.search_params import params_for
+from gateway.store import fulltext, geo
+from gateway.store import schema as s
+
+DEFAULT_DISTANCE_KM = 50.0
+MAX_DISTANCE_KM = 1500.0
+TEXT_PARAMS = ("_text", "_content")
+_CODE_LIKE = re.compile(r"^[A-Za-z]{0,3}[0-9][0-9A-Za-z.\-]*$")  # 393563007, C71.9, D005909 (not 'glioma')
+_UNITS = {"km": 1.0, "mi": geo.KM_PER_MILE, "[mi_i]": geo.KM_PER_MILE}
+
+
+class UnknownPostcode(InvalidResource):
+    """A postcode that is not shaped like a UK postcode, or whose district is not known (never echoed)."""
+
+
+@dataclass
+class StudySpec:
+    """The parameters of this module found in one search."""
+
+    texts: list[str] = field(default_factory=list)  # _text / _content (ANDed)
+    condition_texts: list[list[str]] = field(default_factory=list)  # condition:text, keyword:text (OR within)
+    code_or_text: list[tuple[Criterion, list[str]]] = field(default_factory=list)  # condition=glioblastoma
+    centre: geo.LatLon | None = None
+    distance_km: float = DEFAULT_DISTANCE_KM
+    raw: list[tuple[str, str]] = field(default_factory=list)  # for self / next links
+
+    @property
+    def active(self) -> bool:
+        return bool(self.texts or self.condition_texts or self.code_or_text or self.centre)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """What a row of a special search adds to its Bundle entry."""
+
+    score: float | None = None
+    site_pk: int | None = None
+    site_ref: str | None = None
+    distance_km: float | None = None
+    site_name: str | None = None
+
+
+def split_params(rtype: str, items: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], StudySpec, list[Criterion]]:
+    """Take this module's parameters out of ``items``: (the rest, the spec, extra token criteria for
+    ``condition:below``, which the store's token search applies once expanded to the concept's descendants)."""
+    spec = StudySpec()
+    extra: list[Criterion] = []
+    rest: list[tuple[str, str]] = []
+    postcode: str | None = None
+    distance: str | None = None
+    for key, raw in items:
+        name, _, modifier = key.partition(":")
+        if rtype == "ResearchStudy" and name in TEXT_PARAMS and not modifier:
+            if not raw.strip():
+                raise InvalidResource(f"{name} needs words to search for", name)
+            spec.texts.append(raw)
+        elif rtype == "ResearchStudy" and name in ("condition", "keyword") and modifier == "text":
+            spec.condition_texts.append([v for v in raw.split(",") if v.strip()] or _no_value(key))
+        elif rtype == "ResearchStudy" and name == "condition" and modifier == "below":
+            extra.append(_below(raw))
+        elif rtype == "ResearchStudy" and name in ("condition", "keyword") and not modifier and \
+                _has_words(raw):
+            sp = params_for(rtype)[name]
+            values = [v for v in raw.split(",") if v.strip()]
+            spec.code_or_text.append((Criterion(name, "token", values, None, sp), values))
+        elif rtype == "ResearchStudy" and name == "postcode" and not modifier:
+            postcode = raw
+            continue  # not echoed: a full postcode identifies a household
+        elif rtype == "ResearchStudy" and name == "distance" and not modifier:
+            distance = raw
+        elif rtype in ("ResearchStudy", "Location") and name == "near" and not modifier:
+            spec.centre, spec.distance_km = _near(raw)
+        else:
+            rest.append((key, raw))
+            continue
+        spec.raw.append((key, raw))
+    if distance is not None and postcode is None:
+        raise InvalidResource("distance needs a postcode (or use near=lat|long|distance|units)", "distance")
+    if postcode is not None:
+        if spec.centre is not None:
+            raise InvalidResource("Give either postcode or near, not both", "postcode")
+        spec.centre = postcode_centre(postcode)
+        spec.distance_km = _distance(distance) if distance is not None else DEFAULT_DISTANCE_KM
+        spec.raw.append(("postcode", geo.outward_code(postcode) or ""))  # the district only, in links
+    return rest, spec, extra
+
+
+def _no_value(key: str) -> list[str]:
+    raise InvalidResource(f"Search parameter '{key}' has no value", key)
+
+
+def _has_words(raw: str) -> bool:
+    """'glioblastoma' or 'brain tumour' (words) rather than a code ('393563007', 'sys|code')."""
+    return "|" not in raw and any(not _CODE_LIKE.match(v.strip()) and re.search(r"[a-zA-Z]{3}", v)
+                                  for v in raw.split(",") if v.strip())
+
+
+def postcode_centre(postcode: str) -> geo.LatLon:
+    """A UK postcode or outward code -> its district centroid; UnknownPostcode otherwise (postcode not echoed)."""
+    oc = geo.outward_code(postcode)
+    if oc is None:
+        raise UnknownPostcode("postcode is not a UK postcode or outward code (e.g. 'LS6 3HE' or 'LS6')", "postcode")
+    pos = geo.load_centroids().get(oc)
+    if pos is None:
+        raise UnknownPostcode("postcode: the postcode district is not known (Channel Islands, Isle of Man and "
+                              "retired districts are not covered)", "postcode")
+    return pos
+
+
+def _distance(raw: str, name: str = "distance") -> float:
+    try:
+        km = float(raw)
+    except ValueError:
+        raise InvalidResource(f"{name} must be a number of kilometres, got '{raw[:20]}'", name) from None
+    if not 0 < km <= MAX_DISTANCE_KM:
+        raise InvalidResource(f"{name} must be above 0 and at most {MAX_DISTANCE_KM:g} km", name)
+    return km
+
+
+def _near(raw: str) -> tuple[geo.LatLon, float]:
+    """'53.8|-1.55|20|km' -> ((53.8, -1.55), 20.0); distance defaults to 50 km, units to km (or mi)."""
+    parts = raw.split("|")
+    if len(parts) < 2 or len(parts) > 4:
+        raise InvalidResource("near must be latitude|longitude[|distance[|units]]", "near")
+    try:
+        lat, lon = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise InvalidResource("near: latitude and longitude must be decimal degrees", "near") from None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise InvalidResource("near: latitude must be within -90..90 and longitude within -180..180", "near")
+    unit = parts[3].strip() if len(parts) == 4 and parts[3].strip() else "km"
+    if unit not in _UNITS:
+        raise InvalidResource(f"near: units must be km or mi, got '{unit[:10]}'", "near")
+    km = _distance(parts[2], "near") * _UNITS[unit] if len(parts) >= 3 and parts[2].strip() else DEFAULT_DISTANCE_KM
+    if km > MAX_DISTANCE_KM:
+        raise InvalidResource(f"near: the distance must be at most {MAX_DISTANCE_KM:g} km", "near")
+    return (lat, lon), km
+
+
+def _below(raw: str) -> Criterion:
+    """condition:below=system|code -> a condition token criterion on the concept and every descendant."""
+    term = fulltext.search_terminology()
+    values: list[str] = []
+    for v in raw.split(","):
+        system, code, has_bar = parse_token(v.strip())
+        if not (has_bar and system and code):
+            raise InvalidResource("condition:below needs system|code (e.g. http://snomed.info/sct|126952004)",
+                                  "condition:below")
+        if not term.knows(system, code):
+            raise NotSupported(f"condition:below: the code {code} is not known to the terminology of {system}, so "
+                               "its descendants cannot be found", "condition:below")
+        values.extend(f"{k[0]}|{k[1]}" for k in term.descendants(system, code))
+        values.append(f"{system}|{code}")  # as given, too (MeSH id forms, other aliases)
+    return Criterion("condition", "token", sorted(set(values)), None, params_for("ResearchStudy")["condition"])
+
+
+# -- running ---------------------------------------------------------------------------------------
+def run(store, query: SearchQuery, spec: StudySpec) -> tuple[int, list, dict[int, Hit]]:
+    """Like ``Store.search``, with this module's parameters applied: (total, rows of the page, hits by pk).
+
+    Order: nearest recruiting site first with a place, else relevance, then pk (stable across pages).
+    """
+    r = s.resources
+    postgres = store.engine.dialect.name == "postgresql"
+    with store.engine.connect() as conn:
+        allowed: set[int] | None = None
+        scores: dict[int, float] = {}
+
+        def narrow(pks: set[int]) -> None:
+            nonlocal allowed
+            allowed = pks if allowed is None else allowed & pks
+
+        for raw in spec.texts:
+            found = fulltext.text_scores(conn, _compile(conn, raw, "all", "_text"))
+            for pk, sc in found.items():
+                scores[pk] = scores.get(pk, 0.0) + sc
+            narrow(set(found))
+        for values in spec.condition_texts:
+            union: set[int] = set()
+            for v in values:
+                found = fulltext.text_scores(conn, _compile(conn, v, "condition", "condition:text"))
+                union |= set(found)
+            narrow(union)
+        for crit, values in spec.code_or_text:
+            union = set(conn.execute(select(r.c.pk).where(store._criterion(query.resource_type, crit),
+                                                          r.c.deleted.is_(False))).scalars())
+            for v in values:
+                union |= set(fulltext.text_scores(conn, _compile(conn, v, "condition", crit.name)))
+            narrow(union)
+        sites: dict[int, fulltext.SiteDistance] = {}
+        near: dict[int, float] = {}
+        if spec.centre is not None:
+            if query.resource_type == "Location":
+                near = fulltext.locations_near(conn, spec.centre, spec.distance_km)
+                narrow(set(near))
+            else:
+                sites = fulltext.nearest_recruiting_sites(conn, spec.centre, spec.distance_km)
+                narrow(set(sites))
+        if query.criteria:
+            base = set(conn.execute(select(r.c.pk).where(*store._where(query))).scalars())
+            narrow(base)
+        pks = allowed or set()
+
+        def key(pk: int) -> tuple:
+            if sites:
+                return (sites[pk].distance_km, -scores.get(pk, 0.0), pk)
+            if near:
+                return (near[pk], pk)
+            return (-scores.get(pk, 0.0), pk)
+
+        ordered = sorted(pks, key=key)
+        total = len(ordered)
+        if query.summary_count or query.count == 0:
+            return total, [], {}
+        page = ordered[query.offset:query.offset + query.count]
+        rows = {row["pk"]: row for row in conn.execute(select(r).where(r.c.pk.in_(page))).mappings()} if page else {}
+        site_pks = sorted({sites[pk].location_pk for pk in page if pk in sites})
+        names = {pk: _name(content) for pk, content in conn.execute(
+            select(r.c.pk, r.c.content).where(r.c.pk.in_(site_pks)))} if site_pks else {}
+    from gateway.store.repo import _stored  # the row -> Stored conversion the store uses everywhere
+
+    out = [_stored(rows[pk]) for pk in page if pk in rows]
+    hits = {}
+    for pk in page:
+        site = sites.get(pk)
+        hits[pk] = Hit(fulltext.normalised_score(scores[pk], postgres) if pk in scores else None,
+                       site.location_pk if site else None, site.location_ref if site else None,
+                       site.distance_km if site else near.get(pk), names.get(site.location_pk) if site else None)
+    return total, out, hits
+
+
+def _name(content: str | None) -> str | None:
+    name = orjson.loads(content).get("name") if content else None
+    return name if isinstance(name, str) else None
+
+
+def _compile(conn, raw: str, scope: str, name: str) -> fulltext.TextQuery:
+    try:
+        return fulltext.compile_text(conn, raw, scope)
+    except fulltext.EmptyText:
+        raise InvalidResource(f"{name}: no words to search for (only common words such as 'the', 'trial')",
+                              name) from None
+
+
+def search_element(hit: Hit | None, mode: str = "match") -> dict:
+    """A Hit -> Bundle.entry.search: score (0..1, text searches) and the nearest recruiting site with its distance
+    (place searches of studies) in the match-nearest-site extension, as $match writes it."""
+    out: dict = {"mode": mode}
+    if hit is None:
+        return out
+    if hit.site_ref is not None and hit.distance_km is not None:
+        site: dict = {"reference": hit.site_ref}
+        if hit.site_name:
+            site["display"] = hit.site_name
+        out["extension"] = [{"url": cv.EXT_MATCH_NEAREST_SITE, "extension": [
+            {"url": "site", "valueReference": site},
+            {"url": "distance", "valueQuantity": {"value": round(hit.distance_km, 1), "unit": "km",
+                                                  "system": cv.UCUM, "code": "km"}}]}]
+    if hit.score is not None:
+        out["score"] = hit.score
+    return out
