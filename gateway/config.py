@@ -77,6 +77,20 @@ class Settings:
         return cls(
             database_url=url,
             instance_path=instance,
+    # patient sign-in with OpenID Connect (NHS login in production) and patient actions (docs/patient-actions.md)
+    oidc_issuer: str | None = None  # e.g. https://auth.login.nhs.uk (discovery: <issuer>/.well-known/...)
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None  # client_secret_basic; or oidc_private_key (private_key_jwt, NHS login)
+    oidc_private_key: str | None = None  # PEM private key for private_key_jwt client authentication
+    oidc_private_key_alg: str = "RS512"  # NHS login asks for RS512
+    oidc_redirect_uri: str | None = None  # the gateway's /patient/callback URL as registered with the provider
+    oidc_scopes: str = "openid profile"
+    oidc_vtr: str | None = None  # NHS login vector of trust, e.g. ["P9.Cp.Cd"]; sent as the vtr parameter
+    session_secret: str | None = None  # signs the patient session cookie
+    session_cookie_secure: bool = True  # Secure cookie flag; off only for plain-http development and tests
+    patient_session_minutes: int = 30
+    patient_alert_endpoint: str | None = None  # rest-hook standing for e-mail / NHS App push of trial alerts
+    patient_alert_header: str | None = None  # one 'Name: value' header sent with each alert (a channel secret)
             base_url=os.environ.get("GATEWAY_BASE_URL") or None,
             max_body_bytes=_int("GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024),
             max_bundle_entries=_int("GATEWAY_MAX_BUNDLE_ENTRIES", 1000),
@@ -100,3 +114,16 @@ class Settings:
             worker_metrics_port=_int("GATEWAY_WORKER_METRICS_PORT", 0),
             worker_metrics_host=os.environ.get("GATEWAY_WORKER_METRICS_HOST") or "127.0.0.1",
         )
+            oidc_issuer=(os.environ.get("GATEWAY_OIDC_ISSUER") or "").rstrip("/") or None,
+            oidc_client_id=os.environ.get("GATEWAY_OIDC_CLIENT_ID") or None,
+            oidc_client_secret=_secret("GATEWAY_OIDC_CLIENT_SECRET"),
+            oidc_private_key=_secret("GATEWAY_OIDC_PRIVATE_KEY"),
+            oidc_private_key_alg=os.environ.get("GATEWAY_OIDC_PRIVATE_KEY_ALG") or "RS512",
+            oidc_redirect_uri=os.environ.get("GATEWAY_OIDC_REDIRECT_URI") or None,
+            oidc_scopes=os.environ.get("GATEWAY_OIDC_SCOPES") or "openid profile",
+            oidc_vtr=os.environ.get("GATEWAY_OIDC_VTR") or None,
+            session_secret=_secret("GATEWAY_SESSION_SECRET"),
+            session_cookie_secure=_bool("GATEWAY_SESSION_COOKIE_SECURE", True),
+            patient_session_minutes=_int("GATEWAY_PATIENT_SESSION_MINUTES", 30),
+            patient_alert_endpoint=os.environ.get("GATEWAY_PATIENT_ALERT_ENDPOINT") or None,
+            patient_alert_header=_secret("GATEWAY_PATIENT_ALERT_HEADER"),

@@ -67,7 +67,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     from gateway.api import auth
 
     auth.init_app(app)  # security: tokens, route authorization, rate limit, audit, /auth, /admin/erasure
+    from gateway.api import patient
+
+    patient.init_app(app)  # patient sign-in (OIDC) and actions: /patient/login, /patient/contact-requests, alerts
     __import__("gateway.api.ingest", fromlist=["init_app"]).init_app(app)  # mapping: /ingest, $translate
     __import__("gateway.api.subsumes")  # terminology: registers CodeSystem/$subsumes
+    __import__("gateway.web", fromlist=["init_app"]).init_app(app)  # patient pages: /, /trials (gateway/web)
     logging.getLogger("gateway").setLevel(logging.INFO)
     return app

@@ -46,6 +46,13 @@ def resolve_caller(request: Request) -> Caller:
         except TokenRejected as exc:
             raise Unauthorized(f"The bearer token was rejected: {exc}", "Authorization",
                                headers=_challenge("invalid_token", str(exc))) from None
+    from gateway.api.signin import SIGN_IN_PATHS, session_caller_for
+
+    patient = session_caller_for(request)  # a signed-in patient's session, on the pages and /patient/ only
+    if patient is not None:
+        return patient
+    if request.path in SIGN_IN_PATHS:
+        return _ANONYMOUS  # signing in needs no token (the views check state, nonce and the CSRF token)
     if sec is not None and sec.enabled:
         if request.path in PUBLIC_PATHS:
             return _ANONYMOUS

@@ -24,12 +24,14 @@ from sqlalchemy import select
 
 from gateway.fhir.conventions import CONTACT_REQUEST_ID, CTGOV, NHS_NUMBER, ODS_ORGANIZATION
 from gateway.fhir.errors import BusinessRuleViolation, FhirError, Gone, NotFound
+from gateway.fhir.nhs_number import is_valid_nhs_number
 from gateway.outbound import outbox
 from gateway.outbound.destinations import Destinations
 from gateway.outbound.errors import DestinationNotAllowed
 from gateway.outbound.hospitals import Hospital
 from gateway.outbound.kinds import DeliveryContext, register_kind
 from gateway.outbound.pull import find_patient
+from gateway.outbound.sitelink import TrustLinker
 from gateway.store import schema as s
 from gateway.store.repo import Tx, WriteResult
 
@@ -47,7 +49,7 @@ class NotConfigured(FhirError):
 
 @dataclass
 class ContactRoute:
-    hospital: Hospital
+    hospital: Hospital | None  # the patient's own hospital; None when it is not configured (sites only)
     nhs_number: str
     study_identifier: dict  # {"system": ..., "value": ...}
     contact_id: str
@@ -102,19 +104,36 @@ def patient_ods(patient: dict, read: Reader) -> str | None:
     return None
 
 
-def plan_route(subject: dict, read: Reader, destinations: Destinations, key: str | None) -> ContactRoute:
-    """ResearchSubject -> where and how it is delivered; 422/500 errors say what is missing. No traffic."""
+def _individual_nhs(subject: dict) -> str | None:
+    """individual = {"identifier": {NHS number}} (a person the gateway may hold no record of) -> the number."""
+    ident = (subject.get("individual") or {}).get("identifier")
+    if isinstance(ident, dict) and ident.get("system") == NHS_NUMBER and isinstance(ident.get("value"), str):
+        return ident["value"]
+    return None
+
+
+def plan_route(subject: dict, read: Reader, destinations: Destinations, key: str | None, *,
+               sites_only_ok: bool = False) -> ContactRoute:
+    """ResearchSubject -> where and how it is delivered; 422/500 errors say what is missing. No traffic.
+
+    ``sites_only_ok`` (a patient's own request): the person may be named by NHS number only, and their own
+    hospital may be unconfigured, as long as a research team of one of the study's sites can be reached.
+    """
     pid = _ref_id(subject.get("individual"), "Patient")
-    if not pid:
+    patient: dict | None = None
+    if pid:
+        patient = read("Patient", pid)
+        if patient is None:
+            raise BusinessRuleViolation(f"Patient/{pid} is not known", "ResearchSubject.individual")
+        nhs = _identifier(patient, NHS_NUMBER)
+        if not nhs:
+            raise BusinessRuleViolation(f"Patient/{pid} has no NHS number ({NHS_NUMBER}); the hospital finds the "
+                                        "patient by it", "ResearchSubject.individual")
+    elif sites_only_ok and _individual_nhs(subject) and is_valid_nhs_number(_individual_nhs(subject) or ""):
+        nhs = str(_individual_nhs(subject))
+    else:
         raise BusinessRuleViolation("A contact request needs individual = a reference to a Patient (Patient/id)",
                                     "ResearchSubject.individual")
-    patient = read("Patient", pid)
-    if patient is None:
-        raise BusinessRuleViolation(f"Patient/{pid} is not known", "ResearchSubject.individual")
-    nhs = _identifier(patient, NHS_NUMBER)
-    if not nhs:
-        raise BusinessRuleViolation(f"Patient/{pid} has no NHS number ({NHS_NUMBER}); the hospital finds the "
-                                    "patient by it", "ResearchSubject.individual")
     sid = _ref_id(subject.get("study"), "ResearchStudy")
     study = read("ResearchStudy", sid) if sid else None
     if study is None:
@@ -124,34 +143,52 @@ def plan_route(subject: dict, read: Reader, destinations: Destinations, key: str
     if sident is None:
         raise BusinessRuleViolation(f"ResearchStudy/{sid} has no identifier; the hospital knows studies by "
                                     "identifier only", "ResearchSubject.study")
-    ods = patient_ods(patient, read)
-    hospital = destinations.hospitals.by_ods(ods)
-    if hospital is None:
+    hospital: Hospital | None = None
+    why = "the person is named by NHS number only"
+    if patient is not None:
+        ods = patient_ods(patient, read)
+        hospital = destinations.hospitals.by_ods(ods)
         why = f"ODS code {ods}" if ods else "no managingOrganization ODS code"
-        raise BusinessRuleViolation(f"No hospital endpoint is configured for Patient/{pid} ({why}); see "
-                                    "mappings/hospitals", "ResearchSubject.individual")
-    if not hospital.write_back.get("research_subject", True):
-        raise BusinessRuleViolation(f"Hospital '{hospital.name}' does not accept contact requests "
-                                    "(write_back.research_subject is false)", "ResearchSubject")
-    try:
-        destinations.settings.allowed_hosts.check(hospital.fhir_base_url)
-    except DestinationNotAllowed as exc:
-        raise BusinessRuleViolation(f"Hospital '{hospital.name}': {exc.message}", "ResearchSubject") from None
+        if hospital is not None and not hospital.write_back.get("research_subject", True):
+            if not sites_only_ok:
+                raise BusinessRuleViolation(f"Hospital '{hospital.name}' does not accept contact requests "
+                                            "(write_back.research_subject is false)", "ResearchSubject")
+            hospital, why = None, f"hospital '{hospital.name}' does not accept contact requests"
+        if hospital is None and not sites_only_ok:
+            raise BusinessRuleViolation(f"No hospital endpoint is configured for Patient/{pid} ({why}); see "
+                                        "mappings/hospitals", "ResearchSubject.individual")
+    if hospital is not None:
+        try:
+            destinations.settings.allowed_hosts.check(hospital.fhir_base_url)
+        except DestinationNotAllowed as exc:
+            raise BusinessRuleViolation(f"Hospital '{hospital.name}': {exc.message}", "ResearchSubject") from None
+    sites = site_hospitals(study, read, destinations, exclude=hospital.name if hospital else "")
+    if hospital is None and not sites:
+        who = f"Patient/{pid}" if pid else "this person"
+        raise BusinessRuleViolation(f"No hospital endpoint is configured for {who} ({why}) and no research team "
+                                    f"of the study's sites can be reached (no trust of its sites has a research-"
+                                    f"office route in mappings/hospitals); nothing was stored", "ResearchSubject")
     if not key:
         raise NotConfigured("GATEWAY_CONTACT_ID_KEY is not set: contact requests cannot be given their stable "
                             "identifier; refusing to enqueue", "ResearchSubject.identifier")
-    return ContactRoute(hospital, nhs, sident, contact_id(key, nhs, sident), study.get("title"),
-                        site_hospitals(study, read, destinations, exclude=hospital.name))
+    return ContactRoute(hospital, nhs, sident, contact_id(key, nhs, sident), study.get("title"), sites)
 
 
 def site_hospitals(study: dict, read: Reader, destinations: Destinations, exclude: str = "") -> list[Hospital]:
-    """Hospitals with write_back.site_contact whose ODS code manages one of the study's site Locations."""
+    """Hospitals (or trusts' research offices) with write_back.site_contact, allowed by GATEWAY_ALLOWED_HOSTS,
+    running one of the study's sites: the site Location's managingOrganization ODS code, else the trust the
+    site is linked to by name, city and postcode (gateway.outbound.sitelink, the open NHS trust list)."""
     out: dict[str, Hospital] = {}
+    linker = TrustLinker.from_file()
     for site in study.get("site") or []:
         lid = _ref_id(site, "Location")
         location = read("Location", lid) if lid else None
-        h = destinations.hospitals.by_ods(patient_ods(location, read)) if location else None
-        if h is not None and h.write_back.get("site_contact") and h.name != exclude:
+        if location is None:
+            continue
+        h = destinations.hospitals.by_ods(patient_ods(location, read) or linker.ods_of(location))
+        if h is None or not h.write_back.get("site_contact") or h.name == exclude:
+            continue
+        if destinations.settings.allowed_hosts.allows(h.fhir_base_url):
             out[h.name] = h
     return list(out.values())
 
@@ -197,22 +234,33 @@ def make_hook(destinations: Destinations):
             # Not a contact request held here: a hospital's own ResearchSubject, or the copy a gateway stores
             # when it plays the hospital (study by identifier only).
             return
-        route = plan_route(resource, _tx_reader(tx), destinations, destinations.settings.contact_id_key)
+        route = plan_route(resource, _tx_reader(tx), destinations, destinations.settings.contact_id_key,
+                           sites_only_ok=True)
         payload = {"op": "create" if result.outcome == "created" else "update", "contact_id": route.contact_id,
                    "nhs_number": route.nhs_number, "study_identifier": route.study_identifier,
                    "study_title": route.study_title, "status": resource.get("status")}
-        outbox.enqueue(tx.conn, kind=KIND, destination=route.hospital.name, payload=payload,
-                       dedupe_key=f"{KIND}:{route.hospital.name}:ResearchSubject/{st.id}/_history/{st.version}",
-                       max_attempts=destinations.settings.max_attempts,
-                       resource=("ResearchSubject", st.id, st.version))
-        if result.outcome == "created":
-            for site in route.site_hospitals:  # the study's other sites that asked to hear of requests
+        if route.hospital is not None:
+            outbox.enqueue(tx.conn, kind=KIND, destination=route.hospital.name, payload=payload,
+                           dedupe_key=f"{KIND}:{route.hospital.name}:ResearchSubject/{st.id}/_history/{st.version}",
+                           max_attempts=destinations.settings.max_attempts,
+                           resource=("ResearchSubject", st.id, st.version))
+        closing = task_status(resource.get("status")) == "cancelled"
+        if result.outcome == "created" or closing:
+            # The study's sites that asked to hear of requests: told of the request, and of its withdrawal.
+            suffix = "" if result.outcome == "created" else f"/_history/{st.version}"
+            for site in route.site_hospitals:
                 outbox.enqueue(tx.conn, kind=SITE_KIND, destination=site.name, payload=payload,
-                               dedupe_key=f"{SITE_KIND}:{site.name}:ResearchSubject/{st.id}",
+                               dedupe_key=f"{SITE_KIND}:{site.name}:ResearchSubject/{st.id}{suffix}",
                                max_attempts=destinations.settings.max_attempts,
                                resource=("ResearchSubject", st.id, st.version))
 
     return hook
+
+
+def task_status(subject_status: str | None) -> str:
+    """The research team's Task status for a contact request's status: a withdrawn (or ended) request cancels
+    the Task; anything else leaves it requested (the team moves it on themselves)."""
+    return "cancelled" if subject_status in ("withdrawn", "ineligible", "not-registered") else "requested"
 
 
 def hospital_copy(current: dict, payload: dict, hospital_patient_id: str) -> dict:
@@ -276,6 +324,11 @@ def deliver(job: outbox.Job, ctx: DeliveryContext) -> str:
     if p.get("op") == "create" and hospital.write_back.get("task"):
         t = client.create(research_team_task(p, patient["id"], resp.location), if_none_exist=f"identifier={ident}")
         result += f"; Task {t.status}"
+    if p.get("op") != "create" and hospital.write_back.get("task") and task_status(current.get("status")) \
+            == "cancelled":  # the withdrawal reaches the research team's Task too
+        task = {**research_team_task(p, patient["id"], resp.location), "status": "cancelled"}
+        t = client.conditional_update("Task", {"identifier": ident}, task)
+        result += f"; Task {t.status} cancelled"
     if p.get("op") == "create" and hospital.write_back.get("communication"):
         c = client.create(research_team_communication(p, patient["id"], resp.location),
                           if_none_exist=f"identifier={ident}")
@@ -299,12 +352,17 @@ def site_task(payload: dict) -> dict:
 
 
 def deliver_site_contact(job: outbox.Job, ctx: DeliveryContext) -> str:
-    """Tell a study site's research team about a contact request (conditional create of a Task)."""
+    """Tell a study site's research team about a contact request (conditional create of a Task), or that it was
+    withdrawn (conditional update of the same Task to ``cancelled``)."""
     hospital = ctx.destinations.hospitals.get(job.destination)
     client = ctx.destinations.client(hospital, retries=0)
     ident = f"{CONTACT_REQUEST_ID}|{job.payload['contact_id']}"
-    resp = client.create(site_task(job.payload), if_none_exist=f"identifier={ident}")
-    return f"Task {resp.status} {resp.location or ''}".strip()
+    if job.payload.get("op") == "create":
+        resp = client.create(site_task(job.payload), if_none_exist=f"identifier={ident}")
+        return f"Task {resp.status} {resp.location or ''}".strip()
+    task = {**site_task(job.payload), "status": task_status(job.payload.get("status"))}
+    resp = client.conditional_update("Task", {"identifier": ident}, task)
+    return f"Task {resp.status} {task['status']}"
 
 
 register_kind(KIND, deliver)

@@ -115,6 +115,7 @@ def test_status_changes_reach_the_hospital_through_the_outbox(client, store, dem
     _hospital_answers()
     worker.run_until_idle()
     responses.put(f"{HOSPITAL_BASE}/ResearchSubject", status=200, body=b"", headers=FHIR)
+    responses.put(f"{HOSPITAL_BASE}/Task", status=200, body=b"", headers=FHIR)
     # The research team moves it on (If-Match), then the patient withdraws.
     for status, version in (("eligible", 1), ("withdrawn", 2)):
         changed = {k: v for k, v in rs.items() if k != "meta"} | {"status": status}
@@ -126,7 +127,8 @@ def test_status_changes_reach_the_hospital_through_the_outbox(client, store, dem
                                                                                           "If-Match": 'W/"1"'})
     assert stale.status_code == 412
     puts = [c for c in responses.calls if c.request.method == "PUT"]
-    assert [json.loads(c.request.body)["status"] for c in puts] == ["eligible", "withdrawn"]
+    assert [(json.loads(c.request.body)["resourceType"], json.loads(c.request.body)["status"]) for c in puts] == [
+        ("ResearchSubject", "eligible"), ("ResearchSubject", "withdrawn"), ("Task", "cancelled")]
     ident = f"{CONTACT_REQUEST_ID}|{contact_id('test-contact-key', NHS, STUDY_ID)}"
     assert all(c.request.params == {"identifier": ident} for c in puts)
     assert outbox.counts(store) == {"pending": 0, "in-progress": 0, "delivered": 3, "dead": 0}
@@ -231,12 +233,12 @@ def test_the_study_site_research_team_gets_a_task(christie_site, client, store, 
     assert task["focus"]["identifier"] == STUDY_ID
     assert site_call.request.headers["If-None-Exist"].startswith(f"identifier={CONTACT_REQUEST_ID}|")
     assert "Authorization" not in site_call.request.headers  # auth: none in this file
-    # A status change goes to the patient's hospital only; the site was told once.
+    # A withdrawal reaches every copy: the patient's hospital and the site's research team (its Task cancelled).
     changed = {k: v for k, v in rs.items() if k != "meta"} | {"status": "withdrawn"}
     client.put(f"/fhir/ResearchSubject/{rs['id']}", data=json.dumps(changed), headers={**FHIR_JSON,
                                                                                        "If-Match": 'W/"1"'})
-    kinds = [j.kind for j in outbox.list_jobs(store, state="pending")[1]]
-    assert kinds == ["research-subject"]
+    kinds = sorted(j.kind for j in outbox.list_jobs(store, state="pending")[1])
+    assert kinds == ["research-subject", "site-contact"]
 
 
 def test_changes_to_a_contact_request_need_if_match_and_keep_its_identifier(client, store, demo):

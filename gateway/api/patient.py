@@ -1,0 +1,370 @@
+"""Patient actions, for a person the gateway may hold no record of: contact requests, withdrawal, trial alerts.
+
+Service functions (the pages call these in process; each takes the Caller and goes through the one
+authorization path, ``gateway.security.authorize`` and the write guard of ``Access``):
+``request_contact``, ``withdraw_contact``, ``contact_requests``, ``opt_in_alerts``, ``alerts``, ``opt_out_alerts``.
+
+API for apps (bearer token of a ``patient-app`` client, or the signed-in session plus its CSRF token):
+``POST /patient/contact-requests`` (Parameters: study), ``GET /patient/contact-requests``,
+``DELETE /patient/contact-requests/<id>`` (withdraw), ``GET|POST|DELETE /patient/alerts``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http import HTTPStatus
+
+from flask import Blueprint, Flask, current_app, g, request
+
+from gateway.api.http import fhir_response, json_body
+from gateway.fhir import conventions as cv
+from gateway.fhir.errors import BusinessRuleViolation, Forbidden, Gone, InvalidResource, NotFound, Unauthorized
+from gateway.notify.subscriptions import EXT_FILTER_CRITERIA, EXT_PAYLOAD_CONTENT
+from gateway.outbound.contact import NotConfigured, plan_route, with_contact_identifier
+from gateway.outbound.destinations import Destinations
+from gateway.security import Access, Caller, authorize, current_access
+from gateway.store.interactions import FhirService
+from gateway.store.repo import Store
+
+OWNER_ID = f"{cv.BASE}/Id/patient-action-owner"  # keyed hash of the NHS number: finds a person's own requests
+EXT_ALERT_SUBSCRIPTION = f"{cv.BASE}/StructureDefinition/alert-subscription"  # on the Consent: its Subscription
+EXT_ALERT_INTEREST = f"{cv.BASE}/StructureDefinition/alert-interest"  # on the Subscription: condition, area
+CLOSED = ("withdrawn", "ineligible", "not-registered", "off-study")
+
+bp = Blueprint("patient", __name__, url_prefix="/patient")
+
+
+# -- plumbing -----------------------------------------------------------------------------------------
+def _store() -> Store:
+    return current_app.extensions["gateway.store"]
+
+
+def _service() -> FhirService:
+    return current_app.extensions["gateway.service"]
+
+
+def _dest() -> Destinations:
+    return current_app.extensions["gateway.outbound"]
+
+
+@dataclass
+class _Acting:
+    """The caller's Access, set as the write guard's current access for the length of a service call (so the
+    guard also holds when a page calls a service outside a /fhir request)."""
+
+    caller: Caller
+
+    def __enter__(self) -> Access:
+        if self.caller.role != "patient-app" or not self.caller.nhs_number:
+            raise Forbidden("Patient actions are for a signed-in patient (or a patient app acting for one)",
+                            "caller")
+        self.access = Access(self.caller, _store())
+        self.token = current_access.set(self.access)
+        return self.access
+
+    def __exit__(self, *exc) -> None:
+        current_access.reset(self.token)
+
+
+def owner_key(nhs_number: str) -> str:
+    """Keyed hash of the person (GATEWAY_CONTACT_ID_KEY), so their requests are found without the NHS number."""
+    key = _dest().settings.contact_id_key
+    if not key:
+        raise NotConfigured("GATEWAY_CONTACT_ID_KEY is not set: patient actions cannot be recorded", "identifier")
+    return hmac.new(key.encode(), f"person|{nhs_number}".encode(), hashlib.sha256).hexdigest()
+
+
+def _read(rtype: str, rid: str) -> dict | None:
+    try:
+        return _store().read(rtype, rid).resource()
+    except (NotFound, Gone):
+        return None
+
+
+def _own_patients(acc: Access) -> list[dict]:
+    ids = sorted(r.removeprefix("Patient/") for r in acc.own_people() if r.startswith("Patient/"))
+    return [p for p in (_read("Patient", i) for i in ids) if p]
+
+
+def _search(rtype: str, items: list[tuple[str, str]]) -> list[dict]:
+    from gateway.fhir.search import parse_search
+
+    q = parse_search(rtype, items, default_count=1000)
+    return [st.resource() for st in _store().search(q)[1] if st.content]
+
+
+def _today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+# -- contact requests ---------------------------------------------------------------------------------
+@dataclass
+class ContactResult:
+    subject: dict  # the gateway's ResearchSubject (status candidate)
+    created: bool  # False: the same person had already asked about this study (nothing new was queued)
+    hospital: str | None  # the patient's own hospital told, if configured
+    sites: list[str]  # research teams of the study's sites told
+
+
+def request_contact(caller: Caller, study_id: str) -> ContactResult:
+    """The caller's person asks to be contacted about ResearchStudy/<study_id>.
+
+    Routed to the person's hospital when one of their records names a configured hospital (its ResearchSubject,
+    as before), and to the research team of every study site reachable through mappings/hospitals
+    (``site-contact``: a Task naming the person by NHS number and the study by identifier). No route at all:
+    422 and nothing is stored.
+    """
+    with _Acting(caller) as acc:
+        study = _read("ResearchStudy", study_id)
+        if study is None:
+            raise NotFound(f"ResearchStudy/{study_id} is not known", "study")
+        authorize(acc, "read", "ResearchStudy", {**study, "id": study_id})
+        dest = _dest()
+        individual: dict = {"identifier": {"system": cv.NHS_NUMBER, "value": caller.nhs_number}}
+        for p in _own_patients(acc):  # a record at a configured hospital lets that hospital be told too
+            subject = {"individual": {"reference": f"Patient/{p['id']}"}}
+            from gateway.outbound.contact import patient_ods
+
+            if dest.hospitals.by_ods(patient_ods(p, _read)) is not None:
+                individual = subject["individual"]
+                break
+        subject = {"resourceType": "ResearchSubject", "status": "candidate", "period": {"start": _today()},
+                   "identifier": [{"system": OWNER_ID, "value": owner_key(str(caller.nhs_number))}],
+                   "study": {"reference": f"ResearchStudy/{study_id}"}, "individual": individual}
+        authorize(acc, "create", "ResearchSubject", subject)
+        route = plan_route(subject, _read, dest, dest.settings.contact_id_key, sites_only_ok=True)
+        subject = with_contact_identifier(subject, route.contact_id)
+        result = _service().create(subject, if_none_exist=f"identifier={cv.CONTACT_REQUEST_ID}|{route.contact_id}")
+        return ContactResult(result.stored.resource(), result.created,
+                             route.hospital.name if route.hospital else None, [h.name for h in route.site_hospitals])
+
+
+def contact_requests(caller: Caller) -> list[dict]:
+    """The caller's own contact requests (ResearchSubjects the gateway made for them), newest first."""
+    with _Acting(caller) as acc:
+        found = _search("ResearchSubject", [("identifier", f"{OWNER_ID}|{owner_key(str(caller.nhs_number))}")])
+        mine = [r for r in found if acc.can_see(r)]
+        return sorted(mine, key=lambda r: (r.get("meta") or {}).get("lastUpdated", ""), reverse=True)
+
+
+def withdraw_contact(caller: Caller, subject_id: str) -> dict:
+    """Withdraw one of the caller's contact requests: status withdrawn, period ended; the outbox takes the change
+    to the hospital's ResearchSubject and its research team's Task, and to every site's Task (cancelled)."""
+    with _Acting(caller) as acc:
+        try:
+            st = _store().read("ResearchSubject", subject_id)
+        except (NotFound, Gone):
+            raise NotFound(f"ResearchSubject/{subject_id} is not known", "ResearchSubject.id") from None
+        current = st.resource()
+        authorize(acc, "read", "ResearchSubject", current)  # NotFound when it is not the caller's
+        if not any(i.get("system") == cv.CONTACT_REQUEST_ID for i in current.get("identifier") or []):
+            raise BusinessRuleViolation(f"ResearchSubject/{subject_id} is not a contact request", "ResearchSubject")
+        if current.get("status") in CLOSED:
+            return current
+        changed = {k: v for k, v in current.items() if k != "meta"}
+        changed["status"] = "withdrawn"
+        changed["period"] = {**(current.get("period") or {}), "end": _today()}
+        authorize(acc, "update", "ResearchSubject", changed)
+        return _service().update("ResearchSubject", subject_id, changed, if_match=f'W/"{st.version}"'
+                                 ).stored.resource()
+
+
+# -- trial alerts -------------------------------------------------------------------------------------
+def alerts(caller: Caller) -> list[dict]:
+    """The caller's active trial-alert opt-ins: their Consent and Subscription resources."""
+    with _Acting(caller) as acc:
+        out = []
+        for consent in _search("Consent", [("identifier", f"{OWNER_ID}|{owner_key(str(caller.nhs_number))}"),
+                                           ("status", "active")]):
+            if not acc.can_see(consent):
+                continue
+            out.append(consent)
+            for ext in consent.get("extension") or []:
+                ref = (ext.get("valueReference") or {}).get("reference", "") if ext.get(
+                    "url") == EXT_ALERT_SUBSCRIPTION else ""
+                sub = _read("Subscription", ref.removeprefix("Subscription/")) if ref.startswith(
+                    "Subscription/") else None
+                if sub is not None and acc.can_see(sub):
+                    out.append(sub)
+        return out
+
+
+def opt_in_alerts(caller: Caller, condition: str, postcode: str | None = None, distance_km: int = 50) -> list[dict]:
+    """Opt in to alerts of new matching studies: a ``trial-alerts`` Consent and a Subscription on the
+    new-matching-study topic (rest-hook to GATEWAY_PATIENT_ALERT_ENDPOINT), in one transaction.
+
+    Who is told is decided by the automatic flows from the records the gateway holds of the person (the same
+    rules as $match); ``condition`` and the area are kept on the Subscription and shown back, and do not narrow
+    the alerts further yet (docs/patient-actions.md). A person with no record here is refused (422), nothing
+    stored. Opting in again replaces the earlier opt-in.
+    """
+    endpoint = current_app.config["SETTINGS"].patient_alert_endpoint
+    if not endpoint:
+        raise NotConfigured("GATEWAY_PATIENT_ALERT_ENDPOINT is not set: alerts have no channel", "endpoint")
+    condition = (condition or "").strip()
+    if not condition or len(condition) > 200:
+        raise InvalidResource("condition: say which condition (1 to 200 characters)", "condition")
+    if not 1 <= distance_km <= 1000:
+        raise InvalidResource("distance: 1 to 1000 km", "distance")
+    with _Acting(caller) as acc:
+        patients = _own_patients(acc)
+        if not patients:
+            raise BusinessRuleViolation("Alerts are matched against the health records the gateway holds for you, "
+                                        "and it holds none yet; nothing was stored", "patient")
+    opt_out_alerts(caller)
+    with _Acting(caller):
+        owner = {"system": OWNER_ID, "value": owner_key(str(caller.nhs_number))}
+        area = (postcode or "").strip().upper()[:8]
+        interest = [{"url": "condition", "valueString": condition}]
+        if area:
+            interest += [{"url": "postcode", "valueString": area}, {"url": "distance", "valueQuantity": {
+                "value": distance_km, "unit": "km", "system": "http://unitsofmeasure.org", "code": "km"}}]
+        filters = "&".join(f"patient=Patient/{p['id']}" for p in patients)
+        settings = current_app.config["SETTINGS"]
+        channel: dict = {"type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json",
+                         "_payload": {"extension": [{"url": EXT_PAYLOAD_CONTENT, "valueCode": "id-only"}]}}
+        if settings.patient_alert_header:
+            channel["header"] = [settings.patient_alert_header.strip()]
+        sub = {"resourceType": "Subscription", "status": "requested",
+               "reason": f"Trial alerts: {condition}" + (f" within {distance_km} km of {area}" if area else ""),
+               "criteria": cv.TOPIC_NEW_MATCHING_STUDY,
+               "_criteria": {"extension": [{"url": EXT_FILTER_CRITERIA, "valueString": f"ResearchStudy?{filters}"}]},
+               "extension": [{"url": EXT_ALERT_INTEREST, "extension": interest}], "channel": channel}
+        consent = {"resourceType": "Consent", "status": "active", "identifier": [owner],
+                   "scope": {"coding": [{"system": cv.CONSENT_SCOPE, "code": "research"}]},
+                   "category": [{"coding": [{"system": "http://loinc.org", "code": "57016-8"}]}],
+                   "patient": {"reference": f"Patient/{patients[0]['id']}"}, "dateTime": _now(),
+                   "policyRule": {"text": "Trial alerts asked for by the patient"},
+                   "provision": {"type": "permit", "period": {"start": _today()},
+                                 "purpose": [{"system": cv.PURPOSE_TRIAL_ALERTS[0],
+                                              "code": cv.PURPOSE_TRIAL_ALERTS[1]}]},
+                   "extension": [{"url": EXT_ALERT_SUBSCRIPTION, "valueReference": {"reference": "urn:uuid:sub"}}]}
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:sub", "resource": sub, "request": {"method": "POST", "url": "Subscription"}},
+            {"resource": consent, "request": {"method": "POST", "url": "Consent"}}]}
+        result = _service().process_bundle(bundle, include_resources=True)
+        return [e["resource"] for e in result["entry"] if isinstance(e.get("resource"), dict)]
+
+
+def opt_out_alerts(caller: Caller) -> int:
+    """Opt out in one step: every active alert Consent of the caller becomes inactive and its Subscription off
+    (kept, so the record of what was agreed and withdrawn stays). -> how many opt-ins ended."""
+    current = alerts(caller)
+    if not current:
+        return 0
+    with _Acting(caller):
+        entries = []
+        for r in current:
+            changed = {k: v for k, v in r.items() if k != "meta"}
+            changed["status"] = "inactive" if r["resourceType"] == "Consent" else "off"
+            if r["resourceType"] == "Consent":
+                changed["provision"] = {**(r.get("provision") or {}), "period": {
+                    **((r.get("provision") or {}).get("period") or {}), "end": _today()}}
+            entries.append({"resource": changed, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}})
+        _service().process_bundle({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+        return sum(1 for r in current if r["resourceType"] == "Consent")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# -- the API --------------------------------------------------------------------------------------------
+def init_app(app: Flask) -> None:
+    from gateway.api import signin
+
+    signin.init_app(app)
+    app.register_blueprint(bp)
+
+
+def _caller() -> Caller:
+    """The request's caller, resolved once (bearer token or signed-in session); a session-authenticated change
+    needs the session's CSRF token, so a cross-site form cannot make it."""
+    caller = g.get("caller")
+    if caller is None or caller.role != "patient-app" or not caller.nhs_number:
+        if caller is None or not caller.authenticated:
+            raise Unauthorized("Sign in (GET /patient/login) or send a patient app's bearer token", "Authorization")
+        raise Forbidden(f"Patient actions are for patients; a {caller.role} client may not use them", "caller")
+    if request.method != "GET" and "Authorization" not in request.headers:
+        from gateway.api.signin import check_csrf
+
+        check_csrf()
+    return caller
+
+
+def _bundle(resources: list[dict], btype: str = "searchset") -> dict:
+    return {"resourceType": "Bundle", "type": btype, "total": len(resources),
+            "entry": [{"fullUrl": f"{r['resourceType']}/{r['id']}", "resource": r} for r in resources]}
+
+
+def _param(body: dict, name: str) -> object:
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise InvalidResource("The body must be a Parameters resource", "Parameters")
+    for p in body.get("parameter") or []:
+        if isinstance(p, dict) and p.get("name") == name:
+            for k, v in p.items():
+                if k.startswith("value"):
+                    return v
+    return None
+
+
+@bp.post("/contact-requests")
+def post_contact_request():
+    """Parameters {study: valueReference ResearchStudy/<id>} -> the ResearchSubject (201 new, 200 known)."""
+    caller = _caller()
+    ref = _param(json_body(), "study")
+    study = (ref or {}).get("reference", "") if isinstance(ref, dict) else ""
+    if not study.startswith("ResearchStudy/") or len(study) <= len("ResearchStudy/"):
+        raise InvalidResource("study: valueReference to ResearchStudy/<id>", "Parameters.parameter[study]")
+    res = request_contact(caller, study.removeprefix("ResearchStudy/"))
+    return fhir_response(res.subject, HTTPStatus.CREATED if res.created else HTTPStatus.OK)
+
+
+@bp.get("/contact-requests")
+def get_contact_requests():
+    return fhir_response(_bundle(contact_requests(_caller())))
+
+
+@bp.delete("/contact-requests/<rid>")
+def delete_contact_request(rid: str):
+    """Withdraw (the record stays, status withdrawn, so every copy can follow)."""
+    return fhir_response(withdraw_contact(_caller(), rid))
+
+
+@bp.get("/alerts")
+def get_alerts():
+    return fhir_response(_bundle(alerts(_caller())))
+
+
+@bp.post("/alerts")
+def post_alerts():
+    """Parameters {condition: valueString, postcode: valueString?, distance: valueInteger?} -> the opt-in."""
+    caller = _caller()
+    body = json_body()
+    condition = _param(body, "condition")
+    postcode = _param(body, "postcode")
+    distance = _param(body, "distance")
+    if not isinstance(condition, str):
+        raise InvalidResource("condition: valueString", "Parameters.parameter[condition]")
+    if postcode is not None and not isinstance(postcode, str):
+        raise InvalidResource("postcode: valueString", "Parameters.parameter[postcode]")
+    if distance is not None and (not isinstance(distance, int) or isinstance(distance, bool)):
+        raise InvalidResource("distance: valueInteger (km)", "Parameters.parameter[distance]")
+    made = opt_in_alerts(caller, condition, postcode, distance if isinstance(distance, int) else 50)
+    return fhir_response(_bundle(made, "collection"), HTTPStatus.CREATED)
+
+
+@bp.delete("/alerts")
+def delete_alerts():
+    """Opt out of every alert in one step; 200 with an OperationOutcome saying how many ended."""
+    n = opt_out_alerts(_caller())
+    return fhir_response({"resourceType": "OperationOutcome", "issue": [
+        {"severity": "information", "code": "informational",
+         "diagnostics": f"Opted out: {n} alert subscription{'s' if n != 1 else ''} ended"}]})
+
+
+__all__ = ["ContactResult", "alerts", "bp", "contact_requests", "init_app", "opt_in_alerts", "opt_out_alerts",
+           "request_contact", "withdraw_contact"]
