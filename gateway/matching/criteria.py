@@ -1,15 +1,19 @@
 """Study criteria: ResearchStudy + eligibility Group + site Locations (FHIR JSON) -> StudyCriteria.
 
 What the study requires, in plain data that the engine evaluates and the indexes are keyed on.
-Conventions: ARCHITECTURE.md "Eligibility Group"; characteristic codes in gateway.fhir.conventions.
+Conventions: ARCHITECTURE.md "Eligibility Group"; characteristic codes in gateway.fhir.conventions, section
+"extracted eligibility" (docs/eligibility.md): an extracted characteristic carries its source criterion, rule
+and confidence (``criterion-source``) and may carry a look-back window (``criterion-lookback``); criteria the
+extractor could not structure travel as ``unstructured-criterion`` on the Group and become ``not-checked``
+findings. docs/matching.md says how each kind is judged.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gateway.fhir import conventions as cv
-from gateway.matching import geo
+from gateway.matching import drugs, geo, units
 from gateway.matching.terms import Code, Terminology, codings, concept_label
 
 PRIOR_THERAPY = (cv.ELIGIBILITY_CS, "prior-therapy")
@@ -41,8 +45,27 @@ class Criterion:
     high: float | None = None
     comparator: str | None = None  # observation valueQuantity: <, <=, >=, > (None: equal)
     unit: str | None = None
-    values: tuple[str, ...] = ()  # sex: accepted administrative genders
+    values: tuple[str, ...] = ()  # sex: accepted administrative genders; stage: AJCC stage groups
     flag: bool | None = None  # observation valueBoolean
+    # extracted criteria (criterion-source): the criterion's own words, and how sure the extractor was;
+    # a sponsor-supplied or registry-field characteristic has no source and counts as high confidence.
+    source: str = ""
+    section: str = ""  # inclusion | exclusion
+    confidence: str = "high"  # high | medium
+    lookback_days: float | None = None  # criterion-lookback (None: the kind's default window, if any)
+    qualifiers: tuple[str, ...] = ()  # e.g. CNS metastases 'active', 'untreated', 'symptomatic'
+    genes: tuple[str, ...] = ()  # variant: HGNC id and symbol, lower case
+    variant: str = ""  # variant: normalised descriptor ('l858r', 'exon 19 deletion'); '' any variant of the gene
+    others: tuple[Code, ...] = ()  # other-malignancy: the study's own condition codes (not "other")
+
+
+@dataclass(frozen=True, slots=True)
+class Unstructured:
+    """A criterion left as text (``unstructured-criterion``): always ``not-checked`` for a patient."""
+
+    text: str
+    section: str = ""
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +87,12 @@ class StudyCriteria:
     unresolved: list[str] = field(default_factory=list)  # condition texts no code system knows
     group_id: str | None = None
     location_ids: tuple[str, ...] = ()
+    unstructured: tuple[Unstructured, ...] = ()  # criteria left as text: not checked
+
+    @property
+    def total(self) -> int:
+        """How many criteria the study has: structured ones and those left as text (coverage's denominator)."""
+        return len(self.criteria) + len(self.unstructured)
 
     def index_keys(self) -> tuple[set[Code], set[str]] | None:
         """The codes / texts a patient must have one of to possibly match; None: open to anyone.
@@ -73,7 +102,10 @@ class StudyCriteria:
         volunteers is keyed the same way; the indexes add it for people with no active condition.
         """
         for c in self.criteria:
-            if c.kind in ("condition", "diagnosis") and not c.exclude:
+            # only a high-confidence criterion can fail a patient, so only such a one is a necessary condition
+            # and history counts only for history-qualified ones, which the index (active conditions) cannot key
+            if c.kind in ("condition", "diagnosis") and not c.exclude and c.confidence == "high" \
+                    and "history" not in c.qualifiers and c.lookback_days is None:
                 codes = {code for a in c.alternatives for code in a.codes}
                 texts = {a.text for a in c.alternatives if not a.codes and a.text}
                 return codes, texts
@@ -128,11 +160,109 @@ def _age_unit(unit: str | None) -> str:
     return _AGE_UNIT_WORDS.get(unit.lower(), "a")
 
 
+def _sub(ext: dict, name: str) -> object:
+    for sub in ext.get("extension") or []:
+        if isinstance(sub, dict) and sub.get("url") == name:
+            for k, v in sub.items():
+                if k.startswith("value"):
+                    return v
+    return None
+
+
+def _ext(holder: dict, url: str) -> list[dict]:
+    return [e for e in holder.get("extension") or [] if isinstance(e, dict) and e.get("url") == url]
+
+
+def _provenance(char: dict) -> dict:
+    """criterion-source, criterion-lookback and qualifier extensions -> Criterion keyword arguments."""
+    out: dict = {}
+    for ext in _ext(char, cv.EXT_CRITERION_SOURCE)[:1]:
+        text, section, conf = _sub(ext, "text"), _sub(ext, "section"), _sub(ext, "confidence")
+        out["source"] = text.strip() if isinstance(text, str) else ""
+        out["section"] = section if isinstance(section, str) else ""
+        # anything but an explicit 'high' is treated as medium: it may lower a score, never exclude
+        out["confidence"] = cv.CONFIDENCE_HIGH if conf == cv.CONFIDENCE_HIGH else cv.CONFIDENCE_MEDIUM
+    for ext in _ext(char, cv.EXT_CRITERION_LOOKBACK)[:1]:
+        d = ext.get("valueDuration") or {}
+        if isinstance(d.get("value"), int | float) and d["value"] >= 0:
+            days = units.convert(float(d["value"]), d.get("code") or d.get("unit") or "d", "d")
+            if days is not None:
+                out["lookback_days"] = round(days, 4)
+    quals = tuple(sorted({e["valueCode"] for e in _ext(char, cv.EXT_CHARACTERISTIC_QUALIFIER)
+                          if isinstance(e.get("valueCode"), str)}))
+    if quals:
+        out["qualifiers"] = quals
+    return out
+
+
+def _genes(char: dict) -> tuple[str, ...]:
+    genes: set[str] = set()
+    for ext in _ext(char, cv.EXT_CHARACTERISTIC_GENE):
+        cc = ext.get("valueCodeableConcept") or {}
+        for c in cc.get("coding") or []:
+            for k in ("code", "display"):
+                if isinstance(c.get(k), str):
+                    genes.add(c[k].strip().lower())
+        if isinstance(cc.get("text"), str):
+            genes.add(cc["text"].strip().lower())
+    return tuple(sorted(genes))
+
+
+def _variant(char: dict) -> str:
+    from gateway.matching.profile import normalise_variant
+
+    for ext in _ext(char, cv.EXT_CHARACTERISTIC_VARIANT):
+        if isinstance(ext.get("valueString"), str) and ext["valueString"].strip():
+            return normalise_variant(ext["valueString"])
+    return ""
+
+
+def _obs_keys(keys: list[Code]) -> tuple[Code, ...]:
+    """The characteristic's codes plus the LOINC codes the analyte lexicon accepts as the same analyte."""
+    out = list(keys)
+    for s, c in keys:
+        if s == cv.LOINC:
+            out += [(cv.LOINC, x) for x in drugs.analyte_codes(c) if (cv.LOINC, x) not in out]
+    return tuple(out)
+
+
 def characteristic_criterion(char: dict, term: Terminology, unresolved: list[str]) -> Criterion | None:
     """One Group.characteristic -> Criterion; None when it has no code we can evaluate."""
+    crit = _characteristic_criterion(char, term, unresolved)
+    if crit is None:
+        return None
+    prov = _provenance(char)
+    if not prov:
+        return crit
+    return replace(crit, **prov)
+
+
+def _characteristic_criterion(char: dict, term: Terminology, unresolved: list[str]) -> Criterion | None:
     keys = codings(char.get("code"))
     exclude = char.get("exclude") is True
     label = concept_label(char.get("code"), term)
+    if cv.GENETIC_VARIANT in keys and _genes(char):
+        cc = char.get("valueCodeableConcept")
+        absent = isinstance(cc, dict) and cv.VARIANT_ABSENT in codings(cc)
+        genes = _genes(char)
+        var = _variant(char)
+        name = next((g.upper() for g in genes if not g.startswith("hgnc:")), genes[0].upper())
+        return Criterion("variant", f"{name} {var.upper() if var else 'variant'}", exclude, genes=genes, variant=var,
+                         flag=not absent)
+    if cv.PREGNANCY in keys or cv.BREASTFEEDING in keys:
+        kind = "pregnancy" if cv.PREGNANCY in keys else "breastfeeding"
+        want = char.get("valueBoolean") is not False
+        return Criterion(kind, "Pregnancy" if kind == "pregnancy" else "Breastfeeding", exclude, flag=want)
+    if cv.STAGE_GROUP in keys and isinstance(char.get("valueCodeableConcept"), dict):
+        stages = tuple(sorted({c for s, c in codings(char["valueCodeableConcept"]) if s == cv.AJCC_STAGE_CS}))
+        if not stages:
+            return None
+        return Criterion("stage", "Cancer stage", exclude, values=stages)
+    if cv.OTHER_MALIGNANCY in keys:
+        cc = char.get("valueCodeableConcept") if isinstance(char.get("valueCodeableConcept"), dict) else \
+            {"coding": [{"system": cv.MALIGNANCY[0], "code": cv.MALIGNANCY[1]}]}
+        alt = _alternative(cc, term, [])
+        return Criterion("other-malignancy", "Other malignancy", exclude, alternatives=(alt,))
     if cv.AGE in keys and "valueRange" in char:
         low, high, unit = _range(char)
         return Criterion("age", "Age", exclude, low=low, high=high, unit=_age_unit(unit))
@@ -149,20 +279,33 @@ def characteristic_criterion(char: dict, term: Terminology, unresolved: list[str
         return Criterion("therapy", f"Prior therapy {alt.label}", exclude, alternatives=(alt,))
     if not keys:
         return None
+    obs = _obs_keys(keys)
     if "valueRange" in char:
         low, high, unit = _range(char)
-        return Criterion("observation", label, exclude, obs_codes=tuple(keys), low=low, high=high, unit=unit)
+        return Criterion("observation", label, exclude, obs_codes=obs, low=low, high=high, unit=unit)
     if isinstance(char.get("valueQuantity"), dict) and isinstance(char["valueQuantity"].get("value"), int | float):
         q = char["valueQuantity"]
         v = float(q["value"])
-        return Criterion("observation", label, exclude, obs_codes=tuple(keys), low=v, high=v,
+        return Criterion("observation", label, exclude, obs_codes=obs, low=v, high=v,
                          comparator=q.get("comparator"), unit=q.get("code") or q.get("unit"))
     if isinstance(char.get("valueCodeableConcept"), dict):
         alt = _alternative(char["valueCodeableConcept"], term, [])
-        return Criterion("observation", label, exclude, obs_codes=tuple(keys), alternatives=(alt,))
+        return Criterion("observation", label, exclude, obs_codes=obs, alternatives=(alt,))
     if isinstance(char.get("valueBoolean"), bool):
-        return Criterion("observation", label, exclude, obs_codes=tuple(keys), flag=char["valueBoolean"])
+        return Criterion("observation", label, exclude, obs_codes=obs, flag=char["valueBoolean"])
     return None
+
+
+def unstructured_criteria(group: dict | None) -> tuple[Unstructured, ...]:
+    """The Group's ``unstructured-criterion`` extensions -> Unstructured (text, section, reason)."""
+    out = []
+    for ext in _ext(group or {}, cv.EXT_UNSTRUCTURED_CRITERION):
+        text = _sub(ext, "text")
+        if isinstance(text, str) and text.strip():
+            section, reason = _sub(ext, "section"), _sub(ext, "reason")
+            out.append(Unstructured(" ".join(text.split()), section if isinstance(section, str) else "",
+                                    reason if isinstance(reason, str) else ""))
+    return tuple(out)
 
 
 def study_criteria(study: dict, group: dict | None, locations: dict[str, dict], term: Terminology
@@ -184,7 +327,15 @@ def study_criteria(study: dict, group: dict | None, locations: dict[str, dict], 
             continue
         crit = characteristic_criterion(char, term, sc.unresolved)
         if crit is not None:
+            if crit.kind == "other-malignancy" and alts:
+                crit = replace(crit, others=tuple(c for a in alts for c in a.codes))
             sc.criteria.append(crit)
+        elif _ext(char, cv.EXT_CRITERION_SOURCE):
+            # an extracted characteristic of a shape we cannot judge is still a criterion of the study
+            src = _provenance(char)
+            sc.unstructured += (Unstructured(src.get("source") or concept_label(char.get("code"), term),
+                                             src.get("section", ""), "not-judged"),)
+    sc.unstructured = unstructured_criteria(group) + sc.unstructured
     for ref in study.get("site") or []:
         lid = _ref_id(ref, "Location")
         loc = locations.get(lid) if lid else None

@@ -1,33 +1,57 @@
-"""Evaluate one study against one patient profile: per-criterion met / not-met / unknown, a sentence, a score.
+"""Evaluate one study against one patient profile: one finding per criterion, a sentence, a score, a coverage.
 
-An inclusion not met or an exclusion the patient has -> not a match (a near miss, with why). Unknowns
-lower the score: score = (met + 1) / (met + unknown + 1), in (0, 1]; 1 when everything is known and met.
+Findings: ``met``, ``not-met``, ``unknown`` (the patient has no datum, or none recent / unit-compatible enough)
+and ``not-checked`` (a criterion the study states only as text). Only a high-confidence criterion judged on a
+present, recent, unit-compatible datum can be ``not-met``; a medium-confidence one that the data contradict is
+``unknown`` with "possible conflict" (``Finding.conflict``), which lowers the score more than a plain unknown.
+An exclusion with no datum is unknown, whatever its kind, unless the source says the list is complete (a List
+with emptyReason, a "no known ..." record).
+
+score = (met + 1) / (met + unknown + conflicts + not_checked + 1), in (0, 1]: 1 only when every criterion of
+the study was checked and met. coverage = evaluated / total: criteria decided from the records (met or not met)
+over all the study's criteria, structured or not. Results order by score, then coverage.
 
 Two entry points share one decision per criterion: ``evaluate`` (every criterion with its sentence) and
-``screen`` (the same decisions, score and distance, without a sentence). Each criterion function decides
-first and writes its sentence only when asked (``explain``), so the two cannot drift apart. Screening
-thousands of candidate studies and explaining only the page returned is what keeps ``$match`` fast for
-someone who matches thousands of studies (a person with no active condition and healthy-volunteer studies).
+``screen`` (the same decisions, score, coverage and distance, without a sentence). Each criterion function
+decides first and writes its sentence only when asked (``explain``), so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
-from gateway.matching import geo
-from gateway.matching.criteria import AGE_UNITS, Alternative, Criterion, Site, StudyCriteria
-from gateway.matching.profile import PatientProfile
-from gateway.matching.terms import Terminology
+from gateway.fhir import conventions as cv
+from gateway.matching import drugs, geo, units
+from gateway.matching.criteria import AGE_UNITS, Alternative, Criterion, Site, StudyCriteria, Unstructured
+from gateway.matching.profile import ABSENT_ANSWERS, PRESENT_ANSWERS, ConditionFact, ObservationFact, PatientProfile
+from gateway.matching.terms import Code, Terminology
 
-MET, NOT_MET, UNKNOWN = "met", "not-met", "unknown"
+MET, NOT_MET, UNKNOWN, NOT_CHECKED = "met", "not-met", "unknown", "not-checked"
+CONFLICT = "conflict"  # internal: a medium-confidence criterion the data contradict (reported as unknown)
+
+# Default look-back windows (days) where a criterion states none: a performance score or a laboratory value
+# older than this says nothing about the patient today (unknown, not met). docs/matching.md lists them.
+PERFORMANCE_CODES = frozenset({cv.ECOG, cv.KARNOFSKY, cv.LANSKY})
+DEFAULT_WINDOW_PERFORMANCE = 90
+DEFAULT_WINDOW_LAB = 90
+DEFAULT_WINDOW_PREGNANCY = 30
+PREGNANCY_STATUS = frozenset({(cv.LOINC, "82810-3"), (cv.LOINC, "11449-6")})
+PREGNANT = frozenset({(cv.LOINC, "LA15173-0"), (cv.SNOMED, "77386006")})
+NOT_PREGNANT = frozenset({(cv.LOINC, "LA26683-5"), (cv.SNOMED, "60001007")})
+BREASTFEEDING_STATUS = frozenset({(cv.LOINC, "63895-7")})
+YES = frozenset({(cv.LOINC, "LA33-6")})
+NO = frozenset({(cv.LOINC, "LA32-8")})
+# Qualifiers a record cannot confirm ("untreated", "symptomatic", ...): having the condition is then unknown.
+HISTORY = "history"
 
 
 @dataclass(frozen=True, slots=True)
 class Finding:
     criterion: str  # 'Condition', 'Age', 'Exclusion: Diagnosis ...'
-    result: str  # met | not-met | unknown
+    result: str  # met | not-met | unknown | not-checked
     text: str  # the human sentence
+    conflict: bool = False  # unknown because a medium-confidence criterion and the data disagree
 
 
 @dataclass(slots=True)
@@ -38,10 +62,16 @@ class MatchResult:
     score: float = 0.0
     nearest: Site | None = None
     distance_km: float | None = None
+    evaluated: int = 0  # study criteria decided from the records (met or not met)
+    total: int = 0  # study criteria, structured or not
 
     @property
     def is_match(self) -> bool:
         return all(f.result != NOT_MET for f in self.findings)
+
+    @property
+    def coverage(self) -> float:
+        return self.evaluated / self.total if self.total else 1.0
 
     def reasons_not(self) -> list[str]:
         return [f.text for f in self.findings if f.result == NOT_MET]
@@ -51,8 +81,8 @@ class MatchResult:
 class Screened:
     """One study x patient decided without sentences: enough to keep, count, score and order it.
 
-    ``score``, ``distance_km`` and ``not_met`` (how many findings are not met) equal those of the
-    MatchResult ``evaluate`` gives for the same arguments; ``evaluate`` then writes the explanation.
+    ``score``, ``distance_km``, ``not_met`` (how many findings are not met), ``evaluated`` and ``total`` equal
+    those of the MatchResult ``evaluate`` gives for the same arguments; ``evaluate`` then writes the explanation.
     """
 
     study_id: str
@@ -61,11 +91,18 @@ class Screened:
     not_met: int = 0
     distance_km: float | None = None
     met: int = 0
-    unknown: int = 0
+    unknown: int = 0  # unknown and not-checked findings, and conflicts (each counts once more in the score)
+    evaluated: int = 0
+    total: int = 0
+    conflicts: int = 0
 
     @property
     def is_match(self) -> bool:
         return self.not_met == 0
+
+    @property
+    def coverage(self) -> float:
+        return self.evaluated / self.total if self.total else 1.0
 
 
 def _fmt(v: float | None) -> str:
@@ -89,17 +126,39 @@ def _in_range(v: float, low: float | None, high: float | None) -> bool:
     return (low is None or v >= low) and (high is None or v <= high)
 
 
-def _kind_of(profile: PatientProfile, alt: Alternative) -> tuple[str, bool] | None:
-    """(label of the patient's condition that is a kind of ``alt``, same code?), or None."""
-    for cond in profile.conditions:
+def _cutoff(today: date, days: float | None) -> str | None:
+    """The earliest ISO date a datum may have for a window of ``days`` (None: no window)."""
+    return None if days is None else (today - timedelta(days=days)).isoformat()
+
+
+def _recent(when: str, cutoff: str | None) -> bool:
+    return cutoff is None or (bool(when) and when[:10] >= cutoff)
+
+
+def _window_text(days: float) -> str:
+    if days >= 365 and days % 365.25 < 1:
+        n = round(days / 365.25)
+        return f"{n} year{'s' if n != 1 else ''}"
+    if days >= 28 and days % 7:
+        return f"{_fmt(round(days))} days"
+    if days % 7 == 0 and days >= 7:
+        n = int(days // 7)
+        return f"{n} week{'s' if n != 1 else ''}"
+    return f"{_fmt(round(days, 1))} days"
+
+
+def _kind_of(conds: list[ConditionFact], p: PatientProfile, alt: Alternative) -> tuple[ConditionFact | None, str,
+                                                                                        bool] | None:
+    """(the patient's condition that is a kind of ``alt``, its label, same code?), or None."""
+    for cond in conds:
         for want in alt.codes:
             # "brain metastases" is not "brain tumour": a secondary requirement needs a secondary
             # condition, whatever a hierarchy says.
             if want in cond.ancestors and (want not in alt.secondary or cond.secondary):
-                return cond.label, want in cond.codes
-    if not alt.codes and alt.text and alt.text in profile.texts:
-        named = [c.label for c in profile.conditions if c.text == alt.text]
-        return (named[0] if named else f"'{alt.text}'"), False
+                return cond, cond.label, want in cond.codes
+    if not alt.codes and alt.text and alt.text in p.texts:
+        named = [c.label for c in p.conditions if c.text == alt.text]
+        return None, (named[0] if named else f"'{alt.text}'"), False
     return None
 
 
@@ -109,40 +168,60 @@ def _verb(same: bool, alt: Alternative) -> str:
     return "is the condition" if same else f"is a kind of {alt.label}"
 
 
+def _unverifiable(crit: Criterion) -> tuple[str, ...]:
+    return tuple(q for q in crit.qualifiers if q != HISTORY)
+
+
 # Each criterion function decides first; with ``explain=False`` it returns the result code alone (met |
 # not-met | unknown), otherwise the Finding with its sentence. One decision, two outputs.
 
-def _condition(crit: Criterion, p: PatientProfile, term: Terminology, hv: bool | None,
+def _condition(crit: Criterion, p: PatientProfile, term: Terminology, hv: bool | None, today: date,
                explain: bool = True) -> Finding | str:
+    history = HISTORY in crit.qualifiers or crit.lookback_days is not None
+    cutoff = _cutoff(today, crit.lookback_days)
+    pool = p.conditions
+    if history and p.history:
+        pool = p.conditions + [h for h in p.history if _recent(h.when, cutoff)]
+    undated_past = history and cutoff is not None and any(not h.when for h in p.history)
     for alt in crit.alternatives:
-        hit = _kind_of(p, alt)
+        hit = _kind_of(pool, p, alt)
         if hit:
+            vague = _unverifiable(crit)
+            result = UNKNOWN if vague else NOT_MET if crit.exclude else MET
             if not explain:
-                return NOT_MET if crit.exclude else MET
-            found, same = hit
+                return result
+            _, found, same = hit
+            if vague:
+                return Finding(_name(crit), UNKNOWN, _quote(crit, f"Condition {found} {_verb(same, alt)}; whether it "
+                                                                  f"is {' / '.join(vague)} cannot be checked from "
+                                                                  "the records"))
             if crit.exclude:
-                return Finding(_name(crit), NOT_MET, f"Condition {found} {_verb(same, alt)}, which the study "
-                                                      "excludes")
-            return Finding(_name(crit), MET, f"Condition {found} {_verb(same, alt)} required by the study")
+                return Finding(_name(crit), NOT_MET, _quote(crit, f"Condition {found} {_verb(same, alt)}, which the "
+                                                                  "study excludes"))
+            return Finding(_name(crit), MET, _quote(crit, f"Condition {found} {_verb(same, alt)} required by the "
+                                                          "study"))
+    wanted = " or ".join(a.label for a in crit.alternatives)
     if crit.exclude:
+        # no datum is not a datum: clear only when the source says its problem list is complete
+        clear = "conditions" in p.complete and not undated_past
         if not explain:
-            return MET
-        wanted = " or ".join(a.label for a in crit.alternatives)
-        return Finding(_name(crit), MET, f"No active, confirmed condition is a kind of {wanted}, which the "
-                                         "study excludes")
+            return MET if clear else UNKNOWN
+        if clear:
+            return Finding(_name(crit), MET, _quote(crit, f"Does not have {wanted}: the records state the problem "
+                                                          "list is complete"))
+        return Finding(_name(crit), UNKNOWN, _quote(crit, f"No record says whether the patient has {wanted}, which "
+                                                          "the study excludes"))
     if hv and not p.conditions:
         # Only someone with no active condition on record can be a healthy volunteer; whether they
         # really are healthy is for the research team to confirm, hence unknown rather than met.
         if not explain:
             return UNKNOWN
-        wanted = " or ".join(a.label for a in crit.alternatives)
         return Finding(_name(crit), UNKNOWN, f"No active condition is recorded and the study accepts healthy "
                                              f"volunteers as well as people with {wanted}")
     if not explain:
         return NOT_MET
-    wanted = " or ".join(a.label for a in crit.alternatives)
-    return Finding(_name(crit), NOT_MET, f"No active, confirmed condition is a kind of {wanted} required by "
-                                         "the study")
+    return Finding(_name(crit), NOT_MET, _quote(crit, f"No active, confirmed condition is a kind of {wanted} "
+                                                      "required by the study"))
 
 
 def _age(crit: Criterion, p: PatientProfile, today: date, explain: bool = True) -> Finding | str:
@@ -158,10 +237,10 @@ def _age(crit: Criterion, p: PatientProfile, today: date, explain: bool = True) 
     words = AGE_UNITS.get(unit, "years")
     want = _range_text(crit.low, crit.high, words)
     if age is None:
-        return Finding(_name(crit), UNKNOWN, f"Age is unknown (no birth date); the study requires {want}")
+        return Finding(_name(crit), UNKNOWN, _quote(crit, f"Age is unknown (no birth date); the study requires {want}"))
     verb = "is within" if inside else "is outside"
-    return Finding(_name(crit), result, f"Age {age} {words} {verb} {want} "
-                   f"{'excluded' if crit.exclude else 'required'} by the study")
+    return Finding(_name(crit), result, _quote(crit, f"Age {age} {words} {verb} {want} "
+                                                     f"{'excluded' if crit.exclude else 'required'} by the study"))
 
 
 def _sex(crit: Criterion, p: PatientProfile, explain: bool = True) -> Finding | str:
@@ -174,53 +253,125 @@ def _sex(crit: Criterion, p: PatientProfile, explain: bool = True) -> Finding | 
         return result
     want = " or ".join(crit.values)
     if p.sex is None:
-        return Finding(_name(crit), UNKNOWN, f"Sex is unknown; the study requires {want}")
+        return Finding(_name(crit), UNKNOWN, _quote(crit, f"Sex is unknown; the study requires {want}"))
     return Finding(_name(crit), result,
-                   f"Sex {p.sex} {'is' if ok else 'is not'} accepted by the study ({'not ' if crit.exclude else ''}"
-                   f"{want})")
+                   _quote(crit, f"Sex {p.sex} {'is' if ok else 'is not'} accepted by the study "
+                                f"({'not ' if crit.exclude else ''}{want})"))
 
 
-def _observation(crit: Criterion, p: PatientProfile, term: Terminology, explain: bool = True) -> Finding | str:
-    fact = None
+def _facts(crit: Criterion, p: PatientProfile) -> list[ObservationFact]:
+    found: list[ObservationFact] = []
     for k in crit.obs_codes:
-        fact = p.observations.get(k)
-        if fact:
-            break
-    if fact is None:
-        if not explain:
-            return UNKNOWN
-        return Finding(_name(crit), UNKNOWN, f"No {crit.label} observation is recorded; the study "
-                                             f"{'excludes' if crit.exclude else 'requires'} {_want(crit)}")
-    holds: bool | None
+        lst = p.observations.get(k)
+        if lst:
+            found.extend(lst)
+    if len(found) > 1:
+        found.sort(key=lambda f: f.when, reverse=True)
+    return found
+
+
+def _window(crit: Criterion) -> float | None:
+    if crit.lookback_days is not None:
+        return crit.lookback_days
+    if any(k in PERFORMANCE_CODES for k in crit.obs_codes):
+        return DEFAULT_WINDOW_PERFORMANCE
+    if crit.unit and (crit.unit == cv.UNIT_ULN or not units.unitless(crit.unit)) and not crit.alternatives:
+        return DEFAULT_WINDOW_LAB
+    return None
+
+
+def _same_answer(have: Code, want: Code, term: Terminology) -> bool:
+    if have == want or want in term.ancestors(*have):
+        return True
+    return (have in PRESENT_ANSWERS and want in PRESENT_ANSWERS) or (have in ABSENT_ANSWERS and want in ABSENT_ANSWERS)
+
+
+def _judge(crit: Criterion, fact: ObservationFact, term: Terminology) -> tuple[bool | None, str]:
+    """(does the datum meet the criterion's value?, why not decided); None: cannot be judged on this datum."""
     if crit.alternatives:
         alt = crit.alternatives[0]
-        holds = any(w in term.ancestors(s, c) for s, c in fact.codes for w in alt.codes) if fact.codes else None
-    elif crit.flag is not None:
-        holds = None if fact.flag is None else fact.flag == crit.flag
-    elif fact.number is None:
-        holds = None
-    elif crit.comparator in ("<", "<=", ">", ">="):
-        holds = {"<": fact.number < crit.low, "<=": fact.number <= crit.low, ">": fact.number > crit.low,
-                 ">=": fact.number >= crit.low}[crit.comparator]
+        if not fact.codes:
+            return None, "not coded"
+        return any(_same_answer(h, w, term) for h in fact.codes for w in alt.codes), ""
+    if crit.flag is not None:
+        if fact.flag is not None:
+            return fact.flag == crit.flag, ""
+        if fact.codes and any(c in PRESENT_ANSWERS | YES for c in fact.codes):
+            return crit.flag, ""
+        if fact.codes and any(c in ABSENT_ANSWERS | NO for c in fact.codes):
+            return not crit.flag, ""
+        return None, "not a yes/no value"
+    if fact.number is None:
+        return None, "not numeric"
+    value = fact.number
+    if crit.unit == cv.UNIT_ULN:
+        if fact.ref_high is None or fact.ref_high <= 0:
+            return None, "no upper limit of normal (reference range) is recorded"
+        high = units.convert(fact.ref_high, fact.ref_unit or fact.unit, fact.unit)
+        if high is None:
+            return None, "its reference range is in an incompatible unit"
+        value = round(value / high, 6)
     else:
-        holds = _in_range(fact.number, crit.low, crit.high)
+        converted = units.convert(value, fact.unit, crit.unit)
+        if converted is None:
+            return None, f"in {fact.unit or 'no unit'}, not comparable with {crit.unit or 'a plain number'}"
+        value = round(converted, 9)
+    if crit.comparator in ("<", "<=", ">", ">="):
+        return {"<": value < crit.low, "<=": value <= crit.low, ">": value > crit.low,
+                ">=": value >= crit.low}[crit.comparator], ""  # type: ignore[operator]
+    return _in_range(value, crit.low, crit.high), ""
+
+
+def _observation(crit: Criterion, p: PatientProfile, term: Terminology, today: date,
+                 explain: bool = True) -> Finding | str:
+    facts = _facts(crit, p)
+    window = _window(crit)
+    cutoff = _cutoff(today, window)
+    fact, holds, why = None, None, ""
+    for f in facts:
+        if not _recent(f.when, cutoff):
+            break  # latest first: the rest are older still
+        holds, why = _judge(crit, f, term)
+        fact = f
+        if holds is not None:
+            break
     result = UNKNOWN if holds is None else MET if holds != crit.exclude else NOT_MET
     if not explain:
         return result
+    verb = "excludes" if crit.exclude else "requires"
+    if not facts:
+        return Finding(_name(crit), UNKNOWN, _quote(crit, f"No {crit.label} result is recorded; the study {verb} "
+                                                          f"{_want(crit)}"))
+    if fact is None:
+        latest = facts[0]
+        age = f"from {latest.when[:10]}" if latest.when else "undated"
+        return Finding(_name(crit), UNKNOWN, _quote(crit, f"The latest {crit.label} result is {age}, outside the "
+                                                          f"{_window_text(window or 0)} the study looks back; the "
+                                                          f"study {verb} {_want(crit)}"))
     when = f" ({fact.when[:10]})" if fact.when else ""
-    if crit.alternatives:
-        shown = "coded " + ", ".join(c for _, c in fact.codes) if fact.codes else "not coded"
-    elif crit.flag is not None:
-        shown = str(fact.flag).lower() if fact.flag is not None else "not a yes/no value"
-    else:
-        shown = _fmt(fact.number) + (f" {fact.unit}" if fact.unit else "") if fact.number is not None else "not numeric"
+    shown = _shown(crit, fact)
     if holds is None:
-        return Finding(_name(crit), UNKNOWN, f"{crit.label} is {shown}{when}; the study "
-                                             f"{'excludes' if crit.exclude else 'requires'} {_want(crit)}")
+        return Finding(_name(crit), UNKNOWN, _quote(crit, f"{crit.label} is {shown}{when}, {why}; the study {verb} "
+                                                          f"{_want(crit)}"))
+    if crit.exclude and result == MET:
+        return Finding(_name(crit), MET, _quote(crit, f"Does not have {crit.label} {_want(crit)}: {shown}{when}"))
     rel = "meets" if holds else "does not meet"
-    return Finding(_name(crit), result,
-                   f"{crit.label} {shown}{when} {rel} {_want(crit)} "
-                   f"{'excluded' if crit.exclude else 'required'} by the study")
+    return Finding(_name(crit), result, _quote(crit, f"{crit.label} {shown}{when} {rel} {_want(crit)} "
+                                                     f"{'excluded' if crit.exclude else 'required'} by the study"))
+
+
+def _shown(crit: Criterion, fact: ObservationFact) -> str:
+    if crit.alternatives or (crit.flag is not None and fact.codes):
+        return (f"'{fact.text}'" if fact.text else "coded " + ", ".join(c for _, c in fact.codes)) \
+            if fact.codes else "not coded"
+    if crit.flag is not None:
+        return str(fact.flag).lower() if fact.flag is not None else "not a yes/no value"
+    if fact.number is None:
+        return "not numeric"
+    out = _fmt(fact.number) + (f" {fact.unit}" if fact.unit else "")
+    if crit.unit == cv.UNIT_ULN and fact.ref_high:
+        out += f" (upper limit of normal {_fmt(fact.ref_high)}{' ' + fact.ref_unit if fact.ref_unit else ''})"
+    return out
 
 
 def _want(crit: Criterion) -> str:
@@ -228,44 +379,255 @@ def _want(crit: Criterion) -> str:
         return crit.alternatives[0].label
     if crit.flag is not None:
         return str(crit.flag).lower()
+    unit = "x ULN" if crit.unit == cv.UNIT_ULN else crit.unit
     if crit.comparator:
-        return f"{crit.comparator} {_fmt(crit.low)}" + (f" {crit.unit}" if crit.unit else "")
-    return _range_text(crit.low, crit.high, crit.unit)
+        return f"{crit.comparator} {_fmt(crit.low)}" + (f" {unit}" if unit else "")
+    return _range_text(crit.low, crit.high, unit)
 
 
-def _therapy(crit: Criterion, p: PatientProfile, term: Terminology, explain: bool = True) -> Finding | str:
+def _therapy(crit: Criterion, p: PatientProfile, term: Terminology, today: date,
+             explain: bool = True) -> Finding | str:
     alt = crit.alternatives[0]
-    for codes, label in p.therapies:
-        if any(w in term.ancestors(s, c) or w == (s, c) for s, c in codes for w in alt.codes):
-            if not explain:
-                return NOT_MET if crit.exclude else MET
-            if crit.exclude:
-                return Finding(_name(crit), NOT_MET, f"Therapy {label} is recorded; the study excludes prior "
-                                                     f"{alt.label}")
-            return Finding(_name(crit), MET, f"Therapy {label} is recorded, as the study requires")
+    cutoff = _cutoff(today, crit.lookback_days)
+    hits = [t for t in p.therapies
+            if any(w == code or w in term.ancestors(*code) for code in t.codes for w in alt.codes)]
+    recent = [t for t in hits if _recent(t.when, cutoff)]
+    undated = cutoff is not None and any(not t.when for t in hits)
+    if recent:
+        result = NOT_MET if crit.exclude else MET
+    elif undated:
+        result = UNKNOWN
+    elif hits or "medications" in p.complete:
+        result = MET if crit.exclude else NOT_MET  # dated records outside the window, or a complete list
+    else:
+        result = UNKNOWN
     if not explain:
-        return MET if crit.exclude else UNKNOWN
-    if crit.exclude:
-        return Finding(_name(crit), MET, f"No record of prior {alt.label}, which the study excludes")
-    return Finding(_name(crit), UNKNOWN, f"No record of prior {alt.label}, which the study requires")
+        return result
+    within = f" in the last {_window_text(crit.lookback_days)}" if crit.lookback_days is not None else ""
+    what = f"{alt.label}{within}"
+    if recent:
+        t = recent[0]
+        on = f" ({t.when[:10]})" if t.when else ""
+        tail = f"; the study excludes prior {what}" if crit.exclude else \
+            f", which is the prior {what} the study requires"
+        return Finding(_name(crit), result, _quote(crit, f"Therapy {t.label}{on} is recorded{tail}"))
+    if undated:
+        return Finding(_name(crit), UNKNOWN, _quote(crit, f"Therapy {hits[0].label} is recorded without a date, so "
+                                                          f"whether it was {what} is unknown"))
+    if hits:
+        t = hits[0]
+        why = f"Therapy {t.label} ({t.when[:10]}) is older than the {_window_text(crit.lookback_days or 0)} window"
+        if crit.exclude:
+            return Finding(_name(crit), MET, _quote(crit, f"Does not have prior {what}: {why[0].lower()}{why[1:]}"))
+        return Finding(_name(crit), NOT_MET, _quote(crit, f"{why} the study requires"))
+    if "medications" in p.complete:
+        if crit.exclude:
+            return Finding(_name(crit), MET, _quote(crit, f"Does not have prior {what}: the records state the "
+                                                          "medication list is complete"))
+        return Finding(_name(crit), NOT_MET, _quote(crit, f"No prior {what}, which the study requires (the "
+                                                          "medication list is stated complete)"))
+    verb = "excludes" if crit.exclude else "requires"
+    return Finding(_name(crit), UNKNOWN, _quote(crit, f"No record says whether the patient had {what}, which the "
+                                                      f"study {verb}"))
+
+
+def _variant(crit: Criterion, p: PatientProfile, today: date, explain: bool = True) -> Finding | str:
+    """Gene and variant judged together, within one genomic Observation each."""
+    cutoff = _cutoff(today, crit.lookback_days)
+    genes = set(crit.genes)
+    tested = [v for v in p.variants if v.genes & genes and _recent(v.when, cutoff)]
+    has = next((v for v in tested if v.present and (not crit.variant or crit.variant in v.variants)), None)
+    negative = next((v for v in tested if v.present is False
+                     or (v.present and crit.variant and v.variants and crit.variant not in v.variants)), None)
+    if has is not None:
+        holds: bool | None = crit.flag is not False
+    elif negative is not None:
+        holds = crit.flag is False
+    else:
+        holds = None
+    result = UNKNOWN if holds is None else MET if holds != crit.exclude else NOT_MET
+    if not explain:
+        return result
+    want = f"{crit.label} {'detected' if crit.flag is not False else 'not detected'}"
+    verb = "excludes" if crit.exclude else "requires"
+    if holds is None:
+        return Finding(_name(crit), UNKNOWN, _quote(crit, f"No genomic result for {crit.label.split()[0]} is "
+                                                          f"recorded; the study {verb} {want}"))
+    v = has or negative
+    assert v is not None
+    seen = f"{', '.join(sorted(v.variants)) or 'a variant'} detected" if v.present else "no variant detected"
+    on = f" ({v.when[:10]})" if v.when else ""
+    if crit.exclude and result == MET:
+        return Finding(_name(crit), MET, _quote(crit, f"Does not have {want}: {v.label} shows {seen}{on}"))
+    rel = "meets" if holds else "does not meet"
+    return Finding(_name(crit), result, _quote(crit, f"{v.label} shows {seen}{on}, which {rel} {want} "
+                                                     f"{'excluded' if crit.exclude else 'required'} by the study"))
+
+
+def _pregnancy(crit: Criterion, p: PatientProfile, today: date, explain: bool = True) -> Finding | str:
+    """Pregnancy or breastfeeding: applies to people who can be pregnant (not to a male patient)."""
+    preg = crit.kind == "pregnancy"
+    cutoff = _cutoff(today, crit.lookback_days if crit.lookback_days is not None else DEFAULT_WINDOW_PREGNANCY)
+    state: bool | None = None
+    when = ""
+    if p.sex == "male":
+        state = False
+    else:
+        codes = PREGNANCY_STATUS if preg else BREASTFEEDING_STATUS
+        facts = sorted((f for k in codes for f in p.observations.get(k, ())), key=lambda f: f.when, reverse=True)
+        for f in facts:
+            if not _recent(f.when, cutoff):
+                break
+            vals = set(f.codes)
+            if f.flag is not None:
+                state = f.flag
+            elif vals & (PREGNANT if preg else YES):
+                state = True
+            elif vals & (NOT_PREGNANT if preg else NO):
+                state = False
+            if state is not None:
+                when = f.when
+                break
+        if state is None and preg and any(k in PREGNANT for c in p.conditions for k in c.codes):
+            state = True
+    holds = None if state is None else state == (crit.flag is not False)
+    result = UNKNOWN if holds is None else MET if holds != crit.exclude else NOT_MET
+    if not explain:
+        return result
+    what = "pregnant" if preg else "breastfeeding"
+    verb = "excludes" if crit.exclude else "requires"
+    if state is None:
+        return Finding(_name(crit), UNKNOWN, _quote(crit, f"No recent record says whether the patient is {what}; "
+                                                          f"the study {verb} people who are"))
+    if p.sex == "male":
+        return Finding(_name(crit), result, _quote(crit, f"Does not apply: the patient is male (the study {verb} "
+                                                         f"people who are {what})"))
+    on = f" ({when[:10]})" if when else ""
+    if not state:
+        return Finding(_name(crit), result, _quote(crit, f"Is not {what}{on}; the study {verb} people who are"))
+    return Finding(_name(crit), result, _quote(crit, f"Is recorded as {what}{on}; the study {verb} people who are"))
+
+
+def _stage(crit: Criterion, p: PatientProfile, today: date, explain: bool = True) -> Finding | str:
+    stage, when = None, ""
+    cutoff = _cutoff(today, crit.lookback_days)
+    facts = sorted((f for k in cv.STAGE_OBSERVATION_CODES for f in p.observations.get(k, ())),
+                   key=lambda f: f.when, reverse=True)
+    for f in facts:
+        if not _recent(f.when, cutoff):
+            break
+        stage = drugs.stage_of(f.codes, f.text)
+        if stage:
+            when = f.when
+            break
+    holds = None if stage is None else bool(set(drugs.stage_ancestors(stage)) & set(crit.values))
+    result = UNKNOWN if holds is None else MET if holds != crit.exclude else NOT_MET
+    if not explain:
+        return result
+    want = "stage " + " or ".join(crit.values)
+    verb = "excludes" if crit.exclude else "requires"
+    if stage is None:
+        return Finding(_name(crit), UNKNOWN, _quote(crit, f"No cancer stage is recorded; the study {verb} {want}"))
+    on = f" ({when[:10]})" if when else ""
+    if crit.exclude and result == MET:
+        return Finding(_name(crit), MET, _quote(crit, f"Does not have {want}: stage {stage}{on}"))
+    rel = "is" if holds else "is not"
+    return Finding(_name(crit), result, _quote(crit, f"Stage {stage}{on} {rel} {want} "
+                                                     f"{'excluded' if crit.exclude else 'required'} by the study"))
+
+
+def _other_malignancy(crit: Criterion, p: PatientProfile, term: Terminology, today: date,
+                      explain: bool = True) -> Finding | str:
+    """A malignancy other than the study's own condition, active now or recorded within the window."""
+    cutoff = _cutoff(today, crit.lookback_days)
+    alt = crit.alternatives[0] if crit.alternatives else None
+    wanted = set(alt.codes) if alt else {cv.MALIGNANCY}
+    others = set(crit.others)
+    hit, undated = None, False
+    for c in [*p.conditions, *p.history]:
+        if c.secondary or not (wanted & c.ancestors) or (others & c.ancestors):
+            continue
+        if c.active or _recent(c.when, cutoff):
+            hit = c
+            break
+        if not c.when:
+            undated = True
+    if hit is not None:
+        result = NOT_MET if crit.exclude else MET
+    elif undated:
+        result = UNKNOWN
+    elif "conditions" in p.complete or any(
+            not c.secondary and wanted & c.ancestors and not others & c.ancestors for c in p.history):
+        result = MET if crit.exclude else NOT_MET  # only older ones, or a complete list
+    else:
+        result = UNKNOWN
+    if not explain:
+        return result
+    within = f" within {_window_text(crit.lookback_days)}" if crit.lookback_days is not None else ""
+    verb = "excludes" if crit.exclude else "requires"
+    if hit is not None:
+        state = "active" if hit.active else f"recorded {hit.when[:10]}"
+        return Finding(_name(crit), result, _quote(crit, f"Another malignancy, {hit.label} ({state}), is recorded; "
+                                                         f"the study {verb} another malignancy{within}"))
+    if result == UNKNOWN:
+        return Finding(_name(crit), UNKNOWN, _quote(crit, f"No record says whether the patient had another "
+                                                          f"malignancy{within}, which the study {verb}"))
+    return Finding(_name(crit), result, _quote(crit, f"Does not have another malignancy{within}: none is "
+                                                     "recorded in that time and the records say so"))
 
 
 def _name(crit: Criterion) -> str:
     return f"Exclusion: {crit.label}" if crit.exclude else crit.label
 
 
-def _decide(crit: Criterion, p: PatientProfile, term: Terminology, today: date, hv: bool | None,
-            explain: bool) -> Finding | str:
+def _quote(crit: Criterion, sentence: str) -> str:
+    """The sentence, with the criterion's own words quoted when it came from the study's text."""
+    if crit.source:
+        return f'{sentence} (the study says: "{crit.source}")'
+    return sentence
+
+
+def _judge_kind(crit: Criterion, p: PatientProfile, term: Terminology, today: date, hv: bool | None,
+                explain: bool) -> Finding | str:
     kind = crit.kind
     if kind == "condition" or kind == "diagnosis":
-        return _condition(crit, p, term, hv, explain)
+        return _condition(crit, p, term, hv, today, explain)
     if kind == "age":
         return _age(crit, p, today, explain)
     if kind == "sex":
         return _sex(crit, p, explain)
     if kind == "therapy":
-        return _therapy(crit, p, term, explain)
-    return _observation(crit, p, term, explain)
+        return _therapy(crit, p, term, today, explain)
+    if kind == "variant":
+        return _variant(crit, p, today, explain)
+    if kind in ("pregnancy", "breastfeeding"):
+        return _pregnancy(crit, p, today, explain)
+    if kind == "stage":
+        return _stage(crit, p, today, explain)
+    if kind == "other-malignancy":
+        return _other_malignancy(crit, p, term, today, explain)
+    return _observation(crit, p, term, today, explain)
+
+
+def _decide(crit: Criterion, p: PatientProfile, term: Terminology, today: date, hv: bool | None,
+            explain: bool) -> Finding | str:
+    """The kind's decision, gated by confidence: only a high-confidence criterion can be not met."""
+    r = _judge_kind(crit, p, term, today, hv, explain)
+    if crit.confidence == cv.CONFIDENCE_HIGH:
+        return r
+    if isinstance(r, str):
+        return CONFLICT if r == NOT_MET else r
+    if r.result == NOT_MET:
+        return Finding(r.criterion, UNKNOWN, f"Possible conflict (the criterion was read from the text with medium "
+                                             f"confidence): {r.text[0].lower()}{r.text[1:]}", conflict=True)
+    return r
+
+
+def unstructured_finding(u: Unstructured) -> Finding:
+    """A criterion the study states only as text: not checked."""
+    where = "Exclusion" if u.section == "exclusion" else "Inclusion" if u.section == "inclusion" else "Criterion"
+    return Finding(f"{where} (text)", NOT_CHECKED, f'Not checked from the records: "{u.text}"; the research team '
+                                                   "will check it")
 
 
 def evaluate_criterion(crit: Criterion, p: PatientProfile, term: Terminology, today: date,
@@ -281,7 +643,7 @@ def criterion_result(crit: Criterion, p: PatientProfile, term: Terminology, toda
     """One criterion -> met | not-met | unknown, exactly ``evaluate_criterion(...).result`` without the sentence."""
     r = _decide(crit, p, term, today, hv, False)
     assert isinstance(r, str)
-    return r
+    return UNKNOWN if r == CONFLICT else r
 
 
 def nearest_site(study: StudyCriteria, p: PatientProfile) -> tuple[Site | None, float | None]:
@@ -297,15 +659,19 @@ def nearest_site(study: StudyCriteria, p: PatientProfile) -> tuple[Site | None, 
     return best
 
 
+def _score(met: int, unknown: int, conflicts: int = 0) -> float:
+    return round((met + 1) / (met + unknown + conflicts + 1), 4)
+
+
 def evaluate(study: StudyCriteria, p: PatientProfile, term: Terminology, today: date | None = None,
              max_distance_km: float | None = None, stop_early: bool = False) -> MatchResult:
-    """StudyCriteria x PatientProfile -> MatchResult with one Finding per criterion and a score.
+    """StudyCriteria x PatientProfile -> MatchResult with one Finding per criterion, a score and a coverage.
 
     ``stop_early``: return at the first criterion not met (the caller only wants matches), which keeps
     screening many studies cheap; the result then lists only the findings up to that one.
     """
     today = today or date.today()
-    res = MatchResult(study.study_id, p.key)
+    res = MatchResult(study.study_id, p.key, total=study.total)
     if p.deceased:
         res.findings.append(Finding("Patient", NOT_MET, "The patient's record says the patient has died"))
         if stop_early:
@@ -313,8 +679,11 @@ def evaluate(study: StudyCriteria, p: PatientProfile, term: Terminology, today: 
     for crit in study.criteria:
         f = evaluate_criterion(crit, p, term, today, study.healthy_volunteers)
         res.findings.append(f)
+        if f.result in (MET, NOT_MET):
+            res.evaluated += 1
         if stop_early and f.result == NOT_MET:
             return res
+    res.findings.extend(unstructured_finding(u) for u in study.unstructured)
     res.nearest, res.distance_km = nearest_site(study, p)
     if max_distance_km is not None:
         if res.distance_km is None:
@@ -327,21 +696,16 @@ def evaluate(study: StudyCriteria, p: PatientProfile, term: Terminology, today: 
                                         f"Nearest site '{site}' is {res.distance_km:.1f} km away "
                                         f"({p.position_source}); the limit asked for is {_fmt(max_distance_km)} km"))
     met = sum(f.result == MET for f in res.findings)
-    unknown = sum(f.result == UNKNOWN for f in res.findings)
-    res.score = round((met + 1) / (met + unknown + 1), 4)
+    unknown = sum(f.result in (UNKNOWN, NOT_CHECKED) for f in res.findings)
+    res.score = _score(met, unknown, sum(f.conflict for f in res.findings))
     return res
-
-
-
-def _score(met: int, unknown: int) -> float:
-    return round((met + 1) / (met + unknown + 1), 4)
 
 
 def tally(study: StudyCriteria, p: PatientProfile, term: Terminology, today: date,
           stop_early: bool = False) -> Screened:
     """The study's criteria (and a deceased patient) decided without sentences, before any distance."""
-    res = Screened(study.study_id, p.key)
-    met = unknown = not_met = 0
+    res = Screened(study.study_id, p.key, total=study.total)
+    met = unknown = not_met = conflicts = 0
     if p.deceased:
         not_met = 1
         if stop_early:
@@ -354,13 +718,18 @@ def tally(study: StudyCriteria, p: PatientProfile, term: Terminology, today: dat
             met += 1
         elif r == UNKNOWN:
             unknown += 1
+        elif r == CONFLICT:
+            unknown += 1
+            conflicts += 1
         else:
             not_met += 1
             if stop_early:
                 res.not_met = not_met
                 return res
-    res.met, res.unknown, res.not_met = met, unknown, not_met
-    res.score = _score(met, unknown)
+    res.evaluated = met + not_met - (1 if p.deceased else 0)
+    unknown += len(study.unstructured)
+    res.met, res.unknown, res.not_met, res.conflicts = met, unknown, not_met, conflicts
+    res.score = _score(met, unknown, conflicts)
     return res
 
 
@@ -382,13 +751,13 @@ def place(res: Screened, study: StudyCriteria, p: PatientProfile, max_distance_k
         res.met += 1
     else:
         res.not_met += 1
-    res.score = _score(res.met, res.unknown)
+    res.score = _score(res.met, res.unknown, res.conflicts)
     return res
 
 
 def screen(study: StudyCriteria, p: PatientProfile, term: Terminology, today: date | None = None,
            max_distance_km: float | None = None, stop_early: bool = False, distance: bool = True) -> Screened:
-    """``evaluate`` without the sentences: the same decisions, ``not_met`` count, score and distance.
+    """``evaluate`` without the sentences: the same decisions, ``not_met`` count, score, coverage and distance.
 
     ``stop_early``: stop at the first criterion not met (the caller only wants matches); ``not_met`` is
     then 1 and the score and distance are not computed, as ``evaluate`` does. ``distance=False``: leave

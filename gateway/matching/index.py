@@ -46,19 +46,20 @@ class MatchQuery:
 
 
 def _order(r: MatchResult | Screened) -> tuple:
-    return (-r.score, r.distance_km if r.distance_km is not None else float("inf"), r.study_id)
+    """Score, then coverage (criteria checked / criteria in the study), then distance, then id."""
+    return (-r.score, -r.coverage, r.distance_km if r.distance_km is not None else float("inf"), r.study_id)
 
 
 def _patient_order(r: MatchResult | Screened) -> tuple:
-    return (-r.score, r.distance_km if r.distance_km is not None else float("inf"), r.patient_key)
+    return (-r.score, -r.coverage, r.distance_km if r.distance_km is not None else float("inf"), r.patient_key)
 
 
 def _coarse(r: Screened) -> tuple:
-    return (-r.score,)
+    return (-r.score, -r.coverage)
 
 
 def _near_coarse(r: Screened) -> tuple:
-    return (r.not_met, -r.score)
+    return (r.not_met, -r.score, -r.coverage)
 
 
 def _near_order(r: MatchResult | Screened) -> tuple:
@@ -89,9 +90,16 @@ def _arrange(rows: list[Screened], limit: int | None, coarse: Callable[[Screened
 
 def _blank_signature(sc: StudyCriteria) -> tuple:
     """What decides a study for a person with no condition on record: all but the condition codes."""
-    crits: list[Criterion | tuple[str, bool]] = [
-        ("condition", c.exclude) if c.kind in ("condition", "diagnosis") else c for c in sc.criteria]
-    return sc.status, sc.phases, sc.healthy_volunteers, tuple(crits)
+    crits: list[Criterion | tuple] = [
+        ("condition", c.exclude, c.confidence, c.qualifiers, c.lookback_days)
+        if c.kind in ("condition", "diagnosis") else c for c in sc.criteria]
+    return sc.status, sc.phases, sc.healthy_volunteers, tuple(crits), len(sc.unstructured)
+
+
+def _copy(base: Screened, sid: str, key: str) -> Screened:
+    """A kind's screening as the row of one of its studies (same decisions, counts and score)."""
+    return Screened(sid, key, base.score, base.not_met, None, base.met, base.unknown, base.evaluated, base.total,
+                    base.conflicts)
 
 
 @dataclass
@@ -215,7 +223,7 @@ class StudyIndex:
         dist = q.max_distance_km
         stop_early = not q.near_misses
         lazy = None if dist is not None else (lambda r: nearest_site(self.studies[r.study_id], p)[1])
-        if not p.conditions and not p.texts and not p.ancestors:
+        if not p.conditions and not p.texts and not p.ancestors and not p.history:
             return self._screen_blank(p, q, today, limit, lazy)
         studies, term = self.studies, self.term
         matches, near = [], []
@@ -269,8 +277,7 @@ class StudyIndex:
                 if base.not_met and stop_early:
                     continue
                 for sid in sids:
-                    r = place(Screened(sid, key, base.score, base.not_met, None, base.met, base.unknown),
-                              self.studies[sid], p, dist)
+                    r = place(_copy(base, sid, key), self.studies[sid], p, dist)
                     if r.not_met == 0:
                         matches.append(r)
                     elif not stop_early:
@@ -289,8 +296,7 @@ class StudyIndex:
                     break
                 taken.append((base, sids))
                 n += len(sids)
-            out = [Screened(sid, key, base.score, base.not_met, None, base.met, base.unknown)
-                   for base, sids in taken for sid in sids]
+            out = [_copy(base, sid, key) for base, sids in taken for sid in sids]
             _arrange(out, limit, coarse, full, lazy)
             return out, total
 

@@ -1,21 +1,46 @@
 """Patient profile: what matching knows about one person, built from FHIR JSON from any number of hospitals.
 
 Records with the same NHS number (several trusts) are one person; records without an NHS number are one
-person per Patient resource. Only active, confirmed Conditions count.
+person per Patient resource. Active, confirmed Conditions are the person's current conditions; confirmed
+resolved / inactive / remission ones are kept apart as history ("history of", "other malignancy within N
+years"). Every Observation is kept (latest first per code), genomic results as gene + variant facts of one
+Observation each, therapies with their dates (never a not-taken statement or a cancelled order), and what
+the source says is complete (a List with emptyReason, an explicit "no known ..." record).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date
 
 from gateway.fhir import conventions as cv
-from gateway.matching import geo
+from gateway.matching import drugs, geo
 from gateway.matching.terms import Code, Terminology, codings, concept_label
 
 ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
+PAST_CLINICAL = frozenset({"inactive", "remission", "resolved"})
 OBS_STATUSES = frozenset({"final", "amended", "corrected", "preliminary", "registered"})
 THERAPY_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration", "Procedure")
+# Statuses under which a medication or procedure record is not therapy the person had (R4 value sets).
+NOT_THERAPY = frozenset({"not-taken", "entered-in-error", "not-done", "cancelled", "draft", "unknown"})
+# Scopes of completeness: a List of this LOINC code with emptyReason, or a "no known ..." record, says the
+# person has none of these (so an exclusion of that kind is met, not unknown).
+LIST_SCOPES = {"11450-4": "conditions", "11348-0": "conditions", "10160-0": "medications", "29549-3": "medications",
+               "47519-4": "procedures", "10157-6": "conditions"}
+IPS_ABSENT = "http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips"
+NO_KNOWN = {(IPS_ABSENT, "no-known-problems"): "conditions", (IPS_ABSENT, "no-known-medications"): "medications",
+            (IPS_ABSENT, "no-known-procedures"): "procedures",
+            ("http://snomed.info/sct", "160245001"): "conditions"}  # SNOMED CT: No current problems or disability
+LIST_EMPTY_REASONS = frozenset({"nilknown", "notstarted"})
+# Genomics: mCODE / Genomics Reporting IG component codes (LOINC) read as gene and variant descriptors.
+GENE_STUDIED = ("http://loinc.org", "48018-6")
+VARIANT_COMPONENTS = frozenset({("http://loinc.org", c) for c in (
+    "48005-3", "48004-6", "81290-9", "81252-9", "47999-8", "48001-2", "48019-4", "69547-8", "81258-6")})
+PRESENT_ANSWERS = frozenset({("http://loinc.org", "LA9633-4"), ("http://snomed.info/sct", "10828004"),
+                             ("http://loinc.org", "LA6576-8"), ("http://snomed.info/sct", "52101004")})
+ABSENT_ANSWERS = frozenset({("http://loinc.org", "LA9634-2"), ("http://snomed.info/sct", "260385009"),
+                            ("http://loinc.org", "LA6577-6"), ("http://snomed.info/sct", "2667000")})
 # LOINC answer codes for ECOG grades (LL529-9): an ECOG Observation may carry the grade as a code.
 ECOG_ANSWERS = {"LA9622-7": 0, "LA9623-5": 1, "LA9624-3": 2, "LA9625-0": 3, "LA9626-8": 4, "LA9627-6": 5}
 
@@ -27,6 +52,8 @@ class ConditionFact:
     label: str  # "'Glioblastoma multiforme' (SNOMED CT 393563007)"
     ancestors: frozenset[Code] = frozenset()  # of all its codes, themselves included (precomputed: hot path)
     secondary: bool = False  # a metastasis ("secondary malignant neoplasm of ...")
+    active: bool = True  # False: resolved / inactive / remission (history)
+    when: str = ""  # the latest date known: abatement, else onset, else recorded ("" unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +64,27 @@ class ObservationFact:
     unit: str | None
     when: str  # ISO date(time) or ""
     label: str
+    ref_high: float | None = None  # referenceRange.high (for "x ULN"), in ``ref_unit``
+    ref_unit: str | None = None
+    text: str = ""  # the coded value's display / text ("Stage IIIA")
+
+
+@dataclass(frozen=True, slots=True)
+class VariantFact:
+    """One genomic result: the gene(s) studied and the variant descriptors of ONE Observation, judged together."""
+
+    genes: frozenset[str]  # 'hgnc:3236', 'egfr'
+    variants: frozenset[str]  # normalised descriptors: 'l858r', 'exon 19 deletion', 'c.2573t>g'
+    present: bool | None  # Present / Absent (None: not stated)
+    when: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class TherapyFact:
+    codes: tuple[Code, ...]  # the record's codes plus their ingredients and drug classes (lexicon)
+    label: str
+    when: str  # latest date known ("" unknown)
 
 
 @dataclass(slots=True)
@@ -48,8 +96,11 @@ class PatientProfile:
     sex: str | None = None
     deceased: bool = False
     conditions: list[ConditionFact] = field(default_factory=list)
-    observations: dict[Code, ObservationFact] = field(default_factory=dict)
-    therapies: list[tuple[tuple[Code, ...], str]] = field(default_factory=list)
+    history: list[ConditionFact] = field(default_factory=list)  # confirmed, no longer active
+    observations: dict[Code, list[ObservationFact]] = field(default_factory=dict)  # latest first
+    variants: list[VariantFact] = field(default_factory=list)
+    therapies: list[TherapyFact] = field(default_factory=list)
+    complete: frozenset[str] = frozenset()  # 'conditions' | 'medications' | 'procedures' stated complete
     position: geo.LatLon | None = None
     position_source: str | None = None
     consents: list[dict] = field(default_factory=list)
@@ -93,10 +144,28 @@ def _parse_date(value: str | None) -> date | None:
 
 
 def counts(condition: dict) -> bool:
-    """Only active (or recurrent/relapsed), confirmed conditions count for matching."""
+    """Only active (or recurrent/relapsed), confirmed conditions count as current conditions."""
     clinical = {c.get("code") for c in (condition.get("clinicalStatus") or {}).get("coding") or []}
     verified = {c.get("code") for c in (condition.get("verificationStatus") or {}).get("coding") or []}
     return bool(clinical & ACTIVE_CLINICAL) and "confirmed" in verified
+
+
+def past(condition: dict) -> bool:
+    """Confirmed and resolved / inactive / in remission: history, for "history of" and "within N years"."""
+    clinical = {c.get("code") for c in (condition.get("clinicalStatus") or {}).get("coding") or []}
+    verified = {c.get("code") for c in (condition.get("verificationStatus") or {}).get("coding") or []}
+    return bool(clinical & PAST_CLINICAL) and "confirmed" in verified and not clinical & ACTIVE_CLINICAL
+
+
+def _condition_when(r: dict) -> str:
+    for key in ("abatementDateTime", "onsetDateTime", "recordedDate"):
+        if isinstance(r.get(key), str):
+            return r[key]
+    for key in ("abatementPeriod", "onsetPeriod"):
+        p = r.get(key)
+        if isinstance(p, dict) and (p.get("end") or p.get("start")):
+            return p.get("end") or p.get("start")
+    return ""
 
 
 def _when(resource: dict) -> str:
@@ -115,9 +184,17 @@ def _when(resource: dict) -> str:
 SCALES = {cv.ECOG: (0, 5), cv.KARNOFSKY: (0, 100)}
 
 
+def _ref_high(holder: dict) -> tuple[float | None, str | None]:
+    for rr in holder.get("referenceRange") or []:
+        high = (rr or {}).get("high") or {}
+        if isinstance(high.get("value"), int | float):
+            return float(high["value"]), high.get("code") or high.get("unit")
+    return None, None
+
+
 def _obs_fact(holder: dict, when: str, label: str, is_ecog: bool,
               scale: tuple[int, int] | None = None) -> ObservationFact | None:
-    number, unit, codes, flag = None, None, (), None
+    number, unit, codes, flag, text = None, None, (), None, ""
     if isinstance(holder.get("valueQuantity"), dict) and isinstance(holder["valueQuantity"].get("value"),
                                                                     int | float):
         q = holder["valueQuantity"]
@@ -125,7 +202,10 @@ def _obs_fact(holder: dict, when: str, label: str, is_ecog: bool,
     elif isinstance(holder.get("valueInteger"), int) and not isinstance(holder.get("valueInteger"), bool):
         number = float(holder["valueInteger"])
     elif isinstance(holder.get("valueCodeableConcept"), dict):
-        codes = tuple(codings(holder["valueCodeableConcept"]))
+        vcc = holder["valueCodeableConcept"]
+        codes = tuple(codings(vcc))
+        text = vcc.get("text") or next((c.get("display") for c in vcc.get("coding") or []
+                                        if isinstance(c, dict) and c.get("display")), "") or ""
         if is_ecog:
             grades = [ECOG_ANSWERS[c] for s, c in codes if s == cv.LOINC and c in ECOG_ANSWERS]
             number = float(grades[0]) if grades else None
@@ -135,13 +215,80 @@ def _obs_fact(holder: dict, when: str, label: str, is_ecog: bool,
         return None
     if number is not None and scale and not scale[0] <= number <= scale[1]:
         number = None
-    return ObservationFact(number, codes, flag, unit, when, label)
+    high, high_unit = _ref_high(holder)
+    return ObservationFact(number, codes, flag, unit, when, label, high, high_unit, text)
 
 
-def _add_observation(obs: dict, facts: dict[Code, ObservationFact], term: Terminology | None) -> None:
+_AMINO = {"ala": "a", "arg": "r", "asn": "n", "asp": "d", "cys": "c", "gln": "q", "glu": "e", "gly": "g", "his": "h",
+          "ile": "i", "leu": "l", "lys": "k", "met": "m", "phe": "f", "pro": "p", "ser": "s", "thr": "t", "trp": "w",
+          "tyr": "y", "val": "v", "ter": "*"}
+_AMINO_RE = re.compile(r"(?<![a-z])(" + "|".join(_AMINO) + r")(?=\d|$|[a-z*=])")
+_EXON_DEL = re.compile(r"exon\s*(\d+)\s*(?:in[- ]?frame\s*)?(?:del(?:etion)?s?|ex\d+del)")
+
+
+def normalise_variant(text: str) -> str:
+    """'p.Leu858Arg' -> 'l858r'; 'Exon 19 Deletion' -> 'exon 19 deletion'; 'c.2573T>G' -> 'c.2573t>g'."""
+    t = " ".join(text.lower().replace("(", "").replace(")", "").split())
+    if t.startswith("p."):
+        t = _AMINO_RE.sub(lambda m: _AMINO[m.group(1)], t[2:])
+    m = _EXON_DEL.search(t) or re.search(r"ex(\d+)del", t)
+    if m:
+        return f"exon {m.group(1)} deletion"
+    return t
+
+
+def _descriptors(concept_or_value: dict) -> set[str]:
+    out: set[str] = set()
+    cc = concept_or_value.get("valueCodeableConcept")
+    if isinstance(cc, dict):
+        for c in cc.get("coding") or []:
+            for k in ("code", "display"):
+                if isinstance(c.get(k), str):
+                    out.add(normalise_variant(c[k]))
+        if isinstance(cc.get("text"), str):
+            out.add(normalise_variant(cc["text"]))
+    if isinstance(concept_or_value.get("valueString"), str):
+        out.add(normalise_variant(concept_or_value["valueString"]))
+    return out
+
+
+def _variant_fact(obs: dict, when: str, term: Terminology | None) -> VariantFact | None:
+    """An Observation with a 'gene studied' component -> one VariantFact (gene + variant together)."""
+    genes: set[str] = set()
+    variants: set[str] = set()
+    for comp in obs.get("component") or []:
+        if not isinstance(comp, dict):
+            continue
+        keys = set(codings(comp.get("code")))
+        if GENE_STUDIED in keys:
+            cc = comp.get("valueCodeableConcept") or {}
+            for c in cc.get("coding") or []:
+                for k in ("code", "display"):
+                    if isinstance(c.get(k), str):
+                        genes.add(c[k].strip().lower())
+            if isinstance(cc.get("text"), str):
+                genes.add(cc["text"].strip().lower())
+        elif keys & VARIANT_COMPONENTS:
+            variants |= _descriptors(comp)
+    if not genes:
+        return None
+    value = set(codings(obs.get("valueCodeableConcept")))
+    present = True if value & PRESENT_ANSWERS else False if value & ABSENT_ANSWERS else None
+    if present is None and variants:
+        present = True  # a reported variant with no assessment value is a finding of that variant
+    return VariantFact(frozenset(genes), frozenset(v for v in variants if v), present, when,
+                       concept_label(obs.get("code"), term))
+
+
+def _add_observation(obs: dict, facts: dict[Code, list[ObservationFact]], term: Terminology | None,
+                     variants: list[VariantFact] | None = None) -> None:
     if obs.get("status") not in OBS_STATUSES:
         return
     when = _when(obs)
+    if variants is not None:
+        vf = _variant_fact(obs, when, term)
+        if vf is not None:
+            variants.append(vf)
     parts = [obs] + [c for c in obs.get("component") or [] if isinstance(c, dict)]
     for part in parts:
         keys = codings(part.get("code"))
@@ -152,9 +299,13 @@ def _add_observation(obs: dict, facts: dict[Code, ObservationFact], term: Termin
         if fact is None:
             continue
         for k in keys:
-            old = facts.get(k)
-            if old is None or fact.when >= old.when:  # the latest observation wins
-                facts[k] = fact
+            facts.setdefault(k, []).append(fact)
+
+
+def _latest_first(facts: dict[Code, list[ObservationFact]]) -> None:
+    for lst in facts.values():
+        if len(lst) > 1:
+            lst.sort(key=lambda f: f.when, reverse=True)  # stable: equal dates keep their order
 
 
 def build_profile(resources: list[dict], term: Terminology, *, key: str | None = None) -> PatientProfile:
@@ -181,15 +332,25 @@ def build_profile(resources: list[dict], term: Terminology, *, key: str | None =
                         break
     ancestors: set[Code] = set()
     texts: set[str] = set()
+    complete: set[str] = set()
     for r in resources:
         rtype = r.get("resourceType")
-        if rtype == "Condition" and counts(r):
+        if rtype in ("Condition", "MedicationStatement", "Procedure") and _no_known(r, complete):
+            continue
+        if rtype == "Condition" and past(r):
+            codes = tuple(codings(r.get("code")))
+            anc = frozenset().union(*(term.ancestors(s, c) for s, c in codes))
+            prof.history.append(ConditionFact(codes, "", concept_label(r.get("code"), term), anc,
+                                              any(term.is_secondary(s, c) for s, c in codes), False,
+                                              _condition_when(r)))
+        elif rtype == "Condition" and counts(r):
             codes = tuple(codings(r.get("code")))
             text = term.normalise_text((r.get("code") or {}).get("text") or "") if (r.get("code") or {}).get(
                 "text") else ""
             anc: frozenset[Code] = frozenset().union(*(term.ancestors(s, c) for s, c in codes))
             secondary = any(term.is_secondary(s, c) for s, c in codes)
-            prof.conditions.append(ConditionFact(codes, text, concept_label(r.get("code"), term), anc, secondary))
+            prof.conditions.append(ConditionFact(codes, text, concept_label(r.get("code"), term), anc, secondary,
+                                                 True, _condition_when(r)))
             ancestors |= anc
             for s, c in codes:
                 d = term.display(s, c)
@@ -201,16 +362,59 @@ def build_profile(resources: list[dict], term: Terminology, *, key: str | None =
             if text:
                 texts.add(text)
         elif rtype == "Observation":
-            _add_observation(r, prof.observations, term)
+            _add_observation(r, prof.observations, term, prof.variants)
         elif rtype in THERAPY_TYPES:
             concept = r.get("medicationCodeableConcept") or r.get("code")
-            if isinstance(concept, dict) and r.get("status") not in ("entered-in-error", "not-done"):
-                prof.therapies.append((tuple(codings(concept)), concept_label(concept, term)))
+            if isinstance(concept, dict) and r.get("status") not in NOT_THERAPY \
+                    and r.get("doNotPerform") is not True and r.get("intent") not in ("proposal", "plan"):
+                codes = tuple(codings(concept))
+                prof.therapies.append(TherapyFact(drugs.expand(codes), concept_label(concept, term),
+                                                  _therapy_when(r)))
+        elif rtype == "List":
+            _list_complete(r, complete)
         elif rtype == "Consent":
             prof.consents.append(r)
+    _latest_first(prof.observations)
+    prof.complete = frozenset(complete)
     prof.ancestors = frozenset(ancestors)
     prof.texts = frozenset(t for t in texts if t)
     return prof
+
+
+def _therapy_when(r: dict) -> str:
+    for key in ("effectivePeriod", "performedPeriod"):
+        p = r.get(key)
+        if isinstance(p, dict) and (p.get("end") or p.get("start")):
+            return p.get("end") or p.get("start")
+    return _when(r)
+
+
+def _no_known(r: dict, complete: set[str]) -> bool:
+    """An explicit "no known problems / medications / procedures" record: note the scope, True (not a fact)."""
+    concept = r.get("medicationCodeableConcept") if r.get("resourceType") == "MedicationStatement" else r.get("code")
+    for k in codings(concept):
+        scope = NO_KNOWN.get(k)
+        if scope and r.get("status") != "entered-in-error" and not _refuted(r):
+            complete.add(scope)
+            return True
+    return False
+
+
+def _refuted(r: dict) -> bool:
+    return any(c.get("code") in ("refuted", "entered-in-error")
+               for c in (r.get("verificationStatus") or {}).get("coding") or [])
+
+
+def _list_complete(r: dict, complete: set[str]) -> None:
+    """A current List of a known scope (problem list, medication list, ...) with an emptyReason of 'nil known'."""
+    if r.get("status") != "current" or r.get("entry"):
+        return
+    reasons = {c for _, c in codings(r.get("emptyReason"))}
+    if not reasons & LIST_EMPTY_REASONS:
+        return
+    for s, c in codings(r.get("code")):
+        if s == cv.LOINC and c in LIST_SCOPES:
+            complete.add(LIST_SCOPES[c])
 
 
 def group_by_person(resources: list[dict]) -> dict[str, list[dict]]:

@@ -60,6 +60,28 @@ def codings(concept: dict | None) -> list[Code]:
     return out
 
 
+# Names for code systems a terminology may not know, so that no explanation ever shows a raw URL.
+_OWN_NAMES = {
+    cv.ELIGIBILITY_CS: "trial gateway eligibility code", cv.RXNORM: "RxNorm", cv.UCUM: "UCUM",
+    f"{cv.BASE}/CodeSystem/drug-class": "drug class", f"{cv.BASE}/CodeSystem/ajcc-stage-group": "AJCC stage group",
+    f"{cv.BASE}/CodeSystem/biomarker": "biomarker", "http://www.genenames.org": "HGNC",
+    "http://hl7.org/fhir/administrative-gender": "administrative gender",
+    "https://dmd.nhs.uk": "NHS dm+d", "https://fhir.nhs.uk/Id/dmd": "NHS dm+d",
+    "http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips": "IPS absent/unknown",
+}
+
+
+def system_label(system: str, term: Terminology | None = None) -> str:
+    """A code system's name for people: 'http://snomed.info/sct' -> 'SNOMED CT'; never a URL."""
+    name = term.system_name(system) if term else system
+    if "://" not in name and not name.startswith("urn:"):
+        return name
+    if system in _OWN_NAMES:
+        return _OWN_NAMES[system]
+    tail = system.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    return tail.replace("-", " ") or "code"
+
+
 def concept_label(concept: dict | None, term: Terminology | None = None) -> str:
     """CodeableConcept -> "'Glioma' (MeSH D005910)", or its text when it has no coding."""
     concept = concept or {}
@@ -68,6 +90,5 @@ def concept_label(concept: dict | None, term: Terminology | None = None) -> str:
         if system and code:
             code = norm_code(system, code)
             name = c.get("display") or (term.display(system, code) if term else None) or concept.get("text") or code
-            sname = term.system_name(system) if term else system
-            return f"'{name}' ({sname} {code})"
+            return f"'{name}' ({system_label(system, term)} {code})"
     return f"'{concept.get('text') or 'unnamed'}'"
