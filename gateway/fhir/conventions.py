@@ -58,6 +58,9 @@ EXT_ENROLLMENT_BY_INVITATION = f"{BASE}/StructureDefinition/enrollment-by-invita
 EXT_REGISTRY_STATUS = f"{BASE}/StructureDefinition/registry-status"  # on ResearchStudy, valueCode (source status)
 EXT_MATCH_EXPLANATION = f"{BASE}/StructureDefinition/match-explanation"  # on Bundle.entry.search
 EXT_MATCH_NEAREST_SITE = f"{BASE}/StructureDefinition/match-nearest-site"  # on Bundle.entry.search
+# How much of the study was checked (docs/matching.md): complex, `evaluated` and `total` valueInteger
+EXT_MATCH_COVERAGE = f"{BASE}/StructureDefinition/match-coverage"  # on Bundle.entry.search
+EXT_MATCH_SUMMARY = f"{BASE}/StructureDefinition/match-summary"  # on Bundle.entry.search, valueString (for patients)
 
 # -- consent purposes ---------------------------------------------------------------------------
 PURPOSE_RESEARCH = (ACT_REASON, "HRESCH")
