@@ -1,0 +1,159 @@
+"""ResearchStudy?_text / _content / condition:text / condition:below / condition and keyword as words (issue #14),
+on both backends, with the refusal cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import FHIR_JSON, ROOT
+
+DEMO = ROOT / "fixtures" / "demo"
+
+
+def _study(title: str, conditions: list[str], status: str = "active", description: str = "",
+           keywords: list[str] = ()) -> dict:
+    return {"resourceType": "ResearchStudy", "status": status, "title": title,
+            "condition": [{"text": c} for c in conditions], "keyword": [{"text": k} for k in keywords],
+            "description": description or title}
+
+
+OTHERS = [
+    _study("Venetoclax for children with acute leukaemia", ["Acute Lymphoblastic Leukemia"]),
+    _study("Daratumumab maintenance in myeloma", ["Multiple Myeloma"]),
+    _study("Radiotherapy dose in Hodgkin lymphoma", ["Hodgkin Lymphoma"]),
+    _study("Chemoradiotherapy for oesophageal cancer", ["Esophageal Cancer"]),
+    _study("Proton therapy for medulloblastoma", ["Medulloblastoma"]),
+    _study("ONC201 in diffuse intrinsic pontine glioma", ["Diffuse Intrinsic Pontine Glioma"], keywords=["DIPG"]),
+    _study("Exercise after breast cancer", ["Breast Cancer"]),
+]
+
+
+@pytest.fixture
+def studies(fhir) -> dict[str, str]:
+    """The demo glioblastoma and brain-metastases studies plus OTHERS: title -> id."""
+    for name in ("01-sponsor-glioblastoma-study.json", "02-sponsor-brain-metastases-study.json"):
+        assert fhir.post("/fhir", data=(DEMO / name).read_bytes()).status_code == 200
+    for s in OTHERS:
+        assert fhir.post("/fhir/ResearchStudy", json=s).status_code == 201
+    bundle = fhir.get("/fhir/ResearchStudy?_count=100").get_json()
+    return {e["resource"]["title"]: e["resource"]["id"] for e in bundle["entry"]}
+
+
+def _titles(fhir, query: str) -> list[str]:
+    resp = fhir.get(f"/fhir/ResearchStudy?{query}")
+    assert resp.status_code == 200, resp.get_json()
+    return [e["resource"]["title"] for e in resp.get_json().get("entry", []) if e["search"]["mode"] == "match"]
+
+
+def _glio(titles: list[str]) -> bool:
+    return any(t.startswith("ReGlio") for t in titles)
+
+
+def _mets(titles: list[str]) -> bool:
+    return any(t.startswith("SRS-Plus") for t in titles)
+
+
+@pytest.mark.parametrize("words", ["brain tumour", "brain tumor", "GBM", "glioblastoma", "gliobastoma",
+                                   "glioblastomma", "Brain Tumours"])
+def test_text_finds_the_glioblastoma_study_and_not_brain_metastases(fhir, studies, words):
+    titles = _titles(fhir, f"_text={words}")
+    assert _glio(titles) and not _mets(titles)
+
+
+def test_brain_tumour_finds_every_primary_brain_tumour_by_hierarchy(fhir, studies):
+    titles = _titles(fhir, "_text=brain tumour")
+    assert {"Proton therapy for medulloblastoma", "ONC201 in diffuse intrinsic pontine glioma"} <= set(titles)
+    assert "Exercise after breast cancer" not in titles
+
+
+def test_blood_cancer_finds_leukaemia_lymphoma_and_myeloma(fhir, studies):
+    titles = set(_titles(fhir, "_text=blood cancer"))
+    assert titles == {"Venetoclax for children with acute leukaemia", "Daratumumab maintenance in myeloma",
+                      "Radiotherapy dose in Hodgkin lymphoma"}
+
+
+@pytest.mark.parametrize("words", ["oesophageal cancer", "esophageal cancer", "leukaemia", "leukemia", "lukaemia"])
+def test_uk_us_spellings_and_misspellings(fhir, studies, words):
+    titles = _titles(fhir, f"_text={words}")
+    assert titles and all(("oesophag" in t) == ("sophag" in words) for t in titles)
+
+
+def test_brain_metastases_is_found_as_such(fhir, studies):
+    titles = _titles(fhir, "_text=brain metastases")
+    assert _mets(titles) and not _glio(titles)
+
+
+def test_score_on_each_entry_best_first_and_content_is_the_same(fhir, studies):
+    body = fhir.get("/fhir/ResearchStudy?_text=glioblastoma").get_json()
+    scores = [e["search"]["score"] for e in body["entry"]]
+    assert scores and all(0 < s <= 1 for s in scores) and scores == sorted(scores, reverse=True)
+    assert _titles(fhir, "_content=glioblastoma") == [e["resource"]["title"] for e in body["entry"]]
+    assert "_text=glioblastoma" in body["link"][0]["url"]
+
+
+def test_text_combines_with_other_parameters(fhir, studies):
+    assert _glio(_titles(fhir, "_text=brain tumour&status=active"))
+    assert _titles(fhir, "_text=brain tumour&status=completed") == []
+    assert _titles(fhir, "_text=brain tumour&_text=breast") == []  # repeated: ANDed
+    paged = fhir.get("/fhir/ResearchStudy?_text=brain tumour&_count=1").get_json()
+    assert paged["total"] >= 3 and len(paged["entry"]) == 1
+    nxt = [lk["url"] for lk in paged["link"] if lk["relation"] == "next"][0]
+    second = fhir.get(nxt.replace("http://localhost", "")).get_json()
+    assert second["entry"][0]["resource"]["id"] != paged["entry"][0]["resource"]["id"]
+
+
+def test_condition_and_keyword_given_as_words(fhir, studies):
+    assert _glio(_titles(fhir, "condition=glioblastoma"))
+    titles = _titles(fhir, "keyword=brain tumour")
+    assert _glio(titles) and not _mets(titles)
+    assert _titles(fhir, "keyword=DIPG") == ["ONC201 in diffuse intrinsic pontine glioma"]
+
+
+def test_condition_text_modifier(fhir, studies):
+    titles = _titles(fhir, "condition:text=brain tumour")
+    assert _glio(titles) and "Proton therapy for medulloblastoma" in titles and not _mets(titles)
+    # words only in the description or title do not count for condition:text
+    assert _titles(fhir, "condition:text=exercise") == []
+
+
+def test_condition_below_is_subsumption(fhir, studies):
+    titles = _titles(fhir, "condition:below=http://snomed.info/sct|126952004")  # neoplasm of brain
+    assert _glio(titles) and not _mets(titles)
+    assert _glio(_titles(fhir, "condition:below=http://snomed.info/sct|393563007"))
+
+
+@pytest.mark.parametrize("query, status, words", [
+    ("_text=", 400, "needs words"),
+    ("_text=the trial", 400, "no words"),
+    ("condition:below=126952004", 400, "system|code"),
+    ("condition:below=http://snomed.info/sct|999999999999", 400, "not known"),
+    ("condition:text=", 400, "no value"),
+])
+def test_refusals(fhir, studies, query, status, words):
+    resp = fhir.get(f"/fhir/ResearchStudy?{query}")
+    assert resp.status_code == status
+    body = resp.get_json()
+    assert body["resourceType"] == "OperationOutcome" and words in body["issue"][0]["diagnostics"]
+
+
+def test_index_follows_updates_and_deletes(fhir, studies):
+    sid = studies["Exercise after breast cancer"]
+    study = fhir.get(f"/fhir/ResearchStudy/{sid}").get_json()
+    study["condition"] = [{"text": "Mesothelioma"}]
+    study["title"] = study["description"] = "Exercise after mesothelioma"
+    assert fhir.put(f"/fhir/ResearchStudy/{sid}", json=study).status_code == 200
+    assert _titles(fhir, "_text=mesothelioma") == ["Exercise after mesothelioma"]
+    assert _titles(fhir, "_text=breast") == []
+    assert fhir.delete(f"/fhir/ResearchStudy/{sid}").status_code == 204
+    assert _titles(fhir, "_text=mesothelioma") == []
+
+
+def test_eligibility_text_of_the_group_is_searched(fhir):
+    group = {"resourceType": "Group", "type": "person", "actual": False, "extension": [{
+        "url": "https://trialgateway.org/fhir/StructureDefinition/eligibility-criteria-text",
+        "valueMarkdown": "Inclusion: histologically confirmed chordoma of the skull base."}]}
+    gid = fhir.post("/fhir/Group", json=group).get_json()["id"]
+    study = {**_study("A study of a rare bone tumour", ["Bone Neoplasm"]), "enrollment": [
+        {"reference": f"Group/{gid}"}]}
+    assert fhir.post("/fhir/ResearchStudy", json=study, headers=FHIR_JSON).status_code == 201
+    assert _titles(fhir, "_text=chordoma") == ["A study of a rare bone tumour"]
