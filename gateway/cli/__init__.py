@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "gateway.cli.flows",
     "gateway.cli.outbox",
     "gateway.cli.mapping",
+    "gateway.cli.sites",
 ]
 
 
