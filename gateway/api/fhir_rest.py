@@ -15,22 +15,27 @@ from gateway.api.http import (
     check_accept,
     fhir_response,
     json_body,
+    not_modified,
     prefer_return,
     prefer_strict,
     version_headers,
 )
+from gateway.api.opdefs import operation_definition
+from gateway.api.patch import apply_patch
 from gateway.fhir.errors import (
     InvalidResource,
     Issue,
     MethodNotAllowed,
     NotFound,
+    NotSupported,
     UnsupportedMediaType,
     information_outcome,
     operation_outcome,
 )
 from gateway.fhir.models import R4_ONLY_TYPES, SUPPORTED_TYPES
-from gateway.fhir.search import SearchQuery, parse_search
-from gateway.fhir.search_params import normalise_reference
+from gateway.fhir.search import SUMMARY_MODES, Include, SearchQuery, iterate_limit, parse_search, split_values
+from gateway.fhir.search_params import reference_params
+from gateway.fhir.subsetting import subset
 from gateway.store import study_search
 from gateway.store.clock import now_iso
 from gateway.store.interactions import FhirService, new_id
@@ -65,6 +70,20 @@ def metadata():
     return fhir_response(capability_statement(base_url(), current_app.config["STARTED_AT"]))
 
 
+@bp.route("/metadata", methods=["POST", "PUT", "DELETE", "PATCH"])
+def metadata_other():
+    raise MethodNotAllowed(f"{request.method} /metadata is not allowed: the CapabilityStatement is read with GET",
+                           "metadata", headers={"Allow": "GET, HEAD, OPTIONS"})
+
+
+@bp.get("/")
+@bp.get("")
+def system_root():
+    """``GET [base]``: not an interaction here (no system-wide search); say what to use instead."""
+    raise NotSupported("GET /fhir is not supported: read the CapabilityStatement at /fhir/metadata, or search one "
+                       "resource type, e.g. /fhir/ResearchStudy?status=active", "request.url")
+
+
 # -- system level ------------------------------------------------------------------------------
 @bp.post("/")
 @bp.post("")
@@ -91,7 +110,7 @@ def type_level(rtype: str):
         return _search(rtype, list(request.args.items(multi=True)))
     if request.method == "POST":
         resource = auth.prepare_write(rtype, json_body())
-        result = service().create(_as_dict(resource, rtype), if_none_exist=_if_none_exist())
+        result = service().create(_as_dict(resource, rtype), if_none_exist=_if_none_exist(), resource_type=rtype)
         return _write_response(result, HTTPStatus.CREATED if result.created else HTTPStatus.OK)
     if request.method == "PUT":
         query = request.query_string.decode()
@@ -136,8 +155,14 @@ def instance(rtype: str, rid: str):
         return _operation(rtype, None, rid[1:])
     _check_type(rtype)
     if request.method == "GET":
-        st = auth.read(rtype, rid)
-        return fhir_response(st.content, headers=version_headers(st))
+        if rtype == "OperationDefinition" and (od := operation_definition(rid)) is not None:
+            return fhir_response(od)
+        st = auth.read(rtype, rid)  # authorization first: a 304 must not reveal another tenant's resource
+        if not_modified(st):
+            return fhir_response(None, HTTPStatus.NOT_MODIFIED, headers=version_headers(st))
+        return fhir_response(_read_subset(st), headers=version_headers(st))
+    if request.method == "PATCH":
+        return _patch(rtype, rid)
     if request.method == "PUT":
         resource = auth.prepare_write(rtype, json_body())
         result = service().update(rtype, rid, _as_dict(resource, rtype), if_match=request.headers.get("If-Match"))
@@ -166,10 +191,42 @@ def vread(rtype: str, rid: str, vid: str):
     if not vid.isdigit():
         raise NotFound(f"Version '{vid}' is not a version number", f"{rtype}.meta.versionId")
     st = auth.read(rtype, rid, int(vid))
-    return fhir_response(st.content, headers=version_headers(st))
+    if not_modified(st):
+        return fhir_response(None, HTTPStatus.NOT_MODIFIED, headers=version_headers(st))
+    return fhir_response(_read_subset(st), headers=version_headers(st))
 
 
 # -- helpers -----------------------------------------------------------------------------------
+def _read_subset(st: Stored) -> str | dict | None:
+    """A read's body: the stored JSON, or the subset ``_summary`` / ``_elements`` ask for."""
+    summary = request.args.get("_summary")
+    elements = request.args.get("_elements")
+    if summary is None and elements is None:
+        return st.content
+    if summary is not None and summary not in SUMMARY_MODES:
+        raise InvalidResource(f"_summary={summary} is not a summary mode (use one of {', '.join(SUMMARY_MODES)})",
+                              "_summary")
+    names = [e.strip() for e in split_values(elements or "") if e.strip()]
+    exclude = bool(names) and all(n.startswith("-") for n in names)
+    return subset(st.resource(), summary=summary, elements=[n.lstrip("-") for n in names] or None,
+                  exclude=exclude)
+
+
+def _patch(rtype: str, rid: str):
+    """PATCH with a JSON Patch (RFC 6902) or a JSON merge patch (RFC 7386; what fhirpy's ``patch`` sends).
+
+    Authorized as an update, after the caller may see the resource (404 otherwise, before any version
+    check); the patched resource is validated and stored as a new version through ``FhirService.update``,
+    conditional on the version read (a concurrent write gives 412, never a lost update).
+    """
+    current = auth.read(rtype, rid)
+    if_match = request.headers.get("If-Match")
+    patched = apply_patch(current.resource(), rtype, rid)
+    resource = auth.prepare_write(rtype, patched)
+    result = service().update(rtype, rid, _as_dict(resource, rtype), if_match=if_match or current.etag)
+    return _write_response(result, HTTPStatus.OK)
+
+
 def _if_none_exist() -> str | None:
     """The conditional-create criteria: the If-None-Exist header, or else search parameters on the POST URL.
 
@@ -214,9 +271,12 @@ def _operation(rtype: str | None, rid: str | None, name: str):
     return op.handler(rtype, rid)
 
 
-def _entry(st: Stored, mode: str = "match") -> dict:
+def _entry(st: Stored, mode: str = "match", q: SearchQuery | None = None) -> dict:
+    resource: object = orjson.Fragment(st.content)
+    if q is not None and (q.summary in ("true", "text", "data") or q.elements is not None):
+        resource = subset(st.resource(), summary=q.summary, elements=q.elements, exclude=q.elements_exclude)
     hit = g.get("search_hits", {}).get(st.pk) if mode == "match" else None  # score, nearest recruiting site
-    return {"fullUrl": f"{base_url()}/{st.type}/{st.id}", "resource": orjson.Fragment(st.content),
+    return {"fullUrl": f"{base_url()}/{st.type}/{st.id}", "resource": resource,
             "search": study_search.search_element(hit, mode)}
 
 
@@ -248,38 +308,56 @@ def _search(rtype: str, items: list[tuple[str, str]]):
         if q.offset > 0:
             bundle["link"].append({"relation": "prev",
                                    "url": f"{base}/{rtype}?{q.link_query(max(0, q.offset - q.count))}"})
-        entries = [_entry(st) for st in rows]
-        entries.extend(_entry(st, "include") for st in _includes(q, rows))
-        if q.unknown:
-            oo = operation_outcome([Issue("not-supported", f"Search parameter '{p}' is not supported and was "
-                                          "ignored", [p], severity="warning") for p in q.unknown])
-            entries.append({"resource": oo, "search": {"mode": "outcome"}})
+        entries = [_entry(st, q=q) for st in rows]
+        included, capped = _includes(q, rows)
+        entries.extend(_entry(st, "include") for st in included)
+        if capped:
+            q.warnings.append(("_revinclude", f"Only the first {len(included)} included resources are returned"))
         bundle["entry"] = entries
+    if q.warnings:
+        oo = operation_outcome([Issue("not-supported" if p in q.unknown else "code-invalid" if "R4" in m
+                                      else "informational", m, [p], severity="warning") for p, m in q.warnings])
+        bundle.setdefault("entry", []).append({"resource": oo, "search": {"mode": "outcome"}})
     if not auth.show_total(rtype):
         del bundle["total"]  # counted before filtering: would tell a caller how much it may not see
     return fhir_response(bundle)
 
 
-def _includes(q: SearchQuery, rows: list[Stored]) -> list[Stored]:
-    if not q.includes or not rows:
-        return []
-    wanted: list[tuple[str, str]] = []
+def _param_keys(inc: Include) -> list[str]:
+    names = sorted(reference_params(inc.source)) if inc.param == "*" else [inc.param]
+    return [f"{inc.source}:{n}" for n in names]
+
+
+def _includes(q: SearchQuery, rows: list[Stored]) -> tuple[list[Stored], bool]:
+    """_include and _revinclude (with :iterate, up to a few rounds) of the page's matches, as the caller may
+    see them; at most GATEWAY_MAX_COUNT resources in all (True when that cut anything off)."""
+    if not (q.includes or q.revincludes) or not rows:
+        return [], False
+    limit = current_app.config["SETTINGS"].max_count
     seen = {(r.type, r.id) for r in rows}
-    for st in rows:
-        res = st.resource()
+    out: list[Stored] = []
+    frontier = rows
+    for round_ in range(iterate_limit() + 1):
+        found: list[Stored] = []
         for inc in q.includes:
-            _, _, param = inc.partition(":")
-            for ref in _refs(res.get(param)):
-                t, _, i = normalise_reference(ref).partition("/")
-                if i and (t, i) not in seen:
-                    seen.add((t, i))
-                    wanted.append((t, i))
-    return auth.filter_rows(store().read_many(wanted))
-
-
-def _refs(value: object) -> list[str]:
-    items = value if isinstance(value, list) else [value]
-    return [v["reference"] for v in items if isinstance(v, dict) and isinstance(v.get("reference"), str)]
+            if round_ == 0 or inc.iterate:
+                src = [r for r in frontier if r.type == inc.source]
+                found += store().referenced(src, _param_keys(inc), {inc.target} if inc.target else None)
+        for inc in q.revincludes:
+            if round_ == 0 or inc.iterate:
+                found += store().referring(frontier, _param_keys(inc), limit + 1)
+        fresh = []
+        for st in found:
+            if (st.type, st.id) not in seen:
+                seen.add((st.type, st.id))
+                fresh.append(st)
+        out += fresh
+        if len(out) > limit:
+            return auth.filter_rows(out[:limit]), True
+        frontier = fresh
+        if not frontier or not any(i.iterate for i in q.includes + q.revincludes):
+            break
+    return auth.filter_rows(out), False
 
 
 def _history(rtype: str | None, rid: str | None):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from email.utils import format_datetime
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from http import HTTPStatus
 
 import orjson
@@ -15,6 +15,7 @@ from gateway.store.repo import Stored
 FHIR_JSON = "application/fhir+json"
 _JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir"}
 _FORMAT_JSON = {"json", "application/json", "application/fhir+json", "application/json+fhir"}
+FHIR_VERSIONS = ("4.0", "4.0.1")  # the fhirVersion MIME-type parameter values of R4
 
 
 def check_accept() -> None:
@@ -28,11 +29,37 @@ def check_accept() -> None:
     accept = request.headers.get("Accept", "").strip()
     if not accept:
         return
+    wrong_version = None
     for part in accept.split(","):
-        mime = part.split(";")[0].strip().lower()
+        mime, *params = (p.strip() for p in part.split(";"))
+        mime = mime.lower()
         if mime in _JSON_TYPES or mime in ("*/*", "application/*", ""):
-            return
+            version = _param(params, "fhirversion")
+            if version is None or version in FHIR_VERSIONS:
+                return
+            wrong_version = version
+    if wrong_version is not None:
+        raise NotAcceptable(f"fhirVersion={wrong_version} cannot be served; this server speaks FHIR R4 "
+                            "(fhirVersion=4.0)", "Accept")
     raise NotAcceptable(f"Accept '{accept}' cannot be served; this server speaks application/fhir+json", "Accept")
+
+
+def _param(params: list[str], name: str) -> str | None:
+    """The value of a media-type parameter: (['fhirVersion=4.0'], 'fhirversion') -> '4.0'."""
+    for p in params:
+        key, eq, value = p.partition("=")
+        if eq and key.strip().lower() == name:
+            return value.strip().strip('"')
+    return None
+
+
+def check_content_version() -> None:
+    """415 for a body declared as another FHIR version (``Content-Type: ...; fhirVersion=5.0``)."""
+    _, *params = (p.strip() for p in (request.content_type or "").split(";"))
+    version = _param(params, "fhirversion")
+    if version is not None and version not in FHIR_VERSIONS:
+        raise UnsupportedMediaType(f"A fhirVersion={version} body cannot be accepted; this server speaks FHIR R4 "
+                                   "(fhirVersion=4.0)", "Content-Type")
 
 
 def _depth_ok(node: object, limit: int) -> bool:
@@ -67,7 +94,12 @@ def json_body() -> object:
     if ctype not in _JSON_TYPES:
         raise UnsupportedMediaType(f"Content-Type '{request.content_type or '(none)'}' is not supported; "
                                    "send application/fhir+json", "Content-Type")
-    raw = read_body()
+    check_content_version()
+    return parse_json(read_body())
+
+
+def parse_json(raw: bytes) -> object:
+    """Bytes -> JSON, refused with 400 when empty, malformed or nested past GATEWAY_MAX_JSON_DEPTH."""
     if not raw.strip():
         raise InvalidResource("The request body is empty", "body")
     try:
@@ -93,6 +125,8 @@ def fhir_response(body: object, status: int | HTTPStatus = HTTPStatus.OK, header
     resp = Response(data, status=int(status), mimetype=FHIR_JSON if data else None)
     if data:
         resp.headers["Content-Type"] = f"{FHIR_JSON}; charset=utf-8"
+    else:  # an empty 201/204/304 has no content type (Flask's default would say text/html)
+        resp.headers.pop("Content-Type", None)
     for k, v in (headers or {}).items():
         resp.headers[k] = v
     return resp
@@ -115,6 +149,34 @@ def version_headers(st: Stored, location: bool = False) -> dict:
     if location:
         h["Location"] = f"{base_url()}/{st.type}/{st.id}/_history/{st.version}"
     return h
+
+
+def _etag_version(tag: str) -> str:
+    """'W/"3"' -> '3'; '"3"' -> '3'; '3' -> '3' (fhirpy sends the bare versionId)."""
+    tag = tag.strip()
+    if tag.startswith("W/"):
+        tag = tag[2:]
+    return tag.strip().strip('"')
+
+
+def not_modified(st: Stored) -> bool:
+    """Conditional read: True when ``If-None-Match`` names the current version (or is ``*``), or, without
+    it, when the resource has not changed since ``If-Modified-Since`` (RFC 9110 13.1.2 and 13.1.3)."""
+    inm = request.headers.get("If-None-Match")
+    if inm is not None:
+        tags = [_etag_version(t) for t in inm.split(",")]
+        return "*" in tags or str(st.version) in tags
+    ims = request.headers.get("If-Modified-Since")
+    if ims:
+        try:
+            since = parsedate_to_datetime(ims)
+        except (TypeError, ValueError, IndexError):
+            return False  # an unparseable date is ignored, as RFC 9110 says
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        changed = datetime.fromisoformat(st.last_updated).replace(microsecond=0)
+        return changed <= since
+    return False
 
 
 def prefer_return() -> str:

@@ -168,18 +168,35 @@ SEARCH_PARAMS: dict[str, dict[str, SearchParam]] = {
     ]},
 }
 
-# _include targets supported: "Type:param"
-INCLUDES: dict[str, tuple[str, ...]] = {
-    "ResearchStudy": ("ResearchStudy:enrollment", "ResearchStudy:site"),
-}
-
 COMMON_PARAMS = ("_id", "_lastUpdated")
 # Result parameters and control parameters the gateway understands.
-CONTROL_PARAMS = frozenset({"_count", "_offset", "_include", "_summary", "_format", "_total", "_elements"})
+CONTROL_PARAMS = frozenset({"_count", "_offset", "_include", "_revinclude", "_summary", "_format", "_total",
+                            "_elements", "_sort"})
 
 
 def params_for(resource_type: str) -> dict[str, SearchParam]:
     return SEARCH_PARAMS.get(resource_type, {})
+
+
+def reference_params(resource_type: str) -> dict[str, SearchParam]:
+    """The reference search parameters of a type: each can be chained, _include'd and _revinclude'd."""
+    return {n: sp for n, sp in params_for(resource_type).items() if sp.kind == "reference"}
+
+
+def includes_of(resource_type: str) -> list[str]:
+    """CapabilityStatement searchInclude: 'ResearchStudy:site', ... (and 'Type:*')."""
+    names = [f"{resource_type}:{n}" for n in sorted(reference_params(resource_type))]
+    return names + [f"{resource_type}:*"] if names else []
+
+
+def revincludes_of(resource_type: str) -> list[str]:
+    """CapabilityStatement searchRevInclude: every 'Source:param' that may refer to ``resource_type``."""
+    return [f"{src}:{n}" for src in sorted(SEARCH_PARAMS) for n, sp in sorted(reference_params(src).items())
+            if not sp.targets or resource_type in sp.targets]
+
+
+# _include values supported per type ("Type:param"), derived from the reference parameters.
+INCLUDES: dict[str, tuple[str, ...]] = {t: tuple(includes_of(t)) for t in SEARCH_PARAMS if reference_params(t)}
 
 
 def normalise_string(value: str) -> str:

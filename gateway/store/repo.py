@@ -15,7 +15,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import orjson
-from sqlalchemy import Engine, and_, bindparam, delete, func, insert, literal, or_, select, text, update
+from sqlalchemy import (
+    Engine,
+    String,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -582,8 +596,13 @@ class Store:
             conds.append(self._criterion(query.resource_type, crit))
         return conds
 
-    def _criterion(self, rtype: str | None, crit: Criterion):
-        r = s.resources
+    @staticmethod
+    def _criterion(rtype: str | None, crit: Criterion, r=s.resources):
+        """One criterion as a condition on ``r`` (the resources table, or an alias of it for a chain)."""
+        if crit.match_nothing:  # only codes no resource can carry (reported to the caller as a warning)
+            return literal(False)
+        if crit.chain is not None:
+            return r.c.pk.in_(_chain_subquery(rtype, crit))
         if crit.name == "_id":
             return r.c.id.in_(crit.values)
         if crit.name == "_lastUpdated":
@@ -625,9 +644,40 @@ class Store:
             total = conn.execute(select(func.count()).select_from(r).where(*conds)).scalar_one()
             if query.summary_count or query.count == 0:
                 return total, []
-            rows = conn.execute(select(r).where(*conds).order_by(r.c.pk).limit(query.count)
+            rows = conn.execute(select(r).where(*conds).order_by(*_order_by(query)).limit(query.count)
                                 .offset(query.offset)).mappings().all()
         return total, [_stored(x) for x in rows]
+
+    # -- _include / _revinclude --------------------------------------------------------------------
+    def referenced(self, rows: list[Stored], param_keys: list[str], targets: set[str] | None = None) -> list[Stored]:
+        """The current resources that ``rows`` refer to through the reference parameters ``param_keys``
+        ('ResearchStudy:site'), optionally only of the types ``targets``: what ``_include`` adds."""
+        if not rows or not param_keys:
+            return []
+        ref = s.idx_reference
+        with self.engine.connect() as conn:
+            refs = conn.execute(select(ref.c.ref).where(ref.c.res_pk.in_([x.pk for x in rows]),
+                                                        ref.c.param.in_(param_keys)).distinct()).scalars().all()
+        wanted = sorted({tuple(x.split("/", 1)) for x in refs if "/" in x and not x.startswith(("urn:", "#"))})
+        if targets is not None:
+            wanted = [w for w in wanted if w[0] in targets]
+        out: list[Stored] = []
+        for i in range(0, len(wanted), 200):
+            out.extend(self.read_many(wanted[i:i + 200]))
+        return sorted(out, key=lambda x: x.pk)
+
+    def referring(self, rows: list[Stored], param_keys: list[str], limit: int) -> list[Stored]:
+        """Current resources that refer to any of ``rows`` through ``param_keys`` ('ResearchSubject:study'):
+        what ``_revinclude`` adds, at most ``limit`` of them in pk order."""
+        if not rows or not param_keys:
+            return []
+        r, ref = s.resources, s.idx_reference
+        targets = [f"{x.type}/{x.id}" for x in rows]
+        sub = select(ref.c.res_pk).where(ref.c.param.in_(param_keys), ref.c.ref.in_(targets))
+        with self.engine.connect() as conn:
+            found = conn.execute(select(r).where(r.c.pk.in_(sub), r.c.deleted.is_(False)).order_by(r.c.pk)
+                                 .limit(limit)).mappings().all()
+        return [_stored(x) for x in found]
 
     def search_ids(self, query: SearchQuery, conn=None, limit: int | None = None) -> list[str]:
         r = s.resources
@@ -687,6 +737,8 @@ def _reference_forms(value: str, crit: Criterion) -> list[str]:
     ref = normalise_reference(value)
     if "/" in ref:
         return [ref]
+    if crit.modifier:  # subject:Patient=123 -> Patient/123
+        return [f"{crit.modifier}/{ref}"]
     targets = crit.param.targets if crit.param else ()
     return [f"{t}/{ref}" for t in targets] or [ref]
 
@@ -705,3 +757,43 @@ def _date_cond(low_col, high_col, value: str):
     if prefix in ("gt", "sa"):
         return high_col > hi + "\uffff"
     return high_col >= lo  # ge
+
+
+def _chain_subquery(rtype: str | None, crit: Criterion):
+    """pks of ``rtype`` resources whose reference parameter ``crit.name`` points at a resource of one of the
+    chain's target types matching the chained criterion (``ResearchSubject?study.identifier=x``)."""
+    assert crit.chain is not None
+    ref = s.idx_reference
+    target = s.resources.alias("chain_target")  # not correlated with the outer query's resources
+    forms = []
+    for t in crit.chain.targets:  # resource type names (checked by the parser): safe as SQL literals
+        forms.append(select(literal_column(f"'{t}/'", String) + target.c.id).where(
+            target.c.type == t, target.c.deleted.is_(False), Store._criterion(t, crit.chain.criterion, target)))
+    refs = forms[0] if len(forms) == 1 else forms[0].union_all(*forms[1:])
+    return select(ref.c.res_pk).where(ref.c.param == f"{rtype}:{crit.name}", ref.c.ref.in_(refs))
+
+
+def _order_by(query: SearchQuery) -> list:
+    """ORDER BY for ``_sort``: each key, resources without a value last, then pk so that pages are stable."""
+    r = s.resources
+    out = []
+    for key in query.sort:
+        if key.name == "_id":
+            col = r.c.id
+        elif key.name == "_lastUpdated":
+            col = r.c.last_updated
+        else:
+            assert key.param is not None
+            kind = key.param.kind
+            tbl = s.INDEX_TABLES[kind]
+            if kind == "date":
+                value = tbl.c.high if key.descending else tbl.c.low
+            else:
+                value = tbl.c.code if kind == "token" else tbl.c.ref if kind == "reference" else tbl.c.value
+            agg = func.max(value) if key.descending else func.min(value)
+            col = (select(agg).where(tbl.c.res_pk == r.c.pk, tbl.c.param == f"{query.resource_type}:{key.name}")
+                   .scalar_subquery())
+        out.append(col.desc().nulls_last() if key.descending else col.asc().nulls_last())
+    out.append(r.c.pk.desc() if query.sort and query.sort[0].descending and query.sort[0].name == "_lastUpdated"
+               else r.c.pk)
+    return out

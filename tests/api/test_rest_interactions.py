@@ -158,7 +158,8 @@ def test_conditional_update_id_mismatch_is_400(fhir):
 def test_put_and_delete_on_type_without_query_are_405(fhir):
     assert fhir.put("/fhir/ResearchStudy", json=study("x")).status_code == 405
     assert fhir.delete("/fhir/ResearchStudy").status_code == 405
-    assert fhir.patch("/fhir/ResearchStudy/x", json={}).status_code == 405
+    assert fhir.patch("/fhir/ResearchStudy", json={}).status_code == 405  # conditional patch: not supported
+    assert fhir.patch("/fhir/ResearchStudy/x", json={}).status_code == 404  # PATCH is supported; x does not exist
     assert fhir.post("/fhir/ResearchStudy/x", json=study("x")).status_code == 405
 
 
@@ -255,7 +256,12 @@ def test_include_enrollment_and_site(fhir):
     only_site = fhir.get(f"/fhir/ResearchStudy?identifier={SPONSOR}|I2&_include=ResearchStudy:site"
                          ).get_json()
     assert ids(only_site, "include") == ["site1"]
-    assert fhir.get("/fhir/ResearchStudy?_include=ResearchStudy:sponsor").status_code == 400
+    # every reference parameter can be included now; 'title' is not one: refused when strict, else a warning
+    strict = {"Prefer": "handling=strict"}
+    assert fhir.get("/fhir/ResearchStudy?_include=ResearchStudy:title", headers=strict).status_code == 400
+    lenient = fhir.get("/fhir/ResearchStudy?_include=ResearchStudy:title").get_json()
+    assert [e["search"]["mode"] for e in lenient["entry"]].count("outcome") == 1
+    assert "_include" not in next(lk["url"] for lk in lenient["link"] if lk["relation"] == "self")
 
 
 def test_summary_count(fhir):
@@ -410,7 +416,7 @@ def test_metadata(fhir):
     assert rs_params["condition"]["type"] == "token"
     assert rs_params["condition"]["definition"] == CONDITION_SEARCH_PARAM_URL
     includes = set(by_type["ResearchStudy"]["searchInclude"])
-    assert includes == {"ResearchStudy:enrollment", "ResearchStudy:site"}
+    assert includes == {"ResearchStudy:enrollment", "ResearchStudy:site", "ResearchStudy:sponsor", "ResearchStudy:*"}
     assert {i["code"] for i in rest["interaction"]} >= {"transaction", "batch"}
 
 
