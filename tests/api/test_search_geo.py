@@ -1,0 +1,116 @@
+"""ResearchStudy?postcode / distance / near and Location?near (issue #14): recruiting sites only, nearest first,
+the nearest site named on each entry, refusals. Both backends."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.fhir.conventions import EXT_MATCH_NEAREST_SITE, EXT_SITE_RECRUITMENT_STATUS
+
+# LS6 (Leeds) centroid ~ (53.820, -1.571). Distances below are to district centroids.
+SITES = {
+    "leeds-recruiting": ("LS9 7TF", "recruiting"),  # ~4 km from LS6
+    "leeds-not-yet": ("LS6 4EP", "not-yet-recruiting"),  # ~0 km (same district): never offered
+    "manchester": ("M20 4BX", "recruiting"),  # ~62 km
+    "liverpool-no-status": ("L12 2AP", None),  # ~100 km: the study status decides
+    "london": ("SW1A 1AA", "recruiting"),  # ~270 km
+}
+
+
+def _location(name: str, postcode: str, status: str | None) -> dict:
+    loc: dict = {"resourceType": "Location", "name": name, "status": "active",
+                 "address": {"postalCode": postcode, "country": "GB"}}
+    if status:
+        loc["extension"] = [{"url": EXT_SITE_RECRUITMENT_STATUS, "valueCode": status}]
+    return loc
+
+
+@pytest.fixture
+def world(fhir) -> dict[str, str]:
+    ids = {name: fhir.post("/fhir/Location", json=_location(name, pc, st)).get_json()["id"]
+           for name, (pc, st) in SITES.items()}
+
+    def study(title: str, sites: list[str], status: str = "active") -> None:
+        body = {"resourceType": "ResearchStudy", "status": status, "title": title,
+                "condition": [{"text": "Glioblastoma"}], "site": [{"reference": f"Location/{ids[s]}"} for s in sites]}
+        assert fhir.post("/fhir/ResearchStudy", json=body).status_code == 201
+
+    study("A: Leeds recruiting and not-yet", ["leeds-not-yet", "leeds-recruiting"])
+    study("B: only a not-yet-recruiting site nearby, recruiting in Manchester", ["leeds-not-yet", "manchester"])
+    study("C: Liverpool, no site status, study active", ["liverpool-no-status"])
+    study("D: Liverpool, no site status, study closed", ["liverpool-no-status"], status="closed-to-accrual")
+    study("E: London", ["london"])
+    return ids
+
+
+def _entries(fhir, query: str) -> list[dict]:
+    resp = fhir.get(f"/fhir/{query}")
+    assert resp.status_code == 200, resp.get_json()
+    return [e for e in resp.get_json().get("entry", []) if e["search"]["mode"] == "match"]
+
+
+def _nearest(entry: dict) -> tuple[str, float]:
+    ext = next(x for x in entry["search"]["extension"] if x["url"] == EXT_MATCH_NEAREST_SITE)
+    parts = {p["url"]: p for p in ext["extension"]}
+    return parts["site"]["valueReference"]["display"], parts["distance"]["valueQuantity"]["value"]
+
+
+def test_postcode_default_50_km_recruiting_sites_only_nearest_first(fhir, world):
+    entries = _entries(fhir, "ResearchStudy?postcode=LS6 3HE")
+    assert [e["resource"]["title"][0] for e in entries] == ["A"]
+    name, km = _nearest(entries[0])
+    assert name == "leeds-recruiting" and 2 < km < 8  # never the not-yet-recruiting site 1 km away
+
+
+def test_distance_widens_and_the_nearest_site_is_a_recruiting_one(fhir, world):
+    entries = _entries(fhir, "ResearchStudy?postcode=LS6&distance=150")
+    titles = [e["resource"]["title"][0] for e in entries]
+    assert titles == ["A", "B", "C"]  # D: its only site has no status and the study is closed
+    assert [_nearest(e)[0] for e in entries] == ["leeds-recruiting", "manchester", "liverpool-no-status"]
+    kms = [_nearest(e)[1] for e in entries]
+    assert kms == sorted(kms)
+
+
+def test_near_in_km_and_miles(fhir, world):
+    km = _entries(fhir, "ResearchStudy?near=53.82|-1.571|150|km")
+    mi = _entries(fhir, "ResearchStudy?near=53.82|-1.571|93.3|mi")
+    assert [e["resource"]["id"] for e in km] == [e["resource"]["id"] for e in mi] and len(km) == 3
+    assert len(_entries(fhir, "ResearchStudy?near=53.82|-1.571")) == 1  # 50 km by default
+
+
+def test_place_combines_with_text_and_other_parameters(fhir, world):
+    assert len(_entries(fhir, "ResearchStudy?postcode=LS6&distance=400&_text=glioblastoma")) == 4
+    assert _entries(fhir, "ResearchStudy?postcode=LS6&distance=400&_text=melanoma") == []
+    entries = _entries(fhir, "ResearchStudy?postcode=LS6&distance=400&_text=glioblastoma&_count=2")
+    assert "score" in entries[0]["search"] and len(entries) == 2
+
+
+def test_self_link_keeps_the_district_not_the_full_postcode(fhir, world):
+    body = fhir.get("/fhir/ResearchStudy?postcode=LS6 3HE&distance=100").get_json()
+    self_url = body["link"][0]["url"]
+    assert "postcode=LS6&" in self_url and "3HE" not in self_url and "distance=100" in self_url
+
+
+@pytest.mark.parametrize("query, words", [
+    ("postcode=ZZ9 9ZZ", "not known"),
+    ("postcode=hello", "not a UK postcode"),
+    ("postcode=JE2 3QS", "not known"),  # Jersey: not covered
+    ("postcode=LS6&distance=-3", "above 0"),
+    ("postcode=LS6&distance=far", "number"),
+    ("distance=10", "needs a postcode"),
+    ("near=53.8", "latitude|longitude"),
+    ("near=99|0|10|km", "-90..90"),
+    ("near=53.8|-1.5|10|parsecs", "km or mi"),
+    ("near=53.8|-1.5|10|km&postcode=LS6", "either"),
+])
+def test_refusals_say_what_is_wrong_and_never_echo_the_postcode(fhir, world, query, words):
+    resp = fhir.get(f"/fhir/ResearchStudy?{query}")
+    assert resp.status_code == 400
+    text = resp.get_data(as_text=True)
+    assert words in resp.get_json()["issue"][0]["diagnostics"]
+    assert "9ZZ" not in text and "3QS" not in text
+
+
+def test_location_near(fhir, world):
+    entries = _entries(fhir, "Location?near=53.82|-1.571|80|km")
+    assert [e["resource"]["name"] for e in entries] == ["leeds-not-yet", "leeds-recruiting", "manchester"]
