@@ -228,7 +228,7 @@ def _candidates(state: MatchingState, rid: str | None) -> Response:
                          d.reason if d.allowed else f"{d.reason} (listed because consent=any)")]
         pid = p.patient_ids[0]
         entries.append({"fullUrl": f"{base}/Patient/{pid}", "resource": state.raw["Patient"][pid],
-                        "search": search_element(r, extra)})
+                        "search": search_element(r, extra, audience="team")})
     return fhir_response(_bundle(entries, page.total, f"{base}/ResearchStudy/{rid}/$candidates"))
 
 

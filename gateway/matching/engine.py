@@ -397,10 +397,10 @@ def _therapy(crit: Criterion, p: PatientProfile, term: Terminology, today: date,
         result = NOT_MET if crit.exclude else MET
     elif undated:
         result = UNKNOWN
-    elif hits or "medications" in p.complete:
-        result = MET if crit.exclude else NOT_MET  # dated records outside the window, or a complete list
+    elif "medications" in p.complete:
+        result = MET if crit.exclude else NOT_MET  # the source says the medication list is complete
     else:
-        result = UNKNOWN
+        result = UNKNOWN  # nothing, or only records older than the window: no datum for the window
     if not explain:
         return result
     within = f" in the last {_window_text(crit.lookback_days)}" if crit.lookback_days is not None else ""
@@ -414,12 +414,6 @@ def _therapy(crit: Criterion, p: PatientProfile, term: Terminology, today: date,
     if undated:
         return Finding(_name(crit), UNKNOWN, _quote(crit, f"Therapy {hits[0].label} is recorded without a date, so "
                                                           f"whether it was {what} is unknown"))
-    if hits:
-        t = hits[0]
-        why = f"Therapy {t.label} ({t.when[:10]}) is older than the {_window_text(crit.lookback_days or 0)} window"
-        if crit.exclude:
-            return Finding(_name(crit), MET, _quote(crit, f"Does not have prior {what}: {why[0].lower()}{why[1:]}"))
-        return Finding(_name(crit), NOT_MET, _quote(crit, f"{why} the study requires"))
     if "medications" in p.complete:
         if crit.exclude:
             return Finding(_name(crit), MET, _quote(crit, f"Does not have prior {what}: the records state the "
@@ -427,6 +421,11 @@ def _therapy(crit: Criterion, p: PatientProfile, term: Terminology, today: date,
         return Finding(_name(crit), NOT_MET, _quote(crit, f"No prior {what}, which the study requires (the "
                                                           "medication list is stated complete)"))
     verb = "excludes" if crit.exclude else "requires"
+    if hits:
+        t = hits[0]
+        old = f"Therapy {t.label} ({t.when[:10]}) is older than the {_window_text(crit.lookback_days or 0)} window"
+        return Finding(_name(crit), UNKNOWN, _quote(crit, f"{old}; no record says whether the patient had {what}, "
+                                                          f"which the study {verb}"))
     return Finding(_name(crit), UNKNOWN, _quote(crit, f"No record says whether the patient had {what}, which the "
                                                       f"study {verb}"))
 
@@ -455,7 +454,8 @@ def _variant(crit: Criterion, p: PatientProfile, today: date, explain: bool = Tr
                                                           f"recorded; the study {verb} {want}"))
     v = has or negative
     assert v is not None
-    seen = f"{', '.join(sorted(v.variants)) or 'a variant'} detected" if v.present else "no variant detected"
+    shown = sorted(x.upper() if len(x) <= 8 else x for x in v.variants)
+    seen = f"{', '.join(shown) or 'a variant'} detected" if v.present else "no variant detected"
     on = f" ({v.when[:10]})" if v.when else ""
     if crit.exclude and result == MET:
         return Finding(_name(crit), MET, _quote(crit, f"Does not have {want}: {v.label} shows {seen}{on}"))
@@ -556,10 +556,9 @@ def _other_malignancy(crit: Criterion, p: PatientProfile, term: Terminology, tod
         result = NOT_MET if crit.exclude else MET
     elif undated:
         result = UNKNOWN
-    elif "conditions" in p.complete or any(
-            not c.secondary and wanted & c.ancestors and not others & c.ancestors for c in p.history):
-        result = MET if crit.exclude else NOT_MET  # only older ones, or a complete list
-    else:
+    elif "conditions" in p.complete:
+        result = MET if crit.exclude else NOT_MET  # the source says the problem list is complete
+    else:  # nothing, or only older ones: no datum for the window
         result = UNKNOWN
     if not explain:
         return result
@@ -572,8 +571,8 @@ def _other_malignancy(crit: Criterion, p: PatientProfile, term: Terminology, tod
     if result == UNKNOWN:
         return Finding(_name(crit), UNKNOWN, _quote(crit, f"No record says whether the patient had another "
                                                           f"malignancy{within}, which the study {verb}"))
-    return Finding(_name(crit), result, _quote(crit, f"Does not have another malignancy{within}: none is "
-                                                     "recorded in that time and the records say so"))
+    return Finding(_name(crit), result, _quote(crit, f"Does not have another malignancy{within}: the records "
+                                                     "state the problem list is complete"))
 
 
 def _name(crit: Criterion) -> str:

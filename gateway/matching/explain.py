@@ -1,10 +1,14 @@
 """Match results as FHIR JSON: the explanation extension on Bundle.entry.search (and on near-miss issues).
 
-Shape (documented in docs/readme/matching.md), one extension per criterion:
+Shape (documented in docs/matching.md), one extension per criterion:
     {"url": EXT_MATCH_EXPLANATION, "extension": [
         {"url": "criterion", "valueString": "Condition"},
         {"url": "result", "valueCode": "met"},           # met | not-met | unknown
         {"url": "text", "valueString": "Condition 'Glioblastoma' (SNOMED CT 393563007) is a kind of ..."}]}
+(``result`` is met | not-met | unknown | not-checked), the coverage and a plain-English summary:
+    {"url": EXT_MATCH_COVERAGE, "extension": [{"url": "evaluated", "valueInteger": 9},
+                                              {"url": "total", "valueInteger": 31}]}
+    {"url": EXT_MATCH_SUMMARY, "valueString": "You may be able to take part. 9 of 31 criteria could be ..."}
 and, when the patient's location is known, one nearest-site extension:
     {"url": EXT_MATCH_NEAREST_SITE, "extension": [
         {"url": "site", "valueReference": {"reference": "Location/1", "display": "..."}},
@@ -26,9 +30,40 @@ def finding_extension(f: Finding) -> dict:
         {"url": "text", "valueString": f.text}]}
 
 
-def result_extensions(r: MatchResult, extra: list[Finding] | None = None) -> list[dict]:
-    """MatchResult -> the extensions for Bundle.entry.search."""
-    exts = [finding_extension(f) for f in [*r.findings, *(extra or [])]]
+def summary(r: MatchResult, audience: str = "patient") -> str:
+    """One plain-English line: may the person take part, and how much of the study their records could check:
+    "You may be able to take part. 9 of 31 criteria could be checked from your records; the research team will
+    check the rest." ``audience`` 'team' speaks of "the patient's records" ($candidates)."""
+    yours = "your records" if audience == "patient" else "the patient's records"
+    n = f"{r.evaluated} of {r.total} {'criterion' if r.total == 1 else 'criteria'}"
+    failed = sum(f.result == "not-met" for f in r.findings)
+    if failed:
+        lead = "You are probably not able to take part" if audience == "patient" else "Probably not eligible"
+        return f"{lead}: {failed} {'criterion is' if failed == 1 else 'criteria are'} not met according to {yours}."
+    lead = "You may be able to take part." if audience == "patient" else "May be eligible."
+    if r.total and r.evaluated == r.total:
+        return f"{lead} All {r.total} criteria could be checked from {yours}; the research team will confirm them."
+    conflict = " Some of them may conflict with the study's criteria." if any(f.conflict for f in r.findings) else ""
+    return f"{lead} {n} could be checked from {yours}; the research team will check the rest.{conflict}"
+
+
+def coverage_extension(r: MatchResult) -> dict:
+    return {"url": cv.EXT_MATCH_COVERAGE, "extension": [{"url": "evaluated", "valueInteger": r.evaluated},
+                                                         {"url": "total", "valueInteger": r.total}]}
+
+
+def result_extensions(r: MatchResult, extra: list[Finding] | None = None, audience: str = "patient") -> list[dict]:
+    """MatchResult -> the extensions for Bundle.entry.search: one explanation per criterion (an identical
+    sentence twice is said once), the coverage, the summary and the nearest site."""
+    seen: set[tuple[str, str]] = set()
+    exts = []
+    for f in [*r.findings, *(extra or [])]:
+        if (f.result, f.text) in seen:
+            continue
+        seen.add((f.result, f.text))
+        exts.append(finding_extension(f))
+    exts.append(coverage_extension(r))
+    exts.append({"url": cv.EXT_MATCH_SUMMARY, "valueString": summary(r, audience)})
     if r.nearest is not None and r.distance_km is not None:
         site: dict = {"display": r.nearest.name}
         if r.nearest.location_id:
@@ -40,9 +75,9 @@ def result_extensions(r: MatchResult, extra: list[Finding] | None = None) -> lis
     return exts
 
 
-def search_element(r: MatchResult, extra: list[Finding] | None = None) -> dict:
+def search_element(r: MatchResult, extra: list[Finding] | None = None, audience: str = "patient") -> dict:
     """MatchResult -> Bundle.entry.search {mode: match, score, extension}."""
-    return {"extension": result_extensions(r, extra), "mode": "match", "score": r.score}
+    return {"extension": result_extensions(r, extra, audience), "mode": "match", "score": r.score}
 
 
 def near_miss_outcome(near: list[MatchResult], rtype: str = "ResearchStudy") -> dict:
