@@ -23,6 +23,7 @@ import orjson
 from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 
 from gateway.store import schema as s
 from gateway.store.clock import now_iso
@@ -112,8 +113,8 @@ class Listener:
 
     def _connect(self):
         raw = self.engine.raw_connection()
-        raw.detach()  # a connection of its own, never returned to the pool in LISTEN state
         conn = raw.driver_connection
+        raw.detach()  # a connection of its own, never returned to the pool in LISTEN state
         conn.rollback()
         conn.autocommit = True
         conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
@@ -139,7 +140,7 @@ class Listener:
                 for _ in self._conn.notifies(timeout=0.001):
                     pass
             return woke
-        except psycopg.Error as exc:
+        except (psycopg.Error, DBAPIError) as exc:
             log.warning("outbox LISTEN connection lost (%s); polling until it is back", type(exc).__name__)
             self.close()
             (stop.wait if stop is not None else time.sleep)(seconds)
