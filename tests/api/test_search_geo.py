@@ -114,3 +114,20 @@ def test_refusals_say_what_is_wrong_and_never_echo_the_postcode(fhir, world, que
 def test_location_near(fhir, world):
     entries = _entries(fhir, "Location?near=53.82|-1.571|80|km")
     assert [e["resource"]["name"] for e in entries] == ["leeds-not-yet", "leeds-recruiting", "manchester"]
+
+
+def test_service_function_for_the_pages(app, world):
+    from gateway.api.study_search import UnknownPostcode, search_studies
+
+    store = app.extensions["gateway.store"]
+    result = search_studies(store, text="glioblastoma", postcode="LS6 3HE", distance_km=150)
+    assert result.total == 3 and [h.resource["title"][0] for h in result.hits] == ["A", "B", "C"]
+    first = result.hits[0]
+    assert first.nearest_site.name == "leeds-recruiting" and 2 < first.nearest_site.distance_km < 8
+    assert first.score is not None and first.nearest_site.location_id == world["leeds-recruiting"]
+    assert search_studies(store, text="glioblastoma", count=2).total == 4  # recruiting only: D is closed
+    assert search_studies(store, text="glioblastoma", recruiting_only=False).total == 5
+    assert search_studies(store, recruiting_only=False).total == 5
+    with pytest.raises(UnknownPostcode) as err:
+        search_studies(store, postcode="ZZ9 9ZZ")
+    assert "9ZZ" not in str(err.value)
