@@ -165,3 +165,25 @@ def _case(http, keys, tok, role, rtype, interaction, which):
     if interaction == "search" and want == 200:
         got = [e["resource"]["id"] for e in r.get_json().get("entry", []) if e["search"]["mode"] == "match"]
         assert got == ([rid] if rid in VISIBLE[role] else [])
+
+
+# /metrics goes through the one authorization path (gateway.api.auth, like /admin/*): administrators only;
+# the probes are public (load balancers carry no token).
+OPS_PATHS = {"/metrics": {"admin": 200, "anonymous": 401}, "/readyz": {}, "/healthz": {}}
+
+
+@pytest.mark.parametrize("path", sorted(OPS_PATHS))
+@pytest.mark.parametrize("role", ["admin", "hospital", "sponsor", "research-team", "patient-app", "anonymous"])
+def test_operations_endpoints(shared, role, path):
+    if role == "anonymous":
+        headers = {}
+    elif role == "patient-app":
+        headers = bearer(idp_token(shared.keys))
+    else:
+        headers = bearer(shared.token({"admin": "admin-console", "hospital": "leeds-ehr", "sponsor": "sponsor-a",
+                                       "research-team": "team-a"}[role]))
+    want = OPS_PATHS[path].get(role, 403) if OPS_PATHS[path] else 200
+    r = shared.http.get(path, headers=headers)
+    assert r.status_code == want, r.get_data(as_text=True)[:300]
+    if want == 200 and path == "/metrics":
+        assert b"gateway_http_requests_total" in r.data
