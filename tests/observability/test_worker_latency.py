@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+import requests
 from sqlalchemy import select
 
 from gateway.outbound import outbox
@@ -24,18 +25,22 @@ from tests.e2e.test_alerts_e2e import (
     subscription,
     wait_until,
 )
-from tests.e2e.test_contact_delivery import _child_env
+from tests.e2e.test_contact_delivery import _child_env, free_port
 from tests.procs import GatewayProcess
 
 pg_only = pytest.mark.skipif(not PG_URL, reason="LISTEN/NOTIFY needs PostgreSQL (GATEWAY_TEST_DATABASE_URL)")
 
 
-def _handshake_timing(url: str, folder, poll: str | None) -> tuple[float, float]:
-    """-> (seconds from the 201 to the job's first attempt, seconds from the 201 to the handshake received)."""
+def _handshake_timing(url: str, folder, poll: str | None, metrics_port: int = 0) -> tuple[float, float]:
+    """-> (seconds from the 201 to the job's first attempt, seconds from the 201 to the handshake received).
+
+    With ``metrics_port`` the worker serves its own /metrics there; its delivery counter is checked."""
     env = {"GATEWAY_ALLOWED_HOSTS": "127.0.0.1"}
     receiver = Receiver(folder)
     with GatewayProcess(url, folder / "gw", env=env) as gw:
         polling = {"GATEWAY_WORKER_POLL_SECONDS": poll} if poll else {}
+        if metrics_port:
+            polling["GATEWAY_WORKER_METRICS_PORT"] = str(metrics_port)
         worker_env = _child_env({**env, "GATEWAY_DATABASE_URL": url, "GATEWAY_INSTANCE_PATH": str(folder / "gw"),
                                  "GATEWAY_BASE_URL": gw.base, **polling})
         assert post(gw, "", (DEMO / "03-leeds-patient-glioblastoma.json").read_bytes()).status_code == 200
@@ -49,6 +54,11 @@ def _handshake_timing(url: str, folder, poll: str | None) -> tuple[float, float]
             sub = r.json()["id"]
             wait_until(lambda: notifications(receiver, sub, "handshake"), timeout=10, what="the handshake")
             received = time.monotonic() - answered
+            if metrics_port:
+                text = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+                assert ('gateway_outbox_deliveries_total{destination="subscriber",kind="subscription-handshake",'
+                        'outcome="delivered"} 1.0') in text, text[-2000:]
+                assert sub not in text and pid not in text
         finally:
             worker.stop()
             receiver.child.stop()
@@ -75,7 +85,8 @@ def test_postgresql_notify_wakes_the_worker_long_before_its_poll(tmp_path):
 
 
 def test_sqlite_short_poll_starts_the_job_within_a_second(tmp_path):
-    started, received = _handshake_timing(f"sqlite:///{tmp_path / 'gw.sqlite3'}", tmp_path, poll=None)
+    started, received = _handshake_timing(f"sqlite:///{tmp_path / 'gw.sqlite3'}", tmp_path, poll=None,
+                                          metrics_port=free_port())
     print(f"sqlite: job started after {started:.3f} s, handshake received after {received:.3f} s")
     assert started < 1.0, f"the job started {started:.2f} s after the gateway answered"
     assert received < 3.0, f"the handshake arrived {received:.2f} s after the gateway answered"
