@@ -205,7 +205,7 @@ def _genes(char: dict) -> tuple[str, ...]:
                     genes.add(c[k].strip().lower())
         if isinstance(cc.get("text"), str):
             genes.add(cc["text"].strip().lower())
-    return tuple(sorted(genes))
+    return tuple(sorted(drugs.gene_names(genes))) if genes else ()
 
 
 def _variant(char: dict) -> str:

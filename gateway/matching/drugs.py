@@ -98,3 +98,22 @@ def stage_of(codes: tuple[Code, ...], text: str) -> str | None:
 def stage_ancestors(stage: str) -> tuple[str, ...]:
     """'IIIB' -> ('IIIB', 'III')."""
     return tuple(_lexicons().stage_ancestors(stage))
+
+
+@lru_cache(maxsize=1)
+def _gene_aliases() -> dict[str, frozenset[str]]:
+    out: dict[str, frozenset[str]] = {}
+    for symbol, gene in _lexicons().genes.items():
+        names = frozenset({symbol.lower(), gene.hgnc.lower()})
+        for n in names:
+            out[n] = names
+    return out
+
+
+def gene_names(genes: set[str]) -> frozenset[str]:
+    """Gene identifiers (lower case) widened to both the HGNC id and the symbol: {'hgnc:3236'} -> + 'egfr'."""
+    aliases = _gene_aliases()
+    out = set(genes)
+    for g in genes:
+        out |= aliases.get(g, frozenset())
+    return frozenset(out)

@@ -276,7 +276,7 @@ def _variant_fact(obs: dict, when: str, term: Terminology | None) -> VariantFact
     present = True if value & PRESENT_ANSWERS else False if value & ABSENT_ANSWERS else None
     if present is None and variants:
         present = True  # a reported variant with no assessment value is a finding of that variant
-    return VariantFact(frozenset(genes), frozenset(v for v in variants if v), present, when,
+    return VariantFact(drugs.gene_names(genes), frozenset(v for v in variants if v), present, when,
                        concept_label(obs.get("code"), term))
 
 
