@@ -133,3 +133,56 @@ def test_eight_concurrent_conditional_creates_over_http(gateway):
     found = requests.get(f"{gateway.base}/ResearchStudy", params={"identifier": f"{SPONSOR}|FP-RACE"},
                          timeout=10).json()
     assert found["total"] == 1
+
+
+def test_sort_elements_include_revinclude_patch_and_refresh(fhir):
+    """What fhirpy's query builder sends: .sort(), .elements(), .include(), .revinclude(), patch and refresh."""
+    site = fhir.resource("Location", name="FP contract site")
+    site.save()
+    titles = ["fp-c delta", "FP-C alpha", "fp-c charlie", "FP-C bravo"]
+    studies = []
+    for i, title in enumerate(titles):
+        s = fhir.resource("ResearchStudy", status="active", title=title, description="long text",
+                          identifier=[{"system": SPONSOR, "value": f"FP-C-{i}"}],
+                          site=[{"reference": f"Location/{site.id}"}])
+        s.save()
+        studies.append(s)
+    group = fhir.resource("Group", type="person", actual=False)
+    group.save()
+    studies[0]["enrollment"] = [{"reference": f"Group/{group.id}"}]
+    studies[0].save()
+    search = fhir.resources("ResearchStudy").search(title="fp-c ")
+
+    ordered = [r["title"] for r in search.sort("title").limit(3).fetch_all()]  # paged: 3 + 1
+    assert ordered == ["FP-C alpha", "FP-C bravo", "fp-c charlie", "fp-c delta"]
+    assert [r["title"] for r in search.sort("-title").fetch()] == list(reversed(ordered))
+    assert [r.id for r in search.sort("-_lastUpdated").fetch()][0] == studies[0].id  # saved again last
+
+    slim = search.elements("title").fetch()
+    assert len(slim) == 4 and all("description" not in r and "site" not in r for r in slim)
+    assert all(any(t["code"] == "SUBSETTED" for t in r["meta"]["tag"]) for r in slim)
+
+    raw = search.include("ResearchStudy", "site").include("ResearchStudy", "enrollment").fetch_raw()
+    included = {(e.resource.resourceType, e.resource.id) for e in raw.entry if e.search.mode == "include"}
+    assert included == {("Location", site.id), ("Group", group.id)}
+    assert len(search.include("ResearchStudy", "site").fetch()) == 4  # fetch() keeps the matches' type
+    raw = fhir.resources("Location").search(_id=site.id).revinclude("ResearchStudy", "site").fetch_raw()
+    assert {e.resource.id for e in raw.entry if e.search.mode == "include"} == {s.id for s in studies}
+
+    chained = fhir.resources("ResearchStudy").search(**{"enrollment.type": "person", "site.name": "FP contract"})
+    assert [r.id for r in chained.fetch()] == [studies[0].id]
+
+    patched = fhir.patch("ResearchStudy", studies[1].id, title="FP-C alpha patched")  # a merge patch
+    assert patched["title"] == "FP-C alpha patched" and patched["meta"]["versionId"] == "2"
+    studies[1].patch(description="patched by fhirpy")  # sends only the fields given
+    got = fhir.reference("ResearchStudy", studies[1].id).to_resource()
+    assert got["description"] == "patched by fhirpy" and got["title"] == "FP-C alpha patched"
+    assert got["meta"]["versionId"] == "3"
+    json_patch = requests.patch(f"{fhir.url}/ResearchStudy/{studies[1].id}", timeout=10,
+                                json=[{"op": "replace", "path": "/title", "value": "json-patched"}],
+                                headers={"Content-Type": "application/json-patch+json", "If-Match": 'W/"3"'})
+    assert json_patch.status_code == 200 and json_patch.json()["meta"]["versionId"] == "4"
+    got.refresh()  # fhirpy sends If-None-Match with the versionId it holds: a changed resource comes back
+    assert got["title"] == "json-patched"
+    got.refresh()  # and an unchanged one is a 304, which fhirpy keeps as it is
+    assert got["title"] == "json-patched" and got["meta"]["versionId"] == "4"
