@@ -297,7 +297,7 @@ _SQLITE_SCORES = (
     "WITH m AS MATERIALIZED (SELECT rowid AS id, "
     f"-bm25(search_fts, {', '.join(str(w) for w in BM25_WEIGHTS)}) AS s FROM search_fts WHERE search_fts MATCH ?) "
     "SELECT pk, SUM(s) FROM (SELECT CASE WHEN t.rtype = 'Group' THEN ir.res_pk ELSE t.res_pk END AS pk, m.s AS s "
-    "FROM m JOIN search_text t ON t.res_pk = m.id "
+    "FROM m JOIN search_text t INDEXED BY ix_search_text_doc ON t.res_pk = m.id "
     "LEFT JOIN idx_reference ir ON t.rtype = 'Group' AND ir.param = 'ResearchStudy:enrollment' AND ir.ref = t.ref"
     ") WHERE pk IS NOT NULL GROUP BY pk")
 _PG_SCORES = (
@@ -331,11 +331,12 @@ class SiteDistance:
     distance_km: float
 
 
+# CROSS JOIN: SQLite then reads the sites in the box first (without ANALYZE statistics it would start from every
+# study's site references, a cost growing with the database); PostgreSQL plans it as any inner join.
 _STUDY_SITES = (
-    "SELECT ir.res_pk, g.res_pk, g.ref, g.lat, g.lon, g.site_status, st.code FROM search_geo g "
-    "JOIN idx_reference ir ON ir.param = 'ResearchStudy:site' AND ir.ref = g.ref "
-    "LEFT JOIN idx_token st ON st.res_pk = ir.res_pk AND st.param = 'ResearchStudy:status' "
-    "WHERE g.lat BETWEEN :a AND :b AND g.lon BETWEEN :c AND :d")
+    "SELECT ir.res_pk, g.res_pk, g.ref, g.lat, g.lon, g.site_status FROM search_geo g CROSS JOIN idx_reference ir "
+    "WHERE g.lat BETWEEN :a AND :b AND g.lon BETWEEN :c AND :d AND ir.param = 'ResearchStudy:site' AND ir.ref = g.ref")
+_STUDY_STATUS = "SELECT res_pk, code FROM idx_token WHERE param = 'ResearchStudy:status' AND res_pk IN :pks"
 
 
 def recruiting(site_status: str | None, study_status: str | None) -> bool:
@@ -349,9 +350,15 @@ def nearest_recruiting_sites(conn, centre: geo.LatLon, km: float) -> dict[int, S
     """ResearchStudy pk -> its nearest recruiting site within ``km`` of ``centre`` (studies without one: absent)."""
     lo_lat, hi_lat, lo_lon, hi_lon = geo.bounding_box(centre, km)
     best: dict[int, SiteDistance] = {}
-    for study_pk, loc_pk, ref, lat, lon, site_status, study_status in conn.execute(
-            text(_STUDY_SITES), {"a": lo_lat, "b": hi_lat, "c": lo_lon, "d": hi_lon}):
-        if not recruiting(site_status, study_status):
+    rows = conn.execute(text(_STUDY_SITES), {"a": lo_lat, "b": hi_lat, "c": lo_lon, "d": hi_lon}).all()
+    # The study's status counts only for sites without a status of their own: looked up for those alone.
+    unsure = sorted({r[0] for r in rows if not r[5]})
+    status: dict[int, str] = {}
+    for i in range(0, len(unsure), 500):
+        status.update(conn.execute(text(_STUDY_STATUS).bindparams(_expanding("pks")),
+                                   {"pks": unsure[i:i + 500]}).all())
+    for study_pk, loc_pk, ref, lat, lon, site_status in rows:
+        if not recruiting(site_status, status.get(study_pk)):
             continue
         d = geo.haversine_km(centre, (lat, lon))
         if d <= km and (study_pk not in best or d < best[study_pk].distance_km):

@@ -265,6 +265,8 @@ search_text = Table(
     Column("eligibility", Text),
 )
 Index("ix_search_text_ref", search_text.c.ref)
+# Covering: a query maps FTS matches to studies from this index alone, never reading the (long) text rows.
+Index("ix_search_text_doc", search_text.c.res_pk, search_text.c.rtype, search_text.c.ref)
 
 search_geo = Table(
     "search_geo", metadata,
