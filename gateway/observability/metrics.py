@@ -45,8 +45,8 @@ DELIVERIES = Counter("gateway_outbox_deliveries", "Outbox delivery attempts by j
                      ["kind", "destination", "outcome"])
 ALERT_FANOUT = Histogram("gateway_alert_fanout", "Alerts (notifications) enqueued by one round of the automatic "
                          "flows that found changes", buckets=(0, 1, 2, 5, 10, 25, 50, 100, 250, 1000))
-IMPORTS = Counter("gateway_import_records", "Records imported through a mapping (/ingest and gateway import), "
-                  "by mapping and outcome (stored, failed)", ["mapping", "outcome"])
+IMPORTS = Counter("gateway_import_records", "Records imported through POST /ingest/<mapping>, by mapping and "
+                  "outcome (created, updated, unchanged, rejected)", ["mapping", "outcome"])
 
 _SAFE_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")
 OPERATIONS = frozenset({("ResearchStudy", "match"), ("ResearchStudy", "candidates")})
