@@ -28,11 +28,12 @@ class GatewayProcess:
     """
 
     def __init__(self, database_url: str, instance_path: Path, env: dict[str, str] | None = None,
-                 startup_timeout: float = 30.0):
+                 startup_timeout: float = 30.0, port: int = 0):
         self.database_url = database_url
         self.instance_path = Path(instance_path)
         self.extra_env = env or {}
         self.startup_timeout = startup_timeout
+        self.port = port  # 0: any free port (a fixed one when a URL must be known before start, e.g. OIDC redirect)
         self.proc: subprocess.Popen | None = None
         self.base = ""
         self.log_path = self.instance_path / "gateway-process.log"
@@ -46,7 +47,7 @@ class GatewayProcess:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from gateway.cli import main; main()", "serve", "--host", "127.0.0.1",
-             "--port", "0"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+             "--port", str(self.port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()  # the child holds its own descriptor
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
