@@ -28,7 +28,7 @@ def cli() -> None:
     Configuration comes from GATEWAY_* environment variables; see the README.
     """
     # Log records as JSON lines on stderr (stdout is the commands' output); serve and worker log to stdout.
-    logs.configure(Settings.from_env().log_level, stream=sys.stderr)
+    logs.configure(Settings.from_env().log_level, to="stderr")
 
 
 for _name in COMMAND_MODULES:

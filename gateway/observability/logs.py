@@ -128,16 +128,32 @@ class JsonFormatter(logging.Formatter):
 _configured: list[logging.Handler] = []
 
 
-def configure(level: str | int = "INFO", stream: IO[str] | None = None) -> logging.Handler:
-    """Send every logger's records to ``stream`` (stdout) as JSON lines; silence the servers' access logs.
+class _StdStream(logging.StreamHandler):
+    """Writes to ``sys.stdout`` or ``sys.stderr`` as they are when each record is written (click's test runner
+    and pytest swap them; a handler bound to a swapped-out stream would write to a closed file)."""
 
-    Idempotent: a second call replaces the handler it installed before.
+    def __init__(self, which: str):
+        self._which = which
+        super().__init__()
+
+    @property
+    def stream(self) -> IO[str]:  # type: ignore[override]
+        return getattr(sys, self._which)
+
+    @stream.setter
+    def stream(self, _value: IO[str]) -> None:
+        return None
+
+
+def configure(level: str | int = "INFO", stream: IO[str] | None = None, *, to: str = "stdout") -> logging.Handler:
+    """Send every logger's records as JSON lines to ``stream``, else to sys.stdout (``to="stderr"``: sys.stderr);
+    silence the servers' access logs. Idempotent: a second call replaces the handler it installed before.
     """
     root = logging.getLogger()
     for handler in _configured:
         root.removeHandler(handler)
     _configured.clear()
-    handler = logging.StreamHandler(stream or sys.stdout)
+    handler = logging.StreamHandler(stream) if stream is not None else _StdStream(to)
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
     _configured.append(handler)
