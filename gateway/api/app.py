@@ -73,5 +73,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     __import__("gateway.api.ingest", fromlist=["init_app"]).init_app(app)  # mapping: /ingest, $translate
     __import__("gateway.api.subsumes")  # terminology: registers CodeSystem/$subsumes
     __import__("gateway.web", fromlist=["init_app"]).init_app(app)  # patient pages: /, /trials (gateway/web)
-    logging.getLogger("gateway").setLevel(logging.INFO)
+    if logging.getLogger("gateway").level == logging.NOTSET:  # GATEWAY_LOG_LEVEL (observability.logs) decides
+        logging.getLogger("gateway").setLevel(logging.INFO)
     return app

@@ -24,6 +24,7 @@ from gateway.store import schema
 from gateway.store.repo import Store
 
 log = logging.getLogger("gateway.request")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # others count as OTHER
 UNMATCHED = "<unmatched>"  # the route label of a request no rule matched (404, or 405 on a known path)
 # Loaded at start-up by each part's init_app; readiness says which one is missing.
 DATA_EXTENSIONS = {"gateway.mappings": "mappings", "gateway.topics": "subscription topics",
@@ -68,9 +69,6 @@ def _finish(resp: Response) -> Response:
         "status": resp.status_code, "duration_ms": round(seconds * 1000, 1),
         "role": getattr(caller, "role", None), "interaction": g.get("interaction")})
     return resp
-
-
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def _teardown(_exc) -> None:

@@ -158,6 +158,7 @@ def configure(level: str | int = "INFO", stream: IO[str] | None = None, *, to: s
     root.addHandler(handler)
     _configured.append(handler)
     root.setLevel(level if isinstance(level, int) else level.upper())
+    logging.getLogger("gateway").setLevel(root.level)
     # werkzeug writes each request line with its full query string at INFO: ours replaces it
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     logging.getLogger("gunicorn.access").disabled = True
@@ -175,6 +176,7 @@ def gunicorn_logconfig(level: str = "INFO") -> dict:
         "loggers": {
             "gunicorn.error": {"level": level.upper(), "handlers": [], "propagate": True},
             "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
+            "gateway": {"level": level.upper(), "handlers": [], "propagate": True},
             "werkzeug": {"level": "WARNING", "handlers": [], "propagate": True},
         },
     }

@@ -116,3 +116,18 @@ def test_the_audit_event_carries_the_request_id_of_the_log_line(audited_app, cap
     assert {"join-me-1", generated} <= ids
     logged = {x["request_id"] for x in captured() if x["logger"] == "gateway.request"}
     assert {"join-me-1", generated} <= logged
+
+
+def test_the_configured_level_applies_to_the_gateway_loggers(audited_app):
+    root, ours = logging.getLogger(), logging.getLogger("gateway")
+    saved = root.level, ours.level
+    buf = io.StringIO()
+    handler = logs.configure("WARNING", stream=buf)
+    try:
+        assert audited_app.test_client().get("/fhir/Patient").status_code == 200
+        logging.getLogger("gateway.test").warning("kept")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved[0])
+        ours.setLevel(saved[1])
+    assert [json.loads(x)["event"] for x in buf.getvalue().splitlines()] == ["kept"]
