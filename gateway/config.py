@@ -69,14 +69,6 @@ class Settings:
     log_level: str = "INFO"
     worker_metrics_port: int = 0
     worker_metrics_host: str = "127.0.0.1"
-
-    @classmethod
-    def from_env(cls) -> Settings:
-        instance = Path(os.environ.get("GATEWAY_INSTANCE_PATH", "instance"))
-        url = os.environ.get("GATEWAY_DATABASE_URL") or f"sqlite:///{(instance / 'gateway.sqlite3').resolve()}"
-        return cls(
-            database_url=url,
-            instance_path=instance,
     # patient sign-in with OpenID Connect (NHS login in production) and patient actions (docs/patient-actions.md)
     oidc_issuer: str | None = None  # e.g. https://auth.login.nhs.uk (discovery: <issuer>/.well-known/...)
     oidc_client_id: str | None = None
@@ -91,6 +83,14 @@ class Settings:
     patient_session_minutes: int = 30
     patient_alert_endpoint: str | None = None  # rest-hook standing for e-mail / NHS App push of trial alerts
     patient_alert_header: str | None = None  # one 'Name: value' header sent with each alert (a channel secret)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        instance = Path(os.environ.get("GATEWAY_INSTANCE_PATH", "instance"))
+        url = os.environ.get("GATEWAY_DATABASE_URL") or f"sqlite:///{(instance / 'gateway.sqlite3').resolve()}"
+        return cls(
+            database_url=url,
+            instance_path=instance,
             base_url=os.environ.get("GATEWAY_BASE_URL") or None,
             max_body_bytes=_int("GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024),
             max_bundle_entries=_int("GATEWAY_MAX_BUNDLE_ENTRIES", 1000),
@@ -113,7 +113,6 @@ class Settings:
             log_level=(os.environ.get("GATEWAY_LOG_LEVEL") or "INFO").strip().upper(),
             worker_metrics_port=_int("GATEWAY_WORKER_METRICS_PORT", 0),
             worker_metrics_host=os.environ.get("GATEWAY_WORKER_METRICS_HOST") or "127.0.0.1",
-        )
             oidc_issuer=(os.environ.get("GATEWAY_OIDC_ISSUER") or "").rstrip("/") or None,
             oidc_client_id=os.environ.get("GATEWAY_OIDC_CLIENT_ID") or None,
             oidc_client_secret=_secret("GATEWAY_OIDC_CLIENT_SECRET"),
@@ -127,3 +126,4 @@ class Settings:
             patient_session_minutes=_int("GATEWAY_PATIENT_SESSION_MINUTES", 30),
             patient_alert_endpoint=os.environ.get("GATEWAY_PATIENT_ALERT_ENDPOINT") or None,
             patient_alert_header=_secret("GATEWAY_PATIENT_ALERT_HEADER"),
+        )
