@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 from flask import Flask, Response, current_app, g, request
 
@@ -22,6 +24,7 @@ from gateway.store.clock import now_iso
 from gateway.store.interactions import new_id
 
 _EXT_KEY = "gateway.matching"
+_BIRTHDATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
 _INIT_LOCK = threading.Lock()
 
 
@@ -173,17 +176,94 @@ def _match(state: MatchingState) -> Response:
         profile = _profile_from_bundle(pulled_bundle(params), state)
     elif params.get("patient") or params.get("patient-id"):
         profile = _profile_from_patient((params.get("patient") or params.get("patient-id"))[0], state)
+    elif any(params.get(name) for name in ANONYMOUS_PARAMS):
+        profile = _anonymous_profile(params, state)
     else:
-        raise InvalidResource("$match needs a patient (reference), a bundle, or patient-id", "patient")
+        raise InvalidResource("$match needs a patient (reference), a bundle, patient-id, or an anonymous profile "
+                              f"({', '.join(ANONYMOUS_PARAMS)})", "patient")
+    offset = _offset(params)
     # every candidate is screened; only the page returned is explained (StudyIndex.page)
-    page = state.studies.page(profile, q, limit)
+    page = state.studies.page(profile, q, offset + limit)
     base = base_url()
     entries = [{"fullUrl": f"{base}/ResearchStudy/{r.study_id}",
                 "resource": state.raw["ResearchStudy"][r.study_id],
-                "search": search_element(r)} for r in page.matches]
+                "search": search_element(r)} for r in page.matches[offset:]]
     if q.near_misses:
         entries.append({"resource": near_miss_outcome(page.near), "search": {"mode": "outcome"}})
-    return fhir_response(_bundle(entries, page.total, f"{base}/ResearchStudy/$match"))
+    bundle = _bundle(entries, page.total, "")
+    bundle["link"] = _page_links(f"{base}/ResearchStudy/$match", params, ("status", "phase", "maxDistanceKm",
+                                 "includeNearMisses"), limit, offset, page.total)
+    return fhir_response(bundle)
+
+
+# -- anonymous profile and paging ------------------------------------------------------------------------
+# $match for someone whose record the gateway does not hold: nothing is stored, nothing is echoed into links.
+ANONYMOUS_PARAMS = ("age", "birthdate", "gender", "postcode", "condition-text")
+_GENDERS = frozenset({"male", "female", "other", "unknown"})
+
+
+def _anonymous_profile(params: dict[str, list[object]], state: MatchingState) -> PatientProfile:
+    """age (whole years) or birthdate (YYYY[-MM[-DD]]), gender, postcode (UK, or its district), condition-text
+    (repeatable: words, resolved through the terminology) -> a profile of a person nobody stored."""
+    from gateway.matching import geo
+
+    patient: dict = {"resourceType": "Patient", "id": "anonymous"}
+    age, birth = (params.get("age") or [None])[0], (params.get("birthdate") or [None])[0]
+    if age is not None and birth is not None:
+        raise InvalidResource("Give age or birthdate, not both", "age")
+    today = datetime.now(UTC).date()
+    if age is not None:
+        years = _int(age, "age")
+        if years > 130:
+            raise InvalidResource("age must be at most 130 (years)", "age")
+        born = today.replace(year=today.year - years, day=28 if (today.month, today.day) == (2, 29) else today.day)
+        patient["birthDate"] = born.isoformat()
+    elif birth is not None:
+        if not isinstance(birth, str) or not _BIRTHDATE.match(birth) or birth[:10] > today.isoformat():
+            raise InvalidResource("birthdate must be a past date YYYY, YYYY-MM or YYYY-MM-DD", "birthdate")
+        patient["birthDate"] = birth
+    gender = (params.get("gender") or [None])[0]
+    if gender is not None:
+        if gender not in _GENDERS:
+            raise InvalidResource("gender must be male, female, other or unknown (administrative-gender)", "gender")
+        patient["gender"] = gender
+    postcode = (params.get("postcode") or [None])[0]
+    if postcode is not None:
+        if not isinstance(postcode, str) or geo.postcode_position(postcode) is None:
+            raise InvalidResource("postcode is not a known UK postcode or postcode district (e.g. 'LS6 3HE' or "
+                                  "'LS6')", "postcode")  # the value is never repeated
+        patient["address"] = [{"postalCode": postcode}]
+    records: list[dict] = [patient]
+    for i, words in enumerate(params.get("condition-text") or []):
+        if not isinstance(words, str) or not words.strip():
+            raise InvalidResource("condition-text must be words naming a condition", "condition-text")
+        records.append({"resourceType": "Condition", "id": f"anonymous-{i}", "subject": {"reference":
+                        "Patient/anonymous"}, "code": {"text": words},
+                        "clinicalStatus": {"coding": [{"code": "active"}]},
+                        "verificationStatus": {"coding": [{"code": "confirmed"}]}})
+    return build_profile(records, state.term, key="anonymous")
+
+
+def _offset(params: dict[str, list[object]]) -> int:
+    raw = (params.get("_offset") or [None])[0]
+    return _int(raw, "_offset") if raw is not None else 0
+
+
+def _page_links(url: str, params: dict[str, list[object]], keep: tuple[str, ...], count: int, offset: int,
+                total: int) -> list[dict]:
+    """self (and next / previous) links carrying the parameters that are not about a person, with _count and
+    _offset. A POSTed profile is not in them: POST the same Parameters to the next link for the next page."""
+    kept = [(k, str(v)) for k in keep for v in params.get(k) or []]
+
+    def link(relation: str, at: int) -> dict:
+        return {"relation": relation, "url": f"{url}?{urlencode([*kept, ('_count', count), ('_offset', at)])}"}
+
+    links = [link("self", offset)]
+    if count and offset + count < total:
+        links.append(link("next", offset + count))
+    if offset > 0:
+        links.append(link("previous", max(0, offset - count)))
+    return links
 
 
 # -- $candidates ---------------------------------------------------------------------------------------
@@ -218,10 +298,11 @@ def _candidates(state: MatchingState, rid: str | None) -> Response:
         decisions[p.key] = d
         return d.allowed or consent_mode == "any"
 
-    page = state.patients.page(sc, q, allowed, limit)  # only the page returned is explained
+    offset = _int(request.args["_offset"], "_offset") if request.args.get("_offset") else 0
+    page = state.patients.page(sc, q, allowed, offset + limit)  # only the page returned is explained
     base = base_url()
     entries = []
-    for r in page.matches:
+    for r in page.matches[offset:]:
         p = state.patients.profiles[r.patient_key]
         d = decisions[r.patient_key]
         extra = [Finding("Consent", MET if d.allowed else NOT_MET,
@@ -229,7 +310,10 @@ def _candidates(state: MatchingState, rid: str | None) -> Response:
         pid = p.patient_ids[0]
         entries.append({"fullUrl": f"{base}/Patient/{pid}", "resource": state.raw["Patient"][pid],
                         "search": search_element(r, extra, audience="team")})
-    return fhir_response(_bundle(entries, page.total, f"{base}/ResearchStudy/{rid}/$candidates"))
+    bundle = _bundle(entries, page.total, "")
+    bundle["link"] = _page_links(f"{base}/ResearchStudy/{rid}/$candidates", {k: request.args.getlist(k) for k in (
+        "consent", "maxDistanceKm")}, ("consent", "maxDistanceKm"), limit, offset, page.total)
+    return fhir_response(bundle)
 
 
 operations.register(operations.Operation("match", "ResearchStudy", False, match_view, ("POST", "GET"),

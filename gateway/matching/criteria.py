@@ -339,6 +339,8 @@ def study_criteria(study: dict, group: dict | None, locations: dict[str, dict], 
     for ref in study.get("site") or []:
         lid = _ref_id(ref, "Location")
         loc = locations.get(lid) if lid else None
+        if loc is not None and not geo.site_recruits(loc, study.get("status")):
+            continue  # only recruiting sites are offered (nearest site, distance): issue #14
         name = (loc or {}).get("name") or (ref or {}).get("display") or (lid or "site")
         sc.sites.append(Site(lid, name, geo.location_position(loc) if loc else None))
     return sc

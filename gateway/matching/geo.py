@@ -8,7 +8,10 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+from gateway.fhir.conventions import EXT_SITE_RECRUITMENT_STATUS
+
 GEOLOCATION_EXT = "http://hl7.org/fhir/StructureDefinition/geolocation"
+SITE_RECRUITMENT_STATUS_EXT = EXT_SITE_RECRUITMENT_STATUS
 CENTROIDS_FILE = Path(__file__).resolve().parents[2] / "mappings" / "geo" / "uk_postcode_district_centroids.csv"
 
 _OUTCODE = re.compile(r"^([A-Z]{1,2}[0-9][0-9A-Z]?)")
@@ -70,3 +73,13 @@ def location_position(location: dict) -> LatLon | None:
         found = address_position(addr)
         return found[0] if found else None
     return None
+
+
+def site_recruits(location: dict, study_status: str | None) -> bool:
+    """A study site that can take a patient now: its site-recruitment-status says 'recruiting', or, without one,
+    the study is 'active' (R4: recruiting). A not-yet-recruiting site 1 km away is never the one offered."""
+    for ext in location.get("extension") or []:
+        if isinstance(ext, dict) and ext.get("url") == SITE_RECRUITMENT_STATUS_EXT and \
+                isinstance(ext.get("valueCode"), str):
+            return ext["valueCode"].lower() == "recruiting"
+    return study_status == "active"

@@ -347,6 +347,8 @@ def build_profile(resources: list[dict], term: Terminology, *, key: str | None =
             codes = tuple(codings(r.get("code")))
             text = term.normalise_text((r.get("code") or {}).get("text") or "") if (r.get("code") or {}).get(
                 "text") else ""
+            if not codes and text:  # only text ('brain tumour', 'GBM'): its concepts through the terminology
+                codes = tuple(term.resolve_text(r["code"]["text"]))
             anc: frozenset[Code] = frozenset().union(*(term.ancestors(s, c) for s, c in codes))
             secondary = any(term.is_secondary(s, c) for s, c in codes)
             prof.conditions.append(ConditionFact(codes, text, concept_label(r.get("code"), term), anc, secondary,
