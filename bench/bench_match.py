@@ -15,8 +15,14 @@ Prints the machine, its load, the sizes, and median / p95 figures. Two parts in 
    scores, every explanation, Bundle.total) are compared with full in-process evaluation of the very same
    JSON, to show the two paths agree. --e2e-db keeps the loaded SQLite file for a later run.
 
+With --extracted (issue #12) every study also carries the characteristics an eligibility extractor writes
+(criterion-source with confidence, look-back windows: labs in UCUM units, x ULN, prior-therapy classes,
+pregnancy, HIV, brain metastases, other malignancy within 3 years, a gene variant, a stage) and 5-25 criteria
+left as text (unstructured-criterion); people get the matching data (labs in other units with reference ranges,
+medications by product code, pregnancy status, genomic results, stage) at random.
+
     .venv/bin/python bench/bench_match.py [--studies 70000] [--patients 1000000] [--probes 300]
-        [--e2e-studies 70000] [--e2e-patients 10000] [--e2e-db FILE] [--page 20] [--seed 7]
+        [--e2e-studies 70000] [--e2e-patients 10000] [--e2e-db FILE] [--page 20] [--seed 7] [--extracted]
 """
 
 from __future__ import annotations
@@ -42,8 +48,16 @@ sys.path.insert(0, str(ROOT))
 from gateway.fhir import conventions as cv  # noqa: E402
 from gateway.matching import geo  # noqa: E402
 from gateway.matching.criteria import study_criteria  # noqa: E402
+from gateway.matching.drugs import expand  # noqa: E402
 from gateway.matching.index import MatchQuery, PatientIndex, StudyIndex  # noqa: E402
-from gateway.matching.profile import ConditionFact, ObservationFact, PatientProfile, build_profile  # noqa: E402
+from gateway.matching.profile import (  # noqa: E402
+    ConditionFact,
+    ObservationFact,
+    PatientProfile,
+    TherapyFact,
+    VariantFact,
+    build_profile,
+)
 from gateway.terminology import default_terminology  # noqa: E402
 
 TODAY = date(2026, 11, 23)
@@ -51,6 +65,73 @@ OTHER = "https://bench.example.org/non-oncology-condition"  # the ~2/3 of trials
 RARE = (cv.SNOMED, "11471000224106")  # diffuse intrinsic pontine glioma
 BROAD = (cv.SNOMED, "363346000")  # malignant neoplastic disease: 'any cancer'
 FHIR_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+PLT, ANC, BILI = (cv.LOINC, "777-3"), (cv.LOINC, "751-8"), (cv.LOINC, "1975-2")
+CLASSES = ["cdk4-6-inhibitor", "egfr-tki", "anti-pd-1", "platinum", "taxane", "anthracycline"]
+PRODUCTS = [("1873980", "ribociclib"), ("56946", "paclitaxel"), ("1547545", "pembrolizumab"), ("40048", "carboplatin")]
+UNSTRUCTURED = ["Life expectancy of at least 12 weeks", "Measurable disease per RECIST 1.1",
+                "Able to understand and willing to sign a written informed consent document",
+                "Adequate contraception during the study", "Able to swallow oral medication",
+                "Uncontrolled intercurrent illness", "Major surgery within 4 weeks", "Known hypersensitivity to any "
+                "component of the study drug", "QTc > 470 ms", "Active infection requiring systemic therapy"]
+
+
+def _src(text: str, section: str, confidence: str = "high") -> dict:
+    return {"url": cv.EXT_CRITERION_SOURCE, "extension": [
+        {"url": "text", "valueString": text}, {"url": "section", "valueCode": section},
+        {"url": "rule", "valueString": "bench"}, {"url": "confidence", "valueCode": confidence}]}
+
+
+def extracted_characteristics(r: random.Random) -> tuple[list[dict], list[dict]]:
+    """(characteristics, unstructured-criterion extensions) as an eligibility extractor writes them."""
+    def cc(key):
+        return {"coding": [{"system": key[0], "code": key[1]}]}
+
+    conf = "medium" if r.random() < 0.2 else "high"
+    chars: list[dict] = []
+    if r.random() < 0.6:
+        chars.append({"code": cc(PLT), "valueQuantity": {"value": 100000, "comparator": ">=", "code": "/mm3"},
+                      "extension": [_src("Platelets >= 100,000/mm3", "inclusion", conf),
+                                    {"url": cv.EXT_CRITERION_LOOKBACK, "valueDuration": {"value": 4, "code": "wk"}}]})
+    if r.random() < 0.5:
+        chars.append({"code": cc(ANC), "valueQuantity": {"value": 1.5, "comparator": ">=", "code": "10*9/L"},
+                      "extension": [_src("ANC >= 1.5 x 10^9/L", "inclusion")]})
+    if r.random() < 0.5:
+        chars.append({"code": cc(BILI), "valueQuantity": {"value": 1.5, "comparator": "<=", "code": cv.UNIT_ULN},
+                      "extension": [_src("Total bilirubin <= 1.5 x ULN", "inclusion")]})
+    if r.random() < 0.4:
+        chars.append({"code": cc(cv.PRIOR_THERAPY), "exclude": True,
+                      "valueCodeableConcept": cc((cv.DRUG_CLASS_CS, r.choice(CLASSES))),
+                      "extension": [_src("No prior therapy of this class", "exclusion", conf)]})
+    if r.random() < 0.5:
+        chars.append({"code": cc(cv.PREGNANCY), "valueBoolean": True, "exclude": True,
+                      "extension": [_src("Pregnant or breastfeeding", "exclusion")]})
+    if r.random() < 0.4:
+        chars.append({"code": cc(cv.DIAGNOSIS), "valueCodeableConcept": cc(cv.HIV_INFECTION), "exclude": True,
+                      "extension": [_src("Known HIV infection", "exclusion")]})
+    if r.random() < 0.3:
+        chars.append({"code": cc(cv.DIAGNOSIS), "valueCodeableConcept": cc(cv.CNS_METASTASES), "exclude": True,
+                      "extension": [_src("Untreated brain metastases", "exclusion"),
+                                    {"url": cv.EXT_CHARACTERISTIC_QUALIFIER, "valueCode": "untreated"}]})
+    if r.random() < 0.3:
+        chars.append({"code": cc(cv.OTHER_MALIGNANCY), "valueCodeableConcept": cc(cv.MALIGNANCY), "exclude": True,
+                      "extension": [_src("Other malignancy within 3 years", "exclusion"),
+                                    {"url": cv.EXT_CRITERION_LOOKBACK, "valueDuration": {"value": 3, "code": "a"}}]})
+    if r.random() < 0.1:
+        chars.append({"code": cc(cv.GENETIC_VARIANT), "valueCodeableConcept": cc(cv.VARIANT_PRESENT),
+                      "extension": [_src("EGFR L858R", "inclusion"),
+                                    {"url": cv.EXT_CHARACTERISTIC_GENE, "valueCodeableConcept": cc((cv.HGNC,
+                                                                                                    "HGNC:3236"))},
+                                    {"url": cv.EXT_CHARACTERISTIC_VARIANT, "valueString": "L858R"}]})
+    if r.random() < 0.1:
+        stage = cc((cv.AJCC_STAGE_CS, r.choice(["III", "IV"])))
+        chars.append({"code": cc(cv.STAGE_GROUP), "valueCodeableConcept": stage,
+                      "extension": [_src("Stage III or IV", "inclusion")]})
+    texts = r.sample(UNSTRUCTURED, r.randint(5, min(10, len(UNSTRUCTURED))))
+    texts += [f"Criterion text {k}" for k in range(r.randint(0, 15))]
+    unstructured = [{"url": cv.EXT_UNSTRUCTURED_CRITERION, "extension": [
+        {"url": "text", "valueString": t}, {"url": "section", "valueCode": "inclusion"},
+        {"url": "reason", "valueCode": "not-recognised"}]} for t in texts]
+    return chars, unstructured
 
 
 def pct(values: list[float], p: float) -> float:
@@ -72,8 +153,9 @@ def machine() -> str:
 class Generator:
     """Synthetic but terminology-grounded studies and patients (real codes from mappings/terminology)."""
 
-    def __init__(self, term, seed: int):
+    def __init__(self, term, seed: int, extracted: bool = False):
         self.term = term
+        self.extracted = extracted
         self.rng = random.Random(seed)
         concepts = term.concepts()
         self.onco = [k for k in concepts if k[0] in (cv.SNOMED, cv.MESH, cv.ONCOTREE, cv.ICD10, cv.ICD10CM)]
@@ -120,6 +202,10 @@ class Generator:
                  "site": [{"reference": f"Location/{loc['id']}"} for loc in locs]}
         group = {"resourceType": "Group", "id": f"{sid}-g", "type": "person", "actual": False,
                  "characteristic": chars}
+        if self.extracted:
+            more, texts = extracted_characteristics(r)
+            chars += more
+            group["extension"] = texts
         return [study, group, *locs]
 
     def patient_json(self, i: int) -> list[dict]:
@@ -152,7 +238,7 @@ class ProfileFactory:
         self.gen = gen
         self._cond: dict = {}
         self._anc: dict = {}
-        self._ecog = {v: ObservationFact(float(v), (), None, None, "2026-10-01", "ECOG") for v in range(5)}
+        self._ecog = {v: [ObservationFact(float(v), (), None, None, "2026-10-01", "ECOG")] for v in range(5)}
 
     def _condition(self, key):
         c = self._cond.get(key)
@@ -183,8 +269,31 @@ class ProfileFactory:
         p.conditions = [self._condition(k) for k in keys]
         if r.random() < 0.6:
             p.observations = {cv.ECOG: self._ecog[r.randint(0, 4)]}
+        if self.gen.extracted:
+            self._extracted_data(p, r)
         p.ancestors = self._ancestors(keys)
         return p
+
+    def _extracted_data(self, p: PatientProfile, r: random.Random) -> None:
+        """Labs in other units (with reference ranges), medications by product code, pregnancy, genomics, stage."""
+        obs = dict(p.observations)
+        if r.random() < 0.5:
+            obs[PLT] = [ObservationFact(float(r.choice([60, 150, 250])), (), None, "10*3/uL", "2026-11-10", "PLT")]
+        if r.random() < 0.5:
+            obs[ANC] = [ObservationFact(float(r.choice([900, 2500])), (), None, "/uL", "2026-11-10", "ANC")]
+        if r.random() < 0.4:
+            obs[BILI] = [ObservationFact(float(r.choice([10, 40])), (), None, "umol/L", "2026-11-10", "BILI", 21.0,
+                                         "umol/L")]
+        if r.random() < 0.2:
+            obs[cv.STAGE_OBSERVATION_CODES[0]] = [ObservationFact(None, (), None, None, "2026-06-01", "Stage", None,
+                                                                  None, r.choice(["Stage IIB", "Stage IV"]))]
+        p.observations = obs
+        if r.random() < 0.3:
+            code, name = r.choice(PRODUCTS)
+            p.therapies = [TherapyFact(expand(((cv.RXNORM, code),)), f"'{name}'", "2026-01-01")]
+        if r.random() < 0.1:
+            p.variants = [VariantFact(frozenset({"egfr", "hgnc:3236"}), frozenset({r.choice(["l858r", "t790m"])}),
+                                      True, "2026-03-01", "Genetic variant assessment")]
 
 
 def _time(fn, *args) -> tuple[float, object]:
@@ -194,8 +303,9 @@ def _time(fn, *args) -> tuple[float, object]:
 
 
 def scale_part(term, args) -> None:
-    gen = Generator(term, args.seed)
-    print(f"\n== 1. scale, in-process: {args.studies:,} recruiting studies, {args.patients:,} patients ==")
+    gen = Generator(term, args.seed, args.extracted)
+    print(f"\n== 1. scale, in-process: {args.studies:,} recruiting studies, {args.patients:,} patients"
+          f"{', extracted criteria' if args.extracted else ''} ==")
     t = time.perf_counter()
     si = StudyIndex(term)
     for i in range(args.studies):
@@ -430,6 +540,7 @@ def main() -> None:
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--extracted", action="store_true", help="studies carry extracted criteria (issue #12)")
     args = ap.parse_args()
     print(f"machine: {machine()}")
     term = default_terminology()

@@ -88,6 +88,10 @@ class StudyCriteria:
     group_id: str | None = None
     location_ids: tuple[str, ...] = ()
     unstructured: tuple[Unstructured, ...] = ()  # criteria left as text: not checked
+    # set by StudyIndex (engine.tally's memo keys): one key per criterion, shared by the studies stating it;
+    # ``blank_keys`` also shares condition criteria whatever their codes (for a person with no condition)
+    memo_keys: tuple = ()
+    blank_keys: tuple = ()
 
     @property
     def total(self) -> int:

@@ -200,17 +200,18 @@ def _condition(crit: Criterion, p: PatientProfile, term: Terminology, hv: bool |
                                                                   "study excludes"))
             return Finding(_name(crit), MET, _quote(crit, f"Condition {found} {_verb(same, alt)} required by the "
                                                           "study"))
-    wanted = " or ".join(a.label for a in crit.alternatives)
     if crit.exclude:
         # no datum is not a datum: clear only when the source says its problem list is complete
         clear = "conditions" in p.complete and not undated_past
         if not explain:
             return MET if clear else UNKNOWN
+        wanted = " or ".join(a.label for a in crit.alternatives)
         if clear:
             return Finding(_name(crit), MET, _quote(crit, f"Does not have {wanted}: the records state the problem "
                                                           "list is complete"))
         return Finding(_name(crit), UNKNOWN, _quote(crit, f"No record says whether the patient has {wanted}, which "
                                                           "the study excludes"))
+    wanted = " or ".join(a.label for a in crit.alternatives) if explain else ""
     if hv and not p.conditions:
         # Only someone with no active condition on record can be a healthy volunteer; whether they
         # really are healthy is for the research team to confirm, hence unknown rather than met.
@@ -701,8 +702,16 @@ def evaluate(study: StudyCriteria, p: PatientProfile, term: Terminology, today: 
 
 
 def tally(study: StudyCriteria, p: PatientProfile, term: Terminology, today: date,
-          stop_early: bool = False) -> Screened:
-    """The study's criteria (and a deceased patient) decided without sentences, before any distance."""
+          stop_early: bool = False, memo: dict | None = None, blank: bool = False) -> Screened:
+    """The study's criteria (and a deceased patient) decided without sentences, before any distance.
+
+    ``memo``: decisions already taken for this person (one ``today``), by the study's ``memo_keys`` (the
+    StudyIndex shares one criterion object among the studies stating it); ``blank``: the person has no
+    condition, condition text or history, so condition criteria share decisions whatever their codes.
+    """
+    keys = (study.blank_keys if blank else study.memo_keys) if memo is not None else ()
+    if keys and len(keys) == len(study.criteria):
+        return _tally_memo(study, p, term, today, stop_early, memo, keys)  # type: ignore[arg-type]
     res = Screened(study.study_id, p.key, total=study.total)
     met = unknown = not_met = conflicts = 0
     if p.deceased:
@@ -712,7 +721,12 @@ def tally(study: StudyCriteria, p: PatientProfile, term: Terminology, today: dat
             return res
     hv = study.healthy_volunteers
     for crit in study.criteria:
-        r = _decide(crit, p, term, today, hv, False)
+        if memo is None:
+            r = _decide(crit, p, term, today, hv, False)
+        else:
+            r = memo.get((id(crit), hv))
+            if r is None:
+                r = memo[(id(crit), hv)] = _decide(crit, p, term, today, hv, False)
         if r == MET:
             met += 1
         elif r == UNKNOWN:
@@ -728,6 +742,33 @@ def tally(study: StudyCriteria, p: PatientProfile, term: Terminology, today: dat
     res.evaluated = met + not_met - (1 if p.deceased else 0)
     unknown += len(study.unstructured)
     res.met, res.unknown, res.not_met, res.conflicts = met, unknown, not_met, conflicts
+    res.score = _score(met, unknown, conflicts)
+    return res
+
+
+def _tally_memo(study: StudyCriteria, p: PatientProfile, term: Terminology, today: date, stop_early: bool,
+                memo: dict, keys: tuple) -> Screened:
+    """``tally`` by memo look-ups: the same decisions, counted with list methods (the hot path of $match)."""
+    res = Screened(study.study_id, p.key, total=len(keys) + len(study.unstructured))
+    if p.deceased and stop_early:
+        res.not_met = 1
+        return res
+    try:
+        results = [memo[k] for k in keys]
+    except KeyError:
+        hv = study.healthy_volunteers
+        for k, crit in zip(keys, study.criteria, strict=True):
+            if k not in memo:
+                memo[k] = _decide(crit, p, term, today, hv, False)
+        results = [memo[k] for k in keys]
+    not_met = results.count(NOT_MET)
+    if stop_early and not_met:
+        res.not_met = 1
+        return res
+    met, conflicts = results.count(MET), results.count(CONFLICT)
+    unknown = results.count(UNKNOWN) + conflicts + len(study.unstructured)
+    res.evaluated = met + not_met
+    res.met, res.unknown, res.not_met, res.conflicts = met, unknown, not_met + (1 if p.deceased else 0), conflicts
     res.score = _score(met, unknown, conflicts)
     return res
 
@@ -755,14 +796,15 @@ def place(res: Screened, study: StudyCriteria, p: PatientProfile, max_distance_k
 
 
 def screen(study: StudyCriteria, p: PatientProfile, term: Terminology, today: date | None = None,
-           max_distance_km: float | None = None, stop_early: bool = False, distance: bool = True) -> Screened:
+           max_distance_km: float | None = None, stop_early: bool = False, distance: bool = True,
+           memo: dict | None = None) -> Screened:
     """``evaluate`` without the sentences: the same decisions, ``not_met`` count, score, coverage and distance.
 
     ``stop_early``: stop at the first criterion not met (the caller only wants matches); ``not_met`` is
     then 1 and the score and distance are not computed, as ``evaluate`` does. ``distance=False``: leave
     ``distance_km`` unset unless a distance limit needs it (see ``place``).
     """
-    res = tally(study, p, term, today or date.today(), stop_early)
+    res = tally(study, p, term, today or date.today(), stop_early, memo)
     if stop_early and res.not_met:
         return res
     return place(res, study, p, max_distance_km, distance)

@@ -129,12 +129,42 @@ class StudyIndex:
         # a person with no active condition
         self.blank_groups: dict[tuple, set[str]] = {}
         self._blank_of: dict[str, tuple] = {}
+        # one shared object per distinct criterion (with how many studies hold it), so that screening a person
+        # decides "Platelets >= 100,000/mm3" once for every study stating it (engine.tally's memo)
+        self._shared: dict[Criterion, list] = {}
 
     def __len__(self) -> int:
         return len(self.studies)
 
+    def _share(self, sc: StudyCriteria) -> None:
+        out = []
+        for c in sc.criteria:
+            entry = self._shared.get(c)
+            if entry is None:
+                entry = self._shared[c] = [c, 0]
+            entry[1] += 1
+            out.append(entry[0])
+        sc.criteria = out
+        hv = sc.healthy_volunteers
+        cond = ("condition", "diagnosis")
+        sc.memo_keys = tuple((id(c), hv) if c.kind in cond else id(c) for c in out)
+        # for a person with no condition (nor history): condition criteria decide on exclude / hv / confidence /
+        # qualifiers / window alone, other-malignancy on exclude / confidence / window alone (nothing is a kind)
+        sc.blank_keys = tuple(("condition", c.exclude, c.confidence, c.qualifiers, c.lookback_days, hv)
+                              if c.kind in cond else ("other-malignancy", c.exclude, c.confidence, c.lookback_days)
+                              if c.kind == "other-malignancy" else id(c) for c in out)
+
+    def _unshare(self, sc: StudyCriteria) -> None:
+        for c in sc.criteria:
+            entry = self._shared.get(c)
+            if entry is not None:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del self._shared[c]
+
     def add(self, sc: StudyCriteria) -> None:
         self.remove(sc.study_id)
+        self._share(sc)
         self.studies[sc.study_id] = sc
         if sc.healthy_volunteers:
             self.healthy.add(sc.study_id)
@@ -158,8 +188,10 @@ class StudyIndex:
         self._keys[sc.study_id] = (tuple(codes), tuple(texts), tuple(related))
 
     def remove(self, study_id: str) -> None:
-        if self.studies.pop(study_id, None) is None:
+        old = self.studies.pop(study_id, None)
+        if old is None:
             return
+        self._unshare(old)
         self.open.discard(study_id)
         self.healthy.discard(study_id)
         sig = self._blank_of.pop(study_id, None)
@@ -228,12 +260,13 @@ class StudyIndex:
         studies, term = self.studies, self.term
         matches, near = [], []
         seen = set()
+        memo: dict = {}
         for sid in self.candidates(p):
             sc = studies[sid]
             if not q.admits(sc):
                 continue
             seen.add(sid)
-            r = screen(sc, p, term, today, dist, stop_early, distance=False)
+            r = screen(sc, p, term, today, dist, stop_early, distance=False, memo=memo)
             if r.not_met == 0:
                 matches.append(r)
             elif not stop_early:
@@ -242,7 +275,7 @@ class StudyIndex:
             for sid in self.related(p) - seen:
                 sc = studies[sid]
                 if q.admits(sc):
-                    r = screen(sc, p, term, today, dist, distance=False)
+                    r = screen(sc, p, term, today, dist, distance=False, memo=memo)
                     (matches if r.not_met == 0 else near).append(r)
         _arrange(matches, limit, _coarse, _order, lazy)
         _arrange(near, limit, _near_coarse, _near_order, lazy)
@@ -262,11 +295,12 @@ class StudyIndex:
         key = p.key
         match_groups: list[tuple[Screened, set[str]]] = []
         near_groups: list[tuple[Screened, set[str]]] = []
+        memo: dict = {}
         for sids in self.blank_groups.values():
             first = self.studies[next(iter(sids))]
             if not q.admits(first):  # status and phases are part of the signature
                 continue
-            base = tally(first, p, self.term, today, stop_early)
+            base = tally(first, p, self.term, today, stop_early, memo, blank=True)
             if base.not_met == 0 or dist is not None:
                 match_groups.append((base, sids))
             elif not stop_early:
