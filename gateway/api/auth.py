@@ -211,7 +211,7 @@ def _audit(resp: Response) -> None:
     path = request.path
     if g.get("audited"):
         return
-    if not (path.startswith("/fhir") or path.startswith("/admin")) or path in PUBLIC_PATHS:
+    if not path.startswith(("/fhir", "/admin", "/patient/")) or path in PUBLIC_PATHS:  # /patient: api/patient.py
         return
     interaction = g.get("interaction") or "unknown"
     rtype = g.get("rtype")

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 
-from flask import Blueprint, Flask, current_app, g, request
+from flask import Blueprint, Flask, current_app, g, has_request_context, request
 
 from gateway.api.http import fhir_response, json_body
 from gateway.fhir import conventions as cv
 from gateway.fhir.errors import BusinessRuleViolation, Forbidden, Gone, InvalidResource, NotFound, Unauthorized
 from gateway.notify.subscriptions import EXT_FILTER_CRITERIA, EXT_PAYLOAD_CONTENT
-from gateway.outbound.contact import NotConfigured, plan_route, with_contact_identifier
+from gateway.outbound.contact import NotConfigured, patient_ods, plan_route, with_contact_identifier
 from gateway.outbound.destinations import Destinations
 from gateway.security import Access, Caller, authorize, current_access
 from gateway.store.interactions import FhirService
@@ -61,7 +61,9 @@ class _Acting:
         if self.caller.role != "patient-app" or not self.caller.nhs_number:
             raise Forbidden("Patient actions are for a signed-in patient (or a patient app acting for one)",
                             "caller")
-        self.access = Access(self.caller, _store())
+        shared = g.get("access") if has_request_context() else None  # the request's own: audited with it
+        self.access = shared if shared is not None and shared.caller == self.caller else Access(self.caller,
+                                                                                                 _store())
         self.token = current_access.set(self.access)
         return self.access
 
@@ -69,10 +71,15 @@ class _Acting:
         current_access.reset(self.token)
 
 
-def owner_key(nhs_number: str) -> str:
-    """Keyed hash of the person (GATEWAY_CONTACT_ID_KEY), so their requests are found without the NHS number."""
+def owner_key(nhs_number: str, *, required: bool = True) -> str | None:
+    """Keyed hash of the person (GATEWAY_CONTACT_ID_KEY), so their requests are found without the NHS number.
+
+    Without the key nothing can have been recorded: reads get None (nothing to list), writes a NotConfigured.
+    """
     key = _dest().settings.contact_id_key
     if not key:
+        if not required:
+            return None
         raise NotConfigured("GATEWAY_CONTACT_ID_KEY is not set: patient actions cannot be recorded", "identifier")
     return hmac.new(key.encode(), f"person|{nhs_number}".encode(), hashlib.sha256).hexdigest()
 
@@ -125,11 +132,8 @@ def request_contact(caller: Caller, study_id: str) -> ContactResult:
         dest = _dest()
         individual: dict = {"identifier": {"system": cv.NHS_NUMBER, "value": caller.nhs_number}}
         for p in _own_patients(acc):  # a record at a configured hospital lets that hospital be told too
-            subject = {"individual": {"reference": f"Patient/{p['id']}"}}
-            from gateway.outbound.contact import patient_ods
-
             if dest.hospitals.by_ods(patient_ods(p, _read)) is not None:
-                individual = subject["individual"]
+                individual = {"reference": f"Patient/{p['id']}"}
                 break
         subject = {"resourceType": "ResearchSubject", "status": "candidate", "period": {"start": _today()},
                    "identifier": [{"system": OWNER_ID, "value": owner_key(str(caller.nhs_number))}],
@@ -145,7 +149,10 @@ def request_contact(caller: Caller, study_id: str) -> ContactResult:
 def contact_requests(caller: Caller) -> list[dict]:
     """The caller's own contact requests (ResearchSubjects the gateway made for them), newest first."""
     with _Acting(caller) as acc:
-        found = _search("ResearchSubject", [("identifier", f"{OWNER_ID}|{owner_key(str(caller.nhs_number))}")])
+        owner = owner_key(str(caller.nhs_number), required=False)
+        if owner is None:
+            return []
+        found = _search("ResearchSubject", [("identifier", f"{OWNER_ID}|{owner}")])
         mine = [r for r in found if acc.can_see(r)]
         return sorted(mine, key=lambda r: (r.get("meta") or {}).get("lastUpdated", ""), reverse=True)
 
@@ -176,9 +183,11 @@ def withdraw_contact(caller: Caller, subject_id: str) -> dict:
 def alerts(caller: Caller) -> list[dict]:
     """The caller's active trial-alert opt-ins: their Consent and Subscription resources."""
     with _Acting(caller) as acc:
-        out = []
-        for consent in _search("Consent", [("identifier", f"{OWNER_ID}|{owner_key(str(caller.nhs_number))}"),
-                                           ("status", "active")]):
+        out: list[dict] = []
+        owner = owner_key(str(caller.nhs_number), required=False)
+        if owner is None:
+            return out
+        for consent in _search("Consent", [("identifier", f"{OWNER_ID}|{owner}"), ("status", "active")]):
             if not acc.can_see(consent):
                 continue
             out.append(consent)
@@ -214,7 +223,7 @@ def opt_in_alerts(caller: Caller, condition: str, postcode: str | None = None, d
         if not patients:
             raise BusinessRuleViolation("Alerts are matched against the health records the gateway holds for you, "
                                         "and it holds none yet; nothing was stored", "patient")
-    opt_out_alerts(caller)
+    earlier = alerts(caller)
     with _Acting(caller):
         owner = {"system": OWNER_ID, "value": owner_key(str(caller.nhs_number))}
         area = (postcode or "").strip().upper()[:8]
@@ -244,9 +253,23 @@ def opt_in_alerts(caller: Caller, condition: str, postcode: str | None = None, d
                    "extension": [{"url": EXT_ALERT_SUBSCRIPTION, "valueReference": {"reference": "urn:uuid:sub"}}]}
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
             {"fullUrl": "urn:uuid:sub", "resource": sub, "request": {"method": "POST", "url": "Subscription"}},
-            {"resource": consent, "request": {"method": "POST", "url": "Consent"}}]}
+            {"resource": consent, "request": {"method": "POST", "url": "Consent"}},
+            *_ending(earlier)]}  # the earlier opt-in ends in the same transaction: never none, never two
         result = _service().process_bundle(bundle, include_resources=True)
-        return [e["resource"] for e in result["entry"] if isinstance(e.get("resource"), dict)]
+        return [e["resource"] for e in result["entry"][:2] if isinstance(e.get("resource"), dict)]
+
+
+def _ending(current: list[dict]) -> list[dict]:
+    """Transaction entries that end these opt-ins: Consent inactive (provision period ended), Subscription off."""
+    entries = []
+    for r in current:
+        changed = {k: v for k, v in r.items() if k != "meta"}
+        changed["status"] = "inactive" if r["resourceType"] == "Consent" else "off"
+        if r["resourceType"] == "Consent":
+            provision = r.get("provision") or {}
+            changed["provision"] = {**provision, "period": {**(provision.get("period") or {}), "end": _today()}}
+        entries.append({"resource": changed, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}})
+    return entries
 
 
 def opt_out_alerts(caller: Caller) -> int:
@@ -256,15 +279,7 @@ def opt_out_alerts(caller: Caller) -> int:
     if not current:
         return 0
     with _Acting(caller):
-        entries = []
-        for r in current:
-            changed = {k: v for k, v in r.items() if k != "meta"}
-            changed["status"] = "inactive" if r["resourceType"] == "Consent" else "off"
-            if r["resourceType"] == "Consent":
-                changed["provision"] = {**(r.get("provision") or {}), "period": {
-                    **((r.get("provision") or {}).get("period") or {}), "end": _today()}}
-            entries.append({"resource": changed, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}})
-        _service().process_bundle({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+        _service().process_bundle({"resourceType": "Bundle", "type": "transaction", "entry": _ending(current)})
         return sum(1 for r in current if r["resourceType"] == "Consent")
 
 
@@ -315,6 +330,7 @@ def _param(body: dict, name: str) -> object:
 def post_contact_request():
     """Parameters {study: valueReference ResearchStudy/<id>} -> the ResearchSubject (201 new, 200 known)."""
     caller = _caller()
+    g.interaction, g.rtype = "create", "ResearchSubject"
     ref = _param(json_body(), "study")
     study = (ref or {}).get("reference", "") if isinstance(ref, dict) else ""
     if not study.startswith("ResearchStudy/") or len(study) <= len("ResearchStudy/"):
@@ -325,24 +341,31 @@ def post_contact_request():
 
 @bp.get("/contact-requests")
 def get_contact_requests():
-    return fhir_response(_bundle(contact_requests(_caller())))
+    caller = _caller()
+    g.interaction, g.rtype = "search", "ResearchSubject"
+    return fhir_response(_bundle(contact_requests(caller)))
 
 
 @bp.delete("/contact-requests/<rid>")
 def delete_contact_request(rid: str):
     """Withdraw (the record stays, status withdrawn, so every copy can follow)."""
-    return fhir_response(withdraw_contact(_caller(), rid))
+    caller = _caller()
+    g.interaction, g.rtype = "update", "ResearchSubject"
+    return fhir_response(withdraw_contact(caller, rid))
 
 
 @bp.get("/alerts")
 def get_alerts():
-    return fhir_response(_bundle(alerts(_caller())))
+    caller = _caller()
+    g.interaction, g.rtype = "search", "Consent"
+    return fhir_response(_bundle(alerts(caller)))
 
 
 @bp.post("/alerts")
 def post_alerts():
     """Parameters {condition: valueString, postcode: valueString?, distance: valueInteger?} -> the opt-in."""
     caller = _caller()
+    g.interaction, g.rtype = "create", "Consent"
     body = json_body()
     condition = _param(body, "condition")
     postcode = _param(body, "postcode")
@@ -360,7 +383,9 @@ def post_alerts():
 @bp.delete("/alerts")
 def delete_alerts():
     """Opt out of every alert in one step; 200 with an OperationOutcome saying how many ended."""
-    n = opt_out_alerts(_caller())
+    caller = _caller()
+    g.interaction, g.rtype = "update", "Consent"
+    n = opt_out_alerts(caller)
     return fhir_response({"resourceType": "OperationOutcome", "issue": [
         {"severity": "information", "code": "informational",
          "diagnostics": f"Opted out: {n} alert subscription{'s' if n != 1 else ''} ended"}]})

@@ -129,6 +129,12 @@ def test_opt_in_shows_and_opt_out_in_one_step(client, issuer, demo, store):
     shown = client.get("/patient/alerts").get_json()
     assert sorted(e["resource"]["resourceType"] for e in shown["entry"]) == ["Consent", "Subscription"]
     assert "brain tumour" in json.dumps(shown)
+    again = client.post("/patient/alerts", data=_params(condition="glioma"), headers={**FHIR, "X-CSRF-Token": token})
+    assert again.status_code == 201  # replaces the first opt-in, in one transaction
+    shown = client.get("/patient/alerts").get_json()
+    assert shown["total"] == 2 and "glioma" in json.dumps(shown) and "brain tumour" not in json.dumps(shown)
+    assert store.read("Subscription", made["Subscription"]["id"]).resource()["status"] == "off"
+    made = {e["resource"]["resourceType"]: e["resource"] for e in again.get_json()["entry"]}
     out = client.delete("/patient/alerts", headers={"X-CSRF-Token": token})
     assert out.status_code == 200 and "1 alert subscription ended" in out.get_json()["issue"][0]["diagnostics"]
     assert client.get("/patient/alerts").get_json()["total"] == 0
@@ -156,3 +162,23 @@ def test_opt_in_without_a_record_here_is_refused_and_stores_nothing(client, issu
                     headers={**FHIR, "X-CSRF-Token": csrf(client)})
     assert r.status_code == 422 and "nothing was stored" in r.get_json()["issue"][0]["diagnostics"]
     assert client.get("/patient/alerts").get_json()["total"] == 0
+
+
+def test_patient_actions_are_audited_without_the_nhs_number(app, client, issuer, demo):
+    import orjson
+    from sqlalchemy import select
+
+    from gateway.store import schema
+
+    token = issuer.access_token(ME, client_id="nhs-app")
+    r = client.post("/patient/contact-requests", data=_params(study=f"ResearchStudy/{demo['study']}"),
+                    headers={**FHIR, "Authorization": f"Bearer {token}", "X-Request-ID": "req-patient-1"})
+    assert r.status_code == 201
+    app.extensions["gateway.security"].audit_writer.flush()
+    with app.extensions["gateway.store"].engine.connect() as conn:
+        rows = conn.execute(select(schema.resources.c.content).where(schema.resources.c.type == "AuditEvent"))
+        events = [orjson.loads(x[0]) for x in rows]
+    mine = [e for e in events if "req-patient-1" in json.dumps(e)]
+    assert len(mine) == 1 and mine[0]["subtype"][0]["code"] == "create"
+    assert {"reference": f"ResearchSubject/{r.get_json()['id']}"} in [x["what"] for x in mine[0]["entity"]]
+    assert ME not in json.dumps(mine[0])

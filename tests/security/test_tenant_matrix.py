@@ -187,3 +187,37 @@ def test_operations_endpoints(shared, role, path):
     assert r.status_code == want, r.get_data(as_text=True)[:300]
     if want == 200 and path == "/metrics":
         assert b"gateway_http_requests_total" in r.data
+
+
+# Patient actions (/patient, gateway/api/patient.py) go through the same path: a patient app acts for its own
+# person only; every other role is refused; no token is 401. None of these cases writes anything.
+PATIENT_ACTIONS = {
+    ("GET", "/patient/contact-requests", None): 200,
+    ("GET", "/patient/alerts", None): 200,
+    ("DELETE", "/patient/alerts", None): 200,  # nothing to end: 0 opt-ins
+    ("POST", "/patient/contact-requests", "study-b-draft"): 404,  # another sponsor's private study
+    ("DELETE", "/patient/contact-requests/subj-leeds-other", None): 404,  # another person's
+    ("DELETE", "/patient/contact-requests/subj-leeds-me", None): 422,  # own, but not a contact request
+}
+
+
+@pytest.mark.parametrize(("method", "path", "study"), sorted(PATIENT_ACTIONS, key=str))
+@pytest.mark.parametrize("role", ["admin", "hospital", "sponsor", "research-team", "patient-app", "anonymous"])
+def test_patient_actions(shared, role, method, path, study):
+    if role == "anonymous":
+        headers = {}
+    elif role == "patient-app":
+        headers = bearer(idp_token(shared.keys))
+    else:
+        headers = bearer(shared.token({"admin": "admin-console", "hospital": "leeds-ehr", "sponsor": "sponsor-a",
+                                       "research-team": "team-a"}[role]))
+    body = None
+    if study:
+        ref = {"reference": f"ResearchStudy/{study}"}
+        body = {"resourceType": "Parameters", "parameter": [{"name": "study", "valueReference": ref}]}
+    r = shared.http.open(path, method=method, json=body, headers=headers)
+    want = {"anonymous": 401, "patient-app": PATIENT_ACTIONS[(method, path, study)]}.get(role, 403)
+    text = r.get_data(as_text=True)
+    assert r.status_code == want, text[:300]
+    assert r.get_json()["resourceType"] in ("Bundle", "OperationOutcome")
+    assert [i for i in BY_ID if i not in VISIBLE.get(role, set()) and secret(i) in text] == []
