@@ -16,6 +16,9 @@ from gateway.security.tokens import TokenRejected
 __all__ = ["Caller", "LOCAL_ADMIN", "resolve_caller"]
 
 _ANONYMOUS = Caller(client_id="anonymous", role="anonymous", authenticated=False)
+# The patient pages and their static files (gateway/web): public, like a website; no bearer token needed.
+PAGE_PATHS = frozenset({"/", "/trials"})
+PAGE_PREFIXES = ("/trials/", "/static/web/", "/assets/images/")
 
 
 def _challenge(error: str, description: str) -> dict:
@@ -53,6 +56,8 @@ def resolve_caller(request: Request) -> Caller:
         return patient
     if request.path in SIGN_IN_PATHS:
         return _ANONYMOUS  # signing in needs no token (the views check state, nonce and the CSRF token)
+    if request.path in PAGE_PATHS or request.path.startswith(PAGE_PREFIXES):
+        return _ANONYMOUS  # the public patient pages (gateway/web); they act as the public or the session's patient
     if sec is not None and sec.enabled:
         if request.path in PUBLIC_PATHS:
             return _ANONYMOUS

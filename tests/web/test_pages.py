@@ -125,3 +125,44 @@ def test_pages_send_a_strict_content_security_policy_and_no_referrer(client):
                  "/static/web/init.js"):
         with client.get(path) as asset:
             assert asset.status_code == 200, path
+
+
+@pytest.fixture
+def secured_client(db_url, tmp_path):
+    """A gateway with clients configured (production): every API request needs a bearer token."""
+    from gateway.api.app import create_app
+    from gateway.config import Settings
+    from tests.web.pages import ROOT
+
+    clients = tmp_path / "clients"
+    clients.mkdir()
+    (clients / "nhs-app.yaml").write_text("client_id: nhs-app\nname: Patient app\nrole: patient-app\n"
+                                          "scopes: [patient/ResearchStudy.rs]\n")
+    app = create_app(Settings(database_url=db_url, instance_path=tmp_path, mappings_path=ROOT / "mappings",
+                              clients_path=clients, session_secret="pages-test-secret", rate_limit=0))
+    svc = app.extensions["gateway.service"]
+    import json
+
+    for name in STUDY_FILES:
+        svc.process_bundle(json.loads((DEMO / name).read_text()))
+    yield app.test_client()
+    app.extensions["gateway.store"].engine.dispose()
+
+
+def test_pages_are_public_when_the_api_needs_tokens(secured_client):
+    c = secured_client
+    assert c.get("/fhir/ResearchStudy").status_code == 401  # the API still needs a token
+    assert c.get("/").status_code == 302
+    page = c.get("/trials")
+    assert page.status_code == 200
+    r = c.post("/trials", data={"words": "glioblastoma", "postcode": "LS6 3HE", "distance": "50",
+                                "recruiting": "yes", "csrf_token": csrf_token(page.text)})
+    assert r.status_code == 303
+    results = c.get("/trials").text
+    assert GBM_TITLE in results
+    with c.get("/static/web/nhsuk/nhsuk-frontend.min.css") as css:
+        assert css.status_code == 200
+    sid = results.split('href="/trials/')[1].split('"')[0]
+    assert "Sign in to request contact" in c.get(f"/trials/{sid}").text
+    r = c.post(f"/trials/{sid}/contact", data={"csrf_token": csrf_token(results)})
+    assert r.status_code == 401  # an action needs a signed-in patient, not just a visitor
