@@ -40,6 +40,16 @@ def _secret(name: str) -> str | None:
     return None
 
 
+def _clients_path() -> Path | None:
+    """GATEWAY_CLIENTS_PATH when set (a folder that must exist: checked at start-up, never a silent
+    development mode); unset: ``mappings/clients`` if that folder exists, else None (development mode)."""
+    raw = os.environ.get("GATEWAY_CLIENTS_PATH")
+    if raw:
+        return Path(raw)
+    default = Path("mappings/clients")
+    return default if default.is_dir() else None
+
+
 @dataclass
 class Settings:
     """Everything that varies by deployment. ``Settings.from_env()`` is the only reader of os.environ."""
@@ -52,6 +62,8 @@ class Settings:
     max_json_depth: int = 64
     default_count: int = 20
     max_count: int = 1000
+    max_search_value_length: int = 4096  # characters in one search parameter value (gateway/fhir/limits.py)
+    max_search_parameters: int = 32  # search criteria in one query (each one joins the index once)
     mappings_path: Path = Path("mappings")
     insecure_dev: bool = False
     sql_echo: bool = False
@@ -97,10 +109,12 @@ class Settings:
             max_json_depth=_int("GATEWAY_MAX_JSON_DEPTH", 64),
             default_count=_int("GATEWAY_DEFAULT_COUNT", 20),
             max_count=_int("GATEWAY_MAX_COUNT", 1000),
+            max_search_value_length=_int("GATEWAY_MAX_SEARCH_VALUE_LENGTH", 4096),
+            max_search_parameters=_int("GATEWAY_MAX_SEARCH_PARAMETERS", 32),
             mappings_path=Path(os.environ.get("GATEWAY_MAPPINGS_PATH", "mappings")),
             insecure_dev=_bool("GATEWAY_INSECURE_DEV"),
             sql_echo=_bool("GATEWAY_SQL_ECHO"),
-            clients_path=Path(os.environ.get("GATEWAY_CLIENTS_PATH", "mappings/clients")),
+            clients_path=_clients_path(),
             token_signing_key=_secret("GATEWAY_TOKEN_SIGNING_KEY"),
             idp_jwks_url=os.environ.get("GATEWAY_IDP_JWKS_URL") or None,
             idp_jwks_file=Path(os.environ["GATEWAY_IDP_JWKS_FILE"]) if os.environ.get("GATEWAY_IDP_JWKS_FILE")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from gateway.config import Settings
 from gateway.observability.logs import gunicorn_logconfig
-from gateway.security.clients import load_clients
+from gateway.security.clients import ClientConfigError, load_clients
 from gateway.security.devmode import check_bind
 
 
@@ -42,7 +42,11 @@ raw_env = [f"PROMETHEUS_MULTIPROC_DIR={os.environ.get('PROMETHEUS_MULTIPROC_DIR'
 
 def on_starting(server) -> None:
     settings = Settings.from_env()
-    configured = bool(load_clients(settings.clients_path))
+    try:
+        configured = bool(load_clients(settings.clients_path))
+    except ClientConfigError as exc:  # a configured client folder that is missing or invalid: do not start
+        server.log.error("%s", exc)
+        raise SystemExit(1) from None
     for address in server.cfg.bind:
         host = address.rsplit(":", 1)[0] if ":" in address else address
         for line in check_bind(host, configured, settings.insecure_dev):

@@ -28,8 +28,10 @@ from gateway.fhir.errors import (
     TooManyRequests,
     operation_outcome,
 )
+from gateway.fhir.limits import NUL
+from gateway.fhir.limits import configure as configure_search_limits
 from gateway.security.audit import AuditWriter, audit_event, write_audit
-from gateway.security.clients import ClientRegistry, load_clients
+from gateway.security.clients import ClientConfigError, ClientRegistry, load_clients
 from gateway.security.erasure import check_nhs_number, erase_person
 from gateway.security.policy import Access, current_access, iter_patient_refs_in_params, kind_of
 from gateway.security.principal import Caller
@@ -82,7 +84,12 @@ def _anonymous() -> Caller:
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
     store: Store = app.extensions["gateway.store"]
-    registry = load_clients(settings.clients_path)
+    try:
+        registry = load_clients(settings.clients_path)  # a configured folder must exist and be readable
+    except ClientConfigError:
+        store.engine.dispose()  # the app is not built: release its database connections
+        raise
+    configure_search_limits(settings.max_search_value_length, settings.max_search_parameters)
     audit_on = settings.audit == "on" or (settings.audit == "auto" and bool(registry))
     app.extensions[EXT] = SecurityState(
         registry=registry,
@@ -97,6 +104,8 @@ def init_app(app: Flask) -> None:
                     "token is the local administrator", settings.clients_path)
     # First hook: a write the caller may not make rolls back before anything else is queued.
     app.extensions["gateway.service"].hooks.insert(0, _guard_write)
+    # Before any If-Match check: another's resource is answered like a missing one (no existence oracle).
+    app.extensions["gateway.service"].guards.append(_guard_existing)
     app.before_request_funcs.setdefault(None, []).append(_before)
     app.after_request_funcs.setdefault(None, []).insert(0, _after)
     app.teardown_request_funcs.setdefault(None, []).append(_teardown)
@@ -109,9 +118,16 @@ def _guard_write(tx, result, resource) -> None:
         acc.write_hook(tx, result, resource)
 
 
+def _guard_existing(rtype: str, rid: str, current, named: bool) -> None:
+    acc = current_access.get()
+    if acc is not None:
+        acc.check_existing(rtype, rid, current, named=named)
+
+
 # -- per request -------------------------------------------------------------------------------
 def _before() -> None:
     sec = state()
+    _refuse_nul()
     caller: Caller = g.get("caller") or _anonymous()
     g.access = Access(caller, current_app.extensions["gateway.store"])
     g.access_token = current_access.set(g.access)
@@ -123,28 +139,42 @@ def _before() -> None:
                                   headers={"Retry-After": RateLimiter.retry_after(wait)})
     if request.path in PUBLIC_PATHS:
         return
-    _authorize_route(g.access)
-    if request.method in ("POST", "PUT") and request.path.startswith("/fhir") and not caller.is_admin:
-        _stamp_body(g.access)
+    writing = request.method in ("POST", "PUT") and request.path.startswith("/fhir")
+    # Parsed for the written type's check (type level) and for tenant stamping (non-administrators); an
+    # administrator's transaction at /fhir is checked entry by entry by the view (check_bundle).
+    body = _json_body() if writing and (not caller.is_admin or request.path.rstrip("/") != "/fhir") else None
+    _authorize_route(g.access, body)
+    if writing and not caller.is_admin and isinstance(body, dict):
+        _stamp_body(g.access, body)
 
 
-def _stamp_body(acc: Access) -> None:
-    """Stamp the caller's tenant on the body of every FHIR write, whichever view handles it.
+def _refuse_nul() -> None:
+    """A NUL character (U+0000) in the path or a query parameter is 400 before anything reads the store
+    (PostgreSQL cannot compare text holding one; SQLite would): the same answer on both backends."""
+    if NUL in request.path or any(NUL in k or NUL in v for k, v in request.args.items(multi=True)):
+        raise InvalidResource("a NUL character (U+0000) is not allowed in the URL", "request.url")
 
-    The body is parsed once here and the stamped bytes put back as the request's cached body, so views
-    added later (contact requests, ingest) store stamped content without knowing about tenants.
-    """
+
+def _json_body() -> object:
+    """The request's JSON body, parsed once for the route checks; None when the view will refuse it
+    (not JSON, over the size limit, unparseable: the view answers with the matching OperationOutcome)."""
     if not (request.mimetype or "").endswith("json"):
-        return
+        return None
     limit = current_app.config["SETTINGS"].max_body_bytes
     if request.content_length is None or request.content_length > limit:
-        return  # the view refuses it with the size OperationOutcome
+        return None
     try:
-        body = orjson.loads(request.get_data(cache=True))
+        return orjson.loads(request.get_data(cache=True))
     except orjson.JSONDecodeError:
-        return  # the view reports the bad JSON
-    if not isinstance(body, dict):
-        return
+        return None
+
+
+def _stamp_body(acc: Access, body: dict) -> None:
+    """Stamp the caller's tenant on the body of every FHIR write, whichever view handles it.
+
+    The body is parsed once (``_json_body``) and the stamped bytes put back as the request's cached body, so
+    views added later (contact requests, ingest) store stamped content without knowing about tenants.
+    """
     if body.get("resourceType") == "Bundle":
         for entry in body.get("entry") or []:
             res = entry.get("resource") if isinstance(entry, dict) else None
@@ -230,7 +260,9 @@ def _audit(resp: Response) -> None:
 
 
 # -- route -> interaction ----------------------------------------------------------------------
-def _authorize_route(acc: Access) -> None:
+def _authorize_route(acc: Access, body: object = None) -> None:
+    """The interaction the URL names, checked for this caller; ``body``: a write's parsed JSON body, whose
+    resourceType is the type written (and checked) -- a mismatch with the URL is 400 before any scope check."""
     path = request.path
     if path.startswith("/admin") or path == "/metrics":  # /metrics: operations data, like the outbox view
         g.interaction = "admin"
@@ -261,7 +293,8 @@ def _authorize_route(acc: Access) -> None:
         return
     rtype = g.rtype = head
     if len(parts) == 1:
-        interaction = {"GET": "search", "POST": "create", "PUT": "update", "DELETE": "delete"}.get(method)
+        interaction = {"GET": "search", "POST": "create", "PUT": "update", "DELETE": "delete",
+                       "PATCH": "update"}.get(method)
     elif len(parts) == 2 and parts[1] == "_search":
         interaction = "search"
     elif len(parts) == 2 and parts[1] == "_history":
@@ -283,7 +316,10 @@ def _authorize_route(acc: Access) -> None:
     if interaction is None:
         return  # the view answers 404/405
     g.interaction = interaction
-    acc.check(interaction, rtype)
+    if interaction in ("create", "update") and method in ("POST", "PUT"):
+        acc.check_write(interaction, rtype, body)
+    else:
+        acc.check(interaction, rtype)
 
 
 def _operation(acc: Access, rtype: str | None, name: str, rid: str | None) -> None:
@@ -325,18 +361,42 @@ def issuer() -> str:
     return f"{_root()}/auth"
 
 
+def _oauth_error(exc: OAuthError) -> Response:
+    """RFC 6749 section 5.2: {"error", "error_description"}; 401 invalid_client carries WWW-Authenticate."""
+    log.info("token refused: %s", exc.description)
+    resp = jsonify({"error": exc.error, "error_description": exc.description})
+    resp.status_code = int(exc.status)
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["Pragma"] = "no-cache"
+    if exc.status == HTTPStatus.UNAUTHORIZED:
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="token", error="invalid_client"'
+    return resp
+
+
+@bp.errorhandler(FhirError)
+def _token_endpoint_errors(exc: FhirError):
+    """Errors raised before the token view runs (a bad Authorization header, the rate limit) answer in the
+    token endpoint's own RFC 6749 form; every other route of this blueprint keeps its OperationOutcome."""
+    if request.endpoint != "auth.token":
+        return fhir_response(exc.outcome(), exc.status, exc.headers)
+    if exc.status == HTTPStatus.UNAUTHORIZED:
+        return _oauth_error(OAuthError("invalid_client", exc.diagnostics, HTTPStatus.UNAUTHORIZED))
+    resp = _oauth_error(OAuthError("invalid_request", exc.diagnostics, exc.status))
+    resp.headers.update(exc.headers)
+    return resp
+
+
 @bp.post("/auth/token")
 def token():
+    if request.mimetype != "application/x-www-form-urlencoded":
+        return _oauth_error(OAuthError("invalid_request", "the token request must be an "
+                                       "application/x-www-form-urlencoded form (RFC 6749 section 4.4)"))
     try:
-        body = state().tokens.issue(request.form.to_dict(), token_url(), issuer(), base_url())
+        body = state().tokens.issue(request.form.to_dict(flat=False), token_url(), issuer(), base_url())
     except NotConfigured as exc:
         return fhir_response(operation_outcome([Issue("not-supported", str(exc))]), HTTPStatus.SERVICE_UNAVAILABLE)
     except OAuthError as exc:
-        log.info("token refused: %s", exc.description)
-        resp = jsonify({"error": exc.error, "error_description": exc.description})
-        resp.status_code = int(exc.status)
-        resp.headers["Cache-Control"] = "no-store"
-        return resp
+        return _oauth_error(exc)
     resp = jsonify(body)
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["Pragma"] = "no-cache"
@@ -419,17 +479,34 @@ def see(st):
 
 def read(rtype: str, rid: str, version: int | None = None):
     """read / vread as the caller: NotFound (not Gone) when the caller may not see the resource, so a
-    deleted resource of someone else does not reveal that its id once existed."""
+    deleted resource of someone else does not reveal that its id once existed. A vread is authorized on the
+    resource before its versions are looked at: another's resource answers like a missing one, whichever
+    version is asked for."""
     store: Store = current_app.extensions["gateway.store"]
+    if version is not None and not access().caller.is_admin:
+        _visible_or_not_found(store, rtype, rid)
     try:
         return see(store.read(rtype, rid) if version is None else store.vread(rtype, rid, version))
     except Gone:
         if not access().caller.is_admin:
-            _, rows = store.history(rtype, rid, count=50)
-            last = next((r for r in rows if r.content), None)
-            if last is None or not access().can_see(last.resource()):
-                raise NotFound(f"{rtype}/{rid} is not known", f"{rtype}.id") from None
+            _visible_or_not_found(store, rtype, rid)
         raise
+
+
+def _visible_or_not_found(store: Store, rtype: str, rid: str) -> None:
+    """NotFound ("is not known", as for an id never stored) unless the caller may see the resource: its
+    current content, or for a deleted one its last content."""
+    current = store.read_many([(rtype, rid)])
+    if current:
+        last = current[0]
+    else:
+        try:
+            _, rows = store.history(rtype, rid, count=50)
+        except NotFound:
+            rows = []
+        last = next((r for r in rows if r.content), None)
+    if last is None or not access().can_see(last.resource()):
+        raise NotFound(f"{rtype}/{rid} is not known", f"{rtype}.id")
 
 
 def filter_rows(rows: list) -> list:
@@ -476,7 +553,10 @@ def check_bundle(bundle: object) -> None:
                 continue
             interaction = {"POST": "create", "PUT": "update", "DELETE": "delete"}.get(method) or (
                 "read" if len(parts) == 2 and not query else "search")
-            acc.check(interaction, parts[0])
+            if interaction in ("create", "update"):
+                acc.check_write(interaction, parts[0], entry.get("resource"), "Bundle.entry.resource.resourceType")
+            else:
+                acc.check(interaction, parts[0])
         except FhirError as exc:
             raise exc.prefixed(f"Bundle.entry[{i}]") from None
         if method in ("POST", "PUT") and isinstance(entry.get("resource"), dict):

@@ -35,4 +35,9 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    cli()
+    from gateway.security.clients import ClientConfigError
+
+    try:
+        cli()
+    except ClientConfigError as exc:  # a start-up configuration error: one line, exit code 1, no traceback
+        raise SystemExit(f"gateway: {exc}") from None

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from gateway.fhir.errors import InvalidResource, NotSupported
+from gateway.fhir.limits import check_search_items
 from gateway.fhir.models import SUPPORTED_TYPES
 from gateway.fhir.search_params import (
     COMMON_PARAMS,
@@ -143,6 +144,7 @@ class _Parser:
 
 def parse_search(resource_type: str | None, items: list[tuple[str, str]], *, default_count: int = 20,
                  max_count: int = 1000, strict: bool = False) -> SearchQuery:
+    check_search_items(items)  # NUL, value length, parameter count: 400 before any database sees them
     q = SearchQuery(resource_type, count=default_count)
     p = _Parser(q, strict, max_count)
     known = params_for(resource_type) if resource_type else {}

@@ -10,10 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+import orjson
 from pydantic import ValidationError
 
 from gateway.fhir import models
 from gateway.fhir.errors import CodeInvalid, InvalidResource, Issue, NotSupported
+from gateway.fhir.limits import find_nul
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -124,6 +126,9 @@ def validate_resource(data: object, expected_type: str | None = None) -> dict:
     rid = data.get("id")
     if rid is not None and (not isinstance(rid, str) or not ID_RE.match(rid)):
         raise InvalidResource(f"id '{rid}' is not a valid FHIR id ([A-Za-z0-9-.]{{1,64}})", f"{rtype}.id")
+    where = find_nul(data, rtype) if _has_nul(data) else None
+    if where is not None:
+        raise InvalidResource(f"{where}: a NUL character (U+0000) is not allowed in FHIR content", where)
     try:
         models.construct(rtype, data)
     except ValidationError as exc:
@@ -137,6 +142,15 @@ def validate_resource(data: object, expected_type: str | None = None) -> dict:
     if issues:
         raise CodeInvalid(_summary(issues), issues=issues)
     return data
+
+
+def _has_nul(data: dict) -> bool:
+    """Whether any string of ``data`` holds U+0000 (PostgreSQL cannot store it; SQLite would): a C-speed test
+    on the serialised JSON (orjson writes U+0000 as \\u0000) before any Python walk."""
+    try:
+        return b"\\u0000" in orjson.dumps(data)
+    except TypeError:  # not plain JSON data: let the walk decide
+        return True
 
 
 def _summary(issues: list[Issue]) -> str:

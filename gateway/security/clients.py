@@ -130,17 +130,34 @@ def load_client_file(path: Path) -> Client:
 
 
 def load_clients(folder: Path | None) -> ClientRegistry:
-    """Every ``*.yaml``/``*.yml`` directly in ``folder`` -> ClientRegistry (empty: development mode)."""
+    """Every ``*.yaml``/``*.yml`` directly in ``folder`` -> ClientRegistry (empty: development mode).
+
+    ``folder`` None means no clients are configured (development mode). A folder that is configured but
+    missing, not a folder or unreadable is a ClientConfigError: it never falls back to development mode.
+    """
     reg = ClientRegistry()
-    if folder is None or not folder.is_dir():
+    if folder is None:
         return reg
+    try:
+        files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    except FileNotFoundError:
+        raise ClientConfigError(f"GATEWAY_CLIENTS_PATH={str(folder)!r} does not exist; create it, or unset "
+                                "GATEWAY_CLIENTS_PATH for development mode") from None
+    except NotADirectoryError:
+        raise ClientConfigError(f"GATEWAY_CLIENTS_PATH={str(folder)!r} is not a folder") from None
+    except OSError as exc:
+        raise ClientConfigError(f"GATEWAY_CLIENTS_PATH={str(folder)!r} cannot be read: "
+                                f"{exc.strerror or type(exc).__name__}") from None
     errors: list[str] = []
     tenants: dict[tuple[str, str], str] = {}
-    for path in sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()):
+    for path in files:
         try:
             client = load_client_file(path)
         except ClientConfigError as exc:
             errors.append(str(exc))
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            errors.append(f"{path.name}: cannot be read: {getattr(exc, 'strerror', None) or type(exc).__name__}")
             continue
         if client.client_id in reg.clients:
             errors.append(f"{path.name}: client_id: '{client.client_id}' is already defined in "

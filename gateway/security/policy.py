@@ -26,7 +26,7 @@ import orjson
 from sqlalchemy import select
 
 from gateway.fhir.conventions import NHS_NUMBER, TENANT_TAG
-from gateway.fhir.errors import Forbidden, NotFound
+from gateway.fhir.errors import Forbidden, InvalidResource, NotFound
 from gateway.fhir.search import parse_search
 from gateway.fhir.search_params import normalise_reference, params_for
 from gateway.security.principal import Caller
@@ -207,6 +207,33 @@ class Access:
                 ok = False
         if not ok:
             raise Forbidden(f"A {self.role} client may not {interaction} {rtype}", rtype)
+
+    def check_write(self, interaction: str, url_type: str, resource: object, where: str | None = None) -> str:
+        """create/update: the type written is the body's ``resourceType``; it must be the URL's type, and the
+        scopes and role are checked against it (one place decides, for REST writes and Bundle entries alike).
+
+        check_write("create", "ResearchStudy", {"resourceType": "Location"}) -> InvalidResource (400).
+        A body without a usable resourceType is refused by the view before anything is written.
+        """
+        written = resource.get("resourceType") if isinstance(resource, dict) else None
+        if isinstance(written, str) and written != url_type:
+            raise InvalidResource(f"resourceType '{written}' does not match the type '{url_type}' in the URL",
+                                  where or f"{url_type}.resourceType")
+        self.check(interaction, url_type)
+        return url_type
+
+    def check_existing(self, rtype: str, rid: str, current: Stored | None, *, named: bool = True) -> None:
+        """Before any version check (If-Match): may the caller change the resource it is about to update or
+        delete? One it may not see is NotFound, answered like a missing one; one it sees but does not own is
+        Forbidden. ``named``: the caller named the id itself (False for a conditional search's match, whose
+        id is then not echoed)."""
+        if self.caller.is_admin or current is None or current.deleted or not current.content:
+            return
+        prior = current.resource()
+        if not self.can_see(prior):
+            what = f"{rtype}/{rid}" if named else f"The {rtype} this conditional request matched"
+            raise NotFound(f"{what} is not known", f"{rtype}.id")
+        self.check_prior(prior, rtype, rid if named else "(matched)")
 
     def check_history(self, rtype: str | None) -> None:
         """System history is for administrators; type history needs search permission on the type."""

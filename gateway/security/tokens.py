@@ -35,6 +35,7 @@ from gateway.store import schema
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGS = ("RS384", "ES384", "RS512")
+IDP_ROLES = frozenset({"patient-app"})  # the roles an identity provider's tokens may act as
 IDP_ALGS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512")
 ACCESS_TOKEN_SECONDS = 300
 MAX_ASSERTION_LIFETIME = 300
@@ -146,21 +147,36 @@ class TokenService:
         self._purged = 0.0
 
     # -- issuing -------------------------------------------------------------------------------
-    def issue(self, form: dict[str, str], token_url: str, issuer: str, audience: str) -> dict:
-        """A client_credentials request (form fields) -> the token response; OAuthError otherwise."""
-        if self.signing is None:
-            raise NotConfigured("The token endpoint is not configured: set GATEWAY_TOKEN_SIGNING_KEY (a PEM "
-                                "private key) or GATEWAY_TOKEN_SIGNING_KEY_FILE")
-        if form.get("grant_type") != "client_credentials":
+    def issue(self, form: dict[str, list[str]], token_url: str, issuer: str, audience: str) -> dict:
+        """A client_credentials request (form fields, each a list of values) -> the token response.
+
+        Every malformed or forged request is an OAuthError (RFC 6749 section 5.2), whatever the configuration:
+        the client is authenticated before the gateway says it cannot issue (NotConfigured, no signing key).
+        """
+        repeated = sorted(k for k, v in form.items() if len(v) > 1)
+        if repeated:
+            raise OAuthError("invalid_request", f"parameters may not be repeated: {', '.join(repeated)}")
+        fields = {k: v[0] for k, v in form.items()}
+        grant = fields.get("grant_type")
+        if not grant:
+            raise OAuthError("invalid_request", "grant_type is required (client_credentials)")
+        if grant != "client_credentials":
             raise OAuthError("unsupported_grant_type", "grant_type must be client_credentials")
-        if form.get("client_assertion_type") != ASSERTION_TYPE:
-            raise OAuthError("invalid_client", f"client_assertion_type must be {ASSERTION_TYPE}",
-                             HTTPStatus.UNAUTHORIZED)
-        client = self.verify_assertion(form.get("client_assertion") or "", token_url)
-        requested = (form.get("scope") or "").split()
+        if fields.get("client_assertion_type") != ASSERTION_TYPE or not fields.get("client_assertion"):
+            raise OAuthError("invalid_client", f"client authentication needs client_assertion_type={ASSERTION_TYPE} "
+                             "and a client_assertion (private_key_jwt)", HTTPStatus.UNAUTHORIZED)
+        client, jti, exp = self._check_assertion(fields["client_assertion"], token_url)
+        if client.role == "patient-app":
+            raise OAuthError("unauthorized_client", "patient apps sign in through the identity provider, not "
+                             "with client credentials")
+        requested = (fields.get("scope") or "").split()
         granted = narrow(requested, client.scopes) if requested else client.scopes
         if requested and not granted:
             raise OAuthError("invalid_scope", f"none of the requested scopes is allowed for {client.client_id}")
+        if self.signing is None:
+            raise NotConfigured("The token endpoint is not configured: set GATEWAY_TOKEN_SIGNING_KEY (a PEM "
+                                "private key) or GATEWAY_TOKEN_SIGNING_KEY_FILE")
+        self._use_jti(client.client_id, jti, exp)
         now = int(time.time())
         claims = {"iss": issuer, "sub": client.client_id, "aud": audience, "iat": now,
                   "exp": now + ACCESS_TOKEN_SECONDS, "jti": str(uuid.uuid4()), "scope": " ".join(sorted(granted))}
@@ -171,6 +187,12 @@ class TokenService:
 
     def verify_assertion(self, assertion: str, token_url: str) -> Client:
         """Check a private_key_jwt client assertion; record its jti. -> the client."""
+        client, jti, exp = self._check_assertion(assertion, token_url)
+        self._use_jti(client.client_id, jti, exp)
+        return client
+
+    def _check_assertion(self, assertion: str, token_url: str) -> tuple[Client, str, float]:
+        """A private_key_jwt client assertion -> (client, jti, exp); OAuthError invalid_client otherwise."""
         def fail(why: str) -> OAuthError:
             return OAuthError("invalid_client", f"client assertion rejected: {why}", HTTPStatus.UNAUTHORIZED)
 
@@ -200,10 +222,9 @@ class TokenService:
         if claims["sub"] != client.client_id:
             raise fail("sub must equal iss (the client id)")
         now = time.time()
-        if claims["exp"] > now + MAX_ASSERTION_LIFETIME + CLOCK_SKEW:
+        if not isinstance(claims["exp"], int | float) or claims["exp"] > now + MAX_ASSERTION_LIFETIME + CLOCK_SKEW:
             raise fail("exp is more than 5 minutes ahead")
-        self._use_jti(client.client_id, str(claims["jti"]), claims["exp"])
-        return client
+        return client, str(claims["jti"]), float(claims["exp"])
 
     def _use_jti(self, client_id: str, jti: str, exp: float) -> None:
         t = schema.used_jtis
@@ -276,6 +297,11 @@ class TokenService:
             client = self.registry.get(str(client_id)) if client_id else None
             if client is None:
                 raise TokenRejected("the token's client (client_id/azp) is not registered here")
+            if client.role not in IDP_ROLES:
+                # A backend client's role comes only from its own signed assertion (our tokens), never from a
+                # claim an identity provider's user can get into a token.
+                raise TokenRejected(f"an identity provider token may only act for a patient app; "
+                                    f"{client.client_id!r} is a {client.role} client")
             requested = [s for s in str(claims.get("scope", "")).split() if "/" in s]
             scopes = narrow(requested, client.scopes) if requested else client.scopes
             nhs = None

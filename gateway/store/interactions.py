@@ -36,6 +36,10 @@ from gateway.store.repo import Store, Stored, Tx, WriteResult
 # Hooks run inside the write transaction after each successful write, e.g. to enqueue outbox jobs
 # in the same transaction: fn(tx, write_result, resource_dict).
 WriteHook = Callable[[Tx, WriteResult, dict], None]
+# Guards run inside the write transaction on the current row of a resource about to be updated or deleted,
+# BEFORE any version check (If-Match), so a caller learns nothing about a resource it may not change:
+# fn(rtype, id, current_row_or_None, named) raises to refuse; ``named``: the caller gave the id itself.
+ExistingGuard = Callable[[str, str, "Stored | None", bool], None]
 
 
 def new_id() -> str:
@@ -78,16 +82,23 @@ class FhirService:
     store: Store
     max_bundle_entries: int = 1000
     hooks: list[WriteHook] = field(default_factory=list)
+    guards: list[ExistingGuard] = field(default_factory=list)
 
     # -- single interactions -------------------------------------------------------------------
-    def create(self, resource: dict, *, if_none_exist: str | None = None, validated: bool = False) -> WriteResult:
+    def create(self, resource: dict, *, if_none_exist: str | None = None, validated: bool = False,
+               resource_type: str | None = None) -> WriteResult:
+        """``resource_type``: the type the caller addressed (``POST /Patient``); the body must be one."""
+        self.check_size(resource)
         resource = normalise_systems(resource)
         if not validated:
-            validate_resource(resource)
+            validate_resource(resource, resource_type)
+        elif resource_type and resource.get("resourceType") != resource_type:
+            validate_resource(resource, resource_type)  # raises the mismatch
         with self.store.write() as tx:
             return self._create(tx, resource, if_none_exist)
 
     def update(self, rtype: str, rid: str, resource: dict, *, if_match: str | None = None) -> WriteResult:
+        self.check_size(resource)
         resource = normalise_systems(resource)
         validate_resource(resource, rtype)
         if resource.get("id") != rid:
@@ -98,6 +109,7 @@ class FhirService:
 
     def conditional_update(self, rtype: str, query: str, resource: dict, *,
                            if_match: str | None = None) -> WriteResult:
+        self.check_size(resource)
         resource = normalise_systems(resource)
         validate_resource(resource, rtype)
         with self.store.write() as tx:
@@ -105,6 +117,7 @@ class FhirService:
 
     def delete(self, rtype: str, rid: str, *, if_match: str | None = None) -> WriteResult:
         with self.store.write() as tx:
+            self.current_for_change(tx, rtype, rid, if_match=if_match)
             result = tx.delete(rtype, rid, if_match=if_match)
             self._run_hooks(tx, result, {})
             return result
@@ -119,6 +132,7 @@ class FhirService:
                                          f"{rtype}")
             if not ids:
                 return None
+            self.current_for_change(tx, rtype, ids[0], named=False)
             result = tx.delete(rtype, ids[0])
             self._run_hooks(tx, result, {})
             return result
@@ -134,6 +148,32 @@ class FhirService:
         for name in key.lock_names:
             tx.lock(name)
         return key.matches(tx.find_tokens(key.param, key.pairs))
+
+    def check_size(self, resource: object) -> None:
+        """A Bundle stored as a resource (``POST /Bundle``, ``PUT /Bundle/x``, a Bundle entry) obeys the same
+        entry limit as a transaction: 413 past GATEWAY_MAX_BUNDLE_ENTRIES, before it is validated."""
+        if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+            entries = resource.get("entry")
+            if isinstance(entries, list) and len(entries) > self.max_bundle_entries:
+                raise TooLarge(f"Bundle has {len(entries)} entries; the maximum is {self.max_bundle_entries} "
+                               "(GATEWAY_MAX_BUNDLE_ENTRIES)", "Bundle.entry")
+
+    def current_for_change(self, tx: Tx, rtype: str, rid: str, *, named: bool = True, if_match: str | None = None,
+                           current: Stored | None = None, fetched: bool = False) -> Stored | None:
+        """The current row of a resource about to be updated or deleted, after every guard accepted it: the
+        caller's authorization is decided before any version check. ``current``/``fetched``: a row already read
+        in this transaction.
+
+        ``if_match`` on a resource with no current version (never stored, or deleted) is NotFound, as a read
+        of it would be: the answer for another's resource (guards) and for a missing one is the same 404.
+        """
+        cur = current if fetched else tx.current(rtype, rid)
+        for guard in self.guards:
+            guard(rtype, rid, cur, named)
+        if if_match is not None and (cur is None or cur.deleted):
+            what = f"{rtype}/{rid}" if named else f"The {rtype} this conditional request matched"
+            raise NotFound(f"{what} is not known", f"{rtype}.id")  # like a read, and like another's
+        return cur
 
     # -- internals shared by REST and Bundles --------------------------------------------------
     def _query(self, rtype: str, query: str) -> SearchQuery:
@@ -162,15 +202,16 @@ class FhirService:
         return result
 
     def _put(self, tx: Tx, resource: dict, if_match: str | None, fresh: bool = False,
-             current: Stored | None = None) -> WriteResult:
+             current: Stored | None = None, named: bool = True) -> WriteResult:
         """``fresh``: the id was just generated here, so there is no current row to read or race with.
-        ``current``: the current row, already read in this transaction (and locked, on PostgreSQL)."""
+        ``current``: the current row, already read in this transaction (and locked, on PostgreSQL).
+        ``named``: the caller gave the id (False: a conditional search found it)."""
         if fresh:
             result = tx.put(resource, if_match=if_match, current=None, fetched=True, fresh_id=True)
-        elif current is not None:
-            result = tx.put(resource, if_match=if_match, current=current, fetched=True)
         else:
-            result = tx.put(resource, if_match=if_match)
+            cur = self.current_for_change(tx, resource["resourceType"], resource["id"], named=named,
+                                          if_match=if_match, current=current, fetched=current is not None)
+            result = tx.put(resource, if_match=if_match, current=cur, fetched=True)
         if result.outcome != "unchanged":
             self._run_hooks(tx, result, resource)
         return result
@@ -186,7 +227,7 @@ class FhirService:
             if resource.get("id") not in (None, ids[0]):
                 raise InvalidResource(f"The resource id '{resource['id']}' does not match the resource found by "
                                       f"'{query}' ({ids[0]})", f"{rtype}.id")
-            return self._put(tx, {**resource, "id": ids[0]}, if_match)
+            return self._put(tx, {**resource, "id": ids[0]}, if_match, named=False)
         if resource.get("id"):
             return self._put(tx, resource, if_match)
         result = tx.create(resource, new_id())
@@ -226,6 +267,12 @@ class FhirService:
         if len(entries) > self.max_bundle_entries:
             raise TooLarge(f"Bundle has {len(entries)} entries; the maximum is {self.max_bundle_entries} "
                            "(GATEWAY_MAX_BUNDLE_ENTRIES)", "Bundle.entry")
+        _check_unique_full_urls(entries)
+        for i, entry in enumerate(entries):
+            try:
+                self.check_size(entry.get("resource") if isinstance(entry, dict) else None)
+            except FhirError as exc:
+                raise exc.prefixed(f"Bundle.entry[{i}].resource") from None
         if btype == "transaction":
             return btype, self._transaction(entries, read, tx, validated)
         if tx is not None:
@@ -363,7 +410,8 @@ class FhirService:
             self._run_hooks(tx, result, e.resource)
             return EntryResult(HTTPStatus.CREATED, result)
         if e.method == "PUT":
-            result = self._put(tx, {**e.resource, "id": e.target_id}, e.if_match, fresh=e.fresh, current=e.current)
+            result = self._put(tx, {**e.resource, "id": e.target_id}, e.if_match, fresh=e.fresh, current=e.current,
+                               named=e.query is None)
             return EntryResult(HTTPStatus.CREATED if result.created else HTTPStatus.OK, result)
         if e.method == "DELETE":
             if e.query is not None:
@@ -375,6 +423,7 @@ class FhirService:
                 if not ids:
                     return EntryResult(HTTPStatus.NO_CONTENT)
                 e.url_id = ids[0]
+            self.current_for_change(tx, e.rtype, e.url_id, named=e.query is None, if_match=e.if_match)
             result = tx.delete(e.rtype, e.url_id, if_match=e.if_match)
             self._run_hooks(tx, result, {})
             return EntryResult(HTTPStatus.NO_CONTENT if result.outcome == "not-found" else HTTPStatus.OK, result)
@@ -510,6 +559,20 @@ def _parse_entry(i: int, entry: object, where: str, validated: bool = False) -> 
             raise InvalidResource(f"{where}.request.url '{url}' must be Type/id or Type?search",
                                   f"{where}.request.url")
     return e
+
+
+def _check_unique_full_urls(entries: list) -> None:
+    """Every fullUrl in a transaction or batch is unique (FHIR bdl-7): with two alike, references to it
+    would silently resolve to one of them. 400 naming both entries."""
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        url = entry.get("fullUrl") if isinstance(entry, dict) else None
+        if not isinstance(url, str):
+            continue
+        if url in seen:
+            raise InvalidResource(f"Bundle.entry[{i}].fullUrl is the same as Bundle.entry[{seen[url]}].fullUrl; "
+                                  "every fullUrl in a Bundle must be unique", f"Bundle.entry[{i}].fullUrl")
+        seen[url] = i
 
 
 def _check_duplicate_targets(plan: list[_Entry]) -> None:

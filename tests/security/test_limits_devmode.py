@@ -72,7 +72,8 @@ def test_serve_refuses_public_bind_without_clients(tmp_path, monkeypatch):
     from gateway.cli import cli
 
     monkeypatch.setenv("GATEWAY_DATABASE_URL", f"sqlite:///{tmp_path / 'gw.sqlite3'}")
-    monkeypatch.setenv("GATEWAY_CLIENTS_PATH", str(tmp_path / "none"))
+    (tmp_path / "empty").mkdir()  # a configured folder with no client files: development mode
+    monkeypatch.setenv("GATEWAY_CLIENTS_PATH", str(tmp_path / "empty"))
     monkeypatch.delenv("GATEWAY_INSECURE_DEV", raising=False)
     result = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--port", "0"])
     assert result.exit_code != 0

@@ -83,6 +83,8 @@ def expected(role: str, rtype: str, interaction: str, which: str) -> int:
     if interaction == "create":
         return 201 if which == "own" else 403
     ok = which == "own"
+    if not ok and not visible:
+        return 404  # a resource the caller may not see answers like a missing one, before any version check
     if interaction == "delete":
         return 204 if ok else 403
     return 200 if ok else 403  # update, transaction entry

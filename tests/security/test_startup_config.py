@@ -1,0 +1,114 @@
+"""Issue #13, item 3: a configured GATEWAY_CLIENTS_PATH that is missing or unreadable is a start-up error
+(an exception from create_app; one line and exit code 1 from the CLI), never a silent development mode."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.api.app import create_app
+from gateway.config import Settings
+from gateway.security.clients import ClientConfigError, load_clients
+from tests.conftest import ROOT
+from tests.security.conftest import close_app
+
+
+def test_create_app_refuses_a_missing_clients_folder(settings, tmp_path):
+    missing = tmp_path / "no-such-folder"
+    with pytest.raises(ClientConfigError, match="does not exist"):
+        create_app(dataclasses.replace(settings, clients_path=missing))
+
+
+def test_create_app_refuses_a_file_as_clients_folder(settings, tmp_path):
+    file = tmp_path / "clients.yaml"
+    file.write_text("client_id: x\n")
+    with pytest.raises(ClientConfigError, match="is not a folder"):
+        create_app(dataclasses.replace(settings, clients_path=file))
+
+
+def test_an_unreadable_clients_folder_is_an_error(tmp_path, monkeypatch):
+    folder = tmp_path / "clients"
+    folder.mkdir()
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "iterdir", denied)  # the tests may run as root, for whom chmod 000 changes nothing
+    with pytest.raises(ClientConfigError, match="cannot be read: Permission denied"):
+        load_clients(folder)
+
+
+def test_an_unreadable_client_file_is_an_error(tmp_path, monkeypatch):
+    folder = tmp_path / "clients"
+    folder.mkdir()
+    (folder / "a.yaml").write_text("client_id: a\n")
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    with pytest.raises(ClientConfigError, match="a.yaml: cannot be read: Permission denied"):
+        load_clients(folder)
+
+
+def test_an_empty_configured_folder_is_development_mode(settings, tmp_path):
+    """An existing folder without client files is what ``mappings/clients`` ships as: development mode
+    (loopback only; a public bind is refused, test_limits_devmode.py)."""
+    (tmp_path / "empty").mkdir()
+    app = create_app(dataclasses.replace(settings, clients_path=tmp_path / "empty"))
+    assert not app.extensions["gateway.security"].registry
+    close_app(app)
+
+
+def test_unset_path_uses_the_default_folder_only_if_it_exists(tmp_path, monkeypatch):
+    monkeypatch.delenv("GATEWAY_CLIENTS_PATH", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert Settings.from_env().clients_path is None
+    (tmp_path / "mappings" / "clients").mkdir(parents=True)
+    assert Settings.from_env().clients_path == Path("mappings/clients")
+    monkeypatch.setenv("GATEWAY_CLIENTS_PATH", "")  # empty: unset
+    assert Settings.from_env().clients_path == Path("mappings/clients")
+    monkeypatch.setenv("GATEWAY_CLIENTS_PATH", str(tmp_path / "gone"))
+    assert Settings.from_env().clients_path == tmp_path / "gone"
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["load", "--quiet", "README.md"]])
+def test_cli_start_up_error_is_one_line_and_exit_code_1(tmp_path, command):
+    env = {**os.environ, "GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'gw.sqlite3'}",
+           "GATEWAY_CLIENTS_PATH": str(tmp_path / "missing-clients")}
+    proc = subprocess.run([sys.executable, "-c", "from gateway.cli import main; main()", *command], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "GATEWAY_CLIENTS_PATH" in lines[0] and "does not exist" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_gunicorn_refuses_to_start(tmp_path, monkeypatch):
+    from gateway import gunicorn_conf
+
+    class Log:
+        def __init__(self):
+            self.errors: list[str] = []
+
+        def error(self, msg, *args):
+            self.errors.append(msg % args)
+
+        def warning(self, msg, *args):
+            pass
+
+    class Server:
+        log = Log()
+        cfg = type("Cfg", (), {"bind": ["0.0.0.0:8080"]})()
+
+    monkeypatch.setenv("GATEWAY_CLIENTS_PATH", str(tmp_path / "missing"))
+    with pytest.raises(SystemExit) as exc:
+        gunicorn_conf.on_starting(Server())
+    assert exc.value.code == 1
+    assert "does not exist" in Server.log.errors[0]
