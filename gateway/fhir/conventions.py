@@ -61,6 +61,9 @@ EXT_MATCH_NEAREST_SITE = f"{BASE}/StructureDefinition/match-nearest-site"  # on 
 # How much of the study was checked (docs/matching.md): complex, `evaluated` and `total` valueInteger
 EXT_MATCH_COVERAGE = f"{BASE}/StructureDefinition/match-coverage"  # on Bundle.entry.search
 EXT_MATCH_SUMMARY = f"{BASE}/StructureDefinition/match-summary"  # on Bundle.entry.search, valueString (for patients)
+# characteristic-qualifier 'history' on a diagnosis characteristic: resolved / inactive conditions count too
+# ("history of ..."); docs/matching.md
+QUALIFIER_HISTORY = "history"
 
 # -- consent purposes ---------------------------------------------------------------------------
 PURPOSE_RESEARCH = (ACT_REASON, "HRESCH")

@@ -43,7 +43,7 @@ BREASTFEEDING_STATUS = frozenset({(cv.LOINC, "63895-7")})
 YES = frozenset({(cv.LOINC, "LA33-6")})
 NO = frozenset({(cv.LOINC, "LA32-8")})
 # Qualifiers a record cannot confirm ("untreated", "symptomatic", ...): having the condition is then unknown.
-HISTORY = "history"
+HISTORY = cv.QUALIFIER_HISTORY
 
 
 @dataclass(frozen=True, slots=True)
