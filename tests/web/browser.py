@@ -1,8 +1,9 @@
 """The browser tests' world: real processes on 127.0.0.1 and headless Chromium from the OS package.
 
-- the gateway (``tests/procs.py``) with the demo data, OIDC sign-in against the local test issuer
-  (``tests/oidc_issuer.py``), a research office for The Christie (ODS RBV, a site of the demo glioblastoma study)
-  as the contact route, and the alert channel pointed at a receiver;
+- the gateway (``tests/procs.py``) as in production: clients configured, so its FHIR API needs bearer tokens while
+  the pages are public; the demo data loaded by the operator (``gateway load``); OIDC sign-in against the local
+  test issuer (``tests/oidc_issuer.py``), a research office for The Christie (ODS RBV, a site of the demo
+  glioblastoma study) as the contact route, and the alert channel pointed at a receiver;
 - a second gateway playing the research office's FHIR server (it stores the Tasks it is sent);
 - ``gateway worker`` (outbox delivery and the automatic alert flows);
 - a receiver standing for the patient's alert channel (``tests/notify/receiver.py``).
@@ -15,11 +16,16 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import requests
 
+from gateway.fhir.search import parse_search
+from gateway.store.engine import make_engine
+from gateway.store.repo import Store
 from tests.e2e.test_alerts_e2e import Receiver, start_worker
 from tests.e2e.test_contact_delivery import _child_env
 from tests.oidc_issuer import OidcIssuer
@@ -60,11 +66,21 @@ def wait_until(check, timeout: float = 30.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def second_glioblastoma_study() -> bytes:
-    """A new study that matches the demo patient (the demo study with other identifiers and title)."""
+def second_glioblastoma_study(folder: Path) -> Path:
+    """A new study that matches the demo patient (the demo study with other identifiers and title), as a file."""
     text = (DEMO / "01-sponsor-glioblastoma-study.json").read_text()
     text = text.replace("NOTC-GBM-01", "NOTC-GBM-03").replace("ISRCTN12345678", "ISRCTN11223344")
-    return text.replace("ReGlio: re-irradiation", "ReGlio-3: hypofractionated re-irradiation").encode()
+    path = folder / "new-glioblastoma-study.json"
+    path.write_text(text.replace("ReGlio: re-irradiation", "ReGlio-3: hypofractionated re-irradiation"))
+    return path
+
+
+NHS_APP_CLIENT = """\
+client_id: nhs-app
+name: Patient app (browser tests)
+role: patient-app
+scopes: [patient/ResearchStudy.rs, patient/ResearchSubject.crus]
+"""
 
 
 class World:
@@ -83,9 +99,12 @@ class World:
         self.procs.append(self.alerts.child)
         hub = self.folder / "hub"
         (hub / "hospitals").mkdir(parents=True)
+        (hub / "clients").mkdir()
+        (hub / "clients" / "nhs-app.yaml").write_text(NHS_APP_CLIENT)
         (hub / "hospitals" / "christie-research-office.yaml").write_text(OFFICE_YAML.format(base=self.team.base))
         port = free_port()
         env = {
+            "GATEWAY_CLIENTS_PATH": str(hub / "clients"), "GATEWAY_RATE_LIMIT": "0",
             "GATEWAY_HOSPITALS_PATH": str(hub / "hospitals"), "GATEWAY_ALLOWED_HOSTS": "127.0.0.1",
             "GATEWAY_CONTACT_ID_KEY": "browser-test-contact-key",
             "GATEWAY_OIDC_ISSUER": self.issuer.url, "GATEWAY_OIDC_CLIENT_ID": "gateway-web",
@@ -96,15 +115,16 @@ class World:
             "GATEWAY_OUTBOX_BACKOFF_BASE": "0.05", "GATEWAY_OUTBOX_BACKOFF_MAX": "0.3",
             "GATEWAY_WORKER_POLL_SECONDS": "0.1",
         }
-        self.gw = GatewayProcess(f"sqlite:///{hub / 'gateway.sqlite3'}", hub, env=env, port=port).start()
+        self.database_url = f"sqlite:///{hub / 'gateway.sqlite3'}"
+        self.cli_env = _child_env({**env, "GATEWAY_DATABASE_URL": self.database_url, "GATEWAY_INSTANCE_PATH": str(hub)})
+        self.load(*(DEMO / name for name in ("01-sponsor-glioblastoma-study.json",
+                                             "02-sponsor-brain-metastases-study.json",
+                                             "03-leeds-patient-glioblastoma.json")))
+        self.gw = GatewayProcess(self.database_url, hub, env=env, port=port).start()
         self.procs.append(self.gw)
         self.base = self.gw.base.removesuffix("/fhir")
-        for name in ("01-sponsor-glioblastoma-study.json", "02-sponsor-brain-metastases-study.json",
-                     "03-leeds-patient-glioblastoma.json"):
-            r = requests.post(self.gw.base, data=(DEMO / name).read_bytes(), headers=FHIR, timeout=30)
-            assert r.status_code == 200, r.text
-        worker_env = _child_env({**env, "GATEWAY_DATABASE_URL": self.gw.database_url,
-                                 "GATEWAY_INSTANCE_PATH": str(hub), "GATEWAY_BASE_URL": self.gw.base})
+        assert requests.get(f"{self.gw.base}/ResearchStudy", timeout=10).status_code == 401  # API: tokens only
+        worker_env = {**self.cli_env, "GATEWAY_BASE_URL": self.gw.base}
         self.worker = start_worker(worker_env, hub)
         self.procs.append(self.worker)
         return self
@@ -115,9 +135,20 @@ class World:
         if self.issuer is not None:
             self.issuer.stop()
 
-    def study_id(self, title_start: str) -> str:
-        r = requests.get(f"{self.gw.base}/ResearchStudy", params={"_elements": "title"}, headers=FHIR, timeout=10)
-        return next(e["resource"]["id"] for e in r.json()["entry"] if e["resource"]["title"].startswith(title_start))
+    def load(self, *paths: Path) -> None:
+        """The operator loads FHIR files with ``gateway load`` (the API would need a sponsor's token)."""
+        done = subprocess.run([sys.executable, "-c", "from gateway.cli import main; main()", "load", "--quiet",
+                               *map(str, paths)], env=self.cli_env, cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    def study_id(self, identifier: str) -> str:
+        """The id of the ResearchStudy with this identifier value (read from the database, as the operator can)."""
+        engine = make_engine(self.database_url)
+        try:
+            return Store(engine).search_ids(parse_search("ResearchStudy", [("identifier", identifier)]))[0]
+        finally:
+            engine.dispose()
 
     def team_tasks(self) -> list[dict]:
         r = requests.get(f"{self.team.base}/Task", headers=FHIR, timeout=10)

@@ -12,13 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.web.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     DOC_IMAGES,
-    FHIR,
     World,
     describe,
     run_axe,
@@ -127,7 +125,7 @@ def test_the_study_page_shows_the_nearest_recruiting_site(world, page, shots):
 
 
 def test_signed_in_patient_requests_contact_then_withdraws_and_the_research_team_sees_it(world, page, shots):
-    sid = world.study_id("ReGlio: ")
+    sid = world.study_id("NOTC-GBM-01")
     page.goto(f"{world.base}/trials/{sid}")
     page.get_by_role("button", name="Sign in to request contact").click()  # -> test issuer -> callback -> here
     page.wait_for_url(re.compile(rf"/trials/{sid}$"))
@@ -147,16 +145,15 @@ def test_signed_in_patient_requests_contact_then_withdraws_and_the_research_team
 
 
 def test_opt_in_then_a_new_matching_study_gives_one_alert(world, page):
-    sid = world.study_id("ReGlio: ")
+    sid = world.study_id("NOTC-GBM-01")
     page.goto(f"{world.base}/trials/{sid}")
     page.get_by_role("button", name="Tell me about similar trials").click()
     page.wait_for_load_state()
     assert "We will tell you" in page.locator("[role=status]").inner_text()
     assert page.get_by_role("button", name="Stop alerts about new trials").is_visible()
     assert_accessible(page)
-    r = requests.post(world.gw.base, data=second_glioblastoma_study(), headers=FHIR, timeout=30)
-    assert r.status_code == 200, r.text
-    new_id = world.study_id("ReGlio-3: ")
+    world.load(second_glioblastoma_study(world.folder))  # a sponsor's new study reaches the gateway
+    new_id = world.study_id("NOTC-GBM-03")
     wait_until(lambda: world.alerts_about(new_id), timeout=40, what="the alert about the new study")
     time.sleep(2)  # a second notification about it would have arrived by now
     assert len(world.alerts_about(new_id)) == 1
