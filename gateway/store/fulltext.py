@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import itertools
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -331,12 +332,24 @@ class SiteDistance:
     distance_km: float
 
 
-# CROSS JOIN: SQLite then reads the sites in the box first (without ANALYZE statistics it would start from every
-# study's site references, a cost growing with the database); PostgreSQL plans it as any inner join.
-_STUDY_SITES = (
-    "SELECT ir.res_pk, g.res_pk, g.ref, g.lat, g.lon, g.site_status FROM search_geo g CROSS JOIN idx_reference ir "
-    "WHERE g.lat BETWEEN :a AND :b AND g.lon BETWEEN :c AND :d AND ir.param = 'ResearchStudy:site' AND ir.ref = g.ref")
+# One row per study: its nearest site in the box that may recruit (a recruiting status, or none: then the study's
+# status decides), by a flat-earth distance in degrees (exact enough to rank within 100s of km; the distance shown
+# is recomputed with haversine). CROSS JOIN: SQLite reads the sites in the box first (without ANALYZE statistics it
+# would start from every study's site references); PostgreSQL plans it as any inner join. SQLite returns the other
+# columns of the MIN() row with it; PostgreSQL takes them with DISTINCT ON.
+_D2 = "((g.lat - :lat) * (g.lat - :lat) + (g.lon - :lon) * :k * (g.lon - :lon) * :k)"
+_IN_BOX = ("g.lat BETWEEN :a AND :b AND g.lon BETWEEN :c AND :d AND (g.site_status IS NULL OR "
+           f"lower(g.site_status) = 'recruiting') AND {_D2} <= :r2 AND ir.param = 'ResearchStudy:site' "
+           "AND ir.ref = g.ref")
+_STUDY_SITES = {
+    "sqlite": f"SELECT ir.res_pk, g.res_pk, g.ref, g.lat, g.lon, g.site_status, MIN({_D2}) FROM search_geo g "
+              f"CROSS JOIN idx_reference ir WHERE {_IN_BOX} GROUP BY ir.res_pk, g.site_status IS NULL",
+    "postgresql": f"SELECT DISTINCT ON (ir.res_pk, g.site_status IS NULL) ir.res_pk, g.res_pk, g.ref, g.lat, g.lon, "
+                  f"g.site_status, {_D2} AS d2 FROM search_geo g CROSS JOIN idx_reference ir WHERE {_IN_BOX} "
+                  "ORDER BY ir.res_pk, g.site_status IS NULL, d2",
+}
 _STUDY_STATUS = "SELECT res_pk, code FROM idx_token WHERE param = 'ResearchStudy:status' AND res_pk IN :pks"
+_KM_PER_DEGREE = math.pi * geo.EARTH_KM / 180
 
 
 def recruiting(site_status: str | None, study_status: str | None) -> bool:
@@ -347,17 +360,22 @@ def recruiting(site_status: str | None, study_status: str | None) -> bool:
 
 
 def nearest_recruiting_sites(conn, centre: geo.LatLon, km: float) -> dict[int, SiteDistance]:
-    """ResearchStudy pk -> its nearest recruiting site within ``km`` of ``centre`` (studies without one: absent)."""
+    """ResearchStudy pk -> its nearest recruiting site within ``km`` of ``centre`` (studies without one: absent).
+
+    The database keeps, per study, the nearest site with a recruiting status and the nearest without a status;
+    the second counts only when the study itself is active (looked up for those studies alone)."""
     lo_lat, hi_lat, lo_lon, hi_lon = geo.bounding_box(centre, km)
-    best: dict[int, SiteDistance] = {}
-    rows = conn.execute(text(_STUDY_SITES), {"a": lo_lat, "b": hi_lat, "c": lo_lon, "d": hi_lon}).all()
-    # The study's status counts only for sites without a status of their own: looked up for those alone.
+    k = math.cos(math.radians(centre[0]))
+    args = {"a": lo_lat, "b": hi_lat, "c": lo_lon, "d": hi_lon, "lat": centre[0], "lon": centre[1], "k": k,
+            "r2": (km * 1.01 / _KM_PER_DEGREE) ** 2}
+    rows = conn.execute(text(_STUDY_SITES[conn.dialect.name]), args).all()
     unsure = sorted({r[0] for r in rows if not r[5]})
     status: dict[int, str] = {}
     for i in range(0, len(unsure), 500):
         status.update(conn.execute(text(_STUDY_STATUS).bindparams(_expanding("pks")),
                                    {"pks": unsure[i:i + 500]}).all())
-    for study_pk, loc_pk, ref, lat, lon, site_status in rows:
+    best: dict[int, SiteDistance] = {}
+    for study_pk, loc_pk, ref, lat, lon, site_status, _ in rows:
         if not recruiting(site_status, status.get(study_pk)):
             continue
         d = geo.haversine_km(centre, (lat, lon))
