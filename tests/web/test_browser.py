@@ -184,3 +184,13 @@ def test_the_skip_link_is_the_first_thing_the_keyboard_reaches(world, browser):
     pg.keyboard.press("Enter")
     assert pg.url.endswith("#maincontent")
     context.close()
+
+
+def test_no_postcode_search_words_or_nhs_number_in_the_gateway_log(world):
+    """Everything above went through the gateway: its log (one JSON line a request) never holds the postcode, the
+    condition words, the NHS number or a session cookie."""
+    log = world.gw.log()
+    assert "/trials" in log  # the page requests were logged
+    for secret in ("LS6 3HE", "LS6+3HE", "LS6%203HE", "ZZ9", "brain tumour", "brain+tumour", "glioblastomma",
+                   "9449306060", "gateway_session="):
+        assert secret.lower() not in log.lower(), secret
