@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-from gateway.fhir.errors import InvalidResource, NotSupported
+from gateway.fhir.errors import InvalidResource, Issue, NotSupported
 from gateway.fhir.limits import check_search_items
 from gateway.fhir.models import SUPPORTED_TYPES
 from gateway.fhir.search_params import (
@@ -199,8 +199,9 @@ def _criterion(p: _Parser, rtype: str | None, key: str, name: str, kind: str, mo
     if kind == "token" and rtype and not modifier:
         problems = [m for m in (check_code(rtype, name, v) for v in values) if m]
         if problems:
-            if p.strict:
-                raise InvalidResource("; ".join(problems), key)
+            if p.strict:  # 400, with the issue type FHIR has for it
+                raise InvalidResource("; ".join(problems), key,
+                                      issues=[Issue("code-invalid", m, [key]) for m in problems])
             good = [v for v in values if not check_code(rtype, name, v)]
             p.q.warnings.extend((key, m) for m in problems)
             if not good:

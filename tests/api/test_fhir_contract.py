@@ -273,6 +273,7 @@ def test_invalid_code_is_reported_with_what_to_use_and_never_widens(fhir: Checke
     r = fhir.get("/fhir/ResearchStudy?status=recruiting", headers=STRICT)
     assert r.status_code == 400
     assert "status=active" in r.get_json()["issue"][0]["diagnostics"]
+    assert r.get_json()["issue"][0]["code"] == "code-invalid"
     b = fhir.get("/fhir/ResearchStudy?status=recruiting").get_json()
     assert matches(b) == [] and b["total"] == 0  # not widened to every study
     (oo,) = mode(b, "outcome")
