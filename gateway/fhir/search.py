@@ -287,7 +287,7 @@ def _control(p: _Parser, key: str, name: str, raw: str, modifier: str | None) ->
         else:
             q.offset = n
     elif name in ("_include", "_revinclude"):
-        if modifier not in (None, "iterate", "recurse"):
+        if modifier not in (None, "iterate", "recurse", "recursive"):
             raise NotSupported(f"{key}: the only modifier is :iterate", key)
         for v in split_values(raw):
             inc = _include(q.resource_type, name, v, modifier is not None)
