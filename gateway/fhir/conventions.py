@@ -182,3 +182,9 @@ OTHER_MALIGNANCY = (ELIGIBILITY_CS, "other-malignancy")  # valueCodeableConcept 
 # or valueRange, UCUM units; "x ULN" uses UNIT_ULN.
 # Criteria no EHR can check (life expectancy, measurable disease, willingness, consent) are never characteristics:
 # they are EXT_UNSTRUCTURED_CRITERION with reason not-checkable.
+# A Group a person reviewed and pushed back (valueDateTime): kept on re-import while the registry text is unchanged.
+EXT_CRITERIA_REVIEWED = f"{BASE}/StructureDefinition/eligibility-criteria-reviewed"  # on Group, valueDateTime
+# A ResearchStudy.condition phrase with qualifiers no code carries ('MSI-H Solid Malignant Tumor'): this coding keeps
+# text resolution from turning it into a broader concept; the phrase stays in CodeableConcept.text.
+UNRESOLVED_CONDITION_CS = f"{BASE}/CodeSystem/unresolved-condition"
+UNRESOLVED_QUALIFIED = (UNRESOLVED_CONDITION_CS, "qualified-phrase")

@@ -28,7 +28,7 @@ from gateway.datafiles import field_errors
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "mappings" / "lexicons"
 CONTEXT_CATEGORIES = ("NEGATED_EXISTENCE", "POSSIBLE_EXISTENCE", "HYPOTHETICAL", "HISTORICAL", "FAMILY",
-                      "CONDITIONAL", "EXCEPTION", "TERMINATE")
+                      "CONDITIONAL", "EXCEPTION", "PROHIBITION", "TERMINATE")
 CONTEXT_DIRECTIONS = ("FORWARD", "BACKWARD", "BIDIRECTIONAL", "TERMINATE", "PSEUDO")
 
 
@@ -48,6 +48,7 @@ class AnalyteSchema(_Strict):
                         validate=validate.Length(min=1))
     display = fields.String(required=True)
     unit = fields.String(required=True)
+    accepts = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
     checked = fields.String(required=True)
 
 
@@ -92,6 +93,7 @@ class DrugsFileSchema(_Strict):
     classes = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[a-z0-9-]+$")),
                           values=fields.Nested(DrugClassSchema), required=True)
     drugs = fields.Dict(keys=fields.String(), values=fields.Nested(DrugSchema), required=True)
+    compounds = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), load_default=dict)
 
 
 class StageSchema(_Strict):
@@ -121,6 +123,7 @@ class ContextRuleSchema(Schema):
 
 
 class ContextFileSchema(_Strict):
+    disabled = fields.List(fields.String(), load_default=list)
     rules = fields.List(fields.Nested(ContextRuleSchema), required=True)
 
 
@@ -136,6 +139,7 @@ class Analyte:
     loinc: tuple[str, ...]
     display: str
     unit: str
+    accepts: tuple[str, ...] = ()  # UCUM units a threshold for this analyte may be written in ('{ULN}' included)
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,7 @@ class Lexicons:
     drugs: dict[str, Drug] = field(default_factory=dict)
     classes: dict[str, DrugClass] = field(default_factory=dict)
     stages: dict[str, dict] = field(default_factory=dict)
+    compounds: dict[str, tuple[str, ...]] = field(default_factory=dict)  # 'pd-1/pd-l1' -> (anti-pd-1, anti-pd-l1)
     context: list[ContextRule] = field(default_factory=list)
     _by_code: dict[str, Drug] = field(default_factory=dict)  # ingredient or product RxNorm -> drug
 
@@ -257,7 +262,7 @@ def load_lexicons(folder: Path = DEFAULT_PATH) -> Lexicons:
     data = _check(path, AnalytesFileSchema(), _load_yaml(path))
     for key, a in data["analytes"].items():
         lx.analytes[key] = Analyte(key, tuple(n.lower() for n in a["names"]), tuple(a["loinc"]), a["display"],
-                                   a["unit"])
+                                   a["unit"], tuple(a["accepts"]))
     lx.units = {normalise_unit(k): v for k, v in data["units"].items()}
 
     path = folder / "genes.yaml"
@@ -279,6 +284,11 @@ def load_lexicons(folder: Path = DEFAULT_PATH) -> Lexicons:
     for code, c in lx.classes.items():
         if c.parent and c.parent not in lx.classes:
             raise LexiconError(f"{path}: classes.{code}.parent: unknown class '{c.parent}'")
+    for phrase, codes in data["compounds"].items():
+        for cls in codes:
+            if cls not in lx.classes:
+                raise LexiconError(f"{path}: compounds.{phrase}: unknown class '{cls}'")
+        lx.compounds[phrase.lower()] = tuple(codes)
     for key, d in data["drugs"].items():
         for cls in d["classes"]:
             if cls not in lx.classes:
@@ -309,6 +319,11 @@ def load_lexicons(folder: Path = DEFAULT_PATH) -> Lexicons:
     rules = [ContextRule(r["literal"].lower(), r["category"], r["direction"]) for r in data["context_rules"]]
     path = folder / "context.yaml"
     data = _check(path, ContextFileSchema(), _load_yaml(path))
+    disabled = {d.lower() for d in data["disabled"]}
+    unknown = disabled - {r.literal for r in rules}
+    if unknown:
+        raise LexiconError(f"{path}: disabled: not a medSpaCy rule literal: {', '.join(sorted(unknown))}")
+    rules = [r for r in rules if r.literal not in disabled]
     rules += [ContextRule(r["literal"].lower(), r["category"], r["direction"]) for r in data["rules"]]
     lx.context = rules
     return lx

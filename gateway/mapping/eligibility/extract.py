@@ -1,0 +1,254 @@
+"""Criteria text -> per-criterion findings with polarity and confidence (pure: no Flask, no database).
+
+>>> ex = extract("Inclusion Criteria:\\n* ECOG 0-1\\n\\nExclusion Criteria:\\n* Known brain metastases")
+>>> [(f.kind, f.value, f.exclude, f.confidence) for r in ex.results for f in r.findings]
+[('ecog', (0, 1), False, 'high'), ('cns', 'present', True, 'high')]
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+
+from gateway.mapping.eligibility.context import Context, compile_rules
+from gateway.mapping.eligibility.recognise import HIGH, KEYWORDS, MEDIUM, NOT_CHECKABLE, RECOGNISERS, Finding, clean
+from gateway.mapping.eligibility.split import Criterion, split_criteria
+from gateway.terminology.lexicons import Lexicons, default_lexicons
+
+log = logging.getLogger(__name__)
+
+# Bump when a change to the extractor changes its output: cached results of older versions are not reused.
+EXTRACTOR_VERSION = "1"
+
+# Kinds whose recogniser reads the status itself ('EGFR-negative', 'not detected'): only negation triggers
+# standing before the mention ('no', 'without', 'negative for', 'must not') come from context.
+_STATUS_KINDS = frozenset({"variant", "receptor", "msi", "mmr", "pdl1"})
+# A clause that permits rather than requires ('prior radiotherapy is allowed'): nothing hard can come of it.
+_PERMISSION = re.compile(r"(?<!not\s)(?<!never\s)\b(?:allowed|permitted|eligible|acceptable|"
+                         r"may\s+(?:be\s+)?(?:participate|enrolled|"
+                         r"included|enter|receive)|may\s+have\s+(?:undergone|received|had|been)|can\s+(?:be\s+)?(?:enrolled|included|participate)|"
+                         r"are\s+not\s+excluded|is\s+not\s+excluded|will\s+not\s+be\s+excluded)\b")
+# 'With bone marrow involvement: platelets >= 30,000' holds for some patients only.
+_CONDITION_PREFIX = re.compile(r"^\W*(?:with|for|in|if|when|patients\s+with|participants\s+with|subjects\s+with)\b"
+                               r"[^:.;]{0,80}:")
+# 'Patients with glioblastoma must have KPS >= 60': a rule for one subgroup of the study's patients.
+_SUBGROUP = re.compile(r"^\W*(?:patients?|participants?|subjects?|women|men|those)\s+(?:with|who\s+have|who\s+are|"
+                       r"aged|older|younger|under|over|>|<|≥|≤)\s+[^.;]{2,120}?\b(?:must|should|need\s+to|"
+                       r"are\s+required|is\s+required|will\s+need)\b")
+# Course words beside a stage: 'stage III or metastatic' admits stage-less metastatic disease too.
+_COURSE = re.compile(r"\b(?:recurren\w*|metasta\w*|advanced|unresectable|relapsed|refractory|progressi\w*|persistent|"
+                     r"inoperable|or\s+higher|or\s+greater|or\s+above)\b")
+# Kinds whose measured precision is below 0.95 on the gold set: emitted at medium confidence at most
+# (scripts/eval_extraction.py; docs/eligibility.md, "Measured").
+MEDIUM_KINDS: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class CriterionResult:
+    """One criterion and what became of it: findings, or the reason it stays text."""
+
+    criterion: Criterion
+    findings: tuple[Finding, ...] = ()
+    reason: str | None = None  # not-recognised | not-checkable | conditional | low-confidence (when no findings)
+
+
+@dataclass
+class Extraction:
+    """Everything extracted from one eligibility text."""
+
+    text: str
+    results: list[CriterionResult] = field(default_factory=list)
+    version: str = EXTRACTOR_VERSION
+
+    @property
+    def total(self) -> int:
+        return len(self.results)
+
+    @property
+    def structured(self) -> int:
+        return sum(1 for r in self.results if r.findings)
+
+
+def _lines(text: str) -> list[tuple[int, int]]:
+    out, pos = [], 0
+    for line in text.split("\n"):
+        if line.strip():
+            out.append((pos, pos + len(line)))
+        pos += len(line) + 1
+    return out
+
+
+_SHORT_PARENS = re.compile(r"\([^()]{0,14}\)")
+
+
+def _clause(text: str, start: int, end: int) -> str:
+    text = _SHORT_PARENS.sub(lambda m: " " * len(m.group(0)), text)  # '(HCV)' does not end a clause
+    s = max(text.rfind(". ", 0, start), text.rfind(";", 0, start), text.rfind("(", 0, start), -1) + 1
+    ends = [i for i in (text.find(". ", end), text.find(";", end), text.find(")", end), text.find("(", end))
+            if i >= 0]
+    return text[s:min(ends) if ends else len(text)]
+
+
+def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
+    """Run every recogniser on each line of the criterion; decide polarity and confidence from context."""
+    low = clean(crit.text)
+    rules = lx.__dict__.get("_context_index")
+    if rules is None:
+        rules = lx.__dict__["_context_index"] = compile_rules(lx.context)
+    first_line_end = low.find("\n") if "\n" in low else len(low)
+    parent_ctx: list[Context] = []
+
+    def parent() -> Context:
+        if not parent_ctx:
+            parent_ctx.append(Context.for_text(low[:first_line_end], rules))
+        return parent_ctx[0]
+    findings: list[Finding] = []
+    dropped_conditional = unparsed = False
+    for ls, le in _lines(low):
+        line, original = low[ls:le], crit.text[ls:le]
+        found_in_line: list[tuple[str, Finding]] = []
+        for kind, rec in RECOGNISERS.items():
+            words = KEYWORDS.get(kind)
+            if words is not None and not any(w in line for w in words):
+                continue
+            try:
+                found_in_line += [(kind, f) for f in rec(line, original, lx)]
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError, re.error) as exc:
+                # a recogniser's bug must never reject the study: this kind stays unread for this line
+                log.warning("eligibility: recogniser %s failed on a criterion (%s: %s)", kind, type(exc).__name__, exc)
+                unparsed = True
+        if not found_in_line:
+            continue
+        ctx = Context.for_text(line, rules)
+        whole = ctx.whole() | (parent().whole() if ls > 0 else set())
+        if _CONDITION_PREFIX.match(low[:first_line_end]) or _CONDITION_PREFIX.match(line) or \
+                _SUBGROUP.match(low[:first_line_end]) or _SUBGROUP.match(line):
+            whole = whole | {"CONDITIONAL"}
+        for kind, f in found_in_line:
+            if True:
+                if f.value is None:
+                    unparsed = True
+                    continue
+                cats = ctx.categories(f.start, f.end)
+                if kind in _STATUS_KINDS:
+                    before = {t.category for t in ctx.triggers if t.end <= f.start and t.direction == "FORWARD"}
+                    cats = (cats - {"NEGATED_EXISTENCE"}) | (cats & before)
+                if "FAMILY" in cats:
+                    continue
+                if _PERMISSION.search(_clause(line, f.start, f.end)):
+                    dropped_conditional = True
+                    continue
+                negated = f.negated != ("NEGATED_EXISTENCE" in cats)
+                exclude = (crit.section == "exclusion") != negated
+                if "PROHIBITION" in cats and not negated:
+                    exclude = True  # 'X is not allowed': excluded whichever section it stands in
+                reasons = list(f.reasons)
+                if f.rule == "pregnancy-negative-test":
+                    exclude = "NEGATED_EXISTENCE" not in cats  # 'negative pregnancy test' excludes in any section
+                elif kind in ("pregnancy", "breastfeeding", "infection") and not exclude:
+                    # 'must agree to contraception', 'HBV carriers must be on antivirals': never a requirement to be
+                    # pregnant or infected; left as text
+                    dropped_conditional = True
+                    continue
+                if whole:
+                    reasons.append(" / ".join(sorted(c.lower() for c in whole)))
+                if cats & {"HYPOTHETICAL", "POSSIBLE_EXISTENCE"}:
+                    reasons.append("hypothetical")
+                if crit.alternatives:
+                    reasons.append("alternatives")
+                if crit.cohort:
+                    reasons.append("one cohort only")
+                if f.rule == "prior-therapy-washout":
+                    exclude = True  # a wash-out ('> 21 days before') excludes recent therapy in either section
+                if crit.section == "exclusion" and negated and not f.negated and f.rule != "pregnancy-negative-test":
+                    reasons.append("negated exclusion")
+                reasons += _kind_reasons(f, line)
+                f = replace(f, start=f.start + ls, end=f.end + ls, negated=negated,
+                            exclude=exclude,
+                            confidence=MEDIUM if reasons or kind in MEDIUM_KINDS else HIGH,
+                            reasons=tuple(reasons))
+                findings.append(f)
+    findings = _joint_reasons(_dedupe(findings), low)
+    if findings:
+        return CriterionResult(crit, tuple(_dedupe(findings)))
+    if NOT_CHECKABLE.search(crit.text):
+        return CriterionResult(crit, (), "not-checkable")
+    if dropped_conditional:
+        return CriterionResult(crit, (), "conditional")
+    return CriterionResult(crit, (), "low-confidence" if unparsed else "not-recognised")
+
+
+def _kind_reasons(f: Finding, line: str) -> list[str]:
+    """Kind-specific reasons for medium confidence."""
+    out = []
+    if f.kind == "cns" and (f.qualifiers or f.rule == "cns-lesions"):
+        out.append("qualified: " + ", ".join(f.qualifiers) if f.qualifiers else "lesions, not metastases")
+    if f.kind == "infection" and f.qualifiers:
+        out.append("qualified: " + ", ".join(f.qualifiers))
+    if f.kind == "prior-therapy":
+        from gateway.mapping.eligibility.recognise import _THERAPY_QUALIFIERS
+
+        if _THERAPY_QUALIFIERS.search(line):
+            out.append("qualified therapy")
+    if f.kind == "stage" and _COURSE.search(line):
+        out.append("stage beside course words")
+    if f.kind == "pdl1" and "?" in f.concept:
+        out.append("PD-L1 score not named")
+    if f.kind == "receptor" and f.rule == "receptor-low":
+        out.append("HER2-low")
+    if f.kind in ("ecog", "karnofsky", "lansky") and f.rule.endswith("single"):
+        pass
+    return out
+
+
+def _joint_reasons(findings: list[Finding], text: str) -> list[Finding]:
+    """Alternatives between findings of one criterion ('creatinine <= 1.5 mg/dL OR CrCl >= 60') are not AND-able."""
+    out = []
+    for f in findings:
+        same = [g for g in findings if g is not f and g.kind == f.kind and g.key() != f.key()]
+        extra = []
+        if same and f.kind in ("lab", "prior-therapy", "variant", "receptor", "pdl1", "ecog", "karnofsky", "lansky") \
+                and not f.exclude:
+            # 'creatinine <= 1.5 mg/dL OR CrCl >= 60': alternatives, unless the items stand on lines of their own
+            for g in same:
+                lo, hi = (g.end, f.start) if g.end <= f.start else (f.end, g.start)
+                gap = text[lo:hi]
+                if re.search(r"\bor\b|\beither\b", gap) and "\n" not in gap:
+                    extra.append("alternatives")
+                    break
+        if f.kind in ("ecog", "karnofsky", "lansky") and any(g.kind in ("ecog", "karnofsky", "lansky") and g.kind !=
+                                                               f.kind for g in findings):
+            extra.append("two performance scales")
+        if f.kind in ("msi", "mmr") and any(g.kind in ("msi", "mmr") and g.kind != f.kind for g in findings):
+            extra.append("MSI-H or dMMR")
+        if extra:
+            f = replace(f, confidence=MEDIUM, reasons=f.reasons + tuple(extra))
+        out.append(f)
+    return out
+
+
+def _dedupe(findings: list[Finding]) -> list[Finding]:
+    """One finding per (kind, concept, value, polarity): the one stating a window wins, then the first."""
+    best: dict[tuple, Finding] = {}
+    for f in findings:
+        k = f.key()[:4]
+        if k not in best or (best[k].window is None and f.window is not None):
+            best[k] = f
+    return list(best.values())
+
+
+def extract(text: str, lexicons: Lexicons | None = None) -> Extraction:
+    """Split and recognise a whole eligibility text."""
+    lx = lexicons or default_lexicons()
+    return Extraction(text, [recognise_criterion(c, lx) for c in split_criteria(text)])
+
+
+@lru_cache(maxsize=4096)
+def extract_cached(text: str) -> Extraction:
+    """extract() with the project lexicons, remembered per text in this process (re-imports reuse it)."""
+    return extract(text)
+
+
+__all__ = ["EXTRACTOR_VERSION", "CriterionResult", "Extraction", "extract", "extract_cached", "recognise_criterion"]
