@@ -12,7 +12,7 @@ recruiting site in range, nearest first. Location: ``near``. Every other paramet
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import orjson
 from sqlalchemy import select
@@ -27,6 +27,7 @@ from gateway.store import schema as s
 DEFAULT_DISTANCE_KM = 50.0
 MAX_DISTANCE_KM = 1500.0
 TEXT_PARAMS = ("_text", "_content")
+MAX_SORTED = 20_000  # matches that _sort may reorder (they go to the store as an _id list)
 _CODE_LIKE = re.compile(r"^[A-Za-z]{0,3}[0-9][0-9A-Za-z.\-]*$")  # 393563007, C71.9, D005909 (not 'glioma')
 _UNITS = {"km": 1.0, "mi": geo.KM_PER_MILE, "[mi_i]": geo.KM_PER_MILE}
 
@@ -230,11 +231,25 @@ def run(store, query: SearchQuery, spec: StudySpec) -> tuple[int, list, dict[int
                 return (near[pk], pk)
             return (-scores.get(pk, 0.0), pk)
 
-        ordered = sorted(pks, key=key)
-        total = len(ordered)
+        if getattr(query, "sort", None) and pks:
+            # _sort says otherwise: the store orders the matches as it orders any search (by their ids)
+            if len(pks) > MAX_SORTED:
+                raise NotSupported(f"_sort over more than {MAX_SORTED:,} matches of _text / postcode / near is not "
+                                   "supported: narrow the search, or leave _sort out (relevance / distance order)",
+                                   "_sort")
+            ids = [i for chunk in _chunks(sorted(pks), 500) for i in conn.execute(
+                select(r.c.id).where(r.c.pk.in_(chunk))).scalars()]
+            by_id = replace(query, criteria=[Criterion("_id", "token", ids)])
+            total, found = store.search(by_id)
+            ordered = [st.pk for st in found]
+            page_offset = 0
+        else:
+            ordered = sorted(pks, key=key)
+            total = len(ordered)
+            page_offset = query.offset
         if query.summary_count or query.count == 0:
             return total, [], {}
-        page = ordered[query.offset:query.offset + query.count]
+        page = ordered[page_offset:page_offset + query.count]
         rows = {row["pk"]: row for row in conn.execute(select(r).where(r.c.pk.in_(page))).mappings()} if page else {}
         site_pks = sorted({sites[pk].location_pk for pk in page if pk in sites})
         names = {pk: _name(content) for pk, content in conn.execute(
@@ -249,6 +264,10 @@ def run(store, query: SearchQuery, spec: StudySpec) -> tuple[int, list, dict[int
                        site.location_pk if site else None, site.location_ref if site else None,
                        site.distance_km if site else near.get(pk), names.get(site.location_pk) if site else None)
     return total, out, hits
+
+
+def _chunks(items: list[int], n: int) -> list[list[int]]:
+    return [items[i:i + n] for i in range(0, len(items), n)]
 
 
 def _name(content: str | None) -> str | None:

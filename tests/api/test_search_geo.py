@@ -131,3 +131,14 @@ def test_service_function_for_the_pages(app, world):
     with pytest.raises(UnknownPostcode) as err:
         search_studies(store, postcode="ZZ9 9ZZ")
     assert "9ZZ" not in str(err.value)
+
+
+def test_sort_says_otherwise(fhir, world):
+    by_distance = [e["resource"]["title"][0] for e in _entries(fhir, "ResearchStudy?postcode=LS6&distance=400")]
+    assert by_distance == ["A", "B", "C", "E"]
+    by_title = [e["resource"]["title"][0] for e in _entries(fhir, "ResearchStudy?postcode=LS6&distance=400"
+                                                                   "&_sort=-title")]
+    assert by_title == ["E", "C", "B", "A"]
+    page = _entries(fhir, "ResearchStudy?postcode=LS6&distance=400&_sort=-title&_count=2&_offset=2")
+    assert [e["resource"]["title"][0] for e in page] == ["B", "A"]
+    assert _nearest(page[1])[0] == "leeds-recruiting"  # the nearest site is still named
