@@ -132,6 +132,9 @@ class StudyIndex:
         # one shared object per distinct criterion (with how many studies hold it), so that screening a person
         # decides "Platelets >= 100,000/mm3" once for every study stating it (engine.tally's memo)
         self._shared: dict[Criterion, list] = {}
+        # memo keys as small ints (cheap to hash), one per distinct (criterion[, healthy-volunteer flag])
+        self._key_of: dict[object, int] = {}
+        self._dropped = 0  # keys removed with their last study (ints are never reused)
 
     def __len__(self) -> int:
         return len(self.studies)
@@ -147,12 +150,20 @@ class StudyIndex:
         sc.criteria = out
         hv = sc.healthy_volunteers
         cond = ("condition", "diagnosis")
-        sc.memo_keys = tuple((id(c), hv) if c.kind in cond else id(c) for c in out)
+        kid = self._kid
+        sc.memo_keys = tuple(kid((c, hv)) if c.kind in cond else kid(c) for c in out)
         # for a person with no condition (nor history): condition criteria decide on exclude / hv / confidence /
         # qualifiers / window alone, other-malignancy on exclude / confidence / window alone (nothing is a kind)
-        sc.blank_keys = tuple(("condition", c.exclude, c.confidence, c.qualifiers, c.lookback_days, hv)
-                              if c.kind in cond else ("other-malignancy", c.exclude, c.confidence, c.lookback_days)
-                              if c.kind == "other-malignancy" else id(c) for c in out)
+        sc.blank_keys = tuple(kid(("condition", c.exclude, c.confidence, c.qualifiers, c.lookback_days, hv))
+                              if c.kind in cond else kid(("other-malignancy", c.exclude, c.confidence,
+                                                          c.lookback_days))
+                              if c.kind == "other-malignancy" else kid(c) for c in out)
+
+    def _kid(self, key: object) -> int:
+        k = self._key_of.get(key)
+        if k is None:
+            k = self._key_of[key] = len(self._key_of) + 1 + self._dropped
+        return k
 
     def _unshare(self, sc: StudyCriteria) -> None:
         for c in sc.criteria:
@@ -161,6 +172,9 @@ class StudyIndex:
                 entry[1] -= 1
                 if entry[1] <= 0:
                     del self._shared[c]
+                    for key in (c, (c, None), (c, True), (c, False)):
+                        if self._key_of.pop(key, None) is not None:
+                            self._dropped += 1
 
     def add(self, sc: StudyCriteria) -> None:
         self.remove(sc.study_id)
@@ -296,11 +310,12 @@ class StudyIndex:
         match_groups: list[tuple[Screened, set[str]]] = []
         near_groups: list[tuple[Screened, set[str]]] = []
         memo: dict = {}
+        studies, term = self.studies, self.term
         for sids in self.blank_groups.values():
-            first = self.studies[next(iter(sids))]
+            first = studies[next(iter(sids))]
             if not q.admits(first):  # status and phases are part of the signature
                 continue
-            base = tally(first, p, self.term, today, stop_early, memo, blank=True)
+            base = tally(first, p, term, today, stop_early, memo, blank=True)
             if base.not_met == 0 or dist is not None:
                 match_groups.append((base, sids))
             elif not stop_early:
