@@ -157,3 +157,18 @@ def test_eligibility_text_of_the_group_is_searched(fhir):
         {"reference": f"Group/{gid}"}]}
     assert fhir.post("/fhir/ResearchStudy", json=study, headers=FHIR_JSON).status_code == 201
     assert _titles(fhir, "_text=chordoma") == ["A study of a rare bone tumour"]
+
+
+def test_migration_backfill_indexes_what_is_stored(fhir, studies, store):
+    """Migration 6 back-fills stored resources: empty the index, run the back-fill, and the search works again."""
+    from sqlalchemy import text
+
+    from gateway.store import fulltext
+
+    with store.engine.begin() as conn:
+        for table in ("search_text", "search_geo", "search_words"):
+            conn.execute(text(f"DELETE FROM {table}"))
+    assert _titles(fhir, "_text=medulloblastoma") == []
+    assert fulltext.backfill(store.engine) >= len(OTHERS) + 2
+    assert _titles(fhir, "_text=medulloblastoma") == ["Proton therapy for medulloblastoma"]
+    assert _glio(_titles(fhir, "_text=gliobastoma"))  # the vocabulary for misspellings is back too
