@@ -172,3 +172,14 @@ def test_migration_backfill_indexes_what_is_stored(fhir, studies, store):
     assert fulltext.backfill(store.engine) >= len(OTHERS) + 2
     assert _titles(fhir, "_text=medulloblastoma") == ["Proton therapy for medulloblastoma"]
     assert _glio(_titles(fhir, "_text=gliobastoma"))  # the vocabulary for misspellings is back too
+
+
+@pytest.mark.parametrize("words", ["brain tumour", "brain tumor", "gliobastoma"])
+def test_the_demo_story_brain_tumour_near_ls6(fhir, studies, words):
+    """The issue's browser story at the API: words near LS6 3HE find the glioblastoma study, nearest site in Leeds."""
+    body = fhir.get(f"/fhir/ResearchStudy?_text={words}&postcode=LS6 3HE").get_json()
+    titles = [e["resource"]["title"] for e in body["entry"] if e["search"]["mode"] == "match"]
+    assert _glio(titles) and not _mets(titles)
+    ext = body["entry"][0]["search"]["extension"][0]["extension"]
+    assert "Leeds" in ext[0]["valueReference"]["display"] or "St James" in ext[0]["valueReference"]["display"]
+    assert ext[1]["valueQuantity"]["value"] < 10
