@@ -50,11 +50,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--adversarial", type=Path, default=ROOT / "tests" / "data" / "matching-adversarial")
     ap.add_argument("--labelled", type=Path, default=ROOT / "tests" / "data" / "matching")
     ap.add_argument("--verbose", action="store_true", help="print every wrong pair")
+    ap.add_argument("--extract", action="store_true",
+                    help="also run the adversarial pairs with characteristics extracted from the criterion text "
+                         "(gateway.mapping.eligibility) instead of hand-written ones")
     args = ap.parse_args(argv)
     term = default_terminology()
     sets: dict[str, list[tuple[bool, bool]]] = {}
     outcomes = adversarial.run(args.adversarial, term)
     sets["adversarial (real criteria)"] = [(o.who == "meets", o.matched) for o in outcomes]
+    if args.extract:
+        from gateway.mapping.eligibility import annotate_group
+
+        extracted = adversarial.run(args.adversarial, term, study_of=adversarial.extracted_with(annotate_group))
+        sets["adversarial, extracted"] = [(o.who == "meets", o.matched) for o in extracted]
+        high = sum(o.who == "violates" and o.matched and o.confidence == "high" for o in extracted)
+        print(f"adversarial, extracted: false matches on high-confidence characteristics {high}")
+        if args.verbose:
+            for o in extracted:
+                if not o.ok:
+                    print(f"WRONG extracted {o.case} {o.who} ({o.confidence}): {o.why[:200]}")
     results = labelled.run(args.labelled, term)
     sets["labelled set"] = [(r.expected == "match", r.got == "match") for r in results]
     if args.verbose:

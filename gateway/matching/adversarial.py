@@ -100,6 +100,7 @@ def run(folder: Path, term: Terminology | None = None, study_of=study_resources)
     out = []
     q = MatchQuery(today=today, near_misses=True)
     for case in spec["cases"]:
+        confidence = built_confidence(study_of(case)[1])
         for who in ("meets", "violates"):
             profile = build_profile(patient_resources(case, who), term)
             page = index.page(profile, q, limit=None)
@@ -111,13 +112,38 @@ def run(folder: Path, term: Terminology | None = None, study_of=study_resources)
                 why = " | ".join(miss.reasons_not())
             else:
                 why = "not a candidate"
-            out.append(Outcome(case["id"], who, hit is not None, case.get("confidence", "high"), why))
+            out.append(Outcome(case["id"], who, hit is not None, confidence, why))
     return out
+
+
+def built_confidence(group: dict) -> str:
+    """The highest confidence among the Group's extracted characteristics: high | medium | none (text only)."""
+    seen = set()
+    for ch in group.get("characteristic") or []:
+        for ext in ch.get("extension") or []:
+            if ext.get("url") == cv.EXT_CRITERION_SOURCE:
+                seen |= {s.get("valueCode") for s in ext.get("extension") or [] if s.get("url") == "confidence"}
+    return "high" if "high" in seen else "medium" if seen else "none"
+
+
+def extracted_with(annotate) -> object:
+    """A ``study_of`` for ``run`` that writes the case's criterion line into the Group's eligibility text under
+    its section heading and lets ``annotate`` (the mapping layer's ``annotate_group``) extract the characteristics:
+    the suite then measures extraction and matching together. Matching does not import the mapping layer itself."""
+    def study_of(case: dict) -> tuple[dict, dict]:
+        study, group = study_resources(case)
+        head = "Inclusion Criteria:" if case["section"] == "inclusion" else "Exclusion Criteria:"
+        line = case["criterion"].lstrip("* ")
+        bare = {"resourceType": "Group", "id": group["id"], "type": "person", "actual": False,
+                "extension": [{"url": cv.EXT_ELIGIBILITY_TEXT, "valueMarkdown": f"{head}\n\n* {line}"}]}
+        return study, annotate(bare)
+
+    return study_of
 
 
 def main(argv: list[str] | None = None) -> int:
     folder = Path((argv or sys.argv[1:] or ["tests/data/matching-adversarial"])[0])
-    outcomes = run(folder)
+    outcomes = run(folder)  # hand-written characteristics; scripts/eval_match.py --extract runs the extractor
     for o in outcomes:
         print(f"{'ok  ' if o.ok else 'FAIL'} {o.case:24} {o.who:8} {'match' if o.matched else 'no match':8} "
               f"{o.why[:160]}")
