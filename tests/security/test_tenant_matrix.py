@@ -1,5 +1,8 @@
 """The tenant matrix: type x interaction x {own tenant, other tenant, other patient} -> expected status, 0 leaks.
 
+Patient-app cases use an IdP-issued patient token; the whole matrix runs again with IdP tokens impersonating
+backend clients (401 everywhere).
+
 Each case acts as one caller against the seeded world (tests/security/conftest.py WORLD). Every
 response is searched for the secret marker of every resource that caller may not see: 0 leaks.
 """
@@ -127,11 +130,32 @@ def test_tenant_matrix(shared, role, rtype, interaction, which):
             shared.restore(own if which == "own" else other)
 
 
-def _case(http, keys, tok, role, rtype, interaction, which):
+# The IdP path (issue #13): an identity-provider token whose client_id names a backend client (the patient-app
+# cases: the admin console) must not get that client's role. Every case of the matrix: 401, 0 leaks.
+IMPERSONATED = {"hospital": "leeds-ehr", "sponsor": "sponsor-a", "research-team": "team-a",
+                "patient-app": "admin-console"}
+
+
+@pytest.mark.parametrize(("role", "rtype", "interaction", "which"), list(cases()))
+def test_tenant_matrix_idp_impersonating_a_backend_client(shared, role, rtype, interaction, which):
+    tok = idp_token(shared.keys, client_id=IMPERSONATED[role], scope="system/*.cruds")
+    try:
+        _case(shared.http, shared.keys, tok, role, rtype, interaction, which, want=401, visible=set())
+    finally:
+        if interaction in ("update", "transaction", "delete"):
+            own, other, _ = TARGETS[(role, rtype)]
+            shared.restore(own if which == "own" else other)
+
+
+def _case(http, keys, tok, role, rtype, interaction, which, want: int | None = None,
+          visible: set[str] | None = None):
+    """One matrix case; ``want``/``visible`` override the policy's expectation (the impersonation run)."""
     own, other, _ = TARGETS[(role, rtype)]
     rid = own if which == "own" else other
     h = bearer(tok)
-    want = expected(role, rtype, interaction, which)
+    forced = want is not None
+    want = want if forced else expected(role, rtype, interaction, which)
+    visible = VISIBLE[role] if visible is None else visible
     if interaction == "read":
         r = http.get(f"/fhir/{rtype}/{rid}", headers=h)
     elif interaction == "history":
@@ -150,7 +174,7 @@ def _case(http, keys, tok, role, rtype, interaction, which):
         r = http.delete(f"/fhir/{rtype}/{rid}", headers=h)
     else:  # create
         new = _new_resource(role, rtype, "own" if which == "own" else "other")
-        if rtype in ("ResearchStudy", "Group", "Location", "Patient") and which != "own":
+        if not forced and rtype in ("ResearchStudy", "Group", "Location", "Patient") and which != "own":
             want = 201 if rtype in WRITES[role] else 403  # a forged tenant tag is replaced, not trusted
         if rtype == "ResearchSubject":
             new["status"] = "screening"
@@ -162,11 +186,11 @@ def _case(http, keys, tok, role, rtype, interaction, which):
             assert [t["code"] for t in tags] == ([mine] if mine else [])
     text = r.get_data(as_text=True)
     assert r.status_code == want, text[:500]
-    leaks = [i for i in BY_ID if i not in VISIBLE[role] and secret(i) in text]
+    leaks = [i for i in BY_ID if i not in visible and secret(i) in text]
     assert leaks == []
     if interaction == "search" and want == 200:
         got = [e["resource"]["id"] for e in r.get_json().get("entry", []) if e["search"]["mode"] == "match"]
-        assert got == ([rid] if rid in VISIBLE[role] else [])
+        assert got == ([rid] if rid in visible else [])
 
 
 # /metrics goes through the one authorization path (gateway.api.auth, like /admin/*): administrators only;
