@@ -286,8 +286,19 @@ def ctgov_conditions(value: object, ctx: Context) -> list[dict] | None:
         if isinstance(leaf, dict) and leaf.get("asFound") and str(leaf.get("name", "")).lower() in meshes:
             by_found.setdefault(str(leaf["asFound"]).lower(), meshes[str(leaf["name"]).lower()])
     out, used = [], set()
-    for term in terms:
-        if not isinstance(term, str) or not term.strip():
+    plain = [t for t in terms if isinstance(t, str) and t.strip()]
+    for term in plain:
+        split = condition_split(term, len(plain))
+        if split is not None:
+            core, _ = split
+            if core is None:  # qualifiers no code carries: left unresolved (docs/eligibility.md)
+                out.append({"coding": [{"system": c.UNRESOLVED_QUALIFIED[0], "code": c.UNRESOLVED_QUALIFIED[1],
+                                        "display": "Condition with qualifiers no code carries"}], "text": term.strip()})
+            else:
+                out.append({"text": core})  # its qualifiers are Group characteristics (eligibility-characteristics)
+            mesh = by_found.get(term.strip().lower()) or meshes.get(term.strip().lower())
+            if mesh:
+                used.add(mesh["id"])  # the broader MeSH term is not added as a condition of its own
             continue
         cc: dict = {"text": term.strip()}
         mesh = by_found.get(term.strip().lower()) or meshes.get(term.strip().lower())
@@ -295,11 +306,81 @@ def ctgov_conditions(value: object, ctx: Context) -> list[dict] | None:
             cc["coding"] = [{"system": c.MESH, "code": c.normalise_mesh_id(mesh["id"]), "display": mesh["term"]}]
             used.add(mesh["id"])
         out.append(cc)
+    qualified_only = _mesh_only_from_qualified(browse, plain)
     for m in browse.get("meshes") or []:
-        if isinstance(m, dict) and m.get("id") and m["id"] not in used:
+        if isinstance(m, dict) and m.get("id") and m["id"] not in used and m["id"] not in qualified_only:
             out.append({"coding": [{"system": c.MESH, "code": c.normalise_mesh_id(m["id"]), "display": m.get("term")}],
                         "text": m.get("term")})
     return out or None
+
+
+def condition_split(term: str, conditions: int) -> tuple[str | None, list] | None:
+    """None: a plain disease name. Else (core or None, findings): a qualified phrase ('EGFR-mutant NSCLC') of a
+    study with this one condition, whose qualifiers the extractor can state, keeps its core as the condition and
+    its findings become Group characteristics; any other qualified phrase is left unresolved (core None)."""
+    from gateway.mapping.eligibility.conditions import qualified_condition
+
+    q = qualified_condition(term.strip())
+    if q is None:
+        return None
+    if q.generic or conditions != 1 or not q.core:
+        return None, []
+    findings = _condition_findings(term.strip())
+    if not findings:
+        return None, []
+    return q.core, findings
+
+
+def _condition_findings(term: str) -> list:
+    from gateway.mapping.eligibility.extract import recognise_criterion
+    from gateway.mapping.eligibility.split import Criterion
+    from gateway.terminology.lexicons import default_lexicons
+
+    result = recognise_criterion(Criterion(term, 0, len(term), "inclusion"), default_lexicons())
+    return [f for f in result.findings if f.kind in ("variant", "receptor", "msi", "mmr", "pdl1", "stage")]
+
+
+def _mesh_only_from_qualified(browse: dict, terms: list[str]) -> set[str]:
+    """MeSH ids that ClinicalTrials.gov linked only from qualified condition phrases (their broader concept)."""
+    names: dict[str, set[bool]] = {}
+    for leaf in browse.get("browseLeaves") or []:
+        if isinstance(leaf, dict) and leaf.get("asFound") and leaf.get("name"):
+            found = str(leaf["asFound"])
+            qualified = any(t.strip().lower() == found.strip().lower() and condition_split(t, len(terms)) is not None
+                            for t in terms)
+            names.setdefault(str(leaf["name"]).lower(), set()).add(qualified)
+    return {m["id"] for m in browse.get("meshes") or [] if isinstance(m, dict) and m.get("id") and
+            names.get(str(m.get("term", "")).lower()) == {True}}
+
+
+# -- eligibility criteria (gateway.mapping.eligibility; docs/eligibility.md) ------------------------------------
+@transform("eligibility-characteristics")
+def eligibility_characteristics(value: object, ctx: Context) -> list[dict] | None:
+    """eligibilityCriteria text -> extracted Group.characteristic entries (and the qualifiers of a split condition)."""
+    from gateway.mapping.eligibility import extract_cached, group_parts
+    from gateway.mapping.eligibility.fhir import condition_characteristics
+
+    chars: list[dict] = []
+    if isinstance(value, str) and value.strip():
+        chars, _ = group_parts(extract_cached(value))
+    terms = ((ctx.record.get("protocolSection") or {}).get("conditionsModule") or {}).get("conditions") or []
+    plain = [t for t in terms if isinstance(t, str) and t.strip()]
+    for term in plain:
+        split = condition_split(term, len(plain))
+        if split is not None and split[0] is not None:
+            chars += condition_characteristics(term.strip(), split[1])
+    return chars or None
+
+
+@transform("eligibility-extensions")
+def eligibility_extensions(value: object, ctx: Context) -> list[dict] | None:
+    """eligibilityCriteria text -> the Group's unstructured-criterion extensions and its criteria count."""
+    from gateway.mapping.eligibility import extract_cached, group_parts
+
+    if not isinstance(value, str) or not value.strip():
+        return None
+    _, exts = group_parts(extract_cached(value))
+    return exts
 
 
 @transform("ctgov-mesh-hierarchy")

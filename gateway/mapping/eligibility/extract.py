@@ -35,8 +35,9 @@ _CONDITION_PREFIX = re.compile(r"^\W*(?:with|for|in|if|when|patients\s+with|part
                                r"[^:.;]{0,80}:")
 # 'Patients with glioblastoma must have KPS >= 60': a rule for one subgroup of the study's patients.
 _SUBGROUP = re.compile(r"^\W*(?:patients?|participants?|subjects?|women|men|those)\s+(?:with|who\s+have|who\s+are|"
-                       r"aged|older|younger|under|over|>|<|≥|≤)\s+[^.;]{2,120}?\b(?:must|should|need\s+to|"
-                       r"are\s+required|is\s+required|will\s+need)\b")
+                       r"who\s+(?:received|had|were|underwent|have\s+been|has\s+been)|aged|older|younger|under|over|"
+                       r">|<|≥|≤)\s+[^.;]{2,120}?\b(?P<must>must|should|need\s+to|are\s+required|is\s+required|"
+                       r"will\s+need)\b")
 # Course words beside a stage: 'stage III or metastatic' admits stage-less metastatic disease too.
 _COURSE = re.compile(r"\b(?:recurren\w*|metasta\w*|advanced|unresectable|relapsed|refractory|progressi\w*|persistent|"
                      r"inoperable|or\s+higher|or\s+greater|or\s+above)\b")
@@ -123,6 +124,11 @@ def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
             continue
         ctx = Context.for_text(line, rules)
         whole = ctx.whole() | (parent().whole() if ls > 0 else set())
+        subgroup = _SUBGROUP.match(line)
+        if subgroup:  # 'Patients who received chemotherapy must ...': what defines the subgroup is no requirement
+            kept = [(k, f) for k, f in found_in_line if f.start >= subgroup.start("must")]
+            dropped_conditional = dropped_conditional or len(kept) < len(found_in_line)
+            found_in_line = kept
         if _CONDITION_PREFIX.match(low[:first_line_end]) or _CONDITION_PREFIX.match(line) or \
                 _SUBGROUP.match(low[:first_line_end]) or _SUBGROUP.match(line):
             whole = whole | {"CONDITIONAL"}
@@ -146,7 +152,8 @@ def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
                     exclude = True  # 'X is not allowed': excluded whichever section it stands in
                 reasons = list(f.reasons)
                 if f.rule == "pregnancy-negative-test":
-                    exclude = "NEGATED_EXISTENCE" not in cats  # 'negative pregnancy test' excludes in any section
+                    exclude = True  # 'negative pregnancy test' (or 'without a negative test') excludes in any section
+                    negated = True
                 elif kind in ("pregnancy", "breastfeeding", "infection") and not exclude:
                     # 'must agree to contraception', 'HBV carriers must be on antivirals': never a requirement to be
                     # pregnant or infected; left as text
@@ -165,12 +172,15 @@ def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
                 if crit.section == "exclusion" and negated and not f.negated and f.rule != "pregnancy-negative-test":
                     reasons.append("negated exclusion")
                 reasons += _kind_reasons(f, line)
+                if f.window is not None and re.search(r"(?:prior\s+to|before)\s+(?:the\s+)?(?:initial\s+)?diagnos",
+                                                      line[f.end:]):
+                    reasons.append("window counted from the diagnosis")
                 f = replace(f, start=f.start + ls, end=f.end + ls, negated=negated,
                             exclude=exclude,
                             confidence=MEDIUM if reasons or kind in MEDIUM_KINDS else HIGH,
                             reasons=tuple(reasons))
                 findings.append(f)
-    findings = _joint_reasons(_dedupe(findings), low)
+    findings = _joint_reasons(_merge_stages(_dedupe(findings)), low)
     if findings:
         return CriterionResult(crit, tuple(_dedupe(findings)))
     if NOT_CHECKABLE.search(crit.text):
@@ -192,6 +202,8 @@ def _kind_reasons(f: Finding, line: str) -> list[str]:
 
         if _THERAPY_QUALIFIERS.search(line):
             out.append("qualified therapy")
+    if f.kind == "lab" and re.search(r"\bor\b[^.;]{0,25}$", line[:f.start]):
+        out.append("alternative to something not read")  # 'a normal creatinine (adults) or CrCl >= 40'
     if f.kind == "stage" and _COURSE.search(line):
         out.append("stage beside course words")
     if f.kind == "pdl1" and "?" in f.concept:
@@ -211,8 +223,13 @@ def _joint_reasons(findings: list[Finding], text: str) -> list[Finding]:
         extra = []
         if same and f.kind in ("lab", "prior-therapy", "variant", "receptor", "pdl1", "ecog", "karnofsky", "lansky") \
                 and not f.exclude:
-            # 'creatinine <= 1.5 mg/dL OR CrCl >= 60': alternatives, unless the items stand on lines of their own
-            for g in same:
+            # 'creatinine <= 1.5 mg/dL OR CrCl >= 60': alternatives, unless the items stand on lines of their own;
+            # only the neighbours count ('ER+ and/or PR+, HER2-': HER2 is no alternative)
+            before = [g for g in same if g.end <= f.start]
+            after = [g for g in same if g.start >= f.end]
+            neighbours = ([max(before, key=lambda g: g.end)] if before else []) + \
+                ([min(after, key=lambda g: g.start)] if after else [])
+            for g in neighbours:
                 lo, hi = (g.end, f.start) if g.end <= f.start else (f.end, g.start)
                 gap = text[lo:hi]
                 if re.search(r"\bor\b|\beither\b", gap) and "\n" not in gap:
@@ -226,6 +243,28 @@ def _joint_reasons(findings: list[Finding], text: str) -> list[Finding]:
         if extra:
             f = replace(f, confidence=MEDIUM, reasons=f.reasons + tuple(extra))
         out.append(f)
+    return out
+
+
+def _merge_stages(findings: list[Finding]) -> list[Finding]:
+    """'Stage II (IIA limited ...) or Stage III': one stage finding per polarity, the union of the groups (a
+    characteristic's stage codings are alternatives)."""
+    stages = [f for f in findings if f.kind == "stage"]
+    if len(stages) < 2:
+        return findings
+    out = [f for f in findings if f.kind != "stage"]
+    for exclude in (False, True):
+        group = [f for f in stages if f.exclude == exclude]
+        if not group:
+            continue
+        codes: list[str] = []
+        for f in group:
+            codes += [c for c in f.value if c not in codes]  # type: ignore[union-attr]
+        codes = [c for c in codes if not (len(c) > 1 and c[-1] in "ABC" and c[:-1] in codes)]
+        first = group[0]
+        reasons = tuple(dict.fromkeys(r for f in group for r in f.reasons))
+        out.append(replace(first, value=tuple(codes), end=max(f.end for f in group), reasons=reasons,
+                           confidence=MEDIUM if any(f.confidence == MEDIUM for f in group) else first.confidence))
     return out
 
 

@@ -312,7 +312,7 @@ def labs(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
         if not v or not _LAB_GAP.match(text[m.end():v.start()]) or len(text[m.end():v.start()]) > 110:
             continue
         gap = text[m.end():v.start()]
-        if re.search(r"\bor\b", gap) and idx.find(gap):
+        if re.search(r"\bor\b", re.sub(r"\([^()]*\)", " ", gap)) and idx.find(gap):
             continue  # 'creatinine (adults) or creatinine clearance >= 40': the value is the other analyte's
         if re.search(r"\b(?:ratio|change|increase|decrease|reduction|grade|ctcae)\b", gap):
             continue
