@@ -99,6 +99,10 @@ def _match_params() -> dict[str, list[object]]:
         if not isinstance(p, dict) or not p.get("name"):
             raise InvalidResource("Each parameter needs a name", f"Parameters.parameter[{i}].name")
         out.setdefault(p["name"], []).append(_param_value(p))
+    # paging in the URL of a POST (the next link): the body's own values win
+    for k in ("_count", "_offset"):
+        if k not in out and request.args.get(k):
+            out[k] = [request.args[k]]
     return out
 
 

@@ -97,14 +97,16 @@ def test_match_pages_with_next_links_stable_across_pages(fhir):
     body = _anonymous("glioblastoma")
     everything = _titles(_match(fhir, body, "/fhir/ResearchStudy/$match?_count=10"))
     assert len(everything) == 5
-    seen, url = [], "/fhir/ResearchStudy/$match?_count=2"
+    seen, url, pages = [], "/fhir/ResearchStudy/$match?_count=2", 0
     while url:
         page = _match(fhir, body, url)
+        pages += 1
+        assert len(_titles(page)) == (2 if pages < 3 else 1)
         seen += _titles(page)
         assert page["total"] == 5 and "_count=2" in page["link"][0]["url"]
         url = next((lk["url"].replace("http://localhost", "") for lk in page["link"] if lk["relation"] == "next"),
                    None)
-    assert seen == everything
+    assert seen == everything and pages == 3
 
 
 def test_candidates_links_keep_parameters(fhir, demo):
