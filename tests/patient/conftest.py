@@ -70,6 +70,7 @@ def app(patient_settings):
     application = create_app(patient_settings)
     application.config["TESTING"] = True
     yield application
+    application.extensions["gateway.security"].audit_writer.close()
     application.extensions["gateway.store"].engine.dispose()
 
 
