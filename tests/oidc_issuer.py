@@ -33,8 +33,10 @@ class OidcIssuer:
     """A tiny OIDC provider. ``nhs_number`` is who /authorize signs in (change it between tests)."""
 
     def __init__(self, *, client_id: str = "gateway-web", client_secret: str = "test-secret",
-                 nhs_number: str | None = "9434765919", api_audience: str = "trial-gateway", port: int = 0):
+                 nhs_number: str | None = "9434765919", api_audience: str = "trial-gateway", port: int = 0,
+                 client_public_key: object | None = None):
         self.client_id, self.client_secret = client_id, client_secret
+        self.client_public_key = client_public_key  # set: private_key_jwt (RS512) as NHS login asks, not secrets
         self.nhs_number = nhs_number
         self.api_audience = api_audience
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -73,7 +75,9 @@ class OidcIssuer:
                             "response_types_supported": ["code"], "subject_types_supported": ["public"],
                             "id_token_signing_alg_values_supported": ["RS256"],
                             "code_challenge_methods_supported": ["S256"],
-                            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"]})
+                            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post",
+                                                                      "private_key_jwt"],
+                            "token_endpoint_auth_signing_alg_values_supported": ["RS512"]})
 
         @app.get("/jwks")
         def jwks():
@@ -99,10 +103,7 @@ class OidcIssuer:
         def token():
             f = request.form
             self.token_requests.append(f.to_dict())
-            cid, secret = f.get("client_id"), f.get("client_secret")
-            if request.authorization and request.authorization.type == "basic":
-                cid, secret = request.authorization.username, request.authorization.password
-            if cid != self.client_id or secret != self.client_secret:
+            if not self._client_ok(f):
                 return jsonify({"error": "invalid_client"}), 401
             grant = self.codes.pop(f.get("code", ""), None)
             if f.get("grant_type") != "authorization_code" or grant is None:
@@ -120,6 +121,22 @@ class OidcIssuer:
                             "scope": grant["scope"]})
 
         return app
+
+    def _client_ok(self, form) -> bool:
+        """client_secret_basic / _post, or private_key_jwt when a client public key is configured."""
+        if self.client_public_key is not None:
+            if form.get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer":
+                return False
+            try:
+                claims = jwt.decode(form.get("client_assertion", ""), self.client_public_key, algorithms=["RS512"],
+                                    audience=f"{self.url}/token", options={"require": ["iss", "sub", "exp", "jti"]})
+            except jwt.PyJWTError:
+                return False
+            return claims["iss"] == claims["sub"] == self.client_id
+        cid, secret = form.get("client_id"), form.get("client_secret")
+        if request.authorization and request.authorization.type == "basic":
+            cid, secret = request.authorization.username, request.authorization.password
+        return cid == self.client_id and secret == self.client_secret
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> OidcIssuer:

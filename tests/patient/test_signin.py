@@ -57,3 +57,30 @@ def test_not_configured_is_a_503_that_names_the_settings(app, client):
     app.extensions["gateway.signin"] = None
     r = client.get("/patient/login")
     assert r.status_code == 503
+
+
+def test_private_key_jwt_client_authentication_as_nhs_login_asks(patient_settings, issuer):
+    """NHS login authenticates the client with a signed JWT (RS512), not a secret."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from gateway.api.app import create_app
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    issuer.client_public_key = key.public_key()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    patient_settings.oidc_client_secret = None
+    patient_settings.oidc_private_key = pem
+    app = create_app(patient_settings)
+    try:
+        client = app.test_client()
+        done = sign_in(client)
+        assert done.status_code == 303, done.get_data(as_text=True)
+        sent = issuer.token_requests[-1]
+        assert sent["client_assertion_type"].endswith("jwt-bearer") and "client_secret" not in sent
+        with client.session_transaction() as s:
+            assert s["patient"]["nhs"] == ME
+    finally:
+        app.extensions["gateway.security"].audit_writer.close()
+        app.extensions["gateway.store"].engine.dispose()
