@@ -19,6 +19,7 @@ import zlib
 import pytest
 import requests
 
+from tests.conftest import BACKENDS, PG_URL, reset_postgres
 from tests.e2e.test_alerts_e2e import Receiver, notifications, post, second_study, start_worker, wait_until
 from tests.e2e.test_contact_delivery import Child, _child_env
 from tests.patient.conftest import DEMO, ME, ROOT
@@ -33,8 +34,8 @@ def _params(**values) -> str:
     return json.dumps({"resourceType": "Parameters", "parameter": out})
 
 
-@pytest.fixture
-def world(tmp_path):
+@pytest.fixture(params=BACKENDS)
+def world(request, tmp_path):
     procs: list = []
     try:
         idp = Child([sys.executable, str(ROOT / "tests" / "oidc_issuer.py"), "--port", "0", "--client-id", "gw",
@@ -60,7 +61,9 @@ def world(tmp_path):
                "GATEWAY_SESSION_COOKIE_SECURE": "false", "GATEWAY_PATIENT_ALERT_ENDPOINT": receiver.url}
         port = _free_port()  # the redirect URI registered at the issuer names the hub's port
         root = f"http://127.0.0.1:{port}"
-        hub_db = f"sqlite:///{hub_dir / 'gateway.sqlite3'}"
+        hub_db = f"sqlite:///{hub_dir / 'gateway.sqlite3'}" if request.param == "sqlite" else PG_URL
+        if request.param != "sqlite":
+            reset_postgres(PG_URL)
         hub = Child([sys.executable, "-c", "from gateway.cli import main; main()", "serve", "--host", "127.0.0.1",
                      "--port", str(port)], _child_env({**env, "GATEWAY_DATABASE_URL": hub_db,
                                                        "GATEWAY_INSTANCE_PATH": str(hub_dir),
