@@ -52,7 +52,10 @@ def _inputs(paths: tuple[Path, ...]) -> list[Path]:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--workers", type=click.IntRange(min=0), default=default_workers, show_default="CPUs - 1, at most 4",
               help="Processes that read, map and validate files while this one stores (0: all in this process).")
-def import_cmd(mapping_name: str, paths: tuple[Path, ...], quiet: bool, workers: int) -> None:
+@click.option("--dry-run", is_flag=True, help="Store nothing: print per record what the mapping made of it (for "
+              "eligibility criteria: each extracted characteristic with its source span and confidence, and the "
+              "criteria left as text).")
+def import_cmd(mapping_name: str, paths: tuple[Path, ...], quiet: bool, workers: int, dry_run: bool) -> None:
     """Import registry records or EHR extracts (files or folders) through a mapping.
 
     Each source record is stored atomically; a bad record is reported and never stops the others.
@@ -65,6 +68,17 @@ def import_cmd(mapping_name: str, paths: tuple[Path, ...], quiet: bool, workers:
         MappingRegistry(folder).get(mapping_name)  # a broken or unknown mapping fails here, before any work
     except (MappingFileError, UnknownMapping) as exc:
         raise click.ClickException(str(exc.args[0] if isinstance(exc, UnknownMapping) else exc)) from None
+    if dry_run:
+        from gateway.mapping.review import dry_run_report
+
+        ok = True
+        for path in _inputs(paths):
+            for line, good in dry_run_report(folder, mapping_name, path):
+                ok = ok and good
+                click.echo(line)
+        if not ok:
+            sys.exit(1)
+        return
     service = make_service(bulk=True)
     try:
         with background_checkpoints(service.store.engine), _fewer_gc_collections():

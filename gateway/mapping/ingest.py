@@ -16,6 +16,7 @@ from http import HTTPStatus
 
 from sqlalchemy.exc import DBAPIError
 
+from gateway.fhir import conventions
 from gateway.fhir.errors import FhirError, Issue, PreconditionFailed, operation_outcome
 from gateway.fhir.validate import validate_resource
 from gateway.mapping.engine import MappedRecord
@@ -132,8 +133,44 @@ def prevalidate(rec: MappedRecord) -> MappedRecord:
     return rec
 
 
+def _keep_reviewed(service: FhirService, tx: Tx, bundle: dict, validated: frozenset[int]
+                   ) -> tuple[dict, frozenset[int]]:
+    """A Group a person corrected and pushed back (it carries eligibility-criteria-reviewed) is kept while the
+    registry's criteria text is unchanged: the record's Group entry is replaced by the stored one (the PUT then
+    changes nothing). When the text changed, the new extraction replaces it (docs/eligibility.md)."""
+    entries = bundle["entry"]
+    out: list | None = None
+    for i, entry in enumerate(entries):
+        res = entry.get("resource") or {}
+        if res.get("resourceType") != "Group" or entry.get("request", {}).get("method") != "PUT":
+            continue
+        text = _criteria_text(res)
+        if text is None:
+            continue
+        rtype, _, query = entry["request"]["url"].partition("?")
+        if not query:
+            continue
+        found = service.conditional_matches(tx, rtype, query)
+        if len(found) != 1:
+            continue
+        stored = found[0].resource()
+        reviewed = any(e.get("url") == conventions.EXT_CRITERIA_REVIEWED for e in stored.get("extension") or [])
+        if reviewed and _criteria_text(stored) == text:
+            out = out or list(entries)
+            kept = {k: v for k, v in stored.items() if k not in ("meta", "text")}
+            out[i] = {**entry, "resource": kept}
+            validated = validated - {i}
+    return (bundle if out is None else {**bundle, "entry": out}), validated
+
+
+def _criteria_text(group: dict) -> str | None:
+    return next((e.get("valueMarkdown") for e in group.get("extension") or []
+                 if e.get("url") == conventions.EXT_ELIGIBILITY_TEXT), None)
+
+
 def _store(service: FhirService, tx: Tx, rec: MappedRecord) -> IngestResult:
     bundle, validated = _merge_existing(service, tx, rec)
+    bundle, validated = _keep_reviewed(service, tx, bundle, validated)
     _, results = service.run_bundle(bundle, tx=tx, validated=validated)
     writes: Counter = Counter()
     locations = []

@@ -21,7 +21,7 @@ from gateway.terminology.lexicons import ContextRule
 
 # Clause ends: scopes never cross these ('.' followed by a space, ';', a newline, a colon before a list).
 _CLAUSE_END = re.compile(r"\.\s|;|\n|:\s|\.$")
-MAX_SCOPE_WORDS = 8  # a trigger reaches this many words at most (NegEx used 5; criteria list drugs after 'no prior')
+MAX_SCOPE_WORDS = 12  # a trigger reaches this many words at most (NegEx used 5; criteria list drugs after "no prior")
 _WORD = re.compile(r"\S+")
 # Categories that make a whole criterion "never a hard rule", wherever they stand in it.
 WHOLE_CRITERION = frozenset({"CONDITIONAL", "EXCEPTION"})
@@ -99,7 +99,7 @@ class Context:
             if t.direction == "TERMINATE" or (t.start >= start and t.end <= end):
                 continue
             s, e = self._scope(t)
-            if s <= start and end <= e + 1:
+            if s <= start <= e:  # the scope reaches the target's head ('no [serum creatinine] <= 1.5 x ULN')
                 out.add(t.category)
         return out
 

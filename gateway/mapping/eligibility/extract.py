@@ -202,7 +202,7 @@ def _kind_reasons(f: Finding, line: str) -> list[str]:
 
         if _THERAPY_QUALIFIERS.search(line):
             out.append("qualified therapy")
-    if f.kind == "lab" and re.search(r"\bor\b[^.;]{0,25}$", line[:f.start]):
+    if f.kind == "lab" and re.search(r"\bor\b[^.;]{0,25}$", re.sub(r"\([^()]*\)", " ", line[:f.start])):
         out.append("alternative to something not read")  # 'a normal creatinine (adults) or CrCl >= 40'
     if f.kind == "stage" and _COURSE.search(line):
         out.append("stage beside course words")
