@@ -623,6 +623,13 @@ def _decide(crit: Criterion, p: PatientProfile, term: Terminology, today: date, 
     return r
 
 
+def decide(crit: Criterion, p: PatientProfile, term: Terminology, today: date, hv: bool | None = None) -> str:
+    """One criterion's decision without a sentence: met | not-met | unknown | conflict (medium, contradicted)."""
+    r = _decide(crit, p, term, today, hv, False)
+    assert isinstance(r, str)
+    return r
+
+
 def unstructured_finding(u: Unstructured) -> Finding:
     """A criterion the study states only as text: not checked."""
     where = "Exclusion" if u.section == "exclusion" else "Inclusion" if u.section == "inclusion" else "Criterion"

@@ -21,12 +21,26 @@ results, order, scores and findings text for the first ``limit`` results, more c
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
 from gateway.matching.criteria import Criterion, StudyCriteria
-from gateway.matching.engine import MatchResult, Screened, evaluate, nearest_site, place, screen, tally
+from gateway.matching.engine import (
+    CONFLICT,
+    MET,
+    NOT_MET,
+    MatchResult,
+    Screened,
+    _score,
+    decide,
+    evaluate,
+    nearest_site,
+    place,
+    screen,
+    tally,
+)
 from gateway.matching.profile import PatientProfile
 from gateway.matching.terms import Code, Terminology
 
@@ -135,6 +149,14 @@ class StudyIndex:
         # memo keys as small ints (cheap to hash), one per distinct (criterion[, healthy-volunteer flag])
         self._key_of: dict[object, int] = {}
         self._dropped = 0  # keys removed with their last study (ints are never reused)
+        # kinds of study for a person with no condition, by a small id: (signature, studies, status, phases,
+        # criteria count, criteria left as text), and which kinds state each blank memo key (once per occurrence),
+        # with one criterion deciding it: a person's answer is then counted per key, not per study
+        self._kinds: dict[int, tuple] = {}
+        self._kind_of: dict[tuple, int] = {}
+        self._postings: dict[int, list[int]] = {}
+        self._decider: dict[int, tuple[Criterion, bool | None]] = {}
+        self._next_kind = 0
 
     def __len__(self) -> int:
         return len(self.studies)
@@ -185,7 +207,11 @@ class StudyIndex:
         keys = sc.index_keys()
         if keys is None or sc.healthy_volunteers:
             sig = self._blank_of[sc.study_id] = _blank_signature(sc)
-            self.blank_groups.setdefault(sig, set()).add(sc.study_id)
+            group = self.blank_groups.get(sig)
+            if group is None:
+                group = self.blank_groups[sig] = set()
+                self._add_kind(sig, group, sc)
+            group.add(sc.study_id)
         if keys is None:
             self.open.add(sc.study_id)
             self._keys[sc.study_id] = ((), (), ())
@@ -214,6 +240,7 @@ class StudyIndex:
             group.discard(study_id)
             if not group:
                 del self.blank_groups[sig]
+                self._drop_kind(sig)
         codes, texts, related = self._keys.pop(study_id, ((), (), ()))
         for table, keys in ((self.by_code, codes), (self.by_text, texts), (self.by_related, related)):
             for k in keys:
@@ -222,6 +249,67 @@ class StudyIndex:
                     ids.discard(study_id)
                     if not ids:
                         del table[k]
+
+    def _add_kind(self, sig: tuple, group: set[str], sc: StudyCriteria) -> None:
+        self._next_kind += 1
+        kid = self._kind_of[sig] = self._next_kind
+        self._kinds[kid] = (sig, group, sc.status, sc.phases, len(sc.criteria), len(sc.unstructured))
+        for key, crit in zip(sc.blank_keys, sc.criteria, strict=True):
+            self._postings.setdefault(key, []).append(kid)
+            self._decider.setdefault(key, (crit, sc.healthy_volunteers))
+
+    def _drop_kind(self, sig: tuple) -> None:
+        kid = self._kind_of.pop(sig)
+        self._kinds.pop(kid)
+        for key in list(self._postings):
+            kinds = self._postings[key]
+            if kid in kinds:
+                kinds[:] = [k for k in kinds if k != kid]
+                if not kinds:
+                    del self._postings[key]
+                    del self._decider[key]
+
+    def _blank_counts(self, p: PatientProfile, today: date, q: MatchQuery) -> list[tuple[Screened, set[str]]]:
+        """For a person with no condition, no near misses and no distance limit: the kinds of study that match,
+        each with its counts, from one decision per distinct criterion counted over the kinds stating it.
+
+        Equal to one ``tally`` per kind (the tests check it against full evaluation), without the per-kind loop
+        over criteria: a Counter over the postings of the keys decided met / unknown / in conflict.
+        """
+        if p.deceased:
+            return []
+        met_c: Counter = Counter()
+        unknown_c: Counter = Counter()
+        conflict_c: Counter = Counter()
+        failed: set[int] = set()
+        term = self.term
+        for key, kinds in self._postings.items():
+            crit, hv = self._decider[key]
+            r = decide(crit, p, term, today, hv)
+            if r == MET:
+                met_c.update(kinds)
+            elif r == NOT_MET:
+                failed.update(kinds)
+            elif r == CONFLICT:
+                conflict_c.update(kinds)
+            else:
+                unknown_c.update(kinds)
+        # kinds with the same counts have the same score and coverage: one row group each
+        buckets: dict[tuple[int, int, int, int], list[set[str]]] = {}
+        statuses, phases, key = q.statuses, q.phases, p.key
+        for kid, (_sig, group, status, kphases, n, n_text) in self._kinds.items():
+            if kid in failed or status not in statuses or (phases and not phases & kphases):
+                continue
+            conflicts = conflict_c[kid]
+            counts = (met_c[kid], unknown_c[kid] + conflicts + n_text, conflicts, n + n_text)
+            bucket = buckets.get(counts)
+            if bucket is None:
+                buckets[counts] = [group]
+            else:
+                bucket.append(group)
+        return [(Screened("", key, _score(met, unknown, conflicts), 0, None, met, unknown, met, total, conflicts),
+                 groups[0] if len(groups) == 1 else set().union(*groups))
+                for (met, unknown, conflicts, total), groups in buckets.items()]
 
     def candidates(self, p: PatientProfile) -> set[str]:
         """Studies the patient may match: those filed under one of the patient's ancestor codes or texts."""
@@ -311,7 +399,10 @@ class StudyIndex:
         near_groups: list[tuple[Screened, set[str]]] = []
         memo: dict = {}
         studies, term = self.studies, self.term
-        for sids in self.blank_groups.values():
+        fast = stop_early and dist is None
+        if fast:
+            match_groups = self._blank_counts(p, today, q)
+        for sids in () if fast else self.blank_groups.values():
             first = studies[next(iter(sids))]
             if not q.admits(first):  # status and phases are part of the signature
                 continue

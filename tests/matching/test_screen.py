@@ -213,7 +213,8 @@ def test_replacing_and_removing_studies_keeps_the_groups_exact(first, second):
 
 def test_a_person_with_no_condition_is_screened_once_per_kind_of_study(monkeypatch):
     """100 healthy-volunteer studies stating the same criteria (whatever their condition codes) cost one
-    screening; a study closed to the person's age is not a match; the page is explained, the rest counted."""
+    screening per kind (near misses) or one decision per distinct criterion (matches only); a study closed to
+    the person's age is not a match; the page is explained, the rest counted."""
     studies = []
     for i in range(100):
         code = ALL_CODES[i % len(ALL_CODES)]
@@ -233,10 +234,24 @@ def test_a_person_with_no_condition_is_screened_once_per_kind_of_study(monkeypat
         calls.append(args[0].study_id)
         return real(*args, **kw)
 
+    decisions = []
+    real_decide = engine.decide
+
+    def deciding(*args, **kw):
+        decisions.append(args[0])
+        return real_decide(*args, **kw)
+
     monkeypatch.setattr("gateway.matching.index.tally", counting)
+    monkeypatch.setattr("gateway.matching.index.decide", deciding)
+    # with near misses: one screening per kind of study
+    si.page(person, MatchQuery(today=TODAY, near_misses=True), 5)
+    assert len(calls) == 2
+    # without (what $match asks by default): each distinct criterion decided once for all 100 studies
+    # (required condition, 18-65, 18-99, excluded diagnosis), counted over the kinds stating it
+    calls.clear()
     q = MatchQuery(today=TODAY)
     page = si.page(person, q, 5)
-    assert len(calls) == 2
+    assert calls == [] and len(decisions) == 4
     assert page.total == 50  # only the 18-99 studies
     assert [r.study_id for r in page.matches] == [r.study_id for r in si.brute_force(person, q)[0][:5]]
     assert all(r.is_match and r.findings[0].result == engine.UNKNOWN for r in page.matches)
