@@ -186,3 +186,24 @@ def test_sort_elements_include_revinclude_patch_and_refresh(fhir):
     assert got["title"] == "json-patched"
     got.refresh()  # and an unchanged one is a 304, which fhirpy keeps as it is
     assert got["title"] == "json-patched" and got["meta"]["versionId"] == "4"
+
+
+def test_empty_responses_and_conditional_read_over_http(gateway):
+    """Over a real server: empty 201/204/304 answers carry no Content-Type (no text/html), 405 and 406 edges."""
+    base = gateway.base
+    json_headers = {"Content-Type": "application/fhir+json"}
+    body = {"resourceType": "ResearchStudy", "status": "active", "title": "http edges"}
+    r = requests.post(f"{base}/ResearchStudy", json=body, timeout=10,
+                      headers={**json_headers, "Prefer": "return=minimal"})
+    assert r.status_code == 201 and r.content == b"" and "Content-Type" not in r.headers
+    url = r.headers["Location"].split("/_history/")[0]
+    r = requests.get(url, headers={"If-None-Match": 'W/"1"'}, timeout=10)
+    assert r.status_code == 304 and r.content == b"" and "Content-Type" not in r.headers
+    r = requests.delete(url, timeout=10)
+    assert r.status_code == 204 and r.content == b"" and "Content-Type" not in r.headers
+    r = requests.post(f"{base}/metadata", json={}, headers=json_headers, timeout=10)
+    assert r.status_code == 405 and r.json()["resourceType"] == "OperationOutcome"
+    r = requests.get(base, timeout=10)
+    assert r.status_code == 400 and r.json()["resourceType"] == "OperationOutcome"
+    r = requests.get(f"{base}/metadata", headers={"Accept": "application/fhir+json; fhirVersion=5.0"}, timeout=10)
+    assert r.status_code == 406 and r.json()["resourceType"] == "OperationOutcome"
