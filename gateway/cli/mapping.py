@@ -79,6 +79,10 @@ def import_cmd(mapping_name: str, paths: tuple[Path, ...], quiet: bool, workers:
         if not ok:
             sys.exit(1)
         return
+    # Extraction results kept with the criteria text, reused while it is unchanged (docs/eligibility.md)
+    from gateway.mapping.eligibility import cache as eligibility_cache
+
+    eligibility_cache.use_cache(Settings.from_env().instance_path / "eligibility-cache.sqlite3")
     service = make_service(bulk=True)
     try:
         with background_checkpoints(service.store.engine), _fewer_gc_collections():

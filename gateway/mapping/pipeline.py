@@ -26,6 +26,7 @@ from pathlib import Path
 
 import orjson
 
+from gateway.mapping.eligibility import cache as eligibility_cache
 from gateway.mapping.engine import MappedRecord, map_payload, map_records
 from gateway.mapping.ingest import prevalidate
 from gateway.mapping.readers import READERS, PayloadError
@@ -104,6 +105,7 @@ def _prepare_window(number: int, parts: list[Part]) -> str | None:
         done.append(out)
     target = spool / f"{number}.pickle"
     target.write_bytes(pickle.dumps(done, protocol=pickle.HIGHEST_PROTOCOL))
+    eligibility_cache.flush()  # this window's new extraction results, for the next import
     return target.name
 
 
@@ -181,8 +183,11 @@ def prepared_files(folder: Path, mapping_name: str, files: Iterable[Path], worke
     registry = MappingRegistry(folder)
     mapping = registry.get(mapping_name)
     if workers <= 0 or (len(files) < 2 and not any(_size(p) > WINDOW_BYTES for p in files)):
-        for path in files:
+        for i, path in enumerate(files):
             yield path, prepare_file(mapping, registry.conceptmaps, path)
+            if i % WINDOW == WINDOW - 1:
+                eligibility_cache.flush()
+        eligibility_cache.flush()
         return
     ctx = multiprocessing.get_context(START_METHOD)
     # ignore_cleanup_errors: if the caller stops early, a worker may still be writing a window it had started
@@ -193,7 +198,9 @@ def prepared_files(folder: Path, mapping_name: str, files: Iterable[Path], worke
                                    initargs=(str(folder), mapping_name, spool_name))
 
         def here(parts: list[Part]) -> list[list[MappedRecord] | PayloadError]:
-            return [_prepare_part(mapping, registry.conceptmaps, spool, part) for part in parts]
+            out = [_prepare_part(mapping, registry.conceptmaps, spool, part) for part in parts]
+            eligibility_cache.flush()
+            return out
 
         try:
             yield from _pooled(pool, spool, windows, here)

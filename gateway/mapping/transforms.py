@@ -357,12 +357,12 @@ def _mesh_only_from_qualified(browse: dict, terms: list[str]) -> set[str]:
 @transform("eligibility-characteristics")
 def eligibility_characteristics(value: object, ctx: Context) -> list[dict] | None:
     """eligibilityCriteria text -> extracted Group.characteristic entries (and the qualifiers of a split condition)."""
-    from gateway.mapping.eligibility import extract_cached, group_parts
+    from gateway.mapping.eligibility.cache import parts_for
     from gateway.mapping.eligibility.fhir import condition_characteristics
 
     chars: list[dict] = []
     if isinstance(value, str) and value.strip():
-        chars, _ = group_parts(extract_cached(value))
+        chars, _ = parts_for(value)
     terms = ((ctx.record.get("protocolSection") or {}).get("conditionsModule") or {}).get("conditions") or []
     plain = [t for t in terms if isinstance(t, str) and t.strip()]
     for term in plain:
@@ -375,11 +375,11 @@ def eligibility_characteristics(value: object, ctx: Context) -> list[dict] | Non
 @transform("eligibility-extensions")
 def eligibility_extensions(value: object, ctx: Context) -> list[dict] | None:
     """eligibilityCriteria text -> the Group's unstructured-criterion extensions and its criteria count."""
-    from gateway.mapping.eligibility import extract_cached, group_parts
+    from gateway.mapping.eligibility.cache import parts_for
 
     if not isinstance(value, str) or not value.strip():
         return None
-    _, exts = group_parts(extract_cached(value))
+    _, exts = parts_for(value)
     return exts
 
 

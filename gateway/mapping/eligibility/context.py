@@ -43,6 +43,12 @@ def compile_rules(rules: tuple[ContextRule, ...] | list[ContextRule]) -> PhraseI
     return PhraseIndex(by_literal)
 
 
+def _ends_scope(t: Trigger) -> bool:
+    """Terminators, and the start of an exception or a condition: 'history of other malignancy, unless disease
+    free for 5 years' - 'free' negates nothing before 'unless'."""
+    return t.direction == "TERMINATE" or t.category in WHOLE_CRITERION
+
+
 class Context:
     """The triggers of one (lower-cased) criterion text and the clauses they act in."""
 
@@ -77,7 +83,7 @@ class Context:
             if len(words) > MAX_SCOPE_WORDS:
                 end = words[MAX_SCOPE_WORDS - 1].end()
             for other in self.triggers:
-                if other.direction == "TERMINATE" and t.end <= other.start < end:
+                if _ends_scope(other) and t.end <= other.start < end:
                     end = other.start
             return start, end
         if t.direction == "BACKWARD":
@@ -86,7 +92,7 @@ class Context:
             if len(words) > MAX_SCOPE_WORDS:
                 start = words[-MAX_SCOPE_WORDS].start()
             for other in self.triggers:
-                if other.direction == "TERMINATE" and start <= other.end <= end:
+                if _ends_scope(other) and start <= other.end <= end:
                     start = other.end
             return start, end
         return cstart, cend  # BIDIRECTIONAL

@@ -31,7 +31,8 @@ _PERMISSION = re.compile(r"(?<!not\s)(?<!never\s)\b(?:allowed|permitted|eligible
                          r"included|enter|receive)|may\s+have\s+(?:undergone|received|had|been)|can\s+(?:be\s+)?(?:enrolled|included|participate)|"
                          r"are\s+not\s+excluded|is\s+not\s+excluded|will\s+not\s+be\s+excluded)\b")
 # 'With bone marrow involvement: platelets >= 30,000' holds for some patients only.
-_CONDITION_PREFIX = re.compile(r"^\W*(?:with|for|in|if|when|patients\s+with|participants\s+with|subjects\s+with)\b"
+_CONDITION_PREFIX = re.compile(r"^\W*(?:with|for|in|if|when|patients\s+with|participants\s+with|subjects\s+with|"
+                               r"phase|part|cohort|arm|group|stratum|dose|[a-z0-9-]+\s+(?:specific|only))\b"
                                r"[^:.;]{0,80}:")
 # 'Patients with glioblastoma must have KPS >= 60': a rule for one subgroup of the study's patients.
 _SUBGROUP = re.compile(r"^\W*(?:patients?|participants?|subjects?|women|men|those)\s+(?:with|who\s+have|who\s+are|"
