@@ -1,0 +1,96 @@
+"""Benchmark: the patient pages' render time over HTTP on SQLite (issue #14: page render p95 <= 200 ms).
+
+Loads N studies exactly as ``bench/bench_search.py`` does (its loader: real ClinicalTrials.gov records varied,
+1-4 sites each at postcode district centroids), serves the gateway on loopback, then, as a browser would with a
+session cookie: GET /trials with a search kept in the session (words + postcode + 50 km: the search service and
+the plain-English cards for a page of 20), and GET /trials/<id> (a study page with sites and distances).
+Prints median and p95 per page. Not collected by pytest (run it by hand):
+
+    .venv/bin/python tests/web/bench_pages.py --n 20000 --requests 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_search import TEXT_QUERIES, _serve, load  # noqa: E402
+
+from gateway.api.app import create_app  # noqa: E402
+from gateway.config import Settings  # noqa: E402
+from gateway.store import geo  # noqa: E402
+
+POSTCODES = ["LS6 3HE", "M20 4BX", "B15 2TH", "NE1 4LP", "BS2 8HW", "L7 8XP", "CB2 0QQ", "SW3 6JJ", "OX3 9DU"]
+
+
+def p95(samples: list[float]) -> float:
+    return statistics.quantiles(samples, n=20)[18]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=20_000)
+    ap.add_argument("--requests", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=14)
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    known = set(geo.load_centroids())
+    postcodes = [p for p in POSTCODES if geo.outward_code(p) in known]
+    print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        app = create_app(Settings(database_url=f"sqlite:///{tmp}/bench.sqlite3", instance_path=Path(tmp),
+                                  mappings_path=ROOT / "mappings", session_cookie_secure=False))  # plain http
+        store = app.extensions["gateway.store"]
+        secs = load(store, args.n, rng)
+        print(f"loaded {args.n:,} studies in {secs:.0f} s")
+        server, base = _serve(app)
+        root = base.removesuffix("/fhir")
+        try:
+            s = requests.Session()
+            results_ms, study_ms, study_ids, found = [], [], [], []
+            for i in range(args.requests + 5):
+                token = re.search(r'name="csrf_token" value="([^"]+)"', s.get(f"{root}/trials").text).group(1)
+                form = {"words": TEXT_QUERIES[i % len(TEXT_QUERIES)], "postcode": postcodes[i % len(postcodes)],
+                        "distance": "50", "recruiting": "yes", "csrf_token": token}
+                r = s.post(f"{root}/trials", data=form, allow_redirects=False)
+                assert r.status_code == 303, r.text[:300]
+                t0 = time.perf_counter()
+                page = s.get(f"{root}/trials")
+                ms = (time.perf_counter() - t0) * 1000
+                assert page.status_code == 200, re.search(r"<main.*?</main>", page.text, re.S).group(0)[:800]
+                ids = re.findall(r'href="/trials/([0-9a-f]{32})"', page.text)
+                if i >= 5:  # the first five warm the terminology and caches
+                    results_ms.append(ms)
+                    found.append(len(ids))
+                study_ids.extend(ids[:1])
+            for i in range(args.requests):
+                t0 = time.perf_counter()
+                page = s.get(f"{root}/trials/{study_ids[i % len(study_ids)]}")
+                study_ms.append((time.perf_counter() - t0) * 1000)
+                assert page.status_code == 200
+            print(f"GET /trials (search + 20 cards)  n={len(results_ms)}  median {statistics.median(results_ms):.1f} ms"
+                  f"  p95 {p95(results_ms):.1f} ms  (cards per page: median {statistics.median(found):.0f})")
+            print(f"GET /trials/<id> (study page)    n={len(study_ms)}  median {statistics.median(study_ms):.1f} ms"
+                  f"  p95 {p95(study_ms):.1f} ms")
+        finally:
+            server.shutdown()
+            store.engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
