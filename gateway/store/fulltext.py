@@ -223,6 +223,7 @@ class TextQuery:
         """The SQLite FTS5 MATCH expression."""
         words = " AND ".join("(" + " OR ".join(f'"{v}"' for v in alts) + ")" for alts in self.words)
         if self.tokens:
+            # A named condition: the concept, or its words as a phrase anywhere (the eligibility text weighs little)
             tokens = " OR ".join(f'"{t}"' for t in self.tokens)
             phrases = " OR ".join('"' + " ".join(p) + '"' for p in self._phrases())
             expr = f"(concepts : ({tokens})) OR {phrases}" if phrases else f"concepts : ({tokens})"

@@ -32,7 +32,7 @@ RULES: dict[str, tuple[str, str, str | None]] = {
     "prostrate cancer": ("misspelling", r"prostat", None),
     "pancreatic cancr": ("misspelling", r"pancrea", None),
     "brain tumour": ("uk-spelling", r"glioblastoma|glioma|astrocytoma|medulloblastoma|ependymoma|\bdipg\b|"
-                                    r"brain (tumou?r|neoplasm|cancer)", r"metasta|brainmet"),
+                                    r"\bhgg\b|\blgg\b|brain (tumou?r|neoplasm|cancer)", r"metasta|brainmet"),
     "skin cancer": ("lay", r"melanoma|skin (cancer|neoplasm)|merkel|basal cell|cutaneous squamous", r"uveal|mucosal"),
     "myeloma": ("lay", r"myeloma", None),
     "mesothelioma": ("lay", r"mesotheliom", None),
