@@ -50,7 +50,26 @@ def apply_patch(current: dict, rtype: str, rid: str) -> dict:
         raise BusinessRuleViolation("The patch does not leave a resource (a JSON object)", rtype)
     if result.get("resourceType") != rtype or result.get("id") != rid:
         raise BusinessRuleViolation(f"A patch may not change resourceType or id of {rtype}/{rid}", f"{rtype}.id")
+    where = _null_member(result, rtype)
+    if where is not None:
+        raise BusinessRuleViolation(f"The patch leaves {where} null; FHIR JSON has no nulls (remove the element "
+                                    "instead)", where)
     return result
+
+
+def _null_member(node: object, path: str) -> str | None:
+    """The path of the first object member whose value is null ('ResearchStudy.title'), or None."""
+    stack = [(node, path)]
+    while stack:
+        n, p = stack.pop()
+        if isinstance(n, dict):
+            for k, v in n.items():
+                if v is None:
+                    return f"{p}.{k}"
+                stack.append((v, f"{p}.{k}"))
+        elif isinstance(n, list):
+            stack.extend((v, f"{p}[{i}]") for i, v in enumerate(n) if isinstance(v, dict | list))
+    return None
 
 
 def _json_patch(base: dict, body: object) -> object:

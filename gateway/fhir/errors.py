@@ -11,6 +11,15 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 
 
+def printable(text: str) -> str:
+    """A FHIR string (no control characters but CR, LF, TAB; not blank): an error message may quote what the
+    client sent, e.g. '\x0c' -> '\\x0c'."""
+    if text.isprintable():
+        return text or "-"
+    out = "".join(c if c.isprintable() or c in "\r\n\t" else repr(c)[1:-1] for c in text)
+    return out if out.strip() else repr(text)
+
+
 @dataclass
 class Issue:
     """One OperationOutcome.issue."""
@@ -21,9 +30,9 @@ class Issue:
     severity: str = "error"
 
     def to_fhir(self) -> dict:
-        out: dict = {"severity": self.severity, "code": self.code, "diagnostics": self.diagnostics}
+        out: dict = {"severity": self.severity, "code": self.code, "diagnostics": printable(self.diagnostics)}
         if self.expression:
-            out["expression"] = list(self.expression)
+            out["expression"] = [printable(e) for e in self.expression]
         return out
 
     def prefixed(self, prefix: str) -> Issue:

@@ -292,6 +292,14 @@ def test_invalid_code_is_reported_with_what_to_use_and_never_widens(fhir: Checke
     assert fhir.get("/fhir/Consent?status=active", headers=STRICT).status_code == 200
 
 
+def test_messages_quoting_control_characters_stay_valid_fhir(fhir: CheckedClient):
+    """Found by the fuzz run: an OperationOutcome quoting '\x0c' was not a valid FHIR string."""
+    r = fhir.get("/fhir/ResearchStudy?_lastUpdated=%0C")  # the body is checked against the R4 schema
+    assert r.status_code == 400 and "\\x0c" in r.get_json()["issue"][0]["diagnostics"]
+    b = fhir.get("/fhir/ResearchStudy?col%0Bour=1").get_json()
+    assert "\\x0b" in outcome_text(b)
+
+
 def test_unknown_parameter_warns_and_leaves_the_self_link(fhir: CheckedClient):
     put(fhir, {**study("U"), "id": "u1"})
     b = fhir.get("/fhir/ResearchStudy?colour=red&title=study").get_json()
@@ -327,6 +335,9 @@ def test_json_patch_with_if_match_validation_and_versions(fhir: CheckedClient):
     assert fhir.patch("/fhir/ResearchStudy/p1", json=bad, headers=JSON_PATCH).status_code in (400, 422)
     worse = [{"op": "add", "path": "/notAnElement", "value": 1}]
     assert fhir.patch("/fhir/ResearchStudy/p1", json=worse, headers=JSON_PATCH).status_code in (400, 422)
+    nulled = [{"op": "add", "path": "/title", "value": None}]  # found by the fuzz run: FHIR JSON has no nulls
+    r = fhir.patch("/fhir/ResearchStudy/p1", json=nulled, headers=JSON_PATCH)
+    assert r.status_code == 422 and "ResearchStudy.title" in r.get_json()["issue"][0]["diagnostics"]
     move_id = [{"op": "replace", "path": "/id", "value": "other"}]
     assert fhir.patch("/fhir/ResearchStudy/p1", json=move_id, headers=JSON_PATCH).status_code == 422
     assert fhir.get("/fhir/ResearchStudy/p1").get_json()["meta"]["versionId"] == "2"  # nothing stored
