@@ -54,14 +54,19 @@ def coverage_extension(r: MatchResult) -> dict:
 
 def result_extensions(r: MatchResult, extra: list[Finding] | None = None, audience: str = "patient") -> list[dict]:
     """MatchResult -> the extensions for Bundle.entry.search: one explanation per criterion (an identical
-    sentence twice is said once), the coverage, the summary and the nearest site."""
-    seen: set[tuple[str, str]] = set()
+    sentence for two criteria is said once, its ``criterion`` naming both), the coverage, the summary and the
+    nearest site."""
+    seen: dict[tuple[str, str], dict] = {}
     exts = []
     for f in [*r.findings, *(extra or [])]:
-        if (f.result, f.text) in seen:
+        same = seen.get((f.result, f.text))
+        if same is not None:  # two criteria, one sentence: said once, naming both criteria
+            name = same["extension"][0]
+            if f.criterion not in name["valueString"].split("; "):
+                name["valueString"] += f"; {f.criterion}"
             continue
-        seen.add((f.result, f.text))
-        exts.append(finding_extension(f))
+        ext = seen[(f.result, f.text)] = finding_extension(f)
+        exts.append(ext)
     exts.append(coverage_extension(r))
     exts.append({"url": cv.EXT_MATCH_SUMMARY, "valueString": summary(r, audience)})
     if r.nearest is not None and r.distance_km is not None:

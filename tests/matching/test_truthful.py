@@ -265,6 +265,9 @@ def test_the_same_sentence_is_said_once():
     explained = [e for e in element["extension"] if e["url"] == cv.EXT_MATCH_EXPLANATION]
     assert len(explained) == 2  # Condition, and the HIV exclusion once
     assert r.total == 3  # both characteristics still count as criteria of the study
+    same = run([b.diagnosis_char(GBM)], [])  # the study's condition stated again as a diagnosis
+    (cond,) = [e for e in search_element(same)["extension"] if e["url"] == cv.EXT_MATCH_EXPLANATION]
+    assert cond["extension"][0]["valueString"] == "Condition; Diagnosis 'Glioblastoma multiforme' (SNOMED CT 393563007)"
 
 
 def test_pregnancy_does_not_apply_to_a_male_patient_and_needs_a_recent_status_otherwise():
