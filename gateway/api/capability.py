@@ -15,6 +15,7 @@ from gateway.fhir.search_params import (
     reference_params,
     revincludes_of,
 )
+from gateway.store import study_search
 
 _INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
                  "search-type"]
@@ -103,6 +104,7 @@ def capability_statement(base: str, date: str) -> dict:
             param = {"name": name, "type": sp.kind, "documentation": doc}
             param["definition"] = sp.definition or f"http://hl7.org/fhir/SearchParameter/{rtype}-{name}"
             entry["searchParam"].append(param)
+        entry["searchParam"] += study_search.capability_params(rtype)  # _text, postcode, near (docs/search.md)
         if reference_params(rtype):
             entry["searchInclude"] = includes_of(rtype)
         revs = revincludes_of(rtype)

@@ -32,6 +32,31 @@ _CODE_LIKE = re.compile(r"^[A-Za-z]{0,3}[0-9][0-9A-Za-z.\-]*$")  # 393563007, C7
 _UNITS = {"km": 1.0, "mi": geo.KM_PER_MILE, "[mi_i]": geo.KM_PER_MILE}
 
 
+# What the CapabilityStatement advertises for this module: type -> (name, type, definition, documentation).
+_OURS = f"{cv.BASE}/SearchParameter"
+CAPABILITY: dict[str, list[tuple[str, str, str, str]]] = {
+    "ResearchStudy": [
+        ("_text", "string", "http://hl7.org/fhir/SearchParameter/DomainResource-text",
+         "plain-English words over title, description, conditions, keywords and eligibility text, through the "
+         "terminology (synonyms, UK/US spellings, misspellings, hierarchy); ranked, search.score; docs/search.md"),
+        ("_content", "string", "http://hl7.org/fhir/SearchParameter/Resource-content", "the same as _text"),
+        ("postcode", "string", f"{_OURS}/ResearchStudy-postcode",
+         "UK postcode or outward code: studies with a recruiting site within distance (km, default 50), nearest "
+         "first; the site and its distance in the match-nearest-site extension on Bundle.entry.search"),
+        ("distance", "number", f"{_OURS}/ResearchStudy-distance", "km from postcode (default 50, at most 1500)"),
+        ("near", "special", f"{_OURS}/ResearchStudy-near",
+         "lat|long|distance|units (km or mi): as postcode, from a position"),
+    ],
+    "Location": [("near", "special", "http://hl7.org/fhir/SearchParameter/Location-near",
+                  "lat|long|distance|units (km or mi): placed Locations within the distance, nearest first")],
+}
+
+
+def capability_params(rtype: str) -> list[dict]:
+    """rest.resource.searchParam entries for this module's parameters of ``rtype``."""
+    return [{"name": n, "definition": d, "type": t, "documentation": doc} for n, t, d, doc in CAPABILITY.get(rtype, [])]
+
+
 class UnknownPostcode(InvalidResource):
     """A postcode that is not shaped like a UK postcode, or whose district is not known (never echoed)."""
 

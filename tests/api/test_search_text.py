@@ -183,3 +183,10 @@ def test_the_demo_story_brain_tumour_near_ls6(fhir, studies, words):
     ext = body["entry"][0]["search"]["extension"][0]["extension"]
     assert "Leeds" in ext[0]["valueReference"]["display"] or "St James" in ext[0]["valueReference"]["display"]
     assert ext[1]["valueQuantity"]["value"] < 10
+
+
+def test_capability_statement_lists_the_search_parameters(fhir):
+    cs = fhir.get("/fhir/metadata").get_json()
+    by_type = {r["type"]: {p["name"]: p for p in r.get("searchParam", [])} for r in cs["rest"][0]["resource"]}
+    assert {"_text", "_content", "postcode", "distance", "near", "condition"} <= set(by_type["ResearchStudy"])
+    assert by_type["Location"]["near"]["type"] == "special"
