@@ -158,7 +158,7 @@ def instance(rtype: str, rid: str):
         if rtype == "OperationDefinition" and (od := operation_definition(rid)) is not None:
             return fhir_response(od)
         st = auth.read(rtype, rid)  # authorization first: a 304 must not reveal another tenant's resource
-        if not_modified(st):
+        if not_modified(st, lambda: _previous_update(st)):
             return fhir_response(None, HTTPStatus.NOT_MODIFIED, headers=version_headers(st))
         return fhir_response(_read_subset(st), headers=version_headers(st))
     if request.method == "PATCH":
@@ -197,6 +197,12 @@ def vread(rtype: str, rid: str, vid: str):
 
 
 # -- helpers -----------------------------------------------------------------------------------
+def _previous_update(st: Stored) -> str | None:
+    """lastUpdated of the version before ``st`` (for If-Modified-Since within one second), or None."""
+    _, rows = store().history(st.type, st.id, count=2)
+    return next((r.last_updated for r in rows if r.version == st.version - 1), None)
+
+
 def _read_subset(st: Stored) -> str | dict | None:
     """A read's body: the stored JSON, or the subset ``_summary`` / ``_elements`` ask for."""
     summary = request.args.get("_summary")

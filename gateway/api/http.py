@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from http import HTTPStatus
@@ -159,9 +160,13 @@ def _etag_version(tag: str) -> str:
     return tag.strip().strip('"')
 
 
-def not_modified(st: Stored) -> bool:
+def not_modified(st: Stored, previous_update: Callable[[], str | None] | None = None) -> bool:
     """Conditional read: True when ``If-None-Match`` names the current version (or is ``*``), or, without
-    it, when the resource has not changed since ``If-Modified-Since`` (RFC 9110 13.1.2 and 13.1.3)."""
+    it, when the resource has not changed since ``If-Modified-Since`` (RFC 9110 13.1.2 and 13.1.3).
+
+    HTTP dates have whole seconds: when the date is the very second of the last change and the version before it
+    (``previous_update()``, its lastUpdated) falls in that second too, the client may hold either: the body is sent.
+    """
     inm = request.headers.get("If-None-Match")
     if inm is not None:
         tags = [_etag_version(t) for t in inm.split(",")]
@@ -175,7 +180,12 @@ def not_modified(st: Stored) -> bool:
         if since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
         changed = datetime.fromisoformat(st.last_updated).replace(microsecond=0)
-        return changed <= since
+        if changed < since:
+            return True
+        if changed > since:
+            return False
+        earlier = previous_update() if previous_update is not None and st.version > 1 else None
+        return earlier is None or datetime.fromisoformat(earlier).replace(microsecond=0) < since
     return False
 
 

@@ -77,6 +77,14 @@ def test_conditional_read_if_none_match_and_if_modified_since(fhir: CheckedClien
     r = fhir.get("/fhir/ResearchStudy/cr", headers={"If-None-Match": etag})
     assert r.status_code == 200 and r.get_json()["title"] == "Renamed"
     assert fhir.get("/fhir/ResearchStudy/cr/_history/1", headers={"If-None-Match": etag}).status_code == 304
+    # HTTP dates have whole seconds: a change in the same second as the date the client holds is never a 304
+    before = fhir.get("/fhir/ResearchStudy/cr").headers["Last-Modified"]
+    put(fhir, {**study("CR", "Same second"), "id": "cr"})
+    r = fhir.get("/fhir/ResearchStudy/cr", headers={"If-Modified-Since": before})
+    assert r.status_code == 200 and r.get_json()["title"] == "Same second"
+    now = r.headers["Last-Modified"]
+    expect = 200 if now == before else 304  # same second as the previous version: ambiguous, so the body
+    assert fhir.get("/fhir/ResearchStudy/cr", headers={"If-Modified-Since": now}).status_code == expect
     # a resource that does not exist is still 404, whatever the tag
     assert fhir.get("/fhir/ResearchStudy/nope", headers={"If-None-Match": "*"}).status_code == 404
 
