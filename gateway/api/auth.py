@@ -106,6 +106,8 @@ def init_app(app: Flask) -> None:
     app.extensions["gateway.service"].hooks.insert(0, _guard_write)
     # Before any If-Match check: another's resource is answered like a missing one (no existence oracle).
     app.extensions["gateway.service"].guards.append(_guard_existing)
+    # Conditional searches (If-None-Exist, conditional update/delete) match only what the caller may see.
+    app.extensions["gateway.service"].visibility = _caller_view
     app.before_request_funcs.setdefault(None, []).append(_before)
     app.after_request_funcs.setdefault(None, []).insert(0, _after)
     app.teardown_request_funcs.setdefault(None, []).append(_teardown)
@@ -116,6 +118,12 @@ def _guard_write(tx, result, resource) -> None:
     acc = current_access.get()
     if acc is not None:
         acc.write_hook(tx, result, resource)
+
+
+def _caller_view():
+    """This request's visibility predicate for conditional searches; None for administrators (see all)."""
+    acc = current_access.get()
+    return None if acc is None or acc.caller.is_admin else acc.can_see
 
 
 def _guard_existing(rtype: str, rid: str, current, named: bool) -> None:

@@ -83,6 +83,9 @@ class FhirService:
     max_bundle_entries: int = 1000
     hooks: list[WriteHook] = field(default_factory=list)
     guards: list[ExistingGuard] = field(default_factory=list)
+    # The caller's view for conditional searches (If-None-Exist, conditional update/delete): returns a predicate
+    # on resource content, or None when the caller sees everything (administrators, tools without a caller).
+    visibility: Callable[[], Callable[[dict], bool] | None] | None = None
 
     # -- single interactions -------------------------------------------------------------------
     def create(self, resource: dict, *, if_none_exist: str | None = None, validated: bool = False,
@@ -126,7 +129,7 @@ class FhirService:
         with self.store.write() as tx:
             q = self._query(rtype, query)
             _lock_search(tx, rtype, query)
-            ids = tx.search_ids(q)
+            ids = self._matching_ids(tx, q)
             if len(ids) > 1:
                 raise PreconditionFailed(f"Conditional delete matched {len(ids)}+ {rtype} resources",
                                          f"{rtype}")
@@ -148,6 +151,20 @@ class FhirService:
         for name in key.lock_names:
             tx.lock(name)
         return key.matches(tx.find_tokens(key.param, key.pairs))
+
+    def _matching_ids(self, tx: Tx, q: SearchQuery) -> list[str]:
+        """A conditional search's matches as the caller sees them: a resource it may not see never matches
+        (otherwise If-None-Exist on an NHS number would tell whether another hospital knows that person)."""
+        ids = tx.search_ids(q)
+        see = self.visibility() if self.visibility is not None else None
+        if see is None or not ids or q.resource_type is None:
+            return ids
+        rows = [tx.current(q.resource_type, rid) for rid in ids]
+        return [r.id for r in rows if r is not None and r.content and see(r.resource())]
+
+    def _visible_rows(self, rows: list[Stored]) -> list[Stored]:
+        see = self.visibility() if self.visibility is not None else None
+        return rows if see is None else [r for r in rows if r.content and see(r.resource())]
 
     def check_size(self, resource: object) -> None:
         """A Bundle stored as a resource (``POST /Bundle``, ``PUT /Bundle/x``, a Bundle entry) obeys the same
@@ -189,7 +206,7 @@ class FhirService:
             q = self._query(rtype, if_none_exist.lstrip("?").split("?", 1)[-1])
             # Serialise on the search key: two concurrent creates with the same key cannot both miss.
             _lock_search(tx, rtype, if_none_exist.lstrip("?").split("?", 1)[-1])
-            ids = tx.search_ids(q)
+            ids = self._matching_ids(tx, q)
             if len(ids) > 1:
                 raise PreconditionFailed(f"If-None-Exist '{if_none_exist}' matched {len(ids)}+ {rtype} resources",
                                          f"{rtype}")
@@ -220,7 +237,7 @@ class FhirService:
                             if_match: str | None) -> WriteResult:
         q = self._query(rtype, query)
         _lock_search(tx, rtype, query)
-        ids = tx.search_ids(q)
+        ids = self._matching_ids(tx, q)
         if len(ids) > 1:
             raise PreconditionFailed(f"Conditional update '{rtype}?{query}' matched {len(ids)}+ resources", rtype)
         if ids:
@@ -363,6 +380,8 @@ class FhirService:
     def _resolve_target(self, tx: Tx, e: _Entry, found: dict[int, list[Stored]] | None = None) -> None:
         """Decide the id an entry writes; ``found`` holds the results of conditional searches already run."""
         hits = found.get(e.index) if found is not None else None
+        if hits is not None:
+            hits = self._visible_rows(hits)
         if e.method == "POST":
             if e.if_none_exist:
                 if hits is not None:
@@ -370,7 +389,7 @@ class FhirService:
                 else:
                     q = self._query(e.rtype, e.if_none_exist.lstrip("?"))
                     _lock_search(tx, e.rtype, e.if_none_exist.lstrip("?"))
-                    ids = tx.search_ids(q)
+                    ids = self._matching_ids(tx, q)
                 if len(ids) > 1:
                     raise PreconditionFailed(f"ifNoneExist '{e.if_none_exist}' matched {len(ids)}+ resources",
                                              "request.ifNoneExist")
@@ -387,7 +406,7 @@ class FhirService:
                 else:
                     q = self._query(e.rtype, e.query)
                     _lock_search(tx, e.rtype, e.query)
-                    ids = tx.search_ids(q)
+                    ids = self._matching_ids(tx, q)
                 if len(ids) > 1:
                     raise PreconditionFailed(f"Conditional update '{e.url}' matched {len(ids)}+ resources",
                                              "request.url")
@@ -416,7 +435,7 @@ class FhirService:
         if e.method == "DELETE":
             if e.query is not None:
                 q = self._query(e.rtype, e.query)
-                ids = tx.search_ids(q)
+                ids = self._matching_ids(tx, q)
                 if len(ids) > 1:
                     raise PreconditionFailed(f"Conditional delete '{e.url}' matched {len(ids)}+ resources",
                                              "request.url")

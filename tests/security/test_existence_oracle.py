@@ -89,3 +89,32 @@ def test_a_visible_resource_of_another_owner_is_403_before_its_version(shared):
     for extra in ({}, STALE, CURRENT):
         assert shared.http.put("/fhir/ResearchStudy/study-b", json=body, headers={**h, **extra}).status_code == 403
         assert shared.http.delete("/fhir/ResearchStudy/study-b", headers={**h, **extra}).status_code == 403
+
+
+def test_conditional_requests_match_only_what_the_caller_sees(http, keys, world):
+    """If-None-Exist / conditional update / conditional delete on another hospital's patient's NHS number: the
+    match is invisible, so it is as if there were none (Leeds gets a record of its own), never that patient's
+    id, version or a 404/412 telling that someone else knows the person."""
+    from tests.security.conftest import N_CHRISTIE, NHS_NUMBER, get_token
+
+    h = bearer(get_token(http, keys, "leeds-ehr"))
+    ident = f"{NHS_NUMBER}|{N_CHRISTIE}"
+    patient = {"resourceType": "Patient", "identifier": [{"system": NHS_NUMBER, "value": N_CHRISTIE}]}
+    r = http.post("/fhir/Patient", json=patient, headers={**h, "If-None-Exist": f"identifier={ident}"})
+    assert r.status_code == 201, r.get_data(as_text=True)
+    mine = r.get_json()["id"]
+    assert mine != "christie-pat" and "christie-pat" not in r.get_data(as_text=True)
+    # now Leeds has its own record: the same request finds it (and only it)
+    again = http.post("/fhir/Patient", json=patient, headers={**h, "If-None-Exist": f"identifier={ident}"})
+    assert again.status_code == 200 and again.get_json()["id"] == mine
+    r = http.put(f"/fhir/Patient?identifier={ident}", json={**patient, "gender": "female"}, headers=h)
+    assert r.status_code == 200 and r.get_json()["id"] == mine
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": patient, "request": {"method": "POST", "url": "Patient", "ifNoneExist": f"identifier={ident}"}}]}
+    r = http.post("/fhir", json=bundle, headers=h)
+    assert r.status_code == 200 and mine in r.get_json()["entry"][0]["response"]["location"]
+    assert "christie-pat" not in r.get_data(as_text=True)
+    r = http.delete(f"/fhir/Patient?identifier={ident}", headers=h)
+    assert r.status_code in (200, 204)
+    christie = bearer(get_token(http, keys, "christie-ehr"))
+    assert http.get("/fhir/Patient/christie-pat", headers=christie).status_code == 200  # untouched
