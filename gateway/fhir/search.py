@@ -327,7 +327,8 @@ def _control(p: _Parser, key: str, name: str, raw: str, modifier: str | None) ->
                 p.refuse("_sort", f"_sort={v}: '{sname}' is not a search parameter of "
                                   f"{q.resource_type or 'system search'} that results can be sorted by"
                                   + _did_you_mean(q.resource_type, sname), InvalidResource)
-        if q.sort:
+        if q.sort:  # one _sort in the links, with every key applied (also when _sort was given twice)
+            q.raw = [(k, v) for k, v in q.raw if k != "_sort"]
             q.raw.append(("_sort", ",".join(("-" if k.descending else "") + k.name for k in q.sort)))
     # _format is content negotiation (handled by the API); _total: totals are always exact here.
 
