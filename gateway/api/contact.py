@@ -63,7 +63,9 @@ def create_research_subject():
         result = service().create(resource, if_none_exist=request.headers.get("If-None-Exist"), validated=True)
         return _write_response(result, HTTPStatus.CREATED if result.created else HTTPStatus.OK)
     dest = destinations()
-    route = plan_route(resource, _read, dest, dest.settings.contact_id_key)
+    # A person's own request: their hospital may be unconfigured (or they may be named by NHS number only) as long
+    # as a research team of one of the study's sites can be reached (docs/patient-actions.md).
+    route = plan_route(resource, _read, dest, dest.settings.contact_id_key, sites_only_ok=True)
     resource = with_contact_identifier(resource, route.contact_id)
     result = service().create(resource, if_none_exist=f"identifier={CONTACT_REQUEST_ID}|{route.contact_id}",
                               validated=True)

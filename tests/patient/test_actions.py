@@ -182,3 +182,17 @@ def test_patient_actions_are_audited_without_the_nhs_number(app, client, issuer,
     assert len(mine) == 1 and mine[0]["subtype"][0]["code"] == "create"
     assert {"reference": f"ResearchSubject/{r.get_json()['id']}"} in [x["what"] for x in mine[0]["entity"]]
     assert ME not in json.dumps(mine[0])
+
+
+def test_the_fhir_route_takes_the_same_request_when_the_patients_hospital_is_not_configured(client, issuer, demo,
+                                                                                            store):
+    """POST /fhir/ResearchSubject (apps speaking plain FHIR): today's 422 becomes a request to the site teams."""
+    token = issuer.access_token(ME, client_id="nhs-app")
+    body = {"resourceType": "ResearchSubject", "status": "candidate",
+            "study": {"reference": f"ResearchStudy/{demo['study']}"},
+            "individual": {"reference": f"Patient/{demo['patient']}"}}
+    r = client.post("/fhir/ResearchSubject", data=json.dumps(body),
+                    headers={**FHIR, "Authorization": f"Bearer {token}"})
+    assert r.status_code == 201, r.get_json()
+    jobs = outbox.list_jobs(store, resource=f"ResearchSubject/{r.get_json()['id']}")[1]
+    assert [(j.kind, j.destination) for j in jobs] == [("site-contact", "christie-research-office")]
