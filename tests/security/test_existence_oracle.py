@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.security.conftest import WORLD, bearer, idp_token, secret
+from tests.security.conftest import N_CHRISTIE, NHS_NUMBER, WORLD, bearer, get_token, idp_token, secret
 
 BY_ID = {r["id"]: r for r in WORLD}
 MISSING = "no-such-resource"
@@ -95,8 +95,6 @@ def test_conditional_requests_match_only_what_the_caller_sees(http, keys, world)
     """If-None-Exist / conditional update / conditional delete on another hospital's patient's NHS number: the
     match is invisible, so it is as if there were none (Leeds gets a record of its own), never that patient's
     id, version or a 404/412 telling that someone else knows the person."""
-    from tests.security.conftest import N_CHRISTIE, NHS_NUMBER, get_token
-
     h = bearer(get_token(http, keys, "leeds-ehr"))
     ident = f"{NHS_NUMBER}|{N_CHRISTIE}"
     patient = {"resourceType": "Patient", "identifier": [{"system": NHS_NUMBER, "value": N_CHRISTIE}]}

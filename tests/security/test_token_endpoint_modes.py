@@ -7,9 +7,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import yaml
 
 from gateway.api.app import create_app
-from tests.security.conftest import assertion, close_app, token_form
+from tests.security.conftest import assertion, close_app, public_jwk, token_form
 from tests.security.test_tokens import ASSERTION_CASES
 
 MODES = ["development", "clients without signing key", "configured"]
@@ -80,3 +81,14 @@ def test_scope_outside_allowance_is_invalid_scope_before_the_signing_key_is_need
     r = app.test_client().post("/auth/token", data=token_form(assertion(keys, "sponsor-a"), "system/Patient.r"))
     close_app(app)
     _oauth(r, 400, "invalid_scope")
+
+
+def test_a_patient_app_client_cannot_use_client_credentials(sec_settings, keys):
+    """Patient apps sign in through the identity provider; even with keys on file they get no backend token."""
+    doc = {"client_id": "nhs-app-keys", "role": "patient-app", "scopes": ["patient/*.rs"],
+           "jwks": {"keys": [public_jwk(keys.rsa, "rsa-1")]}}
+    (sec_settings.clients_path / "nhs-app-keys.yaml").write_text(yaml.safe_dump(doc))
+    app = create_app(sec_settings)
+    r = app.test_client().post("/auth/token", data=token_form(assertion(keys, "nhs-app-keys")))
+    close_app(app)
+    _oauth(r, 400, "unauthorized_client")
