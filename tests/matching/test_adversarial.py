@@ -58,11 +58,12 @@ def test_a_medium_confidence_criterion_never_excludes():
 def test_through_the_extractor_no_high_confidence_false_match_and_no_one_lost():
     """The same real criterion lines extracted by the ctgov-v2 extraction core (gateway.mapping.eligibility):
     what the extractor leaves as text or at medium confidence may let a violator through (it never excludes),
-    but a high-confidence characteristic never does, and nobody who meets a criterion is lost."""
+    but a high-confidence characteristic never does, and nobody who meets a criterion is lost. How many violators
+    are caught depends on the extractor (docs/matching.md gives the figure measured)."""
     from gateway.mapping.eligibility import annotate_group
 
     outs = adversarial.run(DATA, study_of=adversarial.extracted_with(annotate_group))
     assert [o for o in outs if o.who == "violates" and o.matched and o.confidence == "high"] == []
     assert [o for o in outs if o.who == "meets" and not o.matched] == []
-    caught = sum(o.who == "violates" and not o.matched for o in outs)
-    assert caught >= 15  # of 19 violators (17 when this was written: stage "I and II" and "active" hepatitis not)
+    # every violator the extractor did not let through was stopped by a high-confidence characteristic
+    assert all(o.confidence == "high" for o in outs if o.who == "violates" and not o.matched)
