@@ -115,6 +115,30 @@ def _merge_existing(service: FhirService, tx: Tx, rec: MappedRecord) -> tuple[di
     return bundle, frozenset(validated)
 
 
+_EXTRACTED_GROUP_EXTS = frozenset({conventions.EXT_UNSTRUCTURED_CRITERION, conventions.EXT_CRITERIA_COUNT})
+
+
+def _without_extracted(resource: object) -> object:
+    """A Group without the characteristics and extensions the eligibility extractor wrote: those are our own output,
+    in shapes the extractor's tests validate, and re-validating them doubled an import's cost (a study's Group
+    carries dozens). Everything that came from the source is still validated. Other resources: unchanged."""
+    if not isinstance(resource, dict) or resource.get("resourceType") != "Group":
+        return resource
+    chars = resource.get("characteristic") or []
+    kept = [ch for ch in chars if not (isinstance(ch, dict) and any(
+        isinstance(e, dict) and e.get("url") == conventions.EXT_CRITERION_SOURCE for e in ch.get("extension") or []))]
+    exts = [e for e in resource.get("extension") or [] if not (isinstance(e, dict) and e.get("url") in
+                                                               _EXTRACTED_GROUP_EXTS)]
+    if len(kept) == len(chars) and len(exts) == len(resource.get("extension") or []):
+        return resource
+    out = {k: v for k, v in resource.items() if k not in ("characteristic", "extension")}
+    if kept:
+        out["characteristic"] = kept
+    if exts:
+        out["extension"] = exts
+    return out
+
+
 def prevalidate(rec: MappedRecord) -> MappedRecord:
     """Validate the record's resources now, as the store would (e.g. in a worker process, in parallel with the
     process that stores); they are not validated again when stored. A resource that fails is left for the
@@ -125,7 +149,7 @@ def prevalidate(rec: MappedRecord) -> MappedRecord:
         for i, entry in enumerate(rec.bundle["entry"]):
             resource = normalise_systems(entry.get("resource"))
             try:
-                validate_resource(resource)
+                validate_resource(_without_extracted(resource))
             except FhirError:
                 continue
             entry["resource"] = resource

@@ -34,8 +34,9 @@ _FLUSH_EVERY = 32
 
 
 def _fingerprint() -> str:
+    """The extractor's version, its code and the lexicons: any change misses the old entries."""
     h = hashlib.sha256(EXTRACTOR_VERSION.encode())
-    for path in sorted(DEFAULT_PATH.iterdir()):
+    for path in sorted(Path(__file__).parent.glob("*.py")) + sorted(DEFAULT_PATH.iterdir()):
         if path.is_file():
             h.update(path.name.encode())
             h.update(path.read_bytes())

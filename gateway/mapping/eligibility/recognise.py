@@ -487,10 +487,10 @@ def pdl1(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
                           rf"staining|score)?[^.;\d]{{0,25}}?{_CMP_RE}\s*(\d+(?:\.\d+)?)\s*(%)?", after)
         if score and not re.search(r"\b(?:or|and)\b\s*$", after[:score.start()]):
             what = score.group(1) or ""
-            num = float(score.group(score.lastindex - 1 if score.group(score.lastindex) else score.lastindex)
-                        or 0)  # type: ignore[operator]
             nums = re.findall(r"\d+(?:\.\d+)?", score.group(0))
-            num = float(nums[-1]) if nums else num
+            if not nums:
+                continue
+            num = float(nums[-1])
             kind = "CPS" if what.startswith(("cps", "combined")) else "TPS" if what.startswith(("tps", "tumo")) \
                 else "TPS?"
             unit = "{score}" if kind == "CPS" else "%"
