@@ -21,6 +21,8 @@ from gateway.config import Settings
 from gateway.observability.logs import gunicorn_logconfig
 from gateway.security.clients import ClientConfigError, load_clients
 from gateway.security.devmode import check_bind
+from gateway.store.engine import make_engine
+from gateway.store.schema import migrate
 
 
 def _default_metrics_dir() -> str:
@@ -51,6 +53,13 @@ def on_starting(server) -> None:
         host = address.rsplit(":", 1)[0] if ":" in address else address
         for line in check_bind(host, configured, settings.insecure_dev):
             server.log.warning(line)
+    # Migrate once here, in the master, before any worker starts: workers that each migrate a fresh database at
+    # the same time race (SQLite answers "database is locked" to all but one).
+    engine = make_engine(settings.database_url)
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # set from raw_env by gunicorn before this hook
         folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
         folder.mkdir(parents=True, exist_ok=True)
