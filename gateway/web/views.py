@@ -192,13 +192,12 @@ def similar_alerts(sid: str):
     return redirect(url_for("web.study", sid=sid) + "#actions", HTTPStatus.SEE_OTHER)
 
 
-@bp.post("/alerts/opt-out")
-def opt_out():
+@bp.post("/trials/<sid>/stop-alerts")
+def opt_out(sid: str):
+    _study_view(sid)
     patient.opt_out(patient.require_signed_in())
     session["notice"] = "alerts-off"
-    back = request.form.get("back", "")
-    return redirect(url_for("web.study", sid=back) + "#actions" if _ID.match(back) else url_for("web.trials"),
-                    HTTPStatus.SEE_OTHER)
+    return redirect(url_for("web.study", sid=sid) + "#actions", HTTPStatus.SEE_OTHER)
 
 
 # -- helpers -----------------------------------------------------------------------------------

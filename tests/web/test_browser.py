@@ -157,6 +157,10 @@ def test_opt_in_then_a_new_matching_study_gives_one_alert(world, page):
     wait_until(lambda: world.alerts_about(new_id), timeout=40, what="the alert about the new study")
     time.sleep(2)  # a second notification about it would have arrived by now
     assert len(world.alerts_about(new_id)) == 1
+    page.get_by_role("button", name="Stop alerts about new trials").click()  # opting out is one step
+    page.wait_for_load_state()
+    assert "You will not get alerts" in page.locator("[role=status]").inner_text()
+    assert page.get_by_role("button", name="Tell me about similar trials").is_visible()
 
 
 def test_pages_work_without_javascript_and_load_only_their_own_files(world, browser):

@@ -98,7 +98,7 @@ def test_study_page_404_for_unknown_or_malformed_ids(client, demo):
 def test_patient_actions_need_a_signed_in_patient(client, demo):
     sid = demo[GBM_TITLE]
     token = csrf_token(client.get("/trials").text)
-    for action in ("contact", "withdraw", "alerts"):
+    for action in ("contact", "withdraw", "alerts", "stop-alerts"):
         r = client.post(f"/trials/{sid}/{action}", data={"csrf_token": token})
         assert r.status_code == 401 and "Sign in" in r.text
     r = client.post(f"/trials/{sid}/contact")
