@@ -28,7 +28,7 @@ from gateway.fhir.errors import (
     TooManyRequests,
     operation_outcome,
 )
-from gateway.fhir.limits import NUL
+from gateway.fhir.limits import NUL, find_nul
 from gateway.fhir.limits import configure as configure_search_limits
 from gateway.security.audit import AuditWriter, audit_event, write_audit
 from gateway.security.clients import ClientConfigError, ClientRegistry, load_clients
@@ -157,10 +157,27 @@ def _before() -> None:
 
 
 def _refuse_nul() -> None:
-    """A NUL character (U+0000) in the path or a query parameter is 400 before anything reads the store
-    (PostgreSQL cannot compare text holding one; SQLite would): the same answer on both backends."""
+    """A NUL character (U+0000) in the path, a query parameter or a JSON body is 400 before anything reads the
+    store (PostgreSQL cannot compare or store text holding one; SQLite would): the same answer on both
+    backends. FHIR strings may not hold it either (string datatype: no characters below U+0020 but TAB, CR, LF).
+    """
     if NUL in request.path or any(NUL in k or NUL in v for k, v in request.args.items(multi=True)):
         raise InvalidResource("a NUL character (U+0000) is not allowed in the URL", "request.url")
+    if request.method in ("POST", "PUT", "PATCH") and (request.mimetype or "").endswith("json"):
+        limit = current_app.config["SETTINGS"].max_body_bytes
+        if request.content_length is None or request.content_length > limit:
+            return  # the view refuses it with the size OperationOutcome
+        raw = request.get_data(cache=True)
+        if b"\\u0000" not in raw:  # JSON writes U+0000 only as this escape: the usual body stops here
+            return
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return  # the view reports the bad JSON
+        root = data.get("resourceType") if isinstance(data, dict) else None
+        where = find_nul(data, root.replace(NUL, "") or "body" if isinstance(root, str) else "body")
+        if where is not None:
+            raise InvalidResource(f"{where}: a NUL character (U+0000) is not allowed", where)
 
 
 def _json_body() -> object:

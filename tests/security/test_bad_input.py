@@ -151,3 +151,23 @@ def test_restricted_callers_get_the_same_answers(shared):
     _oo(shared.http.get("/fhir/Patient", query_string={"name": "a\x00"}, headers=h))
     _oo(shared.http.post("/fhir/Patient", json={"resourceType": "Patient", "name": [{"family": "\x00"}]},
                          headers=h))
+
+
+def test_nul_in_any_json_body_is_400(seeded):
+    """Operation parameters, erasure requests and uploads too: never a driver error on PostgreSQL."""
+    bodies = {
+        "/fhir/ResearchStudy/$match": {"resourceType": "Parameters", "parameter": [
+            {"name": "patient", "valueString": "Patient/a\x00"}]},
+        "/fhir/ConceptMap/$translate": {"resourceType": "Parameters", "parameter": [
+            {"name": "code", "valueCode": "a"}, {"name": "system", "valueUri": "http://x\x00"}]},
+        "/admin/erasure": {"resourceType": "Parameters", "parameter": [
+            {"name": "patient", "valueReference": {"reference": "Patient/a\x00"}}]},
+        "/fhir": {"resourceType": "Bundle", "type": "batch", "entry": [
+            {"request": {"method": "GET", "url": "Patient/a\x00"}}]},
+    }
+    for path, body in bodies.items():
+        issue = _oo(seeded.post(path, json=body, headers=FHIR))
+        assert "NUL" in issue["diagnostics"], path
+    issue = _oo(seeded.post("/ingest/ctgov-v2", data=b'{"protocolSection": {"identificationModule": '
+                            b'{"nctId": "NCT0\\u0000"}}}', headers={**FHIR, "Content-Type": "application/json"}))
+    assert issue["expression"] == ["body.protocolSection.identificationModule.nctId"]
