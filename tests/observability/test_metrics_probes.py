@@ -62,7 +62,7 @@ def test_match_latency_has_its_own_histogram(client):
     pid = client.get("/fhir/Patient", query_string={"identifier": f"{NHS_NUMBER}|{NHS}"}).get_json()[
         "entry"][0]["resource"]["id"]
     before = value(scrape(client).get("gateway_operation_duration_seconds", []),
-                   "gateway_operation_duration_seconds_count", operation="ResearchStudy/$match")
+                   "gateway_operation_duration_seconds_count", operation="ResearchStudy/$match", status="200")
     assert client.get("/fhir/ResearchStudy/$match", query_string={"patient-id": pid}).status_code == 200
     after = scrape(client)["gateway_operation_duration_seconds"]
     assert value(after, "gateway_operation_duration_seconds_count", operation="ResearchStudy/$match",
