@@ -129,7 +129,10 @@ def patient_refs(resource: dict | None) -> set[str]:
 
 def stamp_tenant(resource: dict, tenant: str | None) -> dict:
     """Replace every tenant tag with ours (or none): callers cannot claim another organisation's data."""
-    meta = dict(resource.get("meta") or {})
+    raw = resource.get("meta")
+    if raw is not None and not (isinstance(raw, dict) and isinstance(raw.get("tag", []), list)):
+        return resource  # malformed meta: validation refuses the body with 400 before anything is stored
+    meta = dict(raw or {})
     tags = [t for t in meta.get("tag") or [] if not (isinstance(t, dict) and t.get("system") == TENANT_TAG)]
     if tenant:
         tags.append({"system": TENANT_TAG, "code": tenant})

@@ -171,3 +171,10 @@ def test_nul_in_any_json_body_is_400(seeded):
     issue = _oo(seeded.post("/ingest/ctgov-v2", data=b'{"protocolSection": {"identificationModule": '
                             b'{"nctId": "NCT0\\u0000"}}}', headers={**FHIR, "Content-Type": "application/json"}))
     assert issue["expression"] == ["body.protocolSection.identificationModule.nctId"]
+
+
+@pytest.mark.parametrize("meta", [["x"], "text", 7, {"tag": "not-a-list"}, {"tag": [["nested"]]}])
+def test_malformed_meta_is_400_not_500_for_a_tenant_caller(shared, meta):
+    """Found by the fuzzer: the tenant stamp ran on a malformed ``meta`` before validation (500)."""
+    h = bearer(shared.token("leeds-ehr"))
+    _oo(shared.http.post("/fhir/Patient", json={"resourceType": "Patient", "meta": meta}, headers=h))
