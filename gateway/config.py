@@ -77,10 +77,6 @@ class Settings:
     idp_nhs_number_claim: str = "nhs_number"
     rate_limit: int = 600  # requests per minute per authenticated client; 0 = off
     audit: str = "auto"  # auto (on when clients are configured) | on | off
-    # operations (gateway/observability): JSON logs at this level; the worker's own /metrics port (0 = none)
-    log_level: str = "INFO"
-    worker_metrics_port: int = 0
-    worker_metrics_host: str = "127.0.0.1"
     # patient sign-in with OpenID Connect (NHS login in production) and patient actions (docs/patient-actions.md)
     oidc_issuer: str | None = None  # e.g. https://auth.login.nhs.uk (discovery: <issuer>/.well-known/...)
     oidc_client_id: str | None = None
@@ -95,6 +91,10 @@ class Settings:
     patient_session_minutes: int = 30
     patient_alert_endpoint: str | None = None  # rest-hook standing for e-mail / NHS App push of trial alerts
     patient_alert_header: str | None = None  # one 'Name: value' header sent with each alert (a channel secret)
+    # operations (gateway/observability): JSON logs at this level; the worker's own /metrics port (0 = none)
+    log_level: str = "INFO"
+    worker_metrics_port: int = 0
+    worker_metrics_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -124,9 +124,6 @@ class Settings:
             idp_nhs_number_claim=os.environ.get("GATEWAY_IDP_NHS_NUMBER_CLAIM") or "nhs_number",
             rate_limit=_int("GATEWAY_RATE_LIMIT", 600),
             audit=(os.environ.get("GATEWAY_AUDIT") or "auto").strip().lower(),
-            log_level=(os.environ.get("GATEWAY_LOG_LEVEL") or "INFO").strip().upper(),
-            worker_metrics_port=_int("GATEWAY_WORKER_METRICS_PORT", 0),
-            worker_metrics_host=os.environ.get("GATEWAY_WORKER_METRICS_HOST") or "127.0.0.1",
             oidc_issuer=(os.environ.get("GATEWAY_OIDC_ISSUER") or "").rstrip("/") or None,
             oidc_client_id=os.environ.get("GATEWAY_OIDC_CLIENT_ID") or None,
             oidc_client_secret=_secret("GATEWAY_OIDC_CLIENT_SECRET"),
@@ -140,4 +137,7 @@ class Settings:
             patient_session_minutes=_int("GATEWAY_PATIENT_SESSION_MINUTES", 30),
             patient_alert_endpoint=os.environ.get("GATEWAY_PATIENT_ALERT_ENDPOINT") or None,
             patient_alert_header=_secret("GATEWAY_PATIENT_ALERT_HEADER"),
+            log_level=(os.environ.get("GATEWAY_LOG_LEVEL") or "INFO").strip().upper(),
+            worker_metrics_port=_int("GATEWAY_WORKER_METRICS_PORT", 0),
+            worker_metrics_host=os.environ.get("GATEWAY_WORKER_METRICS_HOST") or "127.0.0.1",
         )
