@@ -24,7 +24,7 @@ COMMAND_MODULES = [
 def cli() -> None:
     """FHIR R4 trial-matching gateway.
 
-    Configuration comes from GATEWAY_* environment variables; see the README.
+    Configuration comes from GATEWAY_* environment variables; see docs/configuration.md.
     """
     # Log records as JSON lines on stderr (stdout is the commands' output); serve and worker log to stdout.
     logs.configure(Settings.from_env().log_level, to="stderr")

@@ -1,6 +1,6 @@
 """Names every part of the gateway shares: identifier systems, code systems, our canonical URLs.
 
-Chosen once, documented in the README's reference section, and kept. Clients and acceptance
+Chosen once, documented in docs/reference.md, and kept. Clients and acceptance
 checks rely on them: add, never rename.
 """
 
