@@ -1,8 +1,8 @@
 """Places for search: UK postcode district centroids, great-circle distance, a site's position.
 
 Pure functions over the open centroid table in mappings/geo (OGL v3; attribution in its PROVENANCE.md).
-``gateway.matching.geo`` offers the same helpers to matching; this copy lives in the store layer so that
-the search index can place a Location at write time without importing matching.
+The one implementation: ``gateway.matching.geo`` re-exports these for matching. It lives in the store layer so
+that the search index can place a Location at write time without importing matching.
 
 >>> postcode_position("LS6 3HE")  # the LS6 district centroid
 (53.8195..., -1.5751...)
