@@ -30,6 +30,7 @@ from gateway.fhir.errors import (
 )
 from gateway.fhir.limits import NUL, find_nul
 from gateway.fhir.limits import configure as configure_search_limits
+from gateway.fhir.search import SearchQuery
 from gateway.security.audit import AuditWriter, audit_event, write_audit
 from gateway.security.clients import ClientConfigError, ClientRegistry, load_clients
 from gateway.security.erasure import check_nhs_number, erase_person
@@ -37,7 +38,7 @@ from gateway.security.policy import Access, current_access, iter_patient_refs_in
 from gateway.security.principal import Caller
 from gateway.security.ratelimit import RateLimiter
 from gateway.security.tokens import ASSERTION_ALGS, NotConfigured, OAuthError, TokenService
-from gateway.store.repo import Store
+from gateway.store.repo import Store, Stored
 
 log = logging.getLogger("gateway.security")
 EXT = "gateway.security"
@@ -539,8 +540,18 @@ def filter_rows(rows: list) -> list:
     return access().filter(rows)
 
 
+def can_see_row(st: Stored) -> bool:
+    """May the caller read this stored row (nothing noted for the audit trail: it is not returned yet)?"""
+    return access().can_see(st.resource() if st.content else None)
+
+
 def narrow_search(rtype: str, items: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return access().narrow_search(rtype, items)
+
+
+def limit_chains(query: SearchQuery) -> None:
+    """Chained criteria follow only the targets the caller may read (see ``Access.limit_chains``)."""
+    access().limit_chains(query)
 
 
 def show_total(rtype: str | None) -> bool:

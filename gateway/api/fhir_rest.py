@@ -294,6 +294,7 @@ def run_search(rtype: str, items: list[tuple[str, str]]) -> tuple[SearchQuery, i
                      max_count=settings.max_count, strict=prefer_strict())
     q.criteria.extend(below)
     q.raw.extend(spec.raw)
+    auth.limit_chains(q)  # a chain follows only targets the caller may read (no probing through it)
     if spec.active:
         total, rows, g.search_hits = study_search.run(store(), q, spec)
     else:
@@ -336,7 +337,9 @@ def _param_keys(inc: Include) -> list[str]:
 
 def _includes(q: SearchQuery, rows: list[Stored]) -> tuple[list[Stored], bool]:
     """_include and _revinclude (with :iterate, up to a few rounds) of the page's matches, as the caller may
-    see them; at most GATEWAY_MAX_COUNT resources in all (True when that cut anything off)."""
+    see them; at most GATEWAY_MAX_COUNT resources in all (True when that cut anything off). Each round is
+    filtered before it counts or is followed further: what the caller may not read neither fills the cap nor
+    leads to more resources (the answer is that of a store without them)."""
     if not (q.includes or q.revincludes) or not rows:
         return [], False
     limit = current_app.config["SETTINGS"].max_count
@@ -351,19 +354,33 @@ def _includes(q: SearchQuery, rows: list[Stored]) -> tuple[list[Stored], bool]:
                 found += store().referenced(src, _param_keys(inc), {inc.target} if inc.target else None)
         for inc in q.revincludes:
             if round_ == 0 or inc.iterate:
-                found += store().referring(frontier, _param_keys(inc), limit + 1)
+                found += _readable_referring(frontier, _param_keys(inc), limit + 1)
         fresh = []
         for st in found:
             if (st.type, st.id) not in seen:
                 seen.add((st.type, st.id))
                 fresh.append(st)
+        fresh = auth.filter_rows(fresh)
         out += fresh
         if len(out) > limit:
-            return auth.filter_rows(out[:limit]), True
+            return out[:limit], True
         frontier = fresh
         if not frontier or not any(i.iterate for i in q.includes + q.revincludes):
             break
-    return auth.filter_rows(out), False
+    return out, False
+
+
+def _readable_referring(rows: list[Stored], keys: list[str], limit: int) -> list[Stored]:
+    """``Store.referring`` up to ``limit`` resources the caller may read (unreadable ones do not use the cap)."""
+    out: list[Stored] = []
+    after = 0
+    while len(out) < limit:
+        batch = store().referring(rows, keys, limit, after_pk=after)
+        out += [st for st in batch if auth.can_see_row(st)]
+        if len(batch) < limit:
+            break
+        after = batch[-1].pk
+    return out[:limit]
 
 
 def _history(rtype: str | None, rid: str | None):

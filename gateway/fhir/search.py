@@ -44,6 +44,10 @@ class Chain:
 
     targets: tuple[str, ...]
     criterion: Criterion
+    # Set by the caller's Access (gateway.security.policy.Access.limit_chains): the 'Type/id' of the matching
+    # targets the caller may read; the chain then follows only these. None: every matching target (admins,
+    # and target types everyone may read).
+    allowed: tuple[str, ...] | None = None
 
 
 @dataclass

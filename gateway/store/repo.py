@@ -667,18 +667,27 @@ class Store:
             out.extend(self.read_many(wanted[i:i + 200]))
         return sorted(out, key=lambda x: x.pk)
 
-    def referring(self, rows: list[Stored], param_keys: list[str], limit: int) -> list[Stored]:
+    def referring(self, rows: list[Stored], param_keys: list[str], limit: int, after_pk: int = 0) -> list[Stored]:
         """Current resources that refer to any of ``rows`` through ``param_keys`` ('ResearchSubject:study'):
-        what ``_revinclude`` adds, at most ``limit`` of them in pk order."""
+        what ``_revinclude`` adds, at most ``limit`` of them in pk order, from pk ``after_pk`` on (exclusive)."""
         if not rows or not param_keys:
             return []
         r, ref = s.resources, s.idx_reference
         targets = [f"{x.type}/{x.id}" for x in rows]
         sub = select(ref.c.res_pk).where(ref.c.param.in_(param_keys), ref.c.ref.in_(targets))
         with self.engine.connect() as conn:
-            found = conn.execute(select(r).where(r.c.pk.in_(sub), r.c.deleted.is_(False)).order_by(r.c.pk)
-                                 .limit(limit)).mappings().all()
+            found = conn.execute(select(r).where(r.c.pk.in_(sub), r.c.deleted.is_(False), r.c.pk > after_pk)
+                                 .order_by(r.c.pk).limit(limit)).mappings().all()
         return [_stored(x) for x in found]
+
+    def chain_targets(self, rtype: str, crit: Criterion, limit: int, after_pk: int = 0) -> list[Stored]:
+        """Current ``rtype`` resources matching ``crit`` (a chain's inner criterion), at most ``limit`` of them in
+        pk order from ``after_pk`` on (exclusive): the candidates a caller's Access filters (``limit_chains``)."""
+        r = s.resources
+        stmt = (select(r).where(r.c.type == rtype, r.c.deleted.is_(False), r.c.pk > after_pk,
+                                self._criterion(rtype, crit)).order_by(r.c.pk).limit(limit))
+        with self.engine.connect() as conn:
+            return [_stored(x) for x in conn.execute(stmt).mappings().all()]
 
     def search_ids(self, query: SearchQuery, conn=None, limit: int | None = None) -> list[str]:
         r = s.resources
@@ -765,6 +774,9 @@ def _chain_subquery(rtype: str | None, crit: Criterion):
     chain's target types matching the chained criterion (``ResearchSubject?study.identifier=x``)."""
     assert crit.chain is not None
     ref = s.idx_reference
+    if crit.chain.allowed is not None:  # only the targets the caller may read (Access.limit_chains)
+        return select(ref.c.res_pk).where(ref.c.param == f"{rtype}:{crit.name}",
+                                          ref.c.ref.in_(crit.chain.allowed or ["-none-"]))
     target = s.resources.alias("chain_target")  # not correlated with the outer query's resources
     forms = []
     for t in crit.chain.targets:  # resource type names (checked by the parser): safe as SQL literals
