@@ -129,6 +129,9 @@ def validate_resource(data: object, expected_type: str | None = None) -> dict:
     where = find_nul(data, rtype) if _has_nul(data) else None
     if where is not None:
         raise InvalidResource(f"{where}: a NUL character (U+0000) is not allowed in FHIR content", where)
+    if not _json_ok(data):
+        where, why = find_empty(data, rtype) or (rtype, "an empty value is not valid")
+        raise InvalidResource(f"{where}: {why} (FHIR JSON)", where)
     try:
         models.construct(rtype, data)
     except ValidationError as exc:
@@ -142,6 +145,86 @@ def validate_resource(data: object, expected_type: str | None = None) -> dict:
     if issues:
         raise CodeInvalid(_summary(issues), issues=issues)
     return data
+
+
+def _json_ok(node: object) -> bool:
+    """True when no value of ``node`` is null, an empty string, an empty object or an empty array, except the
+    nulls FHIR JSON allows: placeholders in a primitive array paired with its ``_name`` array of extensions
+    (``"given": [null, "Jo"], "_given": [{...}, null]``). One walk over the parsed JSON, no paths built."""
+    if isinstance(node, dict):
+        if not node:
+            return False
+        for k, v in node.items():
+            if v is None or (isinstance(v, str) and not v):
+                return False
+            if isinstance(v, (dict, list)):
+                if isinstance(v, list) and None in v:
+                    twin = node.get(k[1:] if k.startswith("_") else f"_{k}")
+                    if not _paired(v, twin):
+                        return False
+                    v = [x for x in v if x is not None]
+                    if not v:
+                        continue
+                if not _json_ok(v):
+                    return False
+        return True
+    if isinstance(node, list):
+        if not node:
+            return False
+        for v in node:
+            if v is None or (isinstance(v, str) and not v):
+                return False
+            if isinstance(v, (dict, list)) and not _json_ok(v):
+                return False
+        return True
+    return True
+
+
+def _paired(items: list, twin: object) -> bool:
+    """A null in ``items`` is allowed only where the twin array (``given`` / ``_given``) has a value at the
+    same index, and the two arrays have the same length."""
+    return isinstance(twin, list) and len(twin) == len(items) and all(
+        a is not None or b is not None for a, b in zip(items, twin, strict=True))
+
+
+def find_empty(node: object, path: str) -> tuple[str, str] | None:
+    """Where ``_json_ok`` fails, and why: ('ResearchStudy.title', 'null is not a valid value'), or None.
+
+    >>> find_empty({"identifier": [{"value": ""}]}, "Patient")
+    ('Patient.identifier[0].value', 'empty strings are not valid')
+    """
+    if isinstance(node, dict):
+        if not node:
+            return path, "an object must not be empty"
+        for k, v in node.items():
+            where = f"{path}.{k}"
+            if v is None:
+                return where, "null is not a valid value"
+            if isinstance(v, list) and None in v:
+                twin = node.get(k[1:] if k.startswith("_") else f"_{k}")
+                if not _paired(v, twin):
+                    i = v.index(None)
+                    return f"{where}[{i}]", "null is not a valid value (except as a placeholder paired with " \
+                        "the extension array)"
+                for i, x in enumerate(v):
+                    if x is not None and (hit := find_empty(x, f"{where}[{i}]")):
+                        return hit
+                continue
+            if hit := find_empty(v, where):
+                return hit
+        return None
+    if isinstance(node, list):
+        if not node:
+            return path, "arrays must not be empty"
+        for i, v in enumerate(node):
+            if v is None:
+                return f"{path}[{i}]", "null is not a valid value"
+            if hit := find_empty(v, f"{path}[{i}]"):
+                return hit
+        return None
+    if isinstance(node, str) and not node:
+        return path, "empty strings are not valid"
+    return None
 
 
 def _has_nul(data: dict) -> bool:

@@ -59,3 +59,66 @@ def test_conditional_read_does_not_reveal_what_the_caller_may_not_see(http, keys
         assert r.status_code == 404
     r = http.get("/fhir/Patient/leeds-other", headers={**bearer(leeds), "If-None-Match": 'W/"1"'})
     assert r.status_code == 304 and r.data == b""
+
+
+# -- JSON nulls and empty values (FHIR JSON: "null is not a valid value", "arrays must not be empty",
+# "empty strings are not valid"): refused at the edge, on every write path, naming the element ------------
+_STUDY = {"resourceType": "ResearchStudy", "id": "null-check", "status": "active", "title": "Nulls"}
+_EMPTY_CASES = [
+    ({"title": None}, "ResearchStudy.title", "null is not a valid value"),
+    ({"identifier": [None]}, "ResearchStudy.identifier[0]", "null is not a valid value"),
+    ({"identifier": []}, "ResearchStudy.identifier", "arrays must not be empty"),
+    ({"identifier": [{}]}, "ResearchStudy.identifier[0]", "an object must not be empty"),
+    ({"title": ""}, "ResearchStudy.title", "empty strings are not valid"),
+    ({"identifier": [{"system": "urn:x", "value": ""}]}, "ResearchStudy.identifier[0].value",
+     "empty strings are not valid"),
+    ({"category": [{"coding": [{"code": "x", "display": None}]}]}, "ResearchStudy.category[0].coding[0].display",
+     "null is not a valid value"),
+]
+
+
+def _refused(r, expression: str, why: str) -> None:
+    body = r.get_json()
+    assert r.status_code == 400, body
+    assert body["resourceType"] == "OperationOutcome"
+    issue = body["issue"][0]
+    assert expression in issue["expression"][0], body
+    assert why in issue["diagnostics"], body
+
+
+def test_nulls_and_empty_values_are_refused_on_every_write_path(http, keys, world):
+    admin = bearer(get_token(http, keys, "admin-console"))
+    assert http.put("/fhir/ResearchStudy/null-check", json=_STUDY, headers=admin).status_code == 201
+    for extra, expression, why in _EMPTY_CASES:
+        body = {**_STUDY, **extra}
+        _refused(http.put("/fhir/ResearchStudy/null-check", json=body, headers=admin), expression, why)
+        _refused(http.post("/fhir/ResearchStudy", json={k: v for k, v in body.items() if k != "id"},
+                           headers=admin), expression, why)
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": body, "request": {"method": "PUT", "url": "ResearchStudy/null-check"}}]}
+        r = http.post("/fhir", json=bundle, headers=admin)
+        assert r.status_code == 400 and why in r.get_data(as_text=True), r.get_json()
+        assert expression.removeprefix("ResearchStudy") in r.get_data(as_text=True)
+    # a PATCH whose result holds an empty value (a null value is refused earlier, by the patch itself: 422)
+    for patch, expression, why in (([{"op": "add", "path": "/title", "value": ""}], "ResearchStudy.title",
+                                    "empty strings are not valid"),
+                                   ([{"op": "add", "path": "/identifier", "value": []}],
+                                    "ResearchStudy.identifier", "arrays must not be empty")):
+        r = http.patch("/fhir/ResearchStudy/null-check", json=patch, headers={**admin, "Content-Type": JSON_PATCH})
+        _refused(r, expression, why)
+    stored = http.get("/fhir/ResearchStudy/null-check", headers=admin).get_json()
+    assert stored["meta"]["versionId"] == "1" and stored["title"] == "Nulls"
+
+
+def test_null_placeholders_paired_with_extensions_are_valid_fhir_json(http, keys, world):
+    """R4 JSON allows ``"given": [null, "Jo"]`` when ``_given`` carries the first item's extension."""
+    admin = bearer(get_token(http, keys, "admin-console"))
+    ext = {"extension": [{"url": "http://example.org/fhir/StructureDefinition/x", "valueString": "kept"}]}
+    patient = {"resourceType": "Patient", "id": "placeholder", "gender": "female",
+               "name": [{"family": "Ok", "given": [None, "Jo"], "_given": [ext, None]}]}
+    r = http.put("/fhir/Patient/placeholder", json=patient, headers=admin)
+    assert r.status_code == 201, r.get_json()
+    assert r.get_json()["name"][0]["_given"][0] == ext
+    unpaired = {**patient, "name": [{"family": "Ok", "given": [None, "Jo"]}]}
+    _refused(http.put("/fhir/Patient/placeholder", json=unpaired, headers=admin), "Patient.name[0].given[0]",
+             "null is not a valid value")
