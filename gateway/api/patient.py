@@ -16,16 +16,20 @@ import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
+from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, current_app, g, has_request_context, request
 
 from gateway.api.http import fhir_response, json_body
 from gateway.fhir import conventions as cv
 from gateway.fhir.errors import BusinessRuleViolation, Forbidden, Gone, InvalidResource, NotFound, Unauthorized
+from gateway.matching.geo import outward_code, postcode_position
+from gateway.notify.flows import ALERTS_ONLY_TAG
 from gateway.notify.subscriptions import EXT_FILTER_CRITERIA, EXT_PAYLOAD_CONTENT
 from gateway.outbound.contact import NotConfigured, patient_ods, plan_route, with_contact_identifier
 from gateway.outbound.destinations import Destinations
-from gateway.security import Access, Caller, authorize, current_access
+from gateway.security import Access, Caller, authorize, current_access, record_automatic
+from gateway.security.policy import _PEOPLE_CACHE  # evicted when the gateway makes the caller's alerts-only Patient
 from gateway.store.interactions import FhirService
 from gateway.store.repo import Store
 
@@ -201,14 +205,61 @@ def alerts(caller: Caller) -> list[dict]:
         return out
 
 
+def _condition_codes(condition: str) -> list[tuple[str, str]]:
+    """'brain tumour' -> [(SNOMED, '126952004')] through the terminology; 'system|code' is taken as given (a
+    code the terminology knows). Unrecognised: 422, nothing stored (a filter nothing can meet would be silent)."""
+    from gateway.matching.terms import default_terminology
+
+    term = default_terminology()
+    system, bar, code = condition.rpartition("|")
+    if bar and system.startswith(("http://", "https://", "urn:")) and code:
+        found = [term.key(system, code)] if hasattr(term, "key") else [(system, code)]
+        if any(len(term.ancestors(*k)) > 1 or term.display(*k) for k in found):
+            return found
+    else:
+        found = term.resolve_text(condition)[:_MAX_CODES]
+        if found:
+            return found
+    raise BusinessRuleViolation("condition: not a condition the gateway's terminology recognises (try another name, "
+                                "e.g. 'brain tumour'); nothing was stored", "condition")
+
+
+_MAX_CODES = 5
+
+
+def _alerts_only_patient(caller: Caller) -> str:
+    """The minimal Patient that stands for a person the gateway holds no record of: the NHS number identifier and
+    the alerts-only tag, nothing clinical (the flows never match it against a study's criteria, only against the
+    opt-in's own condition and area). Written by the gateway for the signed-in person (a patient app may not
+    write Patients); conditional on the identifier, so asking twice makes one. -> its id."""
+    nhs = str(caller.nhs_number)
+    stub = {"resourceType": "Patient", "meta": {"tag": [{"system": ALERTS_ONLY_TAG[0], "code": ALERTS_ONLY_TAG[1],
+                                                          "display": "Created for trial alerts only"}]},
+            "identifier": [{"system": cv.NHS_NUMBER, "value": nhs}]}
+    token = current_access.set(None)  # the gateway writes it, having checked who the caller is
+    try:
+        result = _service().create(stub, if_none_exist=f"identifier={cv.NHS_NUMBER}|{nhs}")
+    finally:
+        current_access.reset(token)
+    _PEOPLE_CACHE.get(_store(), {}).pop(nhs, None)  # the caller's own records now include it (this process)
+    shared = g.get("access") if has_request_context() else None
+    if shared is not None:
+        shared._own_people = None  # and the request's Access, looked up before it existed
+    record_automatic(_store(), "create", people=[f"Patient/{result.stored.id}"],
+                     resources=[f"Patient/{result.stored.id}"], detail="alerts-only Patient for a trial-alerts opt-in")
+    return result.stored.id
+
+
 def opt_in_alerts(caller: Caller, condition: str, postcode: str | None = None, distance_km: int = 50) -> list[dict]:
     """Opt in to alerts of new matching studies: a ``trial-alerts`` Consent and a Subscription on the
     new-matching-study topic (rest-hook to GATEWAY_PATIENT_ALERT_ENDPOINT), in one transaction.
 
-    Who is told is decided by the automatic flows from the records the gateway holds of the person (the same
-    rules as $match); ``condition`` and the area are kept on the Subscription and shown back, and do not narrow
-    the alerts further yet (docs/patient-actions.md). A person with no record here is refused (422), nothing
-    stored. Opting in again replaces the earlier opt-in.
+    The Subscription's filter criteria hold ``patient`` (each of the person's Patient records), ``condition``
+    (the codes the text resolved to) and, with a postcode, ``postcode`` (its district only) and ``distance``:
+    a new study alerts the person only if it is about that condition (or a kind of it) with a recruiting site
+    within the distance, and, for a person with records, fits them by the $match rules too. A person with no
+    record here gets a minimal alerts-only Patient (NHS number only; docs/patient-actions.md). Opting in again
+    replaces the earlier opt-in.
     """
     endpoint = current_app.config["SETTINGS"].patient_alert_endpoint
     if not endpoint:
@@ -218,29 +269,39 @@ def opt_in_alerts(caller: Caller, condition: str, postcode: str | None = None, d
         raise InvalidResource("condition: say which condition (1 to 200 characters)", "condition")
     if not 1 <= distance_km <= 1000:
         raise InvalidResource("distance: 1 to 1000 km", "distance")
+    area = outward_code(postcode) if (postcode or "").strip() else None
+    if (postcode or "").strip() and (area is None or postcode_position(area) is None):
+        raise InvalidResource("postcode: not a UK postcode (or district) the gateway can place", "postcode")
+    codes = _condition_codes(condition)
     with _Acting(caller) as acc:
         patients = _own_patients(acc)
-        if not patients:
-            raise BusinessRuleViolation("Alerts are matched against the health records the gateway holds for you, "
-                                        "and it holds none yet; nothing was stored", "patient")
-    earlier = alerts(caller)
-    with _Acting(caller):
         owner = {"system": OWNER_ID, "value": owner_key(str(caller.nhs_number))}
-        area = (postcode or "").strip().upper()[:8]
+    if not patients:
+        _alerts_only_patient(caller)
+    earlier = alerts(caller)
+    with _Acting(caller) as acc:
+        patients = patients or _own_patients(acc)
+        if not patients:
+            raise BusinessRuleViolation("Your alerts record could not be made; nothing was stored", "patient")
         interest = [{"url": "condition", "valueString": condition}]
+        interest += [{"url": "code", "valueCoding": {"system": s, "code": c}} for s, c in codes]
         if area:
             interest += [{"url": "postcode", "valueString": area}, {"url": "distance", "valueQuantity": {
                 "value": distance_km, "unit": "km", "system": "http://unitsofmeasure.org", "code": "km"}}]
-        filters = "&".join(f"patient=Patient/{p['id']}" for p in patients)
+        filters = [("patient", f"Patient/{p['id']}") for p in patients]
+        filters += [("condition", f"{s}|{c}") for s, c in codes]
+        if area:
+            filters += [("postcode", area), ("distance", str(distance_km))]
         settings = current_app.config["SETTINGS"]
         channel: dict = {"type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json",
                          "_payload": {"extension": [{"url": EXT_PAYLOAD_CONTENT, "valueCode": "id-only"}]}}
         if settings.patient_alert_header:
             channel["header"] = [settings.patient_alert_header.strip()]
+        criteria = "ResearchStudy?" + urlencode(filters, safe="/:|")
         sub = {"resourceType": "Subscription", "status": "requested",
                "reason": f"Trial alerts: {condition}" + (f" within {distance_km} km of {area}" if area else ""),
                "criteria": cv.TOPIC_NEW_MATCHING_STUDY,
-               "_criteria": {"extension": [{"url": EXT_FILTER_CRITERIA, "valueString": f"ResearchStudy?{filters}"}]},
+               "_criteria": {"extension": [{"url": EXT_FILTER_CRITERIA, "valueString": criteria}]},
                "extension": [{"url": EXT_ALERT_INTEREST, "extension": interest}], "channel": channel}
         consent = {"resourceType": "Consent", "status": "active", "identifier": [owner],
                    "scope": {"coding": [{"system": cv.CONSENT_SCOPE, "code": "research"}]},

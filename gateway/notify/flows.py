@@ -9,6 +9,11 @@
   recruiting study, with the same rules.
 - A study stops recruiting: its alert events not yet delivered are cancelled. Contact requests already made
   are still delivered.
+- A ``new-matching-study`` subscription whose filters name a ``condition`` (and ``postcode`` + ``distance``) is
+  told only of studies about that condition or a kind of it (through the terminology) with a recruiting site
+  within the distance. For a person with records that narrows the $match rules; a person known only by an
+  alerts-only Patient (the NHS number, tagged ``ALERTS_ONLY_TAG``, made by the opt-in of /patient/alerts) is never
+  matched by their (empty) records or proposed: the filters alone decide, and without a condition nothing is sent.
 Every blocked automatic action is counted (``counters`` rows ``blocked:<reason>``) and audited once per
 (study, person); a person is never told or proposed twice for the same study (``match_notices``).
 """
@@ -23,12 +28,14 @@ from datetime import UTC, datetime
 
 from sqlalchemy import delete, insert, select, update
 
-from gateway.fhir.conventions import CONTACT_REQUEST_ID, TOPIC_NEW_MATCHING_STUDY, TOPIC_RESEARCH_SUBJECT_STATUS
+from gateway.fhir.conventions import BASE, CONTACT_REQUEST_ID, TOPIC_NEW_MATCHING_STUDY, TOPIC_RESEARCH_SUBJECT_STATUS
 from gateway.fhir.errors import FhirError
 from gateway.fhir.search import parse_search
+from gateway.matching import geo
 from gateway.matching.index import MatchQuery
 from gateway.matching.profile import PatientProfile, subject_ref
 from gateway.matching.state import PERSON_TYPES, STUDY_TYPES, MatchingState
+from gateway.matching.terms import norm_code, norm_system
 from gateway.notify import delivery, events
 from gateway.notify.policy import Policy
 from gateway.notify.subscriptions import filters_of
@@ -46,6 +53,43 @@ log = logging.getLogger("gateway.notify.flows")
 CURSOR = "automatic-flows"
 FLOW_TYPES = (*STUDY_TYPES, *PERSON_TYPES, "Subscription", "ResearchSubject")
 RECRUITING = "active"  # R4 ResearchStudy.status for "recruiting"
+# meta.tag of the minimal Patient the gateway makes for a person it holds no record of, who opts in to alerts
+ALERTS_ONLY_TAG = (f"{BASE}/CodeSystem/patient-record-origin", "alerts-opt-in")
+DEFAULT_DISTANCE_KM = 50.0
+
+
+@dataclass(frozen=True)
+class Interest:
+    """A subscription's narrowing filters: condition codes (any; empty: any condition) and an area."""
+
+    codes: frozenset[tuple[str, str]]
+    centre: geo.LatLon | None  # the postcode district's centroid; None: anywhere
+    km: float
+    broken: bool = False  # a filter value the gateway cannot apply: never notified (rather than everyone)
+
+
+def interest_of(filters: dict[str, set[str]]) -> Interest | None:
+    """The ``condition`` / ``postcode`` / ``distance`` filters of a subscription; None when it has none."""
+    if not (filters.get("condition") or filters.get("postcode")):
+        return None
+    codes: set[tuple[str, str]] = set()
+    broken = False
+    for value in filters.get("condition", ()):
+        system, bar, code = value.rpartition("|")
+        if bar and system and code:
+            codes.add((norm_system(system), norm_code(norm_system(system), code)))
+        else:
+            broken = True
+    centre = None
+    km = DEFAULT_DISTANCE_KM
+    if filters.get("postcode"):
+        centre = geo.postcode_position(sorted(filters["postcode"])[0])
+        try:
+            km = float(sorted(filters.get("distance") or {str(DEFAULT_DISTANCE_KM)})[0])
+        except ValueError:
+            broken = True
+        broken = broken or centre is None or not 0 < km <= 1000
+    return Interest(frozenset(codes), centre, km, broken)
 
 
 @dataclass
@@ -110,6 +154,7 @@ class AutomaticFlows:
     destinations: Destinations
     max_attempts: int = 8
     _subs: dict[str, list[str]] | None = None
+    _interests: dict[str, Interest] | None = None  # subscription id -> its narrowing filters (few)
     _status_subs: dict[str, dict[str, set[str]]] | None = None
 
     # -- entry points ----------------------------------------------------------------------------
@@ -123,7 +168,7 @@ class AutomaticFlows:
         if owner and not take_lease(self.store, CURSOR, owner, lease_seconds):
             return stats
         self.state.refresh()
-        self._subs = self._status_subs = None
+        self._subs = self._status_subs = self._interests = None
         for batch in feed.follow(self.store, CURSOR, types=FLOW_TYPES):
             self.state.refresh()
             self._handle(batch, stats)
@@ -133,7 +178,7 @@ class AutomaticFlows:
         """Every recruiting study against everyone (``gateway rematch --full``); notices prevent repeats."""
         stats = FlowStats()
         self.state.refresh()
-        self._subs = None
+        self._subs = self._interests = None
         ids = [sid for sid, sc in self.state.studies.studies.items() if sc.status == RECRUITING]
         for sid in ids:
             self.study_matches(sid, stats)
@@ -161,7 +206,7 @@ class AutomaticFlows:
             elif rtype == "Location":
                 recheck |= self.state.studies_of_location.get(rid, set())
             elif rtype == "Subscription":
-                self._subs = None
+                self._subs = self._interests = None
                 self._status_subs = None
                 # Opting in is a Consent and a Subscription, in either order: re-match the person on both.
                 people |= self._subscribed_people(rid)
@@ -236,16 +281,77 @@ class AutomaticFlows:
             return
         stats.studies += 1
         # screen, not match: only who fits is needed here, not the sentences explaining why
-        self._act(sid, [r.patient_key for r in self.state.patients.screen(sc, self._query())], stats)
+        keys = [r.patient_key for r in self.state.patients.screen(sc, self._query())]
+        self._act(sid, keys, stats, by_interest=self._interested_people(sid))
+
+    def _interested_people(self, sid: str) -> set[str]:
+        """Person keys of alerts-only people whose subscription's condition and area fit study ``sid``: the
+        subscriber side, screened from the few subscriptions with such filters (not from the population)."""
+        self._subscriptions()
+        assert self._interests is not None
+        fits = {sub for sub in self._interests if self._fits(sub, sid)}
+        if not fits:
+            return set()
+        out: set[str] = set()
+        for patient, subs in (self._subs or {}).items():
+            if fits.intersection(subs):
+                key = self.state.person_for_patient(patient.partition("/")[2])
+                if key:
+                    out.add(key)
+        return out
 
     def person_matches(self, key: str, stats: FlowStats) -> None:
         profile = self.state.patients.profiles.get(key)
         if profile is None:
             return
         stats.people += 1
+        if self._alerts_only(profile):  # no records to match: every recruiting study against the opt-in's filters
+            for sid, sc in list(self.state.studies.studies.items()):
+                if sc.status == RECRUITING:
+                    self._act(sid, [], stats, by_interest={key})
+            return
         matches, _ = self.state.studies.screen(profile, self._query())
         for r in matches:
             self._act(r.study_id, [key], stats)
+
+    def _alerts_only(self, p: PatientProfile) -> bool:
+        """True when every Patient record of the person is an alerts-only one (no clinical data shared)."""
+        pats = [self.state.raw["Patient"].get(pid) for pid in p.patient_ids]
+        return bool(pats) and all(
+            pat is not None and any(t.get("system") == ALERTS_ONLY_TAG[0] and t.get("code") == ALERTS_ONLY_TAG[1]
+                                    for t in (pat.get("meta") or {}).get("tag") or [] if isinstance(t, dict))
+            for pat in pats)
+
+    def _study_concepts(self, sid: str, secondary: bool) -> set[tuple[str, str]]:
+        """Every concept study ``sid``'s conditions are a kind of (metastases only when asked for)."""
+        sc = self.state.studies.studies.get(sid)
+        out: set[tuple[str, str]] = set()
+        for c in sc.criteria if sc else ():
+            if c.kind == "condition" and c.label == "Condition" and not c.exclude:
+                for a in c.alternatives:
+                    for code in a.codes:
+                        if secondary or code not in a.secondary:
+                            out |= self.state.term.ancestors(*code)
+        return out
+
+    def _fits(self, sub: str, sid: str) -> bool:
+        """Does study ``sid`` meet subscription ``sub``'s condition and area filters? (True: it has none.)"""
+        interest = (self._interests or {}).get(sub)
+        if interest is None:
+            return True
+        if interest.broken:
+            return False
+        if interest.codes:
+            secondary = any(self.state.term.is_secondary(*k) for k in interest.codes)
+            if not interest.codes & self._study_concepts(sid, secondary):
+                return False
+        if interest.centre is not None:
+            sc = self.state.studies.studies.get(sid)
+            if sc is None or not any(site.position is not None and
+                                     geo.haversine_km(interest.centre, site.position) <= interest.km
+                                     for site in sc.sites):
+                return False
+        return True
 
     # -- actions -----------------------------------------------------------------------------------
     def _notices(self, sid: str) -> dict[str, set[str]]:
@@ -256,13 +362,22 @@ class AutomaticFlows:
                 out.setdefault(person, set()).add(kind)
         return out
 
-    def _act(self, sid: str, keys: list[str], stats: FlowStats) -> None:
-        """Decide, for everyone who fits study ``sid``, what may happen; write it in bulk."""
+    def _act(self, sid: str, keys: list[str], stats: FlowStats, by_interest: set[str] | frozenset = frozenset()
+             ) -> None:
+        """Decide, for everyone who fits study ``sid``, what may happen; write it in bulk.
+
+        ``keys``: people whose records fit (the $match rules); ``by_interest``: alerts-only people whose
+        subscription's filters fit. An alerts-only person is told only through a subscription with a condition
+        filter the study meets, and never proposed; anyone else only through subscriptions the study meets.
+        """
         study = self.state.raw["ResearchStudy"].get(sid)
-        if study is None or not keys:
+        if study is None or not (keys or by_interest):
             return
         seen = self._notices(sid)
         subs_of = self._subscriptions()
+        interests = self._interests or {}
+        screened = set(keys)
+        keys = list(dict.fromkeys([*keys, *sorted(by_interest)]))
         alerts: list[tuple[PatientProfile, list[str]]] = []
         proposals: list[PatientProfile] = []
         blocked: list[tuple[PatientProfile, str, str, str]] = []  # (profile, action, reason, why)
@@ -271,8 +386,15 @@ class AutomaticFlows:
             if p is None or p.deceased:
                 continue
             done = seen.get(p.nhs_number or key, set())
+            alerts_only = self._alerts_only(p)
+            if not alerts_only and key not in screened:
+                continue  # a person with records is told only of studies their records fit
+            if alerts_only:
+                done = done | {"proposal"}  # nothing clinical was shared: never proposed to a research team
             if "alert" not in done:
-                subs = list(dict.fromkeys(x for pid in p.patient_ids for x in subs_of.get(f"Patient/{pid}", ())))
+                subs = list(dict.fromkeys(x for pid in p.patient_ids for x in subs_of.get(f"Patient/{pid}", ())
+                                          if (not alerts_only or (x in interests and interests[x].codes))
+                                          and self._fits(x, sid)))
                 if subs:
                     d = self.policy.may_alert(p.consents)
                     if d.allowed:
@@ -379,13 +501,18 @@ class AutomaticFlows:
         return out
 
     def _subscriptions(self) -> dict[str, list[str]]:
-        """'Patient/<id>' -> ids of live new-matching-study subscriptions filtered on that patient."""
-        if self._subs is None:
+        """'Patient/<id>' -> ids of live new-matching-study subscriptions filtered on that patient (and, in
+        ``_interests``, the narrowing filters of those that have some)."""
+        if self._subs is None or self._interests is None:
             out: dict[str, list[str]] = {}
+            interests: dict[str, Interest] = {}
             for sid, filters in self._live_subscriptions(TOPIC_NEW_MATCHING_STUDY).items():
                 for patient in filters.get("patient", ()):
                     out.setdefault(patient, []).append(sid)
-            self._subs = out
+                interest = interest_of(filters)
+                if interest is not None:
+                    interests[sid] = interest
+            self._subs, self._interests = out, interests
         return self._subs
 
     def _status_subscriptions(self) -> dict[str, dict[str, set[str]]]:

@@ -26,7 +26,7 @@ class _FilterSchema(Schema):
         unknown = RAISE
 
     parameter = fields.String(required=True, validate=validate.Regexp(r"^[a-z][a-z0-9-]*$"))
-    type = fields.String(required=True, validate=validate.OneOf(["reference", "token"]))
+    type = fields.String(required=True, validate=validate.OneOf(["reference", "token", "number"]))
     target = fields.String()
     required = fields.Boolean(load_default=False)
     description = fields.String(load_default="")

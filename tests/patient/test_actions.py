@@ -155,13 +155,18 @@ def test_bad_opt_in_bodies_are_operation_outcomes(client, issuer, demo, body):
     assert r.status_code == 400 and r.get_json()["resourceType"] == "OperationOutcome"
 
 
-def test_opt_in_without_a_record_here_is_refused_and_stores_nothing(client, issuer):
+def test_opt_in_without_a_record_here_is_taken_on_an_alerts_only_patient(client, issuer):
+    """Issue #14: a person the gateway holds no record of can opt in (tests/patient/test_alert_filters.py)."""
     issuer.nhs_number = NOBODY
     sign_in(client)
     r = client.post("/patient/alerts", data=_params(condition="glioblastoma"),
                     headers={**FHIR, "X-CSRF-Token": csrf(client)})
-    assert r.status_code == 422 and "nothing was stored" in r.get_json()["issue"][0]["diagnostics"]
-    assert client.get("/patient/alerts").get_json()["total"] == 0
+    assert r.status_code == 201, r.get_json()
+    assert client.get("/patient/alerts").get_json()["total"] == 2
+    other = client.post("/patient/alerts", data=_params(condition="not a condition anyone knows zqx"),
+                        headers={**FHIR, "X-CSRF-Token": csrf(client)})
+    assert other.status_code == 422 and "nothing was stored" in other.get_json()["issue"][0]["diagnostics"]
+    assert client.get("/patient/alerts").get_json()["total"] == 2, "the earlier opt-in stays"
 
 
 def test_patient_actions_are_audited_without_the_nhs_number(app, client, issuer, demo):
