@@ -224,3 +224,32 @@ def test_subscribing_after_consent_rematches_the_person(app):
     assert flows.tick().alerts == 1, "the subscription completes the opt-in"
     with store.engine.connect() as conn:
         assert len(events.events(conn, sub)) == 1
+
+
+def _subscribe_narrowed(service, pid: str, query: str) -> str:
+    filt = {"url": EXT_FILTER_CRITERIA, "valueString": f"ResearchStudy?patient=Patient/{pid}&{query}"}
+    channel = {"type": "rest-hook", "endpoint": "https://app.example.org/hook", "payload": "application/fhir+json"}
+    return service.create({"resourceType": "Subscription", "status": "requested", "reason": "narrowed alerts",
+                           "criteria": cv.TOPIC_NEW_MATCHING_STUDY, "_criteria": {"extension": [filt]},
+                           "channel": channel}).stored.id
+
+
+def test_condition_and_area_filters_narrow_a_person_with_records(app):
+    """Issue #14: for a person with records, $match still decides and the subscription's filters narrow it."""
+    store, service = app.extensions["gateway.store"], app.extensions["gateway.service"]
+    flows = build_flows(app)
+    pid = _person(service, "9449306060", "Whitaker")
+    _consent(service, pid, cv.PURPOSE_TRIAL_ALERTS)
+    near = _subscribe_narrowed(service, pid, "condition=http://snomed.info/sct|126952004&postcode=LS6&distance=80")
+    far = _subscribe_narrowed(service, pid, "condition=http://snomed.info/sct|126952004&postcode=TR1&distance=20")
+    lung = _subscribe_narrowed(service, pid, "condition=http://snomed.info/sct|363358000")
+    broken = _subscribe_narrowed(service, pid, "postcode=ZZ9&distance=50")
+    flows.tick()
+    service.run_bundle(_bundle("01-sponsor-glioblastoma-study.json"))  # sites: Leeds and Manchester
+    stats = flows.tick()
+    assert stats.alerts == 1, stats.summary()
+    with store.engine.connect() as conn:
+        assert len(events.events(conn, near)) == 1
+        assert events.events(conn, far) == [], "no site within 20 km of TR1"
+        assert events.events(conn, lung) == [], "a glioblastoma study is not a kind of lung cancer"
+        assert events.events(conn, broken) == [], "an area the gateway cannot place tells no one"
