@@ -399,8 +399,12 @@ class Access:
                         raise TooCostly(f"The chained parameter '{crit.name}.{chain.criterion.name}' matches more "
                                         f"than {CHAIN_SCAN_LIMIT} {t} resources; add criteria to narrow it",
                                         crit.name)
-                    allowed.extend(f"{st.type}/{st.id}" for st in batch
-                                   if self.can_see(st.resource() if st.content else None))
+                    for st in batch:
+                        res = st.resource() if st.content else None
+                        if st.type == "Patient" and res is not None:  # its owner is known: no read per Patient
+                            self._owner.setdefault(f"Patient/{st.id}", tenant_of(res))
+                        if self.can_see(res):
+                            allowed.append(f"{st.type}/{st.id}")
                     if len(batch) < _CHAIN_BATCH:
                         break
                     after = batch[-1].pk
