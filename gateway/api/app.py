@@ -9,6 +9,7 @@ from flask import Flask, g, request
 from gateway.api import errors, ops
 from gateway.api.caller import resolve_caller
 from gateway.config import Settings
+from gateway.mapping.eligibility import annotate_pushed_group
 from gateway.store.clock import now_iso
 from gateway.store.engine import make_engine
 from gateway.store.interactions import FhirService
@@ -37,7 +38,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     migrate(engine)
     store = Store(engine)
     app.extensions["gateway.store"] = store
-    app.extensions["gateway.service"] = FhirService(store, max_bundle_entries=settings.max_bundle_entries)
+    # pre-write transform: a sponsor's eligibility Group gets its criteria text extracted (docs/eligibility.md)
+    app.extensions["gateway.service"] = FhirService(store, max_bundle_entries=settings.max_bundle_entries,
+                                                    transforms=[annotate_pushed_group])
 
     errors.init_app(app)
     ops.init_app(app)  # first hook: the request id (X-Request-ID, validated), one JSON log line, metrics

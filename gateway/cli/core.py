@@ -25,12 +25,16 @@ log = logging.getLogger("gateway.serve")
 
 
 def make_service(settings: Settings | None = None, *, bulk: bool = False) -> FhirService:
-    """A bare service over the store: no write hooks (tools that must not trigger side effects).
+    """A bare service over the store: no write hooks (tools that must not trigger side effects), but the same
+    pre-write transforms as the REST API (eligibility extraction of pushed Groups).
     ``bulk``: the engine is tuned for one process writing a lot (see make_engine)."""
+    from gateway.mapping.eligibility import annotate_pushed_group
+
     settings = settings or Settings.from_env()
     engine = make_engine(settings.database_url, bulk=bulk)
     migrate(engine)
-    return FhirService(Store(engine), max_bundle_entries=settings.max_bundle_entries)
+    return FhirService(Store(engine), max_bundle_entries=settings.max_bundle_entries,
+                       transforms=[annotate_pushed_group])
 
 
 def app_service(settings: Settings | None = None) -> FhirService:

@@ -40,6 +40,12 @@ WriteHook = Callable[[Tx, WriteResult, dict], None]
 # BEFORE any version check (If-Match), so a caller learns nothing about a resource it may not change:
 # fn(rtype, id, current_row_or_None, named) raises to refuse; ``named``: the caller gave the id itself.
 ExistingGuard = Callable[[str, str, "Stored | None", bool], None]
+# Transforms run on each resource about to be written (REST create/update, transaction and batch entries), after
+# its systems are normalised and BEFORE it is validated and stored: fn(resource) -> resource (a new dict, or the
+# same object when nothing changes; a resource it does not recognise, even a malformed one, passes unchanged for
+# validation to judge). The composition code installs them (gateway/api/app.py: eligibility extraction), so the
+# store imports nothing from the layers above. Entries a caller passes as already validated are not transformed.
+ResourceTransform = Callable[[object], object]
 
 
 def new_id() -> str:
@@ -83,6 +89,7 @@ class FhirService:
     max_bundle_entries: int = 1000
     hooks: list[WriteHook] = field(default_factory=list)
     guards: list[ExistingGuard] = field(default_factory=list)
+    transforms: list[ResourceTransform] = field(default_factory=list)
     # The caller's view for conditional searches (If-None-Exist, conditional update/delete): returns a predicate
     # on resource content, or None when the caller sees everything (administrators, tools without a caller).
     visibility: Callable[[], Callable[[dict], bool] | None] | None = None
@@ -94,6 +101,7 @@ class FhirService:
         self.check_size(resource)
         resource = normalise_systems(resource)
         if not validated:
+            resource = self.prepare(resource)
             validate_resource(resource, resource_type)
         elif resource_type and resource.get("resourceType") != resource_type:
             validate_resource(resource, resource_type)  # raises the mismatch
@@ -102,7 +110,7 @@ class FhirService:
 
     def update(self, rtype: str, rid: str, resource: dict, *, if_match: str | None = None) -> WriteResult:
         self.check_size(resource)
-        resource = normalise_systems(resource)
+        resource = self.prepare(normalise_systems(resource))
         validate_resource(resource, rtype)
         if resource.get("id") != rid:
             raise InvalidResource(f"The resource id '{resource.get('id')}' does not match the URL id '{rid}'",
@@ -113,7 +121,7 @@ class FhirService:
     def conditional_update(self, rtype: str, query: str, resource: dict, *,
                            if_match: str | None = None) -> WriteResult:
         self.check_size(resource)
-        resource = normalise_systems(resource)
+        resource = self.prepare(normalise_systems(resource))
         validate_resource(resource, rtype)
         with self.store.write() as tx:
             return self._conditional_update(tx, rtype, query, resource, if_match)
@@ -191,6 +199,12 @@ class FhirService:
             what = f"{rtype}/{rid}" if named else f"The {rtype} this conditional request matched"
             raise NotFound(f"{what} is not known", f"{rtype}.id")  # like a read, and like another's
         return cur
+
+    def prepare(self, resource: object) -> object:
+        """The resource after every pre-write transform (systems already normalised), ready for validation."""
+        for transform in self.transforms:
+            resource = transform(resource)
+        return resource
 
     # -- internals shared by REST and Bundles --------------------------------------------------
     def _query(self, rtype: str, query: str) -> SearchQuery:
@@ -298,7 +312,7 @@ class FhirService:
 
     def _transaction(self, entries: list, read, outer: Tx | None = None,
                      validated: frozenset[int] = frozenset()) -> list[EntryResult]:
-        parsed = _parse_entries(entries, transaction=True, validated=validated)
+        parsed = _parse_entries(entries, transaction=True, validated=validated, prepare=self.prepare)
         errors = [e for e in parsed if isinstance(e, FhirError)]
         if errors:
             issues = [i for e in errors for i in e.issues]
@@ -337,7 +351,7 @@ class FhirService:
 
     def _batch(self, entries: list, read) -> list[EntryResult]:
         out = []
-        for item in _parse_entries(entries, transaction=False):
+        for item in _parse_entries(entries, transaction=False, prepare=self.prepare):
             if isinstance(item, FhirError):
                 out.append(EntryResult(item.status, outcome=item.outcome()))
                 continue
@@ -523,20 +537,22 @@ def _forget_shared_targets(plan: list[_Entry]) -> None:
             e.current = None
 
 
-def _parse_entries(entries: list, *, transaction: bool, validated: frozenset[int] = frozenset()
-                   ) -> list[_Entry | FhirError]:
+def _parse_entries(entries: list, *, transaction: bool, validated: frozenset[int] = frozenset(),
+                   prepare: ResourceTransform | None = None) -> list[_Entry | FhirError]:
+    """``prepare``: the service's pre-write transforms, run on each resource not already validated."""
     out: list[_Entry | FhirError] = []
     for i, entry in enumerate(entries):
         where = f"Bundle.entry[{i}]"
         try:
-            out.append(_parse_entry(i, entry, where, i in validated))
+            out.append(_parse_entry(i, entry, where, i in validated, prepare))
         except FhirError as exc:
             out.append(exc if exc.issues and exc.issues[0].expression and
                        exc.issues[0].expression[0].startswith("Bundle") else exc.prefixed(where))
     return out
 
 
-def _parse_entry(i: int, entry: object, where: str, validated: bool = False) -> _Entry:
+def _parse_entry(i: int, entry: object, where: str, validated: bool = False,
+                 prepare: ResourceTransform | None = None) -> _Entry:
     if not isinstance(entry, dict):
         raise InvalidResource(f"{where} must be an object", where)
     req = entry.get("request")
@@ -558,6 +574,8 @@ def _parse_entry(i: int, entry: object, where: str, validated: bool = False) -> 
     if method in ("POST", "PUT"):
         # a pre-validated resource was normalised before it was validated
         res = entry.get("resource") if validated else normalise_systems(entry.get("resource"))
+        if not validated and prepare is not None:
+            res = prepare(res)
         try:
             trusted = validated and isinstance(res, dict) and res.get("resourceType") == rtype
             e.resource = res if trusted else validate_resource(res, rtype)

@@ -15,9 +15,16 @@ from gateway.mapping.eligibility.extract import (
     extract_cached,
     recognise_criterion,
 )
-from gateway.mapping.eligibility.fhir import annotate_group, group_parts, is_extracted, review_lines
+from gateway.mapping.eligibility.fhir import (
+    annotate_group,
+    annotate_pushed_group,
+    group_parts,
+    is_extracted,
+    review_lines,
+)
 from gateway.mapping.eligibility.recognise import Finding
 from gateway.mapping.eligibility.split import Criterion, split_criteria
 
-__all__ = ["EXTRACTOR_VERSION", "Criterion", "CriterionResult", "Extraction", "Finding", "annotate_group", "extract",
-           "extract_cached", "group_parts", "is_extracted", "recognise_criterion", "review_lines", "split_criteria"]
+__all__ = ["EXTRACTOR_VERSION", "Criterion", "CriterionResult", "Extraction", "Finding", "annotate_group",
+           "annotate_pushed_group", "extract", "extract_cached", "group_parts", "is_extracted", "recognise_criterion",
+           "review_lines", "split_criteria"]

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import re
+
 from gateway.fhir import conventions as c
 from gateway.mapping.eligibility.extract import CriterionResult, Extraction, extract, extract_cached
 from gateway.mapping.eligibility.recognise import Finding
@@ -230,6 +232,95 @@ def annotate_group(group: dict, *, lexicons: Lexicons | None = None) -> dict:
     if not out["characteristic"]:
         out.pop("characteristic")
     return out
+
+
+def _objects(value: object) -> bool:
+    """Absent, or a list of JSON objects (the only shapes annotate_group reads)."""
+    return value is None or (isinstance(value, list) and all(isinstance(x, dict) for x in value))
+
+
+def annotate_pushed_group(resource: object) -> object:
+    """The service's pre-write transform (FhirService.transforms): a pushed eligibility Group gets its criteria text
+    extracted before it is validated and stored; anything else passes unchanged.
+
+    Applies to a ``Group`` with ``actual`` false that carries ``eligibility-criteria-text``. A Group carrying
+    ``eligibility-criteria-reviewed`` (a person corrected it) is stored as sent. A malformed Group (extension or
+    characteristic not a list of objects) is left for validation to refuse with 400. Deterministic (same text and
+    lexicons, same output), so an unchanged re-push stays "unchanged".
+    """
+    if not isinstance(resource, dict) or resource.get("resourceType") != "Group" or resource.get("actual") is not False:
+        return resource
+    exts, chars = resource.get("extension"), resource.get("characteristic")
+    if not _objects(exts) or not _objects(chars):
+        return resource
+    if any(not _objects(ch.get("extension")) for ch in chars or []):
+        return resource
+    urls = {e.get("url") for e in exts or []}
+    if EXT_ELIGIBILITY_TEXT not in urls or c.EXT_CRITERIA_REVIEWED in urls:
+        return resource
+    return _sponsor_covered(annotate_group(resource))
+
+
+# A criterion stating an age limit: "Aged 18 to 70", "Age >= 18 years", "18 years of age or older".
+_AGE_LINE = re.compile(r"\bage[ds]?\b[^.;]*\d|\d+\s*(?:years?|yrs?)\s*(?:of\s+age|old|or\s+older)", re.IGNORECASE)
+# Words too general to say which diagnosis a criterion names.
+_GENERIC = frozenset({"cancer", "cancers", "tumor", "tumors", "tumour", "tumours", "carcinoma", "neoplasm", "neoplasms",
+                      "malignant", "malignancy", "disease", "primary", "secondary", "disorder", "advanced",
+                      "metastatic", "recurrent", "chronic", "acute", "syndrome", "stage", "grade", "other"})
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _labels(concept: object) -> set[str]:
+    """The distinctive words (5+ letters, not generic) of a CodeableConcept's text and codings' displays."""
+    if not isinstance(concept, dict):
+        return set()
+    texts = [concept.get("text")] + [x.get("display") for x in concept.get("coding") or [] if isinstance(x, dict)]
+    return {w for t in texts if isinstance(t, str) for w in _WORD.findall(t.lower())
+            if len(w) >= 5 and w not in _GENERIC}
+
+
+def _sponsor_covered(group: dict) -> dict:
+    """A pushed Group's criteria left as text ("not-recognised") that the sponsor's own characteristics state are
+    not "unchecked": an inclusion line naming the sponsor's included diagnosis ("Histologically confirmed
+    glioblastoma" beside a Diagnosis "Glioblastoma multiforme") or stating an age limit beside the sponsor's Age.
+    They count as structured in eligibility-criteria-count; every other criterion stays text."""
+    sponsor = [ch for ch in group.get("characteristic") or [] if not is_extracted(ch)]
+    has_age = any(c.AGE in _codes(ch.get("code")) for ch in sponsor)
+    words: set[str] = set()
+    for ch in sponsor:
+        if c.DIAGNOSIS in _codes(ch.get("code")) and ch.get("exclude") is not True:
+            words |= _labels(ch.get("valueCodeableConcept"))
+    if not has_age and not words:
+        return group
+
+    def covered(ext: dict) -> bool:
+        sub = {x.get("url"): next((v for k, v in x.items() if k.startswith("value")), None)
+               for x in ext.get("extension") or []}
+        text = sub.get("text")
+        if sub.get("section") != "inclusion" or sub.get("reason") != "not-recognised" or not isinstance(text, str):
+            return False
+        return bool(has_age and _AGE_LINE.search(text)) or bool(words & set(_WORD.findall(text.lower())))
+
+    drop = [e for e in group.get("extension") or [] if e.get("url") == c.EXT_UNSTRUCTURED_CRITERION and covered(e)]
+    if not drop:
+        return group
+    out = dict(group)
+    exts = []
+    for e in group.get("extension") or []:
+        if any(e is d for d in drop):
+            continue
+        if e.get("url") == c.EXT_CRITERIA_COUNT:
+            e = {**e, "extension": [{**x, "valueInteger": x["valueInteger"] + len(drop)}
+                                    if x.get("url") == "structured" else x for x in e.get("extension") or []]}
+        exts.append(e)
+    out["extension"] = exts
+    return out
+
+
+def _codes(concept: object) -> set[tuple[str, str]]:
+    if not isinstance(concept, dict):
+        return set()
+    return {(x.get("system"), x.get("code")) for x in concept.get("coding") or [] if isinstance(x, dict)}
 
 
 def review_lines(group: dict) -> list[str]:
