@@ -12,9 +12,11 @@ DEMO = ROOT / "fixtures" / "demo"
 
 def _study(title: str, conditions: list[str], status: str = "active", description: str = "",
            keywords: list[str] = ()) -> dict:
-    return {"resourceType": "ResearchStudy", "status": status, "title": title,
-            "condition": [{"text": c} for c in conditions], "keyword": [{"text": k} for k in keywords],
-            "description": description or title}
+    out = {"resourceType": "ResearchStudy", "status": status, "title": title,
+           "condition": [{"text": c} for c in conditions], "description": description or title}
+    if keywords:  # FHIR JSON has no empty arrays (refused with 400 by validate_resource)
+        out["keyword"] = [{"text": k} for k in keywords]
+    return out
 
 
 OTHERS = [
