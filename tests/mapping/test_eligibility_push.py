@@ -202,3 +202,16 @@ def test_match_still_returns_the_glioblastoma_study(client, strip):
     assert out["total"] == 1 and out["entry"][0]["resource"]["title"].startswith("ReGlio")
     # the same four criteria are judged whether the sponsor or the extractor structured ECOG and bevacizumab
     assert out["entry"][0]["search"]["score"] == 0.8333
+
+
+def test_a_patch_of_the_criteria_text_is_extracted(client, store):
+    _post(client, _without_sponsor_ecog_and_bevacizumab(_demo()))
+    gid, _, group = _stored_group(store)
+    text = group["extension"][0]["valueMarkdown"].replace("0-1", "0-2")
+    ops = [{"op": "replace", "path": "/extension/0/valueMarkdown", "value": text}]
+    r = client.patch(f"/fhir/Group/{gid}", json=ops,
+                     headers={**FHIR_JSON, "Content-Type": "application/json-patch+json"})
+    assert r.status_code == 200, r.get_json()
+    ecogs = [ch for ch in _stored_group(store)[2]["characteristic"] if ECOG in _codes(ch)]
+    assert [(ch["valueRange"]["high"]["value"], _source(ch)["text"]) for ch in ecogs] == \
+        [(2, "ECOG performance status 0-2")]
