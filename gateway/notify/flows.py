@@ -155,6 +155,7 @@ class AutomaticFlows:
     max_attempts: int = 8
     _subs: dict[str, list[str]] | None = None
     _interests: dict[str, Interest] | None = None  # subscription id -> its narrowing filters (few)
+    _concepts: dict = field(default_factory=dict)  # (study id, secondary) -> (its StudyCriteria, concepts)
     _status_subs: dict[str, dict[str, set[str]]] | None = None
 
     # -- entry points ----------------------------------------------------------------------------
@@ -325,6 +326,9 @@ class AutomaticFlows:
     def _study_concepts(self, sid: str, secondary: bool) -> set[tuple[str, str]]:
         """Every concept study ``sid``'s conditions are a kind of (metastases only when asked for)."""
         sc = self.state.studies.studies.get(sid)
+        hit = self._concepts.get((sid, secondary))
+        if hit is not None and hit[0] is sc:  # the same StudyCriteria object: the study has not changed since
+            return hit[1]
         out: set[tuple[str, str]] = set()
         for c in sc.criteria if sc else ():
             if c.kind == "condition" and c.label == "Condition" and not c.exclude:
@@ -332,6 +336,9 @@ class AutomaticFlows:
                     for code in a.codes:
                         if secondary or code not in a.secondary:
                             out |= self.state.term.ancestors(*code)
+        if len(self._concepts) > 10_000:
+            self._concepts.clear()
+        self._concepts[(sid, secondary)] = (sc, out)
         return out
 
     def _fits(self, sub: str, sid: str) -> bool:
