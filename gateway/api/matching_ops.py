@@ -298,6 +298,8 @@ def _candidates(state: MatchingState, rid: str | None) -> Response:
     decisions: dict[str, consent_rules.ConsentDecision] = {}
 
     def allowed(p: PatientProfile) -> bool:
+        if state.alerts_only(p.key):  # opted in to alerts only, with no record: never offered to a research team
+            return False
         d = consent_rules.decide(p.consents, at=now)
         decisions[p.key] = d
         return d.allowed or consent_mode == "any"

@@ -188,3 +188,8 @@ EXT_CRITERIA_REVIEWED = f"{BASE}/StructureDefinition/eligibility-criteria-review
 # text resolution from turning it into a broader concept; the phrase stays in CodeableConcept.text.
 UNRESOLVED_CONDITION_CS = f"{BASE}/CodeSystem/unresolved-condition"
 UNRESOLVED_QUALIFIED = (UNRESOLVED_CONDITION_CS, "qualified-phrase")
+
+# -- patient records made by the gateway ----------------------------------------------------------
+# A Patient holding only an NHS number, made when a signed-in person with no record here opts in to alerts
+# (docs/patient-actions.md). It carries this tag; it is never matched against criteria nor offered to research teams.
+ALERTS_ONLY_TAG = (f"{BASE}/CodeSystem/patient-record-origin", "alerts-opt-in")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
+from gateway.fhir import conventions as cv
 from gateway.matching.criteria import group_id_of, location_ids_of, study_criteria
 from gateway.matching.index import PatientIndex, StudyIndex
 from gateway.matching.profile import THERAPY_TYPES, build_profile, person_key, subject_ref
@@ -155,6 +156,15 @@ class MatchingState:
         self.patients.add(build_profile(self.resources_of(key), self.term, key=key))
 
     # -- lookups -----------------------------------------------------------------------------------
+    def alerts_only(self, key: str) -> bool:
+        """True when every Patient record of person ``key`` is an alerts-only one (cv.ALERTS_ONLY_TAG): the
+        person shared no clinical data, so they are never a candidate for a research team."""
+        pats = [self.raw["Patient"].get(pid) for pid in self.members.get(key, ())]
+        return bool(pats) and all(
+            pat is not None and any(isinstance(t, dict) and (t.get("system"), t.get("code")) == cv.ALERTS_ONLY_TAG
+                                    for t in (pat.get("meta") or {}).get("tag") or [])
+            for pat in pats)
+
     def person_for_patient(self, patient_id: str) -> str | None:
         return self.person_of.get(patient_id)
 

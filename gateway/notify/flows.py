@@ -28,7 +28,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import delete, insert, select, update
 
-from gateway.fhir.conventions import BASE, CONTACT_REQUEST_ID, TOPIC_NEW_MATCHING_STUDY, TOPIC_RESEARCH_SUBJECT_STATUS
+from gateway.fhir import conventions as cv
+from gateway.fhir.conventions import CONTACT_REQUEST_ID, TOPIC_NEW_MATCHING_STUDY, TOPIC_RESEARCH_SUBJECT_STATUS
 from gateway.fhir.errors import FhirError
 from gateway.fhir.search import parse_search
 from gateway.matching import geo
@@ -54,7 +55,7 @@ CURSOR = "automatic-flows"
 FLOW_TYPES = (*STUDY_TYPES, *PERSON_TYPES, "Subscription", "ResearchSubject")
 RECRUITING = "active"  # R4 ResearchStudy.status for "recruiting"
 # meta.tag of the minimal Patient the gateway makes for a person it holds no record of, who opts in to alerts
-ALERTS_ONLY_TAG = (f"{BASE}/CodeSystem/patient-record-origin", "alerts-opt-in")
+ALERTS_ONLY_TAG = cv.ALERTS_ONLY_TAG
 DEFAULT_DISTANCE_KM = 50.0
 
 
@@ -317,11 +318,7 @@ class AutomaticFlows:
 
     def _alerts_only(self, p: PatientProfile) -> bool:
         """True when every Patient record of the person is an alerts-only one (no clinical data shared)."""
-        pats = [self.state.raw["Patient"].get(pid) for pid in p.patient_ids]
-        return bool(pats) and all(
-            pat is not None and any(t.get("system") == ALERTS_ONLY_TAG[0] and t.get("code") == ALERTS_ONLY_TAG[1]
-                                    for t in (pat.get("meta") or {}).get("tag") or [] if isinstance(t, dict))
-            for pat in pats)
+        return self.state.alerts_only(p.key)
 
     def _study_concepts(self, sid: str, secondary: bool) -> set[tuple[str, str]]:
         """Every concept study ``sid``'s conditions are a kind of (metastases only when asked for)."""

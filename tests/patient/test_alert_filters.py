@@ -127,3 +127,19 @@ def test_alerts_only_consent_withdrawn_means_no_alert(app, nobody, store):
     _study(service, "GBM Leeds", "393563007", "Glioblastoma", "LS1 3EX", "Leeds")
     stats = flows.tick()
     assert stats.alerts == 0 and stats.blocked["alert:no-alert-consent"] == 1, stats.summary()
+
+
+
+def test_alerts_only_person_is_never_a_candidate(app, nobody, store):
+    """The alerts-only Patient holds no clinical data: matching knows it as alerts-only, and $candidates'
+    consent gate (also with consent=any, for administrators) refuses it, even for a study anyone may join."""
+    from gateway.api.matching_ops import matching_state
+
+    assert _opt_in(nobody, condition="brain tumour", postcode="LS6 3HE", distance=50).status_code == 201
+    (stub,) = store.search_ids(parse_search("Patient", [("identifier", f"{NHS_NUMBER}|{NOBODY}")]))
+    with app.app_context():
+        state = matching_state()
+        key = state.person_for_patient(stub)
+        assert key is not None and state.alerts_only(key)
+        demo_key = next(k for k in state.patients.profiles if k != key) if len(state.patients.profiles) > 1 else None
+        assert demo_key is None or not state.alerts_only(demo_key)
