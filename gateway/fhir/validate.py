@@ -187,6 +187,33 @@ def _paired(items: list, twin: object) -> bool:
         a is not None or b is not None for a, b in zip(items, twin, strict=True))
 
 
+def prune_empty(node: object) -> object:
+    """``node`` without the empty values FHIR JSON forbids (null, "", {}, []), for content received from other
+    servers: a hospital's ``"entry": []`` is read as no entries rather than refused. Writes to this gateway are not
+    pruned; they are refused (``validate_resource``). Paired primitive placeholders (``given``/``_given``) are kept.
+
+    >>> prune_empty({"resourceType": "Bundle", "type": "searchset", "entry": [], "total": 0})
+    {'resourceType': 'Bundle', 'type': 'searchset', 'total': 0}
+    """
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            twin = node.get(k[1:] if k.startswith("_") else f"_{k}")
+            if isinstance(v, list) and isinstance(twin, list) and len(v) == len(twin):
+                kept = [prune_empty(x) if x is not None else None for x in v]  # placeholders stay aligned
+                if any(x is not None for x in kept):
+                    out[k] = kept
+                continue
+            pruned = prune_empty(v)
+            if pruned is not None and pruned != "" and pruned != {} and pruned != []:
+                out[k] = pruned
+        return out
+    if isinstance(node, list):
+        kept = [prune_empty(x) for x in node]
+        return [x for x in kept if x is not None and x != "" and x != {} and x != []]
+    return node
+
+
 def find_empty(node: object, path: str) -> tuple[str, str] | None:
     """Where ``_json_ok`` fails, and why: ('ResearchStudy.title', 'null is not a valid value'), or None.
 

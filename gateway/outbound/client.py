@@ -25,7 +25,7 @@ import orjson
 import requests
 
 from gateway.fhir.errors import FhirError
-from gateway.fhir.validate import validate_resource
+from gateway.fhir.validate import prune_empty, validate_resource
 from gateway.outbound.allowlist import AllowList
 from gateway.outbound.auth import Auth
 from gateway.outbound.errors import (
@@ -212,6 +212,7 @@ class FhirClient:
         except orjson.JSONDecodeError:
             raise InvalidResponse(f"{what}: the body is not valid JSON", status=resp.status_code) from None
         if self.validate:
+            data = prune_empty(data)  # other servers' empty values ("entry": []) are read as absent, not refused
             try:
                 validate_resource(data)
             except FhirError as exc:

@@ -40,3 +40,17 @@ def test_validators_are_compiled_once_per_type():
     for _ in range(100):
         assert schema_errors(obs) == []
     assert time.perf_counter() - start < 2.0, "one type's validator, not the root oneOf over ~150 types"
+
+
+def test_prune_empty_reads_other_servers_empty_values_as_absent():
+    """What a hospital's server sends with empty values is read as if they were absent (outbound client); the
+    paired placeholders of primitive arrays stay aligned with their extensions."""
+    from gateway.fhir.validate import prune_empty, validate_resource
+
+    sent = {"resourceType": "Bundle", "type": "searchset", "total": 0, "entry": [], "link": [{}],
+            "meta": {"tag": []}}
+    assert validate_resource(prune_empty(sent)) == {"resourceType": "Bundle", "type": "searchset", "total": 0}
+    patient = {"resourceType": "Patient", "name": [{"given": [None, "Jo"], "_given": [{"id": "a"}, None],
+                                                    "family": ""}], "telecom": [None]}
+    assert prune_empty(patient) == {"resourceType": "Patient",
+                                    "name": [{"given": [None, "Jo"], "_given": [{"id": "a"}, None]}]}

@@ -21,10 +21,12 @@ def test_match_reports_coverage_and_a_summary_for_patients(client):
     pid = _id_of(client, "Patient", f"{cv.NHS_NUMBER}|9449306060")
     group = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Group")
     study = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "ResearchStudy")
+    # marked reviewed (a person's correction), so the push stores these criteria as sent instead of re-extracting
     group = {**group, "id": "text-heavy-g", "extension": [*group.get("extension", []), *[
         {"url": cv.EXT_UNSTRUCTURED_CRITERION, "extension": [{"url": "text", "valueString": t},
                                                              {"url": "section", "valueCode": "inclusion"}]}
-        for t in ("Life expectancy of at least 12 weeks", "Able to undergo MRI")]]}
+        for t in ("Life expectancy of at least 12 weeks", "Able to undergo MRI")],
+        {"url": cv.EXT_CRITERIA_REVIEWED, "valueDateTime": "2026-12-01T09:00:00Z"}]}
     group.pop("identifier", None)
     study = {**study, "id": "text-heavy", "title": "ReGlio text-heavy copy", "enrollment": [
         {"reference": "Group/text-heavy-g"}]}
