@@ -69,7 +69,7 @@ def test_gunicorn_writes_json_lines_without_query_values_and_adds_up_metrics_of_
     from gateway.store.engine import make_engine
     from gateway.store.schema import migrate
     from tests.conftest import ROOT
-    from tests.e2e.test_contact_delivery import free_port
+    from tests.procs import free_port
 
     db = f"sqlite:///{tmp_path / 'gateway.sqlite3'}"
     engine = make_engine(db)

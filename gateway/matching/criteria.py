@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from gateway.fhir import conventions as cv
 from gateway.matching import drugs, geo, units
-from gateway.matching.terms import Code, Terminology, codings, concept_label
+from gateway.matching.terms import Code, Terminology, codings, concept_label, concept_words
 
 PRIOR_THERAPY = (cv.ELIGIBILITY_CS, "prior-therapy")
 AGE_UNITS = {"a": "years", "mo": "months", "wk": "weeks", "d": "days"}
@@ -202,13 +202,7 @@ def _provenance(char: dict) -> dict:
 def _genes(char: dict) -> tuple[str, ...]:
     genes: set[str] = set()
     for ext in _ext(char, cv.EXT_CHARACTERISTIC_GENE):
-        cc = ext.get("valueCodeableConcept") or {}
-        for c in cc.get("coding") or []:
-            for k in ("code", "display"):
-                if isinstance(c.get(k), str):
-                    genes.add(c[k].strip().lower())
-        if isinstance(cc.get("text"), str):
-            genes.add(cc["text"].strip().lower())
+        genes |= concept_words(ext.get("valueCodeableConcept"))
     return tuple(sorted(drugs.gene_names(genes))) if genes else ()
 
 

@@ -16,7 +16,7 @@ from datetime import date
 
 from gateway.fhir import conventions as cv
 from gateway.matching import drugs, geo
-from gateway.matching.terms import Code, Terminology, codings, concept_label
+from gateway.matching.terms import Code, Terminology, codings, concept_label, concept_words
 
 ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
 PAST_CLINICAL = frozenset({"inactive", "remission", "resolved"})
@@ -261,13 +261,7 @@ def _variant_fact(obs: dict, when: str, term: Terminology | None) -> VariantFact
             continue
         keys = set(codings(comp.get("code")))
         if GENE_STUDIED in keys:
-            cc = comp.get("valueCodeableConcept") or {}
-            for c in cc.get("coding") or []:
-                for k in ("code", "display"):
-                    if isinstance(c.get(k), str):
-                        genes.add(c[k].strip().lower())
-            if isinstance(cc.get("text"), str):
-                genes.add(cc["text"].strip().lower())
+            genes |= concept_words(comp.get("valueCodeableConcept"))
         elif keys & VARIANT_COMPONENTS:
             variants |= _descriptors(comp)
     if not genes:

@@ -82,6 +82,23 @@ def system_label(system: str, term: Terminology | None = None) -> str:
     return tail.replace("-", " ") or "code"
 
 
+def concept_words(cc: object) -> set[str]:
+    """The lower-cased codes, displays and text of a CodeableConcept: names to compare (genes, variants).
+
+    >>> sorted(concept_words({"coding": [{"code": "HGNC:3236", "display": "EGFR"}], "text": "EGFR "}))
+    ['egfr', 'hgnc:3236']
+    """
+    out: set[str] = set()
+    if not isinstance(cc, dict):
+        return out
+    for c in cc.get("coding") or []:
+        if isinstance(c, dict):
+            out.update(c[k].strip().lower() for k in ("code", "display") if isinstance(c.get(k), str))
+    if isinstance(cc.get("text"), str):
+        out.add(cc["text"].strip().lower())
+    return out
+
+
 def concept_label(concept: dict | None, term: Terminology | None = None) -> str:
     """CodeableConcept -> "'Glioma' (MeSH D005910)", or its text when it has no coding."""
     concept = concept or {}

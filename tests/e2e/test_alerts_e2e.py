@@ -20,7 +20,7 @@ import requests
 from gateway.fhir import conventions as cv
 from gateway.notify.subscriptions import EXT_FILTER_CRITERIA, EXT_PAYLOAD_CONTENT
 from tests.e2e.test_contact_delivery import Child, _child_env, point_hospital_file, start_proxy
-from tests.procs import GatewayProcess
+from tests.procs import GatewayProcess, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "fixtures" / "demo"
@@ -71,16 +71,6 @@ def notifications(receiver: Receiver, sub_id: str, kind: str = "event-notificati
 
 def event_numbers(bundles: list[dict]) -> list[int]:
     return [int(p["part"][0]["valueString"]) for b in bundles for p in status_of(b).get("notification-event", [])]
-
-
-def wait_until(check, timeout: float = 40.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def post(gw: GatewayProcess, path: str, body: dict | bytes, **headers) -> requests.Response:

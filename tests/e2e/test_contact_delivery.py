@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import requests
 
 from gateway.fhir.conventions import CONTACT_REQUEST_ID, NHS_NUMBER
 from tests.conftest import PG_URL, reset_postgres
-from tests.procs import GatewayProcess
+from tests.procs import GatewayProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "fixtures" / "demo"
@@ -78,12 +77,6 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

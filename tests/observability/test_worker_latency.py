@@ -25,8 +25,8 @@ from tests.e2e.test_alerts_e2e import (
     subscription,
     wait_until,
 )
-from tests.e2e.test_contact_delivery import _child_env, free_port
-from tests.procs import GatewayProcess
+from tests.e2e.test_contact_delivery import _child_env
+from tests.procs import GatewayProcess, free_port
 
 pg_only = pytest.mark.skipif(not PG_URL, reason="LISTEN/NOTIFY needs PostgreSQL (GATEWAY_TEST_DATABASE_URL)")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import sys
 import time
 import uuid
@@ -20,10 +19,10 @@ import pytest
 import requests
 
 from tests.conftest import BACKENDS, PG_URL, reset_postgres
-from tests.e2e.test_alerts_e2e import Receiver, notifications, post, second_study, start_worker, wait_until
+from tests.e2e.test_alerts_e2e import Receiver, notifications, post, second_study, start_worker
 from tests.e2e.test_contact_delivery import Child, _child_env
 from tests.patient.conftest import DEMO, ME, ROOT
-from tests.procs import GatewayProcess
+from tests.procs import GatewayProcess, free_port, wait_until
 
 FHIR = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 
@@ -59,7 +58,7 @@ def world(request, tmp_path):
                "GATEWAY_WORKER_POLL_SECONDS": "0.1", "GATEWAY_OIDC_ISSUER": idp_url, "GATEWAY_OIDC_CLIENT_ID": "gw",
                "GATEWAY_OIDC_CLIENT_SECRET": "s3cret", "GATEWAY_SESSION_SECRET": uuid.uuid4().hex,
                "GATEWAY_SESSION_COOKIE_SECURE": "false", "GATEWAY_PATIENT_ALERT_ENDPOINT": receiver.url}
-        port = _free_port()  # the redirect URI registered at the issuer names the hub's port
+        port = free_port()  # the redirect URI registered at the issuer names the hub's port
         root = f"http://127.0.0.1:{port}"
         hub_db = f"sqlite:///{hub_dir / 'gateway.sqlite3'}" if request.param == "sqlite" else PG_URL
         if request.param != "sqlite":
@@ -80,12 +79,6 @@ def world(request, tmp_path):
     finally:
         for p in reversed(procs):
             p.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _healthy(root: str) -> bool:

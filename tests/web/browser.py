@@ -15,10 +15,8 @@ Chromium is never downloaded: Playwright launches ``/usr/bin/chromium`` (Debian'
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
@@ -29,7 +27,7 @@ from gateway.store.repo import Store
 from tests.e2e.test_alerts_e2e import Receiver, start_worker
 from tests.e2e.test_contact_delivery import _child_env
 from tests.oidc_issuer import OidcIssuer
-from tests.procs import GatewayProcess
+from tests.procs import GatewayProcess, free_port
 from tests.web.pages import DEMO, ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -48,22 +46,6 @@ fhir_base_url: {base}
 timeouts: {{connect: 2, read: 10}}
 write_back: {{research_subject: false, site_contact: true}}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(check, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def second_glioblastoma_study(folder: Path) -> Path:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.procs import wait_until
 from tests.web.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -21,7 +22,6 @@ from tests.web.browser import (
     describe,
     run_axe,
     second_glioblastoma_study,
-    wait_until,
 )
 from tests.web.pages import BMETS_TITLE, GBM_TITLE
 
