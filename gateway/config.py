@@ -55,6 +55,7 @@ class Settings:
     """Everything that varies by deployment. ``Settings.from_env()`` is the only reader of os.environ."""
 
     database_url: str = ""
+    read_database_url: str | None = None  # a streaming replica for GET searches, reads, $match, $candidates
     instance_path: Path = field(default_factory=lambda: DEFAULT_INSTANCE)
     base_url: str | None = None  # public base of the FHIR endpoint, e.g. https://gw.example.org/fhir
     max_body_bytes: int = 10 * 1024 * 1024
@@ -102,6 +103,7 @@ class Settings:
         url = os.environ.get("GATEWAY_DATABASE_URL") or f"sqlite:///{(instance / 'gateway.sqlite3').resolve()}"
         return cls(
             database_url=url,
+            read_database_url=os.environ.get("GATEWAY_READ_DATABASE_URL") or None,
             instance_path=instance,
             base_url=os.environ.get("GATEWAY_BASE_URL") or None,
             max_body_bytes=_int("GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024),
