@@ -28,7 +28,8 @@ def _challenge(error: str, description: str) -> dict:
 
 def resolve_caller(request: Request) -> Caller:
     """Request -> Caller; Unauthorized (401) for a bad token, or for no token when clients are configured."""
-    from gateway.api.auth import EXT, PUBLIC_PATHS, issuer
+    from gateway.api.authstate import EXT, PUBLIC_PATHS
+    from gateway.api.tokens import issuer
 
     sec = current_app.extensions.get(EXT)
     header = request.headers.get("Authorization")

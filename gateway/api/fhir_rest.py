@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 from flask import Blueprint, current_app, g, request
 
-from gateway.api import auth, operations
+from gateway.api import operations, visibility
 from gateway.api.capability import capability_statement
 from gateway.api.http import (
     base_url,
@@ -89,10 +89,10 @@ def system_root():
 @bp.post("")
 def system_bundle():
     body = json_body()
-    auth.check_bundle(body)
+    visibility.check_bundle(body)
     include = prefer_return() == "representation"
     result = service().process_bundle(body, include_resources=include, read=_read_for_bundle)
-    return fhir_response(auth.filter_bundle_response(result))
+    return fhir_response(visibility.filter_bundle_response(result))
 
 
 @bp.get("/_history")
@@ -109,7 +109,7 @@ def type_level(rtype: str):
     if request.method == "GET":
         return _search(rtype, list(request.args.items(multi=True)))
     if request.method == "POST":
-        resource = auth.prepare_write(rtype, json_body())
+        resource = visibility.prepare_write(rtype, json_body())
         result = service().create(_as_dict(resource, rtype), if_none_exist=_if_none_exist(), resource_type=rtype)
         return _write_response(result, HTTPStatus.CREATED if result.created else HTTPStatus.OK)
     if request.method == "PUT":
@@ -117,7 +117,7 @@ def type_level(rtype: str):
         if not query:
             raise MethodNotAllowed(f"PUT /{rtype} needs an id (/{rtype}/id) or search parameters (conditional update)",
                                    rtype)
-        resource = auth.prepare_write(rtype, json_body())
+        resource = visibility.prepare_write(rtype, json_body())
         result = service().conditional_update(rtype, query, _as_dict(resource, rtype),
                                               if_match=request.headers.get("If-Match"))
         return _write_response(result, HTTPStatus.CREATED if result.created else HTTPStatus.OK)
@@ -157,14 +157,14 @@ def instance(rtype: str, rid: str):
     if request.method == "GET":
         if rtype == "OperationDefinition" and (od := operation_definition(rid)) is not None:
             return fhir_response(od)
-        st = auth.read(rtype, rid)  # authorization first: a 304 must not reveal another tenant's resource
+        st = visibility.read(rtype, rid)  # authorization first: a 304 must not reveal another tenant's resource
         if not_modified(st, lambda: _previous_update(st)):
             return fhir_response(None, HTTPStatus.NOT_MODIFIED, headers=version_headers(st))
         return fhir_response(_read_subset(st), headers=version_headers(st))
     if request.method == "PATCH":
         return _patch(rtype, rid)
     if request.method == "PUT":
-        resource = auth.prepare_write(rtype, json_body())
+        resource = visibility.prepare_write(rtype, json_body())
         result = service().update(rtype, rid, _as_dict(resource, rtype), if_match=request.headers.get("If-Match"))
         return _write_response(result, HTTPStatus.CREATED if result.created else HTTPStatus.OK)
     if request.method == "DELETE":
@@ -190,7 +190,7 @@ def vread(rtype: str, rid: str, vid: str):
     _check_type(rtype)
     if not vid.isdigit():
         raise NotFound(f"Version '{vid}' is not a version number", f"{rtype}.meta.versionId")
-    st = auth.read(rtype, rid, int(vid))
+    st = visibility.read(rtype, rid, int(vid))
     if not_modified(st):
         return fhir_response(None, HTTPStatus.NOT_MODIFIED, headers=version_headers(st))
     return fhir_response(_read_subset(st), headers=version_headers(st))
@@ -225,10 +225,10 @@ def _patch(rtype: str, rid: str):
     check); the patched resource is validated and stored as a new version through ``FhirService.update``,
     conditional on the version read (a concurrent write gives 412, never a lost update).
     """
-    current = auth.read(rtype, rid)
+    current = visibility.read(rtype, rid)
     if_match = request.headers.get("If-Match")
     patched = apply_patch(current.resource(), rtype, rid)
-    resource = auth.prepare_write(rtype, patched)
+    resource = visibility.prepare_write(rtype, patched)
     result = service().update(rtype, rid, _as_dict(resource, rtype), if_match=if_match or current.etag)
     return _write_response(result, HTTPStatus.OK)
 
@@ -262,7 +262,7 @@ def _write_response(result: WriteResult, status: HTTPStatus):
     if pref == "OperationOutcome":
         return fhir_response(information_outcome(f"{st.type}/{st.id} {result.outcome} (version {st.version})"),
                              status, headers)
-    return fhir_response(auth.see(st).content, status, headers)
+    return fhir_response(visibility.see(st).content, status, headers)
 
 
 def _operation(rtype: str | None, rid: str | None, name: str):
@@ -289,17 +289,17 @@ def _entry(st: Stored, mode: str = "match", q: SearchQuery | None = None) -> dic
 def run_search(rtype: str, items: list[tuple[str, str]]) -> tuple[SearchQuery, int, list[Stored]]:
     settings = current_app.config["SETTINGS"]
     # _text, postcode, near, condition:below ... (gateway.store.study_search) come out before parse_search
-    rest, spec, below = study_search.split_params(rtype, auth.narrow_search(rtype, items))
+    rest, spec, below = study_search.split_params(rtype, visibility.narrow_search(rtype, items))
     q = parse_search(rtype, rest, default_count=settings.default_count,
                      max_count=settings.max_count, strict=prefer_strict())
     q.criteria.extend(below)
     q.raw.extend(spec.raw)
-    auth.limit_chains(q)  # a chain follows only targets the caller may read (no probing through it)
+    visibility.limit_chains(q)  # a chain follows only targets the caller may read (no probing through it)
     if spec.active:
         total, rows, g.search_hits = study_search.run(store(), q, spec)
     else:
         total, rows = store().search(q)
-    return q, total, auth.filter_rows(rows)
+    return q, total, visibility.filter_rows(rows)
 
 
 def _search(rtype: str, items: list[tuple[str, str]]):
@@ -325,7 +325,7 @@ def _search(rtype: str, items: list[tuple[str, str]]):
         oo = operation_outcome([Issue("not-supported" if p in q.unknown else "code-invalid" if "R4" in m
                                       else "informational", m, [p], severity="warning") for p, m in q.warnings])
         bundle.setdefault("entry", []).append({"resource": oo, "search": {"mode": "outcome"}})
-    if not auth.show_total(rtype):
+    if not visibility.show_total(rtype):
         del bundle["total"]  # counted before filtering: would tell a caller how much it may not see
     return fhir_response(bundle)
 
@@ -360,7 +360,7 @@ def _includes(q: SearchQuery, rows: list[Stored]) -> tuple[list[Stored], bool]:
             if (st.type, st.id) not in seen:
                 seen.add((st.type, st.id))
                 fresh.append(st)
-        fresh = auth.filter_rows(fresh)
+        fresh = visibility.filter_rows(fresh)
         out += fresh
         if len(out) > limit:
             return out[:limit], True
@@ -376,7 +376,7 @@ def _readable_referring(rows: list[Stored], keys: list[str], limit: int) -> list
     after = 0
     while len(out) < limit:
         batch = store().referring(rows, keys, limit, after_pk=after)
-        out += [st for st in batch if auth.can_see_row(st)]
+        out += [st for st in batch if visibility.can_see_row(st)]
         if len(batch) < limit:
             break
         after = batch[-1].pk
@@ -390,7 +390,7 @@ def _history(rtype: str | None, rid: str | None):
                      default_count=settings.default_count, max_count=settings.max_count)
     since = request.args.get("_since")
     total, rows = store().history(rtype, rid, count=q.count, offset=q.offset, since=since)
-    rows = auth.filter_history(rtype, rid, rows)
+    rows = visibility.filter_history(rtype, rid, rows)
     base = base_url()
     path = "/".join(p for p in (rtype, rid, "_history") if p)
     extra = [(k, v) for k, v in items if k == "_since"]
@@ -416,7 +416,7 @@ def _history(rtype: str | None, rid: str | None):
         e["response"] = {"status": status, "etag": st.etag, "lastModified": st.last_updated}
         entries.append(e)
     bundle["entry"] = entries
-    if not auth.show_total(None):
+    if not visibility.show_total(None):
         del bundle["total"]
     return fhir_response(bundle)
 
@@ -425,7 +425,7 @@ def _read_for_bundle(url: str) -> dict:
     path, _, query = url.partition("?")
     parts = [p for p in path.strip("/").split("/") if p]
     if len(parts) == 2 and not query:
-        return auth.read_for_bundle(store().read(parts[0], parts[1]))
+        return visibility.read_for_bundle(store().read(parts[0], parts[1]))
     if len(parts) == 1:
         _check_type(parts[0])
         q, total, rows = run_search(parts[0], parse_qsl(query, keep_blank_values=True))

@@ -3,7 +3,7 @@
 
 The request id is the caller's ``X-Request-ID`` when it is safe (1-128 of ``A-Za-z0-9._:-``), else a new
 UUID; it is echoed in the response, carried by every log line of the request and recorded in the AuditEvent.
-``/metrics`` is authorized like ``/admin/*`` (gateway.api.auth): administrators, i.e. in development mode the
+``/metrics`` is authorized like ``/admin/*`` (gateway.api.authz): administrators, i.e. in development mode the
 local caller on loopback, otherwise a client with the admin role. ``/healthz`` and ``/readyz`` are public.
 """
 

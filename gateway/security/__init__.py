@@ -1,7 +1,7 @@
 """Who is calling (tokens, clients, scopes), what they may touch (policy), the audit trail, erasure, limits.
 
 The small public API: ``Caller``; ``Access`` (one caller's view of the store for one request; views get
-theirs from ``gateway.api.auth.access()``); ``authorize`` for code outside the REST views;
+theirs from ``gateway.api.authstate.access()``); ``authorize`` for code outside the REST views;
 ``register_operation`` to let roles other than admin invoke an operation; ``record_automatic`` to audit
 an automatic action.
 """

@@ -193,7 +193,7 @@ def _case(http, keys, tok, role, rtype, interaction, which, want: int | None = N
         assert got == ([rid] if rid in visible else [])
 
 
-# /metrics goes through the one authorization path (gateway.api.auth, like /admin/*): administrators only;
+# /metrics goes through the one authorization path (gateway.api.authz, like /admin/*): administrators only;
 # the probes are public (load balancers carry no token).
 OPS_PATHS = {"/metrics": {"admin": 200, "anonymous": 401}, "/readyz": {}, "/healthz": {}}
 

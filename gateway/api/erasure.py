@@ -1,0 +1,55 @@
+"""Administration: erasing one person (``POST /admin/erasure``, ``?dryRun=true`` to preview)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, g, request
+
+from gateway.api.authstate import access
+from gateway.api.http import fhir_response, json_body
+from gateway.fhir.errors import InvalidResource
+from gateway.security.audit import audit_event, write_audit
+from gateway.security.erasure import check_nhs_number, erase_person
+from gateway.store.repo import Store
+
+bp = Blueprint("erasure", __name__)
+
+
+@bp.post("/admin/erasure")
+def erasure():
+    """Erase one person: a Parameters body with nhsNumber (valueString) or patient (valueReference).
+
+    ``?dryRun=true`` reports what would be removed. Answers a Parameters report (ids and counts only).
+    """
+    g.interaction = "erase"
+    body = json_body()
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise InvalidResource("POST /admin/erasure needs a Parameters resource", "Parameters")
+    nhs = patient = None
+    for p in body.get("parameter") or []:
+        if not isinstance(p, dict):
+            continue
+        if p.get("name") == "nhsNumber" and isinstance(p.get("valueString"), str):
+            nhs = check_nhs_number(p["valueString"])
+        elif p.get("name") == "patient" and isinstance(p.get("valueReference"), dict):
+            ref = str(p["valueReference"].get("reference", ""))
+            patient = ref.removeprefix("Patient/") if ref.startswith("Patient/") else None
+            if not patient:
+                raise InvalidResource("patient must reference Patient/<id>", "Parameters.parameter.valueReference")
+    dry = request.args.get("dryRun", "false").lower() == "true"
+    if dry:
+        g.interaction = "erase-preview"
+    store: Store = current_app.extensions["gateway.store"]
+    report = erase_person(store, nhs_number=nhs, patient_id=patient, dry_run=dry)
+    acc = access()
+    acc.people.update(report.patients)
+    if not dry:
+        # The erasure is recorded even when routine auditing is off: the record is the proof it happened.
+        caller = acc.caller
+        event = audit_event(interaction="erase", status=200, client_id=caller.client_id, role=caller.role,
+                            request_id=g.get("request_id", ""), people=report.patients,
+                            detail=f"erased {sum(report.removed.values())} resources, {report.versions} versions")
+        write_audit(store, event)
+        g.audited = True
+    out = report.to_parameters()
+    out["parameter"].insert(0, {"name": "dryRun", "valueBoolean": dry})
+    return fhir_response(out)
