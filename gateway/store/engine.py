@@ -24,8 +24,10 @@ WRITE_OPTION = "gateway_write"
 BULK_SQLITE_PRAGMAS = ("cache_size=-65536", "wal_autocheckpoint=16384")
 
 
-def make_engine(url: str, echo: bool = False, *, bulk: bool = False) -> Engine:
-    """An engine for ``url``; ``bulk``: tuned for one process writing a lot (SQLite: BULK_SQLITE_PRAGMAS)."""
+def make_engine(url: str, echo: bool = False, *, bulk: bool = False, read_only: bool = False) -> Engine:
+    """An engine for ``url``; ``bulk``: tuned for one process writing a lot (SQLite: BULK_SQLITE_PRAGMAS);
+    ``read_only``: every session refuses writes (the read engine of ``GATEWAY_READ_DATABASE_URL``, so a read
+    routed to it by mistake fails loudly even when the URL names a primary)."""
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
         if u.database and u.database != ":memory:":
@@ -43,6 +45,8 @@ def make_engine(url: str, echo: bool = False, *, bulk: bool = False) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             for pragma in BULK_SQLITE_PRAGMAS if bulk else ():
                 cur.execute(f"PRAGMA {pragma}")
+            if read_only:
+                cur.execute("PRAGMA query_only=ON")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -51,7 +55,9 @@ def make_engine(url: str, echo: bool = False, *, bulk: bool = False) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         return engine
-    return create_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # A standby refuses writes by itself; the session default also covers a read URL that names a primary.
+    args = {"options": "-c default_transaction_read_only=on"} if read_only else {}
+    return create_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=args)
 
 
 @contextmanager

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import orjson
 from sqlalchemy import (
+    Connection,
     Engine,
     String,
     and_,
@@ -31,7 +34,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from gateway.fhir.conventions import normalise_ctgov_system
 from gateway.fhir.errors import Conflict, Gone, NotFound, PreconditionFailed
@@ -189,6 +192,9 @@ class Tx:
         self._next_pk: int | None = None  # SQLite: last pk handed out in this transaction
         self._pk_block: list[int] = []  # PostgreSQL: sequence values fetched ahead
         self._savepoints = 0  # depth of nested savepoints (their names)
+        self.touched: list[tuple[str, str]] = []  # (type, id) written, for the store's write hooks
+        self.last_seq = 0  # the highest change-feed sequence number this transaction wrote
+        self.first_seq = 0  # the lowest
 
     def _allocate_pk(self) -> int:
         """A primary key for a new resources row, so the row can join one bulk insert at flush.
@@ -394,6 +400,7 @@ class Tx:
                                           last_updated=self.now, method=method, deleted=deleted,
                                           content=content))
         self.pending.changes.append(dict(res_pk=pk, type=rtype, id=rid, version=version, op=op, at=self.now))
+        self.touched.append((rtype, rid))
 
     def flush(self) -> None:
         p = self.pending
@@ -418,6 +425,8 @@ class Tx:
             last = c.execute(_ADVANCE_CHANGES, {"b_n": n}).scalar_one()
             for i, ch in enumerate(p.changes):
                 ch["seq"] = last - n + 1 + i
+            self.last_seq = last
+            self.first_seq = self.first_seq or last - n + 1
             _bulk_insert(c, s.changes, p.changes)
         self.pending = _Pending()
 
@@ -490,24 +499,80 @@ def _stored(row) -> Stored:
                   row["content"], row["pk"], content_hash=row["content_hash"])
 
 
-class Store:
-    """The resource store over one SQLAlchemy engine."""
+# Whether the reads of the current request may be served by the read engine (``Store.replica_reads``). A context
+# variable, so a thread (or a task) running another request, or the worker, keeps reading from the primary.
+_REPLICA_READS: ContextVar[bool] = ContextVar("gateway_replica_reads", default=False)
+log = logging.getLogger(__name__)
 
-    def __init__(self, engine: Engine):
+
+class Store:
+    """The resource store over one SQLAlchemy engine, and optionally a read engine (a streaming replica).
+
+    Every read goes to the primary ``engine`` unless the caller opted in with ``replica_reads()`` (the API does
+    for GET searches and reads, ``$match`` and ``$candidates``); writes, and every read inside ``write()``, always
+    go to the primary. A replica lags the primary by its replay lag: see docs/deployment.md.
+    """
+
+    def __init__(self, engine: Engine, read_engine: Engine | None = None):
         self.engine = engine
+        self.read_engine = read_engine
         self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
+        # name -> hook(tx, [(type, id) written]), run before commit in the same transaction: layers above the
+        # store keep derived rows current with it (gateway.store.profiles: the patient side of matching)
+        self.write_hooks: dict[str, Callable[[Tx, list[tuple[str, str]]], None]] = {}
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
-        with self._write_engine.begin() as conn:
-            tx = Tx(self, conn)
-            yield tx
-            tx.flush()
+        token = _REPLICA_READS.set(False)  # a read inside a write transaction must see the primary
+        try:
+            with self._write_engine.begin() as conn:
+                tx = Tx(self, conn)
+                yield tx
+                tx.flush()
+                if tx.touched and self.write_hooks:
+                    touched = list(dict.fromkeys(tx.touched))
+                    for hook in list(self.write_hooks.values()):
+                        hook(tx, touched)
+                    tx.flush()
+        finally:
+            _REPLICA_READS.reset(token)
+
+    @contextmanager
+    def replica_reads(self, enabled: bool = True) -> Iterator[None]:
+        """Within the block, this context's reads may come from the read engine (when one is configured).
+
+        ``with store.replica_reads(): store.search(q)`` -- for reads that may be as old as the replica's lag.
+        """
+        token = _REPLICA_READS.set(enabled)
+        try:
+            yield
+        finally:
+            _REPLICA_READS.reset(token)
+
+    @property
+    def reader(self) -> Engine:
+        """The engine this context reads from: the read engine inside ``replica_reads()``, else the primary."""
+        return self.read_engine if self.read_engine is not None and _REPLICA_READS.get() else self.engine
+
+    @contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """A connection for reads (``reader``). A replica that cannot be reached falls back to the primary, which
+        is never behind it, so reads keep working while the replica is down (logged; no request data)."""
+        engine = self.reader
+        try:
+            conn = engine.connect()
+        except OperationalError:
+            if engine is self.engine:
+                raise
+            log.warning("the read database (GATEWAY_READ_DATABASE_URL) cannot be reached; reading from the primary")
+            conn = self.engine.connect()
+        with conn:
+            yield conn
 
     # -- reads ---------------------------------------------------------------------------------
     def read(self, rtype: str, rid: str) -> Stored:
         """Current version; NotFound if never stored, Gone if deleted."""
-        with self.engine.connect() as conn:
+        with self.read_connection() as conn:
             row = conn.execute(select(s.resources).where(s.resources.c.type == rtype, s.resources.c.id == rid)
                                ).mappings().first()
         if row is None:
@@ -522,14 +587,14 @@ class Store:
         if not refs:
             return []
         conds = [and_(s.resources.c.type == t, s.resources.c.id == i) for t, i in refs]
-        with self.engine.connect() as conn:
+        with self.read_connection() as conn:
             rows = conn.execute(select(s.resources).where(or_(*conds), s.resources.c.deleted.is_(False))
                                 ).mappings().all()
         return [_stored(r) for r in rows]
 
     def vread(self, rtype: str, rid: str, version: int) -> Stored:
         v = s.resource_versions
-        with self.engine.connect() as conn:
+        with self.read_connection() as conn:
             row = conn.execute(select(v).where(v.c.type == rtype, v.c.id == rid, v.c.version == version)
                                ).mappings().first()
         if row is None:
@@ -550,7 +615,7 @@ class Store:
             conds.append(v.c.id == rid)
         if since:
             conds.append(v.c.last_updated >= since)
-        with self.engine.connect() as conn:
+        with self.read_connection() as conn:
             if rid:
                 exists = conn.execute(select(s.resources.c.pk).where(s.resources.c.type == rtype,
                                                                      s.resources.c.id == rid)).first()
@@ -568,7 +633,7 @@ class Store:
         h = s.registry_hierarchy
         ids = sorted(set(ids))
         rows: list = []
-        with self.engine.connect() as conn:
+        with self.read_connection() as conn:
             for i in range(0, len(ids), 500):
                 rows.extend(conn.execute(select(h.c.res_id, h.c.entries, h.c.updated_at).where(
                     h.c.res_type == rtype, h.c.res_id.in_(ids[i:i + 500]))).all())
@@ -580,7 +645,7 @@ class Store:
         stmt = select(c).where(c.c.seq > seq)
         if types:
             stmt = stmt.where(c.c.type.in_(types))
-        with self.engine.connect() as conn:
+        with self.read_connection() as conn:
             return [dict(r) for r in conn.execute(stmt.order_by(c.c.seq).limit(limit)).mappings()]
 
     # -- search --------------------------------------------------------------------------------
@@ -640,7 +705,7 @@ class Store:
     def search(self, query: SearchQuery) -> tuple[int, list[Stored]]:
         r = s.resources
         conds = self._where(query)
-        with self.engine.connect() as conn:
+        with self.read_connection() as conn:
             total = conn.execute(select(func.count()).select_from(r).where(*conds)).scalar_one()
             if query.summary_count or query.count == 0:
                 return total, []
@@ -656,7 +721,7 @@ class Store:
         if not rows or not param_keys:
             return []
         ref = s.idx_reference
-        with self.engine.connect() as conn:
+        with self.read_connection() as conn:
             refs = conn.execute(select(ref.c.ref).where(ref.c.res_pk.in_([x.pk for x in rows]),
                                                         ref.c.param.in_(param_keys)).distinct()).scalars().all()
         wanted = sorted({tuple(x.split("/", 1)) for x in refs if "/" in x and not x.startswith(("urn:", "#"))})
@@ -675,7 +740,7 @@ class Store:
         r, ref = s.resources, s.idx_reference
         targets = [f"{x.type}/{x.id}" for x in rows]
         sub = select(ref.c.res_pk).where(ref.c.param.in_(param_keys), ref.c.ref.in_(targets))
-        with self.engine.connect() as conn:
+        with self.read_connection() as conn:
             found = conn.execute(select(r).where(r.c.pk.in_(sub), r.c.deleted.is_(False), r.c.pk > after_pk)
                                  .order_by(r.c.pk).limit(limit)).mappings().all()
         return [_stored(x) for x in found]
@@ -686,7 +751,7 @@ class Store:
         r = s.resources
         stmt = (select(r).where(r.c.type == rtype, r.c.deleted.is_(False), r.c.pk > after_pk,
                                 self._criterion(rtype, crit)).order_by(r.c.pk).limit(limit))
-        with self.engine.connect() as conn:
+        with self.read_connection() as conn:
             return [_stored(x) for x in conn.execute(stmt).mappings().all()]
 
     def search_ids(self, query: SearchQuery, conn=None, limit: int | None = None) -> list[str]:
@@ -700,7 +765,7 @@ class Store:
                 stmt = stmt.limit(limit)
         if conn is not None:
             return list(conn.execute(stmt, params).scalars())
-        with self.engine.connect() as c:
+        with self.read_connection() as c:
             return list(c.execute(stmt, params).scalars())
 
     def count(self, rtype: str | None = None) -> int:
@@ -708,7 +773,7 @@ class Store:
         stmt = select(func.count()).select_from(r).where(r.c.deleted.is_(False))
         if rtype:
             stmt = stmt.where(r.c.type == rtype)
-        with self.engine.connect() as conn:
+        with self.read_connection() as conn:
             return conn.execute(stmt).scalar_one()
 
 

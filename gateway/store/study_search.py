@@ -210,7 +210,7 @@ def run(store, query: SearchQuery, spec: StudySpec) -> tuple[int, list, dict[int
     """
     r = s.resources
     postgres = store.engine.dialect.name == "postgresql"
-    with store.engine.connect() as conn:
+    with store.read_connection() as conn:
         allowed: set[int] | None = None
         scores: dict[int, float] = {}
 
