@@ -1,13 +1,13 @@
 """The audit trail of API requests: which responses are recorded (patient data, writes, refusals, operations,
-administration) and the AuditEvent handed to the background writer (``gateway.security.audit``)."""
+administration) and the AuditEvent handed to the background writer (``gateway.store.audit``)."""
 
 from __future__ import annotations
 
 from flask import Response, g, request
 
 from gateway.api.authstate import PUBLIC_PATHS, anonymous, state
-from gateway.security.audit import audit_event
 from gateway.security.policy import Access, kind_of
+from gateway.store.audit import audit_event
 
 
 def record(resp: Response) -> None:

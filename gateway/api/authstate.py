@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from flask import current_app, g
 
 from gateway.config import Settings
-from gateway.security.audit import AuditWriter
 from gateway.security.clients import ClientConfigError, ClientRegistry, load_clients
 from gateway.security.policy import Access
 from gateway.security.principal import Caller
 from gateway.security.ratelimit import RateLimiter
 from gateway.security.tokens import TokenService
+from gateway.store.audit import AuditWriter
 from gateway.store.repo import Store
 
 log = logging.getLogger("gateway.security")

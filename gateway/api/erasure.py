@@ -7,8 +7,8 @@ from flask import Blueprint, current_app, g, request
 from gateway.api.authstate import access
 from gateway.api.http import fhir_response, json_body
 from gateway.fhir.errors import InvalidResource
-from gateway.security.audit import audit_event, write_audit
 from gateway.security.erasure import check_nhs_number, erase_person
+from gateway.store.audit import audit_event, write_audit
 from gateway.store.repo import Store
 
 bp = Blueprint("erasure", __name__)

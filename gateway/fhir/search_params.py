@@ -142,7 +142,7 @@ SEARCH_PARAMS: dict[str, dict[str, SearchParam]] = {
         _p("version", "token", "version"),
         _p("status", "token", "status"),
     ]},
-    # The audit trail (gateway.security.audit). ``agent`` is a token on agent.who.identifier (our clients
+    # The audit trail (gateway.store.audit). ``agent`` is a token on agent.who.identifier (our clients
     # are not resources), unlike R4's reference-typed agent.
     "AuditEvent": {p.name: p for p in [
         _p("date", "date", "recorded"),

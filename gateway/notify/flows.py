@@ -42,9 +42,9 @@ from gateway.notify.policy import Policy
 from gateway.notify.subscriptions import filters_of
 from gateway.outbound.contact import plan_route, with_contact_identifier
 from gateway.outbound.destinations import Destinations
-from gateway.security.audit import MAX_ENTITIES, record_automatic
 from gateway.store import feed
 from gateway.store import schema as s
+from gateway.store.audit import MAX_ENTITIES, record_automatic
 from gateway.store.clock import now_iso
 from gateway.store.interactions import FhirService
 from gateway.store.repo import Store

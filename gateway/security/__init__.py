@@ -9,9 +9,9 @@ an automatic action.
 from __future__ import annotations
 
 from gateway.fhir.errors import NotFound
-from gateway.security.audit import record_automatic
 from gateway.security.policy import Access, current_access, patient_refs, register_operation, tenant_of
 from gateway.security.principal import LOCAL_ADMIN, Caller
+from gateway.store.audit import record_automatic
 
 
 def authorize(access: Access, interaction: str, resource_type: str, resource: dict | None = None) -> None:

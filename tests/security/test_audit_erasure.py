@@ -63,7 +63,7 @@ def test_denied_and_unauthenticated_requests_are_audited(http, keys, world, sec_
 
 
 def test_automatic_actions_can_be_audited(sec_app, world):
-    from gateway.security.audit import record_automatic
+    from gateway.store.audit import record_automatic
 
     store = sec_app.extensions["gateway.store"]
     ev = record_automatic(store, "notify", people=["Patient/leeds-me"], resources=["Subscription/sub-me"])

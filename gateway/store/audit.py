@@ -6,6 +6,8 @@ gateway as ``source``, one ``entity`` per Patient involved (role patient) and th
 XrequestId entity. Only ids: never tokens, query strings, NHS numbers or clinical content.
 Stored through the store without re-validation (we build it), so administrators search it at
 /fhir/AuditEvent?patient=Patient/x&agent=<client id>&date=ge2026-01-01.
+It lives beside the store (it needs only the store and the FHIR conventions) so that every layer that acts --
+the API's security, the automatic flows in notify -- records through it without importing a layer beside it.
 """
 
 from __future__ import annotations
