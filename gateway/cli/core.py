@@ -20,7 +20,6 @@ from gateway.store.interactions import FhirService
 from gateway.store.repo import Store
 from gateway.store.schema import migrate
 
-DEMO_PATH = Path(__file__).resolve().parents[2] / "fixtures" / "demo"
 log = logging.getLogger("gateway.serve")
 
 
@@ -55,9 +54,15 @@ def register(cli: click.Group) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on (0: any free port).")
 @click.option("--demo/--no-demo", default=False, show_default=True,
-              help="Load the demo data in fixtures/demo before serving (idempotent).")
+              help="The demo story: also start a worker and stand-ins for Leeds and an alert receiver on "
+                   "127.0.0.1 with a development configuration, load fixtures/demo, print the URLs and the demo "
+                   "patient's id (see README.md).")
 def serve(host: str, port: int, demo: bool) -> None:
     """Run the gateway (development server; use gunicorn in production, see the Dockerfile)."""
+    if demo:  # --demo: this process supervises the gateway, a worker and the stand-ins (gateway/demo/stack.py)
+        from gateway.demo.stack import run_demo
+
+        sys.exit(run_demo(host, port))
     from werkzeug.serving import make_server
 
     from gateway.api.app import create_app
@@ -69,9 +74,6 @@ def serve(host: str, port: int, demo: bool) -> None:
     app = create_app(settings)
     for line in check_bind(host, bool(app.extensions["gateway.security"].registry), settings.insecure_dev):
         log.warning(line)  # development mode: loopback only unless GATEWAY_INSECURE_DEV=true
-    if demo:
-        stats = load_paths(app.extensions["gateway.service"], [DEMO_PATH], progress=False)
-        log.info("demo data: %s", _summary(stats))
     server = make_server(host, port, app, threaded=True, request_handler=QuietRequestHandler)
     bound_port = server.server_port
     log.info("database: %s", _redact(settings.database_url))
