@@ -242,8 +242,9 @@ def run_demo(host: str, port: int) -> int:
         return 1
     leeds_port = port_or_free(gateway_port + 1)
     alerts_port = port_or_free(gateway_port + 2)
-    if alerts_port == leeds_port:
-        alerts_port = port_or_free(0)
+    worker_port = port_or_free(gateway_port + 3)  # its /metrics answering = the worker is polling
+    if len({gateway_port, leeds_port, alerts_port, worker_port}) < 4:
+        leeds_port, alerts_port, worker_port = port_or_free(0), port_or_free(0), port_or_free(0)
     url_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     base = f"http://{url_host}:{gateway_port}/fhir"
     alerts_url = f"http://127.0.0.1:{alerts_port}/alerts"
@@ -265,13 +266,14 @@ def run_demo(host: str, port: int) -> int:
         _wait(f"http://127.0.0.1:{leeds_port}/received", stack, "the Leeds stand-in")
         _wait(f"http://127.0.0.1:{alerts_port}/received", stack, "the alert receiver")
         _wait(base.removesuffix("/fhir") + "/healthz", stack, "the gateway")
-        load_demo_data(base)
+        stack.start("the worker", [*cli, "worker"], {**env, "GATEWAY_WORKER_METRICS_PORT": str(worker_port)})
+        load_demo_data(base)  # the worker was started after the gateway had migrated the schema
         patient = demo_patient(base)
         study = first_match(base, patient)
         opt_in = folder / "alert-opt-in.json"
         opt_in.write_text(json.dumps(alert_opt_in(patient, alerts_url), indent=1))
-        stack.start("the worker", [*cli, "worker"], env)
-        print(_banner(base, leeds_port, alerts_port, alerts_url, folder, patient, study), flush=True)
+        _wait(f"http://127.0.0.1:{worker_port}/metrics", stack, "the worker")
+        print(_banner(base, leeds_port, alerts_port, alerts_url, worker_port, folder, patient, study), flush=True)
         while not (dead := stack.dead()):
             time.sleep(0.5)
         print(f"gateway serve --demo: {dead.name} exited with code {dead.proc.returncode}; stopping the rest",
@@ -293,8 +295,8 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _banner(base: str, leeds_port: int, alerts_port: int, alerts_url: str, folder: Path, patient: str,
-            study: str) -> str:
+def _banner(base: str, leeds_port: int, alerts_port: int, alerts_url: str, worker_port: int, folder: Path,
+            patient: str, study: str) -> str:
     root = base.removesuffix("/fhir")
     try:
         shown = folder.relative_to(Path.cwd())
@@ -307,7 +309,7 @@ def _banner(base: str, leeds_port: int, alerts_port: int, alerts_url: str, folde
         f"  Leeds hospital stand-in: http://127.0.0.1:{leeds_port}/fhir   "
         f"what it received: http://127.0.0.1:{leeds_port}/received",
         f"  alert receiver: {alerts_url}   what it received: http://127.0.0.1:{alerts_port}/received",
-        "  worker: delivers contact requests and alerts",
+        f"  worker: delivers contact requests and alerts   its metrics: http://127.0.0.1:{worker_port}/metrics",
         f"  demo patient: Patient/{patient}   first study of its $match: ResearchStudy/{study}",
         f"  development configuration (allow-list, hospital file, generated keys): {shown}",
         "Walkthrough (README.md): in a second terminal, in this folder, paste",
