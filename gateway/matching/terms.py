@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from gateway.fhir import conventions as cv
+from gateway.terminology.systems import normalise_coding
 
 Code = tuple[str, str]  # (system, code)
 
@@ -34,29 +35,13 @@ def default_terminology() -> Terminology:
     return _default()
 
 
-def norm_system(system: str | None) -> str:
-    """Aliases -> one URI: 'http://id.nlm.nih.gov/mesh' -> MESH."""
-    if not system:
-        return ""
-    if system in cv.MESH_ALIASES:
-        return cv.MESH
-    return system
-
-
-def norm_code(system: str, code: str) -> str:
-    """MeSH 'D000005910' -> 'D005910' (ClinicalTrials.gov pads descriptor ids to 9 digits)."""
-    if system == cv.MESH and len(code) == 10 and code[0] == "D" and code[1:4] == "000":
-        return "D" + code[4:]
-    return code
-
-
 def codings(concept: dict | None) -> list[Code]:
     """CodeableConcept -> [(system, code)] normalised, skipping codings without both."""
     out: list[Code] = []
     for c in (concept or {}).get("coding") or []:
-        system, code = norm_system(c.get("system")), c.get("code")
+        system, code = c.get("system"), c.get("code")
         if system and code:
-            out.append((system, norm_code(system, code)))
+            out.append(normalise_coding(system, code))
     return out
 
 
@@ -103,9 +88,9 @@ def concept_label(concept: dict | None, term: Terminology | None = None) -> str:
     """CodeableConcept -> "'Glioma' (MeSH D005910)", or its text when it has no coding."""
     concept = concept or {}
     for c in concept.get("coding") or []:
-        system, code = norm_system(c.get("system")), c.get("code")
+        system, code = c.get("system"), c.get("code")
         if system and code:
-            code = norm_code(system, code)
+            system, code = normalise_coding(system, code)
             name = c.get("display") or (term.display(system, code) if term else None) or concept.get("text") or code
             return f"'{name}' ({system_label(system, term)} {code})"
     return f"'{concept.get('text') or 'unnamed'}'"

@@ -36,7 +36,6 @@ from gateway.matching import geo
 from gateway.matching.index import MatchQuery
 from gateway.matching.profile import PatientProfile, subject_ref
 from gateway.matching.state import PERSON_TYPES, STUDY_TYPES, MatchingState
-from gateway.matching.terms import norm_code, norm_system
 from gateway.notify import delivery, events
 from gateway.notify.policy import Policy
 from gateway.notify.subscriptions import filters_of
@@ -48,6 +47,7 @@ from gateway.store.audit import MAX_ENTITIES, record_automatic
 from gateway.store.clock import now_iso
 from gateway.store.interactions import FhirService
 from gateway.store.repo import Store
+from gateway.terminology.systems import normalise_coding
 
 log = logging.getLogger("gateway.notify.flows")
 
@@ -78,7 +78,7 @@ def interest_of(filters: dict[str, set[str]]) -> Interest | None:
     for value in filters.get("condition", ()):
         system, bar, code = value.rpartition("|")
         if bar and system and code:
-            codes.add((norm_system(system), norm_code(norm_system(system), code)))
+            codes.add(normalise_coding(system, code))
         else:
             broken = True
     centre = None

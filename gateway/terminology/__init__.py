@@ -7,7 +7,13 @@ True
 """
 
 from gateway.terminology.conceptmap import ConceptMapIndex, Translation, load_conceptmaps
-from gateway.terminology.systems import canonical_system, normalise_code, normalise_mesh_id, system_name
+from gateway.terminology.systems import (
+    canonical_system,
+    normalise_code,
+    normalise_coding,
+    normalise_mesh_id,
+    system_name,
+)
 from gateway.terminology.terminology import Terminology, default_terminology, load_terminology, terminology_for
 from gateway.terminology.text import loose_key, normalise_text
 
@@ -21,6 +27,7 @@ __all__ = [
     "load_terminology",
     "loose_key",
     "normalise_code",
+    "normalise_coding",
     "normalise_mesh_id",
     "normalise_text",
     "system_name",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from gateway.terminology.systems import canonical_system, normalise_code
+from gateway.terminology.systems import canonical_system, normalise_coding
 
 # R4 ConceptMapEquivalence codes that mean "use this target".
 MATCHING_EQUIVALENCES = frozenset({"relatedto", "equivalent", "equal", "wider", "subsumes", "narrower",
@@ -62,13 +62,13 @@ class ConceptMapIndex:
                         continue
                     t = Translation(equivalence, tgt or "", target.get("code") or "", target.get("display"), url)
                     self._by_source[(src, code)].append(t)
-                    self._by_canonical[_canonical(src, code)].append(t)
+                    self._by_canonical[normalise_coding(src, code)].append(t)
 
     def translate(self, code: str, system: str, *, target_system: str | None = None,
                   url: str | None = None) -> list[Translation]:
         """All translations of (system, code), optionally only into ``target_system`` / from map ``url``."""
         out = []
-        found = self._by_source.get((system, code)) or self._by_canonical.get(_canonical(system, code), ())
+        found = self._by_source.get((system, code)) or self._by_canonical.get(normalise_coding(system, code), ())
         target_system = canonical_system(target_system) if target_system else None
         for t in found:
             if target_system and canonical_system(t.system) != target_system:
@@ -80,11 +80,6 @@ class ConceptMapIndex:
 
     def __len__(self) -> int:
         return len(self.maps)
-
-
-def _canonical(system: str, code: str) -> tuple[str, str]:
-    system = canonical_system(system)
-    return system, normalise_code(system, code)
 
 
 def load_conceptmaps(folder: Path) -> list[dict]:

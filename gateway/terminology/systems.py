@@ -6,11 +6,14 @@
 'D005910'
 >>> normalise_code(ICD10CM, "c719")
 'C71.9'
+>>> normalise_coding("http://id.nlm.nih.gov/mesh", "D000005910")
+('https://www.nlm.nih.gov/mesh', 'D005910')
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from gateway.fhir import conventions
 from gateway.fhir.conventions import ICD10, ICD10CM, LOINC, MESH, MESH_ALIASES, ONCOTREE, SNOMED
@@ -80,6 +83,18 @@ def normalise_code(system: str, code: str) -> str:
     if system == ONCOTREE:
         return code.strip().upper()
     return code.strip()
+
+
+@lru_cache(maxsize=65536)
+def normalise_coding(system: str | None, code: str) -> tuple[str, str]:
+    """A coding in the one form used everywhere (terminology, concept maps, matching, alert filters): the
+    canonical system and that system's normal form of the code.
+
+    >>> normalise_coding("http://id.nlm.nih.gov/mesh", "D000005910")
+    ('https://www.nlm.nih.gov/mesh', 'D005910')
+    """
+    system = canonical_system(system)
+    return system, normalise_code(system, code)
 
 
 def icd_structural_parent(code: str) -> str | None:

@@ -26,7 +26,7 @@ from gateway.terminology.conceptmap import ConceptMapIndex, load_conceptmaps
 from gateway.terminology.systems import (
     canonical_system,
     icd_structural_parent,
-    normalise_code,
+    normalise_coding,
 )
 from gateway.terminology.systems import (
     system_name as _system_name,
@@ -77,7 +77,7 @@ class Terminology:
 
     def key(self, system: str, code: str) -> Key:
         """(system, code) in canonical form: MeSH aliases -> one URI, D000005910 -> D005910."""
-        return _canonical_key(system, code)
+        return normalise_coding(system, code)
 
     def add_concept(self, system: str, code: str, display: str | None = None, parents: Iterable[str] = (),
                     *, secondary: bool = False, synonyms: Iterable[str] = ()) -> Key:
@@ -410,12 +410,6 @@ class Terminology:
 
     def __len__(self) -> int:
         return len(self._closure)
-
-
-@lru_cache(maxsize=65536)
-def _canonical_key(system: str, code: str) -> Key:
-    system = canonical_system(system)
-    return system, normalise_code(system, code)
 
 
 def _bag(loose: str) -> str:
