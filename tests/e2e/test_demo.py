@@ -189,3 +189,44 @@ def test_readme_walkthrough_runs_as_written(demo):
     while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(pid) for pid in children), demo.log()
+
+
+def test_leeds_standin_checks_the_client_assertion(tmp_path):
+    """The stand-in's token endpoint takes an assertion signed with the registered key only; FHIR needs the token."""
+    import threading
+
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from gateway.demo.standin import ASSERTION_TYPE, StandinServer
+
+    def pem(key) -> str:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption()).decode()
+
+    ours, theirs = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
+    public = ours.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    server = StandinServer("hospital", 0, "leeds-test", public, "trial-gateway")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        def token(key) -> requests.Response:
+            now = int(time.time())
+            claims = {"iss": "trial-gateway", "sub": "trial-gateway", "aud": f"{server.root}/auth/token",
+                      "exp": now + 60, "iat": now, "jti": str(now)}
+            return requests.post(f"{server.root}/auth/token", timeout=10, data={
+                "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
+                "client_assertion": jwt.encode(claims, pem(key), algorithm="RS384")})
+
+        refused = token(theirs)
+        assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
+        granted = token(ours)
+        assert granted.status_code == 200, granted.text
+        url = f"{server.base}/Patient"
+        assert requests.get(url, timeout=10).status_code == 401
+        ok = requests.get(url, headers={"Authorization": f"Bearer {granted.json()['access_token']}"}, timeout=10)
+        assert ok.status_code == 200 and ok.json()["type"] == "searchset"
+    finally:
+        server.shutdown()
+        server.server_close()
