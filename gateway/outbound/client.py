@@ -28,6 +28,7 @@ from gateway.fhir.errors import FhirError
 from gateway.fhir.validate import prune_empty, validate_resource
 from gateway.outbound.allowlist import AllowList
 from gateway.outbound.auth import Auth
+from gateway.outbound.backoff import backoff_seconds
 from gateway.outbound.errors import (
     InvalidResponse,
     OutboundError,
@@ -162,18 +163,15 @@ class FhirClient:
                 self.sleep(delay)
 
     def backoff(self, attempt: int, retry_after: float | None) -> float | None:
-        """Delay before retry ``attempt`` (1-based): full jitter over base*2**(n-1), at least Retry-After.
+        """Delay before retry ``attempt`` (1-based): the outbound back-off (``backoff_seconds``), at least
+        Retry-After.
 
         None when the server asks us to wait longer than ``backoff_max``: give up now, let the caller
         (the outbox) reschedule.
         """
-        cap = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
-        delay = cap * self.jitter()
-        if retry_after is not None:
-            if retry_after > self.backoff_max:
-                return None
-            delay = max(delay, retry_after)
-        return delay
+        if retry_after is not None and retry_after > self.backoff_max:
+            return None
+        return backoff_seconds(attempt, self.backoff_base, self.backoff_max, retry_after, self.jitter)
 
     def _send_once(self, method, url, params, body, extra_headers, what) -> Response:
         headers = {"Accept": FHIR_JSON, **self.auth.headers()}

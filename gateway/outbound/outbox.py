@@ -13,7 +13,6 @@ Waking: on PostgreSQL ``enqueue`` also issues ``NOTIFY`` in the caller's transac
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
+# The worker schedules a job's next attempt with the one outbound back-off (outbox.backoff_seconds).
+from gateway.outbound.backoff import backoff_seconds as backoff_seconds
 from gateway.store import schema as s
 from gateway.store.clock import now_iso
 from gateway.store.repo import Store
@@ -250,18 +251,6 @@ def finish_many(store: Store, worker: str, outcomes: list[Outcome]) -> int:
                             .values(finished_at=now, outcome=oc.outcome if n else f"{oc.outcome}-late",
                                     status=oc.status, error=oc.error))
     return ours
-
-
-def backoff_seconds(attempts: int, base: float, cap: float, retry_after: float | None = None,
-                    rng=random.random) -> float:
-    """Delay after ``attempts`` failed attempts: base*2**(n-1) capped, equal jitter, at least Retry-After.
-
-    >>> backoff_seconds(3, 2.0, 600.0, rng=lambda: 1.0)
-    8.0
-    """
-    ceiling = min(cap, base * 2 ** max(0, attempts - 1))
-    delay = ceiling / 2 + ceiling / 2 * rng()
-    return max(delay, retry_after or 0.0)
 
 
 def list_jobs(store: Store, *, state: str | None = None, resource: str | None = None, kind: str | None = None,
