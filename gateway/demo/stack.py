@@ -113,23 +113,26 @@ def _write_secret(path: Path, data: bytes) -> None:
         fh.write(data)
 
 
-def _keys(folder: Path) -> tuple[str, str, Path]:
-    """(contact request key, the gateway's private key PEM, its public key file); made once, then reused."""
+def _keys(folder: Path) -> tuple[dict[str, str], str, Path]:
+    """({variable: key} for the gateway's own keys, its private key PEM for Leeds, the public key file);
+    made once, then reused."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     keys = folder / "keys"
     keys.mkdir(parents=True, exist_ok=True)
-    contact, private, public = keys / "contact-id.key", keys / "leeds-client.pem", keys / "leeds-client.pub.pem"
-    if not contact.exists():
-        _write_secret(contact, secrets.token_hex(32).encode())
+    own = {"GATEWAY_CONTACT_ID_KEY": keys / "contact-id.key", "GATEWAY_SESSION_SECRET": keys / "session.key"}
+    for path in own.values():
+        if not path.exists():
+            _write_secret(path, secrets.token_hex(32).encode())
+    private, public = keys / "leeds-client.pem", keys / "leeds-client.pub.pem"
     if not (private.exists() and public.exists()):
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         _write_secret(private, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                  serialization.NoEncryption()))
         public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
-    return contact.read_text().strip(), private.read_text(), public
+    return {name: path.read_text().strip() for name, path in own.items()}, private.read_text(), public
 
 
 def prepare(folder: Path, mappings_path: Path, leeds_port: int, alerts_port: int, base_url: str) -> DemoConfig:
@@ -139,7 +142,7 @@ def prepare(folder: Path, mappings_path: Path, leeds_port: int, alerts_port: int
         leeds = yaml.safe_load(template.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise DemoError(f"cannot read {template}: {exc}") from None
-    contact_key, private_pem, public_key = _keys(folder)
+    own_keys, private_pem, public_key = _keys(folder)
     stand_in = f"http://127.0.0.1:{leeds_port}"
     leeds.update(fhir_base_url=f"{stand_in}/fhir", timeouts={"connect": 2, "read": 10})
     auth = dict(leeds.get("auth") or {})
@@ -153,8 +156,7 @@ def prepare(folder: Path, mappings_path: Path, leeds_port: int, alerts_port: int
                              + yaml.safe_dump(leeds, sort_keys=False))
     env = {"GATEWAY_ALLOWED_HOSTS": f"127.0.0.1:{leeds_port},127.0.0.1:{alerts_port}",
            "GATEWAY_HOSPITALS_PATH": str(hospitals.resolve()),
-           "GATEWAY_CONTACT_ID_KEY": contact_key,
-           "GATEWAY_BASE_URL": base_url}
+           "GATEWAY_BASE_URL": base_url, **own_keys}
     if auth.get("key_env"):
         env[auth["key_env"]] = private_pem  # the variable the hospital file names (LEEDS_FHIR_PRIVATE_KEY)
     return DemoConfig(folder, env, hospital_file, public_key)

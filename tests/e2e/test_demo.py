@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -42,7 +43,7 @@ def walkthrough() -> list[str]:
             line = line.strip()
             if not line:
                 continue
-            if line.startswith(("curl ", "export ")) or not commands:
+            if line.startswith(("curl ", "export ", ".venv/bin/gateway ")) or not commands:
                 commands.append(line)
             else:
                 commands[-1] += "\n" + line
@@ -131,8 +132,8 @@ def test_readme_walkthrough_runs_as_written(demo):
     assert exports and re.fullmatch(r"export PATIENT=\S+ STUDY=\S+", exports[0]), "README: the line serve prints"
     patient, study = demo.env["PATIENT"], demo.env["STUDY"]
     steps = [c for c in commands if not c.startswith("export ")]
-    assert len(steps) == 8, steps  # search, $match, contact + Leeds, opt-in + alerts, new study + alerts
-    search, match, contact, at_leeds, opt_in, alerts_1, new_study, alerts_2 = steps
+    assert len(steps) == 9, steps  # search, $match, contact + Leeds + outbox, opt-in + alerts, new study + alerts
+    search, match, contact, at_leeds, outbox, opt_in, alerts_1, new_study, alerts_2 = steps
 
     titles = [e["resource"]["title"] for e in json.loads(demo.run(search))["entry"] if e["search"]["mode"] == "match"]
     assert titles and titles[0].startswith("ReGlio") and not any("metastases" in t.lower() for t in titles)
@@ -158,6 +159,10 @@ def test_readme_walkthrough_runs_as_written(demo):
     assert copy["study"]["identifier"]["value"] in ("NOTC-GBM-01", "ISRCTN12345678")
     task = next(e["resource"] for e in received if e["resource"]["resourceType"] == "Task")
     assert task["status"] == "requested" and task["for"] == {"reference": "Patient/1"}
+    # The README's .venv is this interpreter's (the same code) wherever the test runs.
+    listed = demo.run(outbox.replace(".venv/bin/gateway", f"{shlex.quote(sys.executable)} -c "
+                                     "'from gateway.cli import main; main()'", 1)).splitlines()
+    assert any("\tdelivered\tresearch-subject\tleeds\t" in line and subject["id"] in line for line in listed), listed
     fhir_without_token = requests.get(demo.urls["http://127.0.0.1:8081"] + "/fhir/ResearchSubject", timeout=10)
     assert fhir_without_token.status_code == 401  # the stand-in's FHIR API wanted the worker's SMART token
 
