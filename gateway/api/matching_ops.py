@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from datetime import UTC, datetime
@@ -14,14 +15,19 @@ from gateway.api.http import base_url, fhir_response, json_body
 from gateway.fhir.errors import Forbidden, InvalidResource, NotFound
 from gateway.fhir.validate import validate_resource
 from gateway.matching import consent as consent_rules
+from gateway.matching.consent import ConsentGate
 from gateway.matching.engine import MET, NOT_MET, Finding
 from gateway.matching.explain import near_miss_outcome, search_element
 from gateway.matching.index import DEFAULT_STATUSES, MatchQuery
+from gateway.matching.people import People
 from gateway.matching.profile import PatientProfile, build_profile, group_by_person, subject_ref
 from gateway.matching.state import MatchingState
+from gateway.matching.state import matching_state as build_state
 from gateway.matching.terms import default_terminology
+from gateway.notify.policy import policy_from
 from gateway.store.clock import now_iso
 from gateway.store.interactions import new_id
+from gateway.store.profiles import Filter
 
 _EXT_KEY = "gateway.matching"
 _BIRTHDATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
@@ -29,8 +35,12 @@ _INIT_LOCK = threading.Lock()
 
 
 def init_app(app: Flask) -> None:
-    """Register the operations; the indexes are built on first use (then refreshed from the change feed)."""
+    """Register the operations; the study index is built on first use (then refreshed from the change feed). The
+    people's rows are kept by the store's write hook from the first write (people.People)."""
     app.extensions[_EXT_KEY] = None
+    store = app.extensions.get("gateway.store")
+    if store is not None:
+        People.install_default(store, default_terminology)
 
 
 def matching_state() -> MatchingState:
@@ -40,7 +50,7 @@ def matching_state() -> MatchingState:
         with _INIT_LOCK:
             state = current_app.extensions.get(_EXT_KEY)
             if state is None:
-                state = MatchingState(current_app.extensions["gateway.store"], default_terminology())
+                state = build_state(current_app.extensions["gateway.store"], default_terminology())
                 current_app.extensions[_EXT_KEY] = state
     state.refresh()
     return state
@@ -150,10 +160,11 @@ def _profile_from_patient(ref: object, state: MatchingState) -> PatientProfile:
         raise InvalidResource("Parameter patient must reference a stored Patient ('Patient/<id>')", "patient")
     pid = text.rsplit("Patient/", 1)[1].split("/")[0] if "Patient/" in text else text
     key = state.person_for_patient(pid)
-    if key is None or key not in state.patients.profiles:
+    profile = state.patients.get(key) if key is not None else None
+    if profile is None:
         current_app.extensions["gateway.store"].read("Patient", pid)  # NotFound / Gone with the right message
         raise NotFound(f"Patient/{pid} is not known to matching", "patient")
-    return state.patients.profiles[key]
+    return profile
 
 
 def _bundle(entries: list[dict], total: int, self_url: str) -> dict:
@@ -271,21 +282,53 @@ def _page_links(url: str, params: dict[str, list[object]], keep: tuple[str, ...]
 
 
 # -- $candidates ---------------------------------------------------------------------------------------
+_GATE_KEY = "gateway.consent_gate"
+
+
+def consent_gate() -> ConsentGate:
+    """The deployment's consent gate (legal bases, national data opt-out), the one the automatic flows apply."""
+    gate = current_app.extensions.get(_GATE_KEY)
+    if gate is None:
+        root = current_app.extensions.get("gateway.root")  # the composition root builds the flows' gate too
+        if root is not None and hasattr(root, "policy"):
+            gate = root.policy()
+        else:
+            gate = policy_from(current_app.config["SETTINGS"].mappings_path, os.environ.get("GATEWAY_NATIONAL_OPTOUT"))
+        current_app.extensions[_GATE_KEY] = gate
+    return gate
+
+
+def _cursor(raw: str | None) -> tuple | None:
+    """``_after`` of a next link: score,coverage,distance,rank (no person identifier is ever in a link)."""
+    if not raw:
+        return None
+    parts = raw.split(",")
+    try:
+        score, coverage, dist, rank = float(parts[0]), float(parts[1]), float(parts[2]), int(parts[3])
+    except (ValueError, IndexError):
+        raise InvalidResource("_after must be the value of a next link (score,coverage,distance,rank)",
+                              "_after") from None
+    if len(parts) != 4 or rank < 0:
+        raise InvalidResource("_after must be the value of a next link (score,coverage,distance,rank)", "_after")
+    return score, coverage, dist, rank
+
+
 def candidates_view(_rtype: str | None, rid: str | None) -> Response:
-    """GET ResearchStudy/{id}/$candidates[?consent=any][&_count=][&maxDistanceKm=] -> searchset of Patients."""
+    """GET ResearchStudy/{id}/$candidates[?consent=any][&_count=][&maxDistanceKm=][&_after=] -> searchset."""
     state = matching_state()
     with state.lock:
-        return _candidates(state, rid)
+        sc = state.studies.studies.get(rid or "")
+        study = state.raw["ResearchStudy"].get(rid or "")
+    return _candidates(state, rid, sc, study)
 
 
-def _candidates(state: MatchingState, rid: str | None) -> Response:
+def _candidates(state: MatchingState, rid: str | None, sc, study: dict | None) -> Response:
     consent_mode = request.args.get("consent", "required")
     if consent_mode not in ("required", "any"):
         raise InvalidResource("consent must be 'required' (the default) or 'any'", "consent")
     if consent_mode == "any" and not g.caller.is_admin:
         raise Forbidden("consent=any is for administrators only", "consent")
-    sc = state.studies.studies.get(rid or "")
-    if sc is None:
+    if sc is None or study is None:
         current_app.extensions["gateway.store"].read("ResearchStudy", rid or "")
         raise NotFound(f"ResearchStudy/{rid} is not known to matching", "ResearchStudy.id")
     dist = request.args.get("maxDistanceKm")
@@ -294,31 +337,49 @@ def _candidates(state: MatchingState, rid: str | None) -> Response:
     count = request.args.get("_count")
     limit = min(_int(count, "_count"), current_app.config["SETTINGS"].max_count) if count \
         else current_app.config["SETTINGS"].default_count
+    after = _cursor(request.args.get("_after"))
+    offset = _int(request.args["_offset"], "_offset") if request.args.get("_offset") and after is None else 0
     now = datetime.now(UTC)
-    decisions: dict[str, consent_rules.ConsentDecision] = {}
+    gate = consent_gate()
+    decisions: dict[str, consent_rules.Decision] = {}
 
     def allowed(p: PatientProfile) -> bool:
-        if state.alerts_only(p.key):  # opted in to alerts only, with no record: never offered to a research team
-            return False
-        d = consent_rules.decide(p.consents, at=now)
+        # the automatic flows' rule: HRESCH consent, or a legal basis for this study without the opt-out
+        d = gate.may_propose(study, p.consents, p.nhs_number, now)
         decisions[p.key] = d
         return d.allowed or consent_mode == "any"
 
-    offset = _int(request.args["_offset"], "_offset") if request.args.get("_offset") else 0
-    page = state.patients.page(sc, q, allowed, offset + limit)  # only the page returned is explained
+    # the database returns only who may be proposed (consent state, or an NHS number under a legal basis) and
+    # whose codes, sex and age the study admits; those are screened, and only the page returned is explained
+    rows = Filter(any_consent=True) if consent_mode == "any" else \
+        Filter(research=True, nhs=gate.basis_for(study) is not None)
+    page, total, cursor = state.patients.page(sc, q, rows, allowed, offset + limit, after)
     base = base_url()
+    store = current_app.extensions["gateway.store"]
+    shown = page[offset:]
+    patients = {st.id: st.resource() for st in store.read_many([("Patient", p.patient_ids[0]) for _, p in shown])}
     entries = []
-    for r in page.matches[offset:]:
-        p = state.patients.profiles[r.patient_key]
-        d = decisions[r.patient_key]
+    for r, p in shown:
+        d = decisions[p.key]
         extra = [Finding("Consent", MET if d.allowed else NOT_MET,
                          d.reason if d.allowed else f"{d.reason} (listed because consent=any)")]
         pid = p.patient_ids[0]
-        entries.append({"fullUrl": f"{base}/Patient/{pid}", "resource": state.raw["Patient"][pid],
+        entries.append({"fullUrl": f"{base}/Patient/{pid}", "resource": patients[pid],
                         "search": search_element(r, extra, audience="team")})
-    bundle = _bundle(entries, page.total, "")
-    bundle["link"] = _page_links(f"{base}/ResearchStudy/{rid}/$candidates", {k: request.args.getlist(k) for k in (
-        "consent", "maxDistanceKm")}, ("consent", "maxDistanceKm"), limit, offset, page.total)
+    bundle = _bundle(entries, total, "")
+    url = f"{base}/ResearchStudy/{rid}/$candidates"
+    kept = [(k, v) for k in ("consent", "maxDistanceKm") for v in request.args.getlist(k)]
+    self_args = [*kept, ("_count", limit)]
+    if after is not None:
+        self_args.append(("_after", request.args["_after"]))
+    elif offset:
+        self_args.append(("_offset", offset))
+    bundle["link"] = [{"relation": "self", "url": f"{url}?{urlencode(self_args)}"}]
+    if cursor is not None:
+        score, coverage, d_km, rank = cursor
+        token = f"{score!r},{coverage!r},{d_km!r},{rank}"
+        bundle["link"].append({"relation": "next",
+                               "url": f"{url}?{urlencode([*kept, ('_count', limit), ('_after', token)])}"})
     return fhir_response(bundle)
 
 

@@ -1,4 +1,5 @@
-"""Consent evaluation (ARCHITECTURE.md "Consent"), a pure function over Consent JSON.
+"""Consent evaluation (ARCHITECTURE.md "Consent"), pure functions over Consent JSON, and the one consent gate
+(``ConsentGate``) that ``$candidates`` and the automatic flows both apply.
 
 A person may be proposed to a research team (purpose HRESCH) or receive trial alerts (purpose
 trial-alerts) when their latest research Consent that speaks to that purpose is active, a permit, within its
@@ -9,8 +10,10 @@ share the NHS number are passed together: consent belongs to the person.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Container
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from gateway.fhir import conventions as cv
 from gateway.matching.terms import Code
@@ -94,3 +97,76 @@ def decide(consents: list[dict], purpose: Code = cv.PURPOSE_RESEARCH, at: dateti
                 and _period_ok(sub.get("period"), at)[0]:
             return ConsentDecision(False, f"Consent/{cid} has a deny provision for purpose {name}", cid)
     return ConsentDecision(True, f"Consent/{cid} permits purpose {name}", cid)
+
+
+def may_ever(consents: list[dict], purpose: Code) -> bool:
+    """True when ``decide`` may allow ``purpose`` now or later without a new record: the latest research Consent
+    for it is an active permit (its period and nested denies depend on the day, so ``decide`` checks them).
+
+    What a person's stored profile row says (gateway.store.profiles), so the candidate queries start from the
+    people who may be told or proposed; never looser than ``decide`` on the same records.
+    """
+    relevant = [c for c in consents if isinstance(c, dict) and c.get("resourceType", "Consent") == "Consent"
+                and _is_research(c) and _speaks_to(c.get("provision") or {}, purpose)]
+    if not relevant:
+        return False
+    latest = max(relevant, key=_recency)
+    return latest.get("status") == "active" and (latest.get("provision") or {}).get("type", "permit") != "deny"
+
+
+# -- the one gate of every action on a person (ARCHITECTURE.md "Consent") --------------------------------------
+# - Alerts to a patient need an active ``trial-alerts`` permit.
+# - Proposing a patient to a research team (the automatic proposals and ``$candidates`` alike) needs an active
+#   ``HRESCH`` permit, or a legal basis configured for that study (mappings/legal-bases/*.yaml); under a legal basis
+#   never for a person on the national data opt-out list, nor without an NHS number to check it against.
+# - A person who shared no clinical record (an alerts-only opt-in) is never proposed.
+# Patient-initiated actions (search, contact request) never come through here.
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    basis: str | None  # consent | legal-basis | None
+    reason: str
+    blocked_by_optout: bool = False
+
+
+class LegalBasisLike(Protocol):
+    name: str
+    reference: str
+    studies: frozenset[tuple[str, str]]
+
+
+@dataclass
+class ConsentGate:
+    """The consent rules with the deployment's legal bases and national data opt-out list."""
+
+    legal_bases: list = field(default_factory=list)  # [LegalBasisLike]
+    optout: Container[object] = field(default_factory=frozenset)
+
+    def may_alert(self, consents: list[dict], at: datetime | None = None) -> Decision:
+        d = decide(consents, cv.PURPOSE_TRIAL_ALERTS, at)
+        return Decision(d.allowed, "consent" if d.allowed else None, d.reason)
+
+    def basis_for(self, study: dict) -> LegalBasisLike | None:
+        """The legal basis that covers ``study`` (by its identifiers), if any."""
+        ids = {(cv.normalise_ctgov_system(i.get("system")), i.get("value")) for i in study.get("identifier") or []
+               if isinstance(i, dict)}
+        return next((b for b in self.legal_bases if b.studies & ids), None)
+
+    def may_propose(self, study: dict, consents: list[dict], nhs_number: str | None, at: datetime | None = None,
+                    alerts_only: bool = False) -> Decision:
+        if alerts_only:
+            return Decision(False, None, "Opted in to trial alerts only: no clinical record was shared")
+        d = decide(consents, cv.PURPOSE_RESEARCH, at)
+        if d.allowed:
+            return Decision(True, "consent", d.reason)
+        basis = self.basis_for(study)
+        if basis is None:
+            return Decision(False, None, f"{d.reason}, and no legal basis covers this study")
+        if nhs_number is None:
+            return Decision(False, None, "Legal basis needs an NHS number to check the national data opt-out")
+        if nhs_number in self.optout:
+            return Decision(False, None, f"On the national data opt-out list (legal basis {basis.reference} "
+                                         "does not apply)", blocked_by_optout=True)
+        return Decision(True, "legal-basis", f"Legal basis {basis.reference} ({basis.name})")

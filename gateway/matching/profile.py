@@ -448,3 +448,46 @@ def subject_ref(resource: dict) -> str | None:
                 ref = "Patient/" + ref.rsplit("Patient/", 1)[1]  # absolute URL -> relative
             return ref
     return None
+
+
+# -- the stored form of a profile (gateway.store.profiles keeps one per person) ------------------------------
+def _cond_doc(c: ConditionFact) -> list:
+    return [[list(k) for k in c.codes], c.text, c.label, c.secondary, c.active, c.when]
+
+
+def _cond_of(d: list, term: Terminology) -> ConditionFact:
+    codes = tuple((s, c) for s, c in d[0])
+    # ancestors are re-derived (they are most of a profile's size): the same terminology gives the same set
+    anc = frozenset().union(*(term.ancestors(s, c) for s, c in codes))
+    return ConditionFact(codes, d[1], d[2], anc, d[3], d[4], d[5])
+
+
+def profile_doc(p: PatientProfile) -> dict:
+    """PatientProfile -> plain JSON-able dict (``profile_of_doc`` reads it back, equal to ``p``)."""
+    return {
+        "key": p.key, "ids": list(p.patient_ids), "nhs": p.nhs_number,
+        "birth": p.birth_date.isoformat() if p.birth_date else None, "sex": p.sex, "dead": p.deceased,
+        "cond": [_cond_doc(c) for c in p.conditions], "hist": [_cond_doc(c) for c in p.history],
+        "obs": [[list(k), [[f.number, [list(c) for c in f.codes], f.flag, f.unit, f.when, f.label, f.ref_high,
+                            f.ref_unit, f.text] for f in facts]] for k, facts in p.observations.items()],
+        "var": [[sorted(v.genes), sorted(v.variants), v.present, v.when, v.label] for v in p.variants],
+        "ther": [[[list(c) for c in t.codes], t.label, t.when] for t in p.therapies],
+        "complete": sorted(p.complete), "pos": list(p.position) if p.position else None,
+        "pos_src": p.position_source, "consents": p.consents, "texts": sorted(p.texts),
+    }
+
+
+def profile_of_doc(d: dict, term: Terminology) -> PatientProfile:
+    """The stored dict -> PatientProfile, with the conditions' ancestors from ``term``."""
+    conditions = [_cond_of(c, term) for c in d["cond"]]
+    observations = {(k[0], k[1]): [ObservationFact(f[0], tuple((s, c) for s, c in f[1]), f[2], f[3], f[4], f[5],
+                                                   f[6], f[7], f[8]) for f in facts] for k, facts in d["obs"]}
+    return PatientProfile(
+        key=d["key"], patient_ids=tuple(d["ids"]), nhs_number=d["nhs"], birth_date=_parse_date(d["birth"]),
+        sex=d["sex"], deceased=d["dead"], conditions=conditions, history=[_cond_of(c, term) for c in d["hist"]],
+        observations=observations,
+        variants=[VariantFact(frozenset(v[0]), frozenset(v[1]), v[2], v[3], v[4]) for v in d["var"]],
+        therapies=[TherapyFact(tuple((s, c) for s, c in t[0]), t[1], t[2]) for t in d["ther"]],
+        complete=frozenset(d["complete"]), position=tuple(d["pos"]) if d["pos"] else None,  # type: ignore[arg-type]
+        position_source=d["pos_src"], consents=d["consents"],
+        ancestors=frozenset().union(*(c.ancestors for c in conditions)), texts=frozenset(d["texts"]))

@@ -1,8 +1,10 @@
-"""The matching indexes of one process, built from the store and kept fresh from its change feed.
+"""The matching state of one process: the study side in memory, the patient side in the database.
 
-Every gateway process holds its own copy; ``refresh()`` reads the committed changes since the last
-sequence number it saw (Store.changes_since) and re-derives only the studies and people they touch, so
-several processes sharing one PostgreSQL store all see each other's writes.
+Studies (tens of thousands) are indexed in each process (StudyIndex); ``refresh()`` reads the committed study
+changes since the last sequence number it saw (Store.changes_since) and re-derives only the studies they touch, so
+several processes sharing one PostgreSQL store all see each other's writes. People (millions) are never held by a
+process: their profiles are rows kept current by the store's write hook (people.People), read a page at a time.
+``matching_state(store, term)`` is the one way to build it.
 """
 
 from __future__ import annotations
@@ -10,38 +12,35 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
-from gateway.fhir import conventions as cv
 from gateway.matching.criteria import group_id_of, location_ids_of, study_criteria
-from gateway.matching.index import PatientIndex, StudyIndex
-from gateway.matching.profile import THERAPY_TYPES, build_profile, person_key, subject_ref
+from gateway.matching.index import StudyIndex
+from gateway.matching.people import PERSON_TYPES, People
 from gateway.matching.terms import Terminology
 from gateway.store.repo import Store
 
 STUDY_TYPES = ("ResearchStudy", "Group", "Location")
-PERSON_TYPES = ("Patient", "Condition", "Observation", "Consent", *THERAPY_TYPES)
 TYPES = STUDY_TYPES + PERSON_TYPES
 _BATCH = 2000
 _READ_CHUNK = 200
 
 
-def _patient_id(resource: dict) -> str | None:
-    ref = subject_ref(resource)
-    return ref.split("/", 1)[1] if ref and ref.startswith("Patient/") else None
+def matching_state(store: Store, term: Terminology) -> MatchingState:
+    """The matching state over ``store``, its write hook installed (every process that writes people needs it)."""
+    return MatchingState(store, term)
 
 
 class MatchingState:
-    """Raw JSON of the resource types matching reads, plus the StudyIndex and PatientIndex over it."""
+    """Raw JSON of the study side (ResearchStudy, Group, Location) and its StudyIndex; the people (``patients``)
+    in the database."""
 
     def __init__(self, store: Store, term: Terminology):
         self.store = store
         self.term = term
         self.seq = 0
-        self.raw: dict[str, dict[str, dict]] = {t: {} for t in TYPES}
+        self.raw: dict[str, dict[str, dict]] = {t: {} for t in STUDY_TYPES}
         self.studies = StudyIndex(term)
-        self.patients = PatientIndex(term)
-        self.person_of: dict[str, str] = {}  # patient id -> person key
-        self.members: dict[str, set[str]] = {}  # person key -> patient ids
-        self.about: dict[str, set[tuple[str, str]]] = {}  # patient id -> (type, id) of its records
+        self.patients = People(store, term)
+        self.patients.attach()
         self.studies_of_group: dict[str, set[str]] = {}
         self.studies_of_location: dict[str, set[str]] = {}
         # Held by refresh and by readers (the views), so a query never sees an index mid-update.
@@ -53,9 +52,10 @@ class MatchingState:
         with self.lock:
             applied = 0
             while True:
-                changes = self.store.changes_since(self.seq, limit=_BATCH, types=TYPES)
+                changes = self.store.changes_since(self.seq, limit=_BATCH, types=STUDY_TYPES)
                 if not changes:
-                    return applied
+                    # after the studies, so that people are indexed with the hierarchies the studies taught
+                    return applied + self.patients.catch_up()
                 self.seq = changes[-1]["seq"]
                 refs = list(dict.fromkeys((c["type"], c["id"]) for c in changes))
                 self._apply(refs)
@@ -67,10 +67,9 @@ class MatchingState:
             for st in self.store.read_many(refs[i:i + _READ_CHUNK]):
                 current[(st.type, st.id)] = st.resource()
         dirty_studies: set[str] = set()
-        dirty_patients: set[str] = set()
         for rtype, rid in refs:
-            old = self.raw[rtype].pop(rid, None)
             new = current.get((rtype, rid))
+            self.raw[rtype].pop(rid, None)
             if new is not None:
                 self.raw[rtype][rid] = new
             if rtype == "ResearchStudy":
@@ -79,34 +78,9 @@ class MatchingState:
                 dirty_studies |= self.studies_of_group.get(rid, set())
             elif rtype == "Location":
                 dirty_studies |= self.studies_of_location.get(rid, set())
-            elif rtype == "Patient":
-                dirty_patients.add(rid)
-            else:
-                for res in (old, new):
-                    pid = _patient_id(res) if res else None
-                    if pid:
-                        dirty_patients.add(pid)
-                        if res is new:
-                            self.about.setdefault(pid, set()).add((rtype, rid))
-                        elif new is None or _patient_id(new) != pid:
-                            self.about.get(pid, set()).discard((rtype, rid))
         self._learn_hierarchies(dirty_studies)
         for sid in dirty_studies:
             self._rebuild_study(sid)
-        dirty_people: set[str] = set()
-        for pid in dirty_patients:
-            old_key = self.person_of.pop(pid, None)
-            if old_key:
-                dirty_people.add(old_key)
-                self.members.get(old_key, set()).discard(pid)
-            pat = self.raw["Patient"].get(pid)
-            if pat is not None:
-                key = person_key(pat)
-                self.person_of[pid] = key
-                self.members.setdefault(key, set()).add(pid)
-                dirty_people.add(key)
-        for key in dirty_people:
-            self._rebuild_person(key)
 
     def _learn_hierarchies(self, study_ids: set[str]) -> None:
         """Teach the terminology the concept hierarchies kept with these studies (ClinicalTrials.gov MeSH
@@ -137,36 +111,14 @@ class MatchingState:
             self.studies_of_location.setdefault(lid, set()).add(sid)
         self.studies.add(sc)
 
-    def resources_of(self, key: str) -> list[dict]:
-        """Every stored resource of one person (all their Patient records and what references them)."""
-        out: list[dict] = []
-        for pid in sorted(self.members.get(key, ())):
-            out.append(self.raw["Patient"][pid])
-            for rtype, rid in sorted(self.about.get(pid, ())):
-                res = self.raw[rtype].get(rid)
-                if res is not None:
-                    out.append(res)
-        return out
-
-    def _rebuild_person(self, key: str) -> None:
-        if not self.members.get(key):
-            self.members.pop(key, None)
-            self.patients.remove(key)
-            return
-        self.patients.add(build_profile(self.resources_of(key), self.term, key=key))
-
     # -- lookups -----------------------------------------------------------------------------------
     def alerts_only(self, key: str) -> bool:
         """True when every Patient record of person ``key`` is an alerts-only one (cv.ALERTS_ONLY_TAG): the
         person shared no clinical data, so they are never a candidate for a research team."""
-        pats = [self.raw["Patient"].get(pid) for pid in self.members.get(key, ())]
-        return bool(pats) and all(
-            pat is not None and any(isinstance(t, dict) and (t.get("system"), t.get("code")) == cv.ALERTS_ONLY_TAG
-                                    for t in (pat.get("meta") or {}).get("tag") or [])
-            for pat in pats)
+        return self.patients.alerts_only(key)
 
     def person_for_patient(self, patient_id: str) -> str | None:
-        return self.person_of.get(patient_id)
+        return self.patients.person_for_patient(patient_id)
 
     def study_ids(self) -> Iterable[str]:
         return self.studies.studies.keys()

@@ -46,6 +46,7 @@ from gateway.store import schema as s
 from gateway.store.audit import MAX_ENTITIES, record_automatic
 from gateway.store.clock import now_iso
 from gateway.store.interactions import FhirService
+from gateway.store.profiles import Filter
 from gateway.store.repo import Store
 from gateway.terminology.systems import normalise_coding
 
@@ -158,6 +159,7 @@ class AutomaticFlows:
     _interests: dict[str, Interest] | None = None  # subscription id -> its narrowing filters (few)
     _concepts: dict = field(default_factory=dict)  # (study id, secondary) -> (its StudyCriteria, concepts)
     _status_subs: dict[str, dict[str, set[str]]] | None = None
+    _sub_people: tuple[dict, list[str]] | None = None  # (the _subs it was derived from, person keys)
 
     # -- entry points ----------------------------------------------------------------------------
     def tick(self, owner: str = "", lease_seconds: float = 30.0) -> FlowStats:
@@ -215,7 +217,7 @@ class AutomaticFlows:
             elif rtype == "ResearchSubject":
                 self._subject_changed(rid, ch["version"], ch["op"], stats)
             else:
-                key = self._person_of(rtype, rid)
+                key = self._person_of(rtype, rid, ch["version"])
                 if key:
                     people.add(key)
         for sid in stopped:
@@ -266,10 +268,16 @@ class AutomaticFlows:
         keys = (self.state.person_for_patient(ref.partition("/")[2]) for ref in filters_of(sub).get("patient", ()))
         return {k for k in keys if k}
 
-    def _person_of(self, rtype: str, rid: str) -> str | None:
+    def _person_of(self, rtype: str, rid: str, version: int) -> str | None:
         if rtype == "Patient":
             return self.state.person_for_patient(rid)
-        res = self.state.raw.get(rtype, {}).get(rid)
+        found = self.store.read_many([(rtype, rid)])
+        res = found[0].resource() if found else None
+        if res is None and version > 1:  # deleted: whom it was about (a deleted exclusion may open studies)
+            try:
+                res = self.store.vread(rtype, rid, version - 1).resource()
+            except FhirError:
+                res = None
         ref = subject_ref(res) if res else None
         return self.state.person_for_patient(ref.split("/", 1)[1]) if ref and ref.startswith("Patient/") else None
 
@@ -279,12 +287,30 @@ class AutomaticFlows:
 
     def study_matches(self, sid: str, stats: FlowStats) -> None:
         sc = self.state.studies.studies.get(sid)
-        if sc is None or sc.status != RECRUITING:
+        study = self.state.raw["ResearchStudy"].get(sid)
+        if sc is None or study is None or sc.status != RECRUITING:
             return
         stats.studies += 1
-        # screen, not match: only who fits is needed here, not the sentences explaining why
-        keys = [r.patient_key for r in self.state.patients.screen(sc, self._query())]
-        self._act(sid, keys, stats, by_interest=self._interested_people(sid))
+        # From the consenting side: the database returns only people who may be told (trial-alerts consent) or
+        # proposed (HRESCH consent, or an NHS number when a legal basis covers the study), and whose codes, sex
+        # and age the study admits; only those are screened (no sentences: only who fits is needed here).
+        # Subscribers are asked for whatever their consent says, so that an alert blocked for want of consent
+        # is counted and audited; other people only when they may be proposed.
+        q = self._query()
+        proposable = Filter(research=True, nhs=self.policy.basis_for(study) is not None)
+        fitting = {p.key: p for _, p in self.state.patients.fitting(sc, q, proposable)}
+        subscribers = [k for k in self._subscriber_people() if k not in fitting]
+        fitting.update((p.key, p) for _, p in self.state.patients.fitting(sc, q, Filter(any_consent=True),
+                                                                          only=subscribers))
+        self._act(sid, fitting, stats, by_interest=self._interested_people(sid))
+
+    def _subscriber_people(self) -> list[str]:
+        """Person keys of everyone with a live new-matching-study subscription (cached like the subscriptions)."""
+        subs = self._subscriptions()
+        if self._sub_people is None or self._sub_people[0] is not subs:
+            ids = [ref.partition("/")[2] for ref in subs]
+            self._sub_people = (subs, sorted(set(self.state.patients.persons_for_patients(ids).values())))
+        return self._sub_people[1]
 
     def _interested_people(self, sid: str) -> set[str]:
         """Person keys of alerts-only people whose subscription's condition and area fit study ``sid``: the
@@ -303,22 +329,19 @@ class AutomaticFlows:
         return out
 
     def person_matches(self, key: str, stats: FlowStats) -> None:
-        profile = self.state.patients.profiles.get(key)
-        if profile is None:
+        found = self.state.patients.get_many([key]).get(key)
+        if found is None:
             return
+        profile, alerts_only = found
         stats.people += 1
-        if self._alerts_only(profile):  # no records to match: every recruiting study against the opt-in's filters
+        if alerts_only:  # no records to match: every recruiting study against the opt-in's filters
             for sid, sc in list(self.state.studies.studies.items()):
                 if sc.status == RECRUITING:
-                    self._act(sid, [], stats, by_interest={key})
+                    self._act(sid, {}, stats, by_interest={key})
             return
         matches, _ = self.state.studies.screen(profile, self._query())
         for r in matches:
-            self._act(r.study_id, [key], stats)
-
-    def _alerts_only(self, p: PatientProfile) -> bool:
-        """True when every Patient record of the person is an alerts-only one (no clinical data shared)."""
-        return self.state.alerts_only(p.key)
+            self._act(r.study_id, {key: profile}, stats)
 
     def _study_concepts(self, sid: str, secondary: bool) -> set[tuple[str, str]]:
         """Every concept study ``sid``'s conditions are a kind of (metastases only when asked for)."""
@@ -366,32 +389,31 @@ class AutomaticFlows:
                 out.setdefault(person, set()).add(kind)
         return out
 
-    def _act(self, sid: str, keys: list[str], stats: FlowStats, by_interest: set[str] | frozenset = frozenset()
-             ) -> None:
+    def _act(self, sid: str, fitting: dict[str, PatientProfile], stats: FlowStats,
+             by_interest: set[str] | frozenset = frozenset()) -> None:
         """Decide, for everyone who fits study ``sid``, what may happen; write it in bulk.
 
-        ``keys``: people whose records fit (the $match rules); ``by_interest``: alerts-only people whose
-        subscription's filters fit. An alerts-only person is told only through a subscription with a condition
-        filter the study meets, and never proposed; anyone else only through subscriptions the study meets.
+        ``fitting``: people whose records fit (the $match rules), none of them alerts-only; ``by_interest``:
+        alerts-only people whose subscription's filters fit. An alerts-only person is told only through a
+        subscription with a condition filter the study meets, and never proposed; anyone else only through
+        subscriptions the study meets.
         """
         study = self.state.raw["ResearchStudy"].get(sid)
-        if study is None or not (keys or by_interest):
+        if study is None or not (fitting or by_interest):
             return
         seen = self._notices(sid)
         subs_of = self._subscriptions()
         interests = self._interests or {}
-        screened = set(keys)
-        keys = list(dict.fromkeys([*keys, *sorted(by_interest)]))
+        extra = self.state.patients.get_many(sorted(set(by_interest) - fitting.keys())) if by_interest else {}
+        people = [(k, fitting[k], False) for k in sorted(fitting)] + [(k, *extra[k]) for k in sorted(extra)]
         alerts: list[tuple[PatientProfile, list[str]]] = []
         proposals: list[PatientProfile] = []
         blocked: list[tuple[PatientProfile, str, str, str]] = []  # (profile, action, reason, why)
-        for key in keys:
-            p = self.state.patients.profiles.get(key)
-            if p is None or p.deceased:
+        for key, p, alerts_only in people:
+            if p.deceased:
                 continue
             done = seen.get(p.nhs_number or key, set())
-            alerts_only = self._alerts_only(p)
-            if not alerts_only and key not in screened:
+            if not alerts_only and key not in fitting:
                 continue  # a person with records is told only of studies their records fit
             if alerts_only:
                 done = done | {"proposal"}  # nothing clinical was shared: never proposed to a research team

@@ -1,16 +1,12 @@
-"""Who may be touched by an automatic action (ARCHITECTURE.md "Consent").
+"""The data of the consent gate: legal bases (mappings/legal-bases/*.yaml) and the national data opt-out list.
 
-- Alerts to a patient need an active ``trial-alerts`` permit.
-- Proposing a patient to a research team needs an active ``HRESCH`` permit, or a legal basis configured
-  for that study (mappings/legal-bases/*.yaml); under a legal basis, never for a person on the national
-  data opt-out list.
-Patient-initiated actions (search, contact request) never come through here.
+The rules (who may be alerted or proposed) are gateway.matching.consent.ConsentGate, re-exported here as ``Policy``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -18,7 +14,10 @@ from marshmallow import RAISE, Schema, fields
 
 from gateway.datafiles import load_yaml_file
 from gateway.fhir import conventions as cv
-from gateway.matching.consent import decide
+from gateway.matching.consent import ConsentGate, Decision
+
+__all__ = ["ConsentGate", "Decision", "LegalBasis", "OptOutList", "Policy", "load_legal_bases", "load_optout",
+           "policy_from"]
 
 
 class LegalBasisFileError(ValueError):
@@ -106,34 +105,12 @@ def load_optout(source: str | None, fetch=None) -> OptOutList:
     return OptOutList.from_file(Path(source))
 
 
-@dataclass(frozen=True)
-class Decision:
-    allowed: bool
-    basis: str | None  # consent | legal-basis | None
-    reason: str
-    blocked_by_optout: bool = False
+# The rules themselves live beside the consent rules (gateway.matching.consent.ConsentGate), so that $candidates and
+# the automatic flows apply one gate; ``Policy`` is that gate, with the loaders above for its data.
+Policy = ConsentGate
 
 
-@dataclass
-class Policy:
-    legal_bases: list[LegalBasis] = field(default_factory=list)
-    optout: OptOutList = field(default_factory=OptOutList)
-
-    def may_alert(self, consents: list[dict]) -> Decision:
-        d = decide(consents, cv.PURPOSE_TRIAL_ALERTS)
-        return Decision(d.allowed, "consent" if d.allowed else None, d.reason)
-
-    def may_propose(self, study: dict, consents: list[dict], nhs_number: str | None) -> Decision:
-        d = decide(consents, cv.PURPOSE_RESEARCH)
-        if d.allowed:
-            return Decision(True, "consent", d.reason)
-        ids = {(cv.normalise_ctgov_system(i.get("system")), i.get("value")) for i in study.get("identifier") or []}
-        basis = next((b for b in self.legal_bases if b.studies & ids), None)
-        if basis is None:
-            return Decision(False, None, f"{d.reason}, and no legal basis covers this study")
-        if nhs_number is None:
-            return Decision(False, None, "Legal basis needs an NHS number to check the national data opt-out")
-        if nhs_number in self.optout:
-            return Decision(False, None, f"On the national data opt-out list (legal basis {basis.reference} "
-                                         "does not apply)", blocked_by_optout=True)
-        return Decision(True, "legal-basis", f"Legal basis {basis.reference} ({basis.name})")
+def policy_from(mappings_path: Path, optout_source: str | None, fetch=None) -> ConsentGate:
+    """The deployment's gate: legal bases from ``mappings_path``/legal-bases, the opt-out list from
+    ``optout_source`` (GATEWAY_NATIONAL_OPTOUT: a file, or a URL read with ``fetch``)."""
+    return ConsentGate(load_legal_bases(mappings_path / "legal-bases"), load_optout(optout_source, fetch))

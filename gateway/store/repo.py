@@ -11,7 +11,7 @@ import functools
 import hashlib
 import logging
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -192,6 +192,9 @@ class Tx:
         self._next_pk: int | None = None  # SQLite: last pk handed out in this transaction
         self._pk_block: list[int] = []  # PostgreSQL: sequence values fetched ahead
         self._savepoints = 0  # depth of nested savepoints (their names)
+        self.touched: list[tuple[str, str]] = []  # (type, id) written, for the store's write hooks
+        self.last_seq = 0  # the highest change-feed sequence number this transaction wrote
+        self.first_seq = 0  # the lowest
 
     def _allocate_pk(self) -> int:
         """A primary key for a new resources row, so the row can join one bulk insert at flush.
@@ -397,6 +400,7 @@ class Tx:
                                           last_updated=self.now, method=method, deleted=deleted,
                                           content=content))
         self.pending.changes.append(dict(res_pk=pk, type=rtype, id=rid, version=version, op=op, at=self.now))
+        self.touched.append((rtype, rid))
 
     def flush(self) -> None:
         p = self.pending
@@ -421,6 +425,8 @@ class Tx:
             last = c.execute(_ADVANCE_CHANGES, {"b_n": n}).scalar_one()
             for i, ch in enumerate(p.changes):
                 ch["seq"] = last - n + 1 + i
+            self.last_seq = last
+            self.first_seq = self.first_seq or last - n + 1
             _bulk_insert(c, s.changes, p.changes)
         self.pending = _Pending()
 
@@ -511,6 +517,9 @@ class Store:
         self.engine = engine
         self.read_engine = read_engine
         self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
+        # name -> hook(tx, [(type, id) written]), run before commit in the same transaction: layers above the
+        # store keep derived rows current with it (gateway.store.profiles: the patient side of matching)
+        self.write_hooks: dict[str, Callable[[Tx, list[tuple[str, str]]], None]] = {}
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
@@ -520,6 +529,11 @@ class Store:
                 tx = Tx(self, conn)
                 yield tx
                 tx.flush()
+                if tx.touched and self.write_hooks:
+                    touched = list(dict.fromkeys(tx.touched))
+                    for hook in list(self.write_hooks.values()):
+                        hook(tx, touched)
+                    tx.flush()
         finally:
             _REPLICA_READS.reset(token)
 

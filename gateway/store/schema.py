@@ -284,6 +284,59 @@ search_words = Table(
     Column("word", String(64), primary_key=True),
 )
 
+# The patient side of matching (gateway.store.profiles, migration 7): one compact row per person, rebuilt in the
+# write transaction of any record about them, so no process holds a per-person index. ``match_people``: what the
+# candidate queries filter on (sex, birth date, deceased, consent state, NHS number for the opt-out) and the
+# profile the engine evaluates (``doc``, JSON); ``match_codes``: every concept a person's active conditions are a
+# kind of (and their normalised condition texts), probed with a study's required codes; ``match_patients`` and
+# ``match_records``: which Patient records make a person and which records are about each Patient.
+match_people = Table(
+    "match_people", metadata,
+    Column("person", String(96), primary_key=True),  # 'nhs:<number>' or 'Patient/<id>'
+    Column("nhs_number", String(32)),
+    Column("birth_date", String(10)),  # ISO date, None unknown
+    Column("sex", String(16)),
+    Column("deceased", Boolean, nullable=False),
+    Column("no_condition", Boolean, nullable=False),  # no active condition: a possible healthy volunteer
+    Column("alerts_only", Boolean, nullable=False),  # only alerts-only Patients: no clinical data shared
+    # consent state: the latest research Consent speaking to the purpose is an active permit (its period and
+    # nested denies are checked on the rows found, as time passes; consent.decide is the rule)
+    Column("alerts_consent", Boolean, nullable=False),
+    Column("research_consent", Boolean, nullable=False),
+    Column("lat", Float),
+    Column("lon", Float),
+    Column("seq", PK, nullable=False),  # the change-feed position the row was built at
+    Column("doc", Text, nullable=False),  # the PatientProfile, JSON (gateway.matching.profile.profile_doc)
+)
+Index("ix_match_people_research", match_people.c.research_consent, match_people.c.person)
+Index("ix_match_people_alerts", match_people.c.alerts_consent, match_people.c.person)
+Index("ix_match_people_nhs", match_people.c.nhs_number)
+Index("ix_match_people_blank", match_people.c.no_condition, match_people.c.person)
+
+match_codes = Table(
+    "match_codes", metadata,
+    Column("code", String(255), primary_key=True),  # 'system|code', or 'text:<normalised text>'
+    Column("person", String(96), primary_key=True),
+)
+Index("ix_match_codes_person", match_codes.c.person)
+
+match_patients = Table(
+    "match_patients", metadata,
+    Column("patient_id", String(64), primary_key=True),
+    Column("person", String(96), nullable=False),
+)
+Index("ix_match_patients_person", match_patients.c.person)
+
+match_records = Table(
+    "match_records", metadata,
+    Column("type", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("patient_id", String(64), nullable=False),
+)
+Index("ix_match_records_patient", match_records.c.patient_id)
+
+PROFILE_TABLES = (match_people, match_codes, match_patients, match_records)
+
 # Index tables beside INDEX_TABLES (which migration 1 creates): cleared and written the same way.
 SEARCH_TABLES = {"text": search_text, "geo": search_geo}
 
@@ -320,9 +373,14 @@ def _v6(engine: Engine) -> None:
     fulltext.backfill(engine)
 
 
+def _v7(engine: Engine) -> None:
+    # Empty: the matching state fills them from the change feed on its first refresh (profiles.catch_up).
+    metadata.create_all(engine, tables=list(PROFILE_TABLES))
+
+
 # Ordered migrations: (version, step). Append, never edit a released step.
 MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5),
-                                                          (6, _v6)]
+                                                          (6, _v6), (7, _v7)]
 
 
 def current_version(engine: Engine) -> int:
