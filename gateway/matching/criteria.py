@@ -56,6 +56,7 @@ class Criterion:
     qualifiers: tuple[str, ...] = ()  # e.g. CNS metastases 'active', 'untreated', 'symptomatic'
     genes: tuple[str, ...] = ()  # variant: HGNC id and symbol, lower case
     variant: str = ""  # variant: normalised descriptor ('l858r', 'exon 19 deletion'); '' any variant of the gene
+    variants: tuple[str, ...] = ()  # variant: every alternative the characteristic names ('exon 19 deletion', 'l858r')
     others: tuple[Code, ...] = ()  # other-malignancy: the study's own condition codes (not "other")
 
 
@@ -206,13 +207,13 @@ def _genes(char: dict) -> tuple[str, ...]:
     return tuple(sorted(drugs.gene_names(genes))) if genes else ()
 
 
-def _variant(char: dict) -> str:
+def _variants(char: dict) -> tuple[str, ...]:
+    """Every variant the characteristic names, normalised: several are alternatives ('exon 19 deletion or L858R')."""
     from gateway.matching.profile import normalise_variant
 
-    for ext in _ext(char, cv.EXT_CHARACTERISTIC_VARIANT):
-        if isinstance(ext.get("valueString"), str) and ext["valueString"].strip():
-            return normalise_variant(ext["valueString"])
-    return ""
+    out = [normalise_variant(ext["valueString"]) for ext in _ext(char, cv.EXT_CHARACTERISTIC_VARIANT)
+           if isinstance(ext.get("valueString"), str) and ext["valueString"].strip()]
+    return tuple(dict.fromkeys(out))
 
 
 def _obs_keys(keys: list[Code]) -> tuple[Code, ...]:
@@ -232,6 +233,9 @@ def characteristic_criterion(char: dict, term: Terminology, unresolved: list[str
     prov = _provenance(char)
     if not prov:
         return crit
+    if crit.kind == "other-malignancy" and "active" in prov.get("qualifiers", ()) and "lookback_days" not in prov:
+        # 'another malignancy requiring treatment': only one active now counts, not every cancer in the history
+        prov["lookback_days"] = 0.0
     return replace(crit, **prov)
 
 
@@ -243,10 +247,11 @@ def _characteristic_criterion(char: dict, term: Terminology, unresolved: list[st
         cc = char.get("valueCodeableConcept")
         absent = isinstance(cc, dict) and cv.VARIANT_ABSENT in codings(cc)
         genes = _genes(char)
-        var = _variant(char)
+        alts = _variants(char)
+        var = " or ".join(a.upper() for a in alts)
         name = next((g.upper() for g in genes if not g.startswith("hgnc:")), genes[0].upper())
-        return Criterion("variant", f"{name} {var.upper() if var else 'variant'}", exclude, genes=genes, variant=var,
-                         flag=not absent)
+        return Criterion("variant", f"{name} {var or 'variant'}", exclude, genes=genes,
+                         variant=alts[0] if alts else "", variants=alts, flag=not absent)
     if cv.PREGNANCY in keys or cv.BREASTFEEDING in keys:
         kind = "pregnancy" if cv.PREGNANCY in keys else "breastfeeding"
         want = char.get("valueBoolean") is not False

@@ -73,6 +73,15 @@ def analyte_codes(loinc: str) -> tuple[str, ...]:
     return (loinc,)
 
 
+@lru_cache(maxsize=2048)
+def molar_mass(loinc_codes: tuple[str, ...]) -> float | None:
+    """The molar mass (g/mol) the analyte lexicon gives for the analyte of these LOINC codes, if any."""
+    for a in _lexicons().analytes.values():
+        if a.molar_mass and set(loinc_codes) & set(a.loinc):
+            return a.molar_mass
+    return None
+
+
 _STAGE_TEXT = re.compile(r"(?:^|[^a-z])(?:stage\s*)?(0|iv|i{1,3})([abc])?(?![a-z])", re.I)
 
 

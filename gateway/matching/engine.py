@@ -313,7 +313,8 @@ def _judge(crit: Criterion, fact: ObservationFact, term: Terminology) -> tuple[b
             return None, "its reference range is in an incompatible unit"
         value = round(value / high, 6)
     else:
-        converted = units.convert(value, fact.unit, crit.unit)
+        converted = units.convert(value, fact.unit, crit.unit,
+                                  drugs.molar_mass(tuple(c for s, c in crit.obs_codes if s == cv.LOINC)))
         if converted is None:
             return None, f"in {fact.unit or 'no unit'}, not comparable with {crit.unit or 'a plain number'}"
         value = round(converted, 9)
@@ -436,9 +437,10 @@ def _variant(crit: Criterion, p: PatientProfile, today: date, explain: bool = Tr
     cutoff = _cutoff(today, crit.lookback_days)
     genes = set(crit.genes)
     tested = [v for v in p.variants if v.genes & genes and _recent(v.when, cutoff)]
-    has = next((v for v in tested if v.present and (not crit.variant or crit.variant in v.variants)), None)
+    wanted = set(crit.variants or ((crit.variant,) if crit.variant else ()))  # alternatives: any one of them
+    has = next((v for v in tested if v.present and (not wanted or wanted & set(v.variants))), None)
     negative = next((v for v in tested if v.present is False
-                     or (v.present and crit.variant and v.variants and crit.variant not in v.variants)), None)
+                     or (v.present and wanted and v.variants and not wanted & set(v.variants))), None)
     if has is not None:
         holds: bool | None = crit.flag is not False
     elif negative is not None:
@@ -563,7 +565,8 @@ def _other_malignancy(crit: Criterion, p: PatientProfile, term: Terminology, tod
         result = UNKNOWN
     if not explain:
         return result
-    within = f" within {_window_text(crit.lookback_days)}" if crit.lookback_days is not None else ""
+    within = "" if crit.lookback_days is None else " (active now)" if crit.lookback_days == 0 else \
+        f" within {_window_text(crit.lookback_days)}"
     verb = "excludes" if crit.exclude else "requires"
     if hit is not None:
         state = "active" if hit.active else f"recorded {hit.when[:10]}"

@@ -4,6 +4,8 @@
 1000.0
 >>> factor("mg/dL", "umol/L") is None   # mass to amount of substance needs a molar mass: incompatible here
 True
+>>> round(convert(1.0, "mg/dL", "umol/L", molar_mass=113.12), 1)   # creatinine, with its molar mass
+88.4
 
 Only the *spelling* of units common in EHR extracts but not valid UCUM is normalised first ("x10^9/L" ->
 "10*9/L", "cells/uL" -> "{cells}/uL"); the conversion itself is the library's. Results are cached per pair
@@ -72,15 +74,34 @@ def unitless(unit: str | None) -> bool:
     return not unit or unit == "1" or bool(ANNOTATION.match(unit.strip()))
 
 
-def convert(value: float, from_unit: str | None, to_unit: str | None) -> float | None:
+@lru_cache(maxsize=1024)
+def substance_factor(from_unit: str, to_unit: str, molar_mass: float) -> float | None:
+    """The factor between a mass concentration and an amount-of-substance concentration (either way) of an analyte
+    of ``molar_mass`` g/mol: creatinine 1 mg/dL -> 88.4 umol/L. None when the units are not those two kinds."""
+    to_mass = factor(from_unit, "g/L")
+    if to_mass is not None:
+        back = factor("mol/L", to_unit)
+        return None if back is None else to_mass / molar_mass * back
+    to_amount = factor(from_unit, "mol/L")
+    if to_amount is not None:
+        back = factor("g/L", to_unit)
+        return None if back is None else to_amount * molar_mass * back
+    return None
+
+
+def convert(value: float, from_unit: str | None, to_unit: str | None,
+            molar_mass: float | None = None) -> float | None:
     """``value`` in ``from_unit`` expressed in ``to_unit``; None when the units are incompatible.
 
     Two plain numbers (no unit or an annotation such as '{score}') compare as they are; a plain number
-    against a real unit is incompatible (we do not guess the unit a value was measured in).
+    against a real unit is incompatible (we do not guess the unit a value was measured in). With the analyte's
+    ``molar_mass`` (g/mol, from the analyte lexicon), mg/dL and umol/L are compatible too.
     """
     if unitless(from_unit) and unitless(to_unit):
         return value
     if unitless(from_unit) or unitless(to_unit):
         return None
     f = factor(from_unit or "", to_unit or "")
+    if f is None and molar_mass:
+        f = substance_factor(from_unit or "", to_unit or "", molar_mass)
     return None if f is None else value * f

@@ -49,6 +49,7 @@ class AnalyteSchema(_Strict):
     display = fields.String(required=True)
     unit = fields.String(required=True)
     accepts = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
+    molar_mass = fields.Float(validate=validate.Range(min=0, min_inclusive=False))  # g/mol: mg/dL <-> umol/L
     checked = fields.String(required=True)
 
 
@@ -140,6 +141,7 @@ class Analyte:
     display: str
     unit: str
     accepts: tuple[str, ...] = ()  # UCUM units a threshold for this analyte may be written in ('{ULN}' included)
+    molar_mass: float | None = None  # g/mol, to compare a mass concentration with an amount-of-substance one
 
 
 @dataclass(frozen=True)
@@ -262,7 +264,7 @@ def load_lexicons(folder: Path = DEFAULT_PATH) -> Lexicons:
     data = _check(path, AnalytesFileSchema(), _load_yaml(path))
     for key, a in data["analytes"].items():
         lx.analytes[key] = Analyte(key, tuple(n.lower() for n in a["names"]), tuple(a["loinc"]), a["display"],
-                                   a["unit"], tuple(a["accepts"]))
+                                   a["unit"], tuple(a["accepts"]), a.get("molar_mass"))
     lx.units = {normalise_unit(k): v for k, v in data["units"].items()}
 
     path = folder / "genes.yaml"

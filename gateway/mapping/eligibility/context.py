@@ -43,6 +43,26 @@ def compile_rules(rules: tuple[ContextRule, ...] | list[ContextRule]) -> PhraseI
     return PhraseIndex(by_literal)
 
 
+# 'Stage III not eligible for resection': what is not eligible is the treatment named after the trigger, not the
+# stage before it.
+_TREATMENT_AFTER = re.compile(r"\s*(?:for|to)\s+(?:\w+[\s/-]+){0,3}?(?:resection|surgery|surgical|curative|radiation|"
+                              r"radiotherapy|chemoradiation|chemoradiotherapy|definitive|transplant\w*|local|"
+                              r"locoregional|standard|intensive|systemic|therapy|treatment|chemotherapy|"
+                              r"immunotherapy)\b")
+# 'no transfusions allowed within 14 days': a prohibition of something else, not a permission.
+_AS_BEFORE = re.compile(r"\bas\s+$")
+_NO_BEFORE = re.compile(r"\b(?:no|not|nor|never)\s+(?:[\w-]+\s+){0,3}$")
+
+
+def _misread(text: str, start: int, end: int, category: str) -> bool:
+    """A trigger that, where it stands, does not mean what its category says."""
+    if category == "PROHIBITION" and _TREATMENT_AFTER.match(text, end):
+        return True
+    # 'no transfusions allowed', 'as permitted by the protocol' (= in accordance with)
+    return category == "EXCEPTION" and text[start:end] in ("allowed", "permitted") and bool(
+        _NO_BEFORE.search(text, max(0, start - 40), start) or _AS_BEFORE.search(text, max(0, start - 6), start))
+
+
 def _ends_scope(t: Trigger) -> bool:
     """Terminators, and the start of an exception or a condition: 'history of other malignancy, unless disease
     free for 5 years' - 'free' negates nothing before 'unless'."""
@@ -62,7 +82,8 @@ class Context:
         """Find the triggers in ``text`` (already lower case, escapes cleaned); ``rules`` as compile_rules made them
         (or the rules themselves)."""
         index = rules if isinstance(rules, PhraseIndex) else compile_rules(rules)
-        found = [Trigger(s, e, rule.category, rule.direction) for s, e, rule in index.find(text)]
+        found = [Trigger(s, e, rule.category, rule.direction) for s, e, rule in index.find(text)
+                 if not _misread(text, s, e, rule.category)]
         return cls(text, found)
 
     def _clause(self, pos: int) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from gateway.terminology.lexicons import Lexicons, default_lexicons
 log = logging.getLogger(__name__)
 
 # Bump when a change to the extractor changes its output: cached results of older versions are not reused.
-EXTRACTOR_VERSION = "1"
+EXTRACTOR_VERSION = "2"
 
 # Kinds whose recogniser reads the status itself ('EGFR-negative', 'not detected'): only negation triggers
 # standing before the mention ('no', 'without', 'negative for', 'must not') come from context.
@@ -39,13 +39,18 @@ _SUBGROUP = re.compile(r"^\W*(?:patients?|participants?|subjects?|women|men|thos
                        r"who\s+(?:received|had|were|underwent|have\s+been|has\s+been)|aged|older|younger|under|over|"
                        r">|<|≥|≤)\s+[^.;]{2,120}?\b(?P<must>must|should|need\s+to|are\s+required|is\s+required|"
                        r"will\s+need)\b")
-# Course words beside a stage: 'stage III or metastatic' admits stage-less metastatic disease too.
-_COURSE = re.compile(r"\b(?:recurren\w*|metasta\w*|advanced|unresectable|relapsed|refractory|progressi\w*|persistent|"
+# Course words beside a stage: 'stage III or recurrent' admits stage-less recurrent disease too. 'Metastatic' is
+# stage IV (the recogniser adds it to 'stage III or metastatic'); 'advanced (stage IIIB-IV)' defines 'advanced'.
+_COURSE = re.compile(r"\b(?:recurren\w*|unresectable|relapsed|refractory|progressi\w*|persistent|"
                      r"inoperable|or\s+higher|or\s+greater|or\s+above)\b")
+_COURSE_UNLESS_STAGED = re.compile(r"\b(?:metasta\w*|advanced)\b")
 # Kinds whose high-confidence precision fell below 0.95 on the held-out set (development + held-out together:
 # lab 23/26, stage 0/1): emitted at medium confidence at most, so they never exclude anyone
 # (scripts/eval_extraction.py; docs/eligibility.md, "Measured").
-MEDIUM_KINDS: frozenset[str] = frozenset({"lab", "stage"})
+MEDIUM_KINDS: frozenset[str] = frozenset()
+# Laboratory thresholds whose unit the text does not state ('platelets >= 100'): the unit is guessed from the
+# magnitude, so never high.
+MEDIUM_RULES: frozenset[str] = frozenset({"lab-unit-inferred"})
 # Prior therapy: every held-out miss was radiotherapy ('cancer requiring chemotherapy or radiation within 5 years')
 # and the broad classes read the same way; named drugs and specific classes (CDK4/6, EGFR TKI, anti-PD-1 ...) had none.
 MEDIUM_CONCEPTS: frozenset[tuple[str, str]] = frozenset(
@@ -138,6 +143,7 @@ def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
         if _CONDITION_PREFIX.match(low[:first_line_end]) or _CONDITION_PREFIX.match(line) or \
                 _SUBGROUP.match(low[:first_line_end]) or _SUBGROUP.match(line):
             whole = whole | {"CONDITIONAL"}
+        listed_negation = _listed_negation(found_in_line, ctx, line)
         for kind, f in found_in_line:
             if True:
                 if f.value is None:
@@ -147,6 +153,8 @@ def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
                 if kind in _STATUS_KINDS:
                     before = {t.category for t in ctx.triggers if t.end <= f.start and t.direction == "FORWARD"}
                     cats = (cats - {"NEGATED_EXISTENCE"}) | (cats & before)
+                if id(f) in listed_negation:
+                    cats = cats | {"NEGATED_EXISTENCE"}
                 if "FAMILY" in cats:
                     continue
                 if _PERMISSION.search(_clause(line, f.start, f.end)):
@@ -183,8 +191,8 @@ def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
                     reasons.append("window counted from the diagnosis")
                 f = replace(f, start=f.start + ls, end=f.end + ls, negated=negated,
                             exclude=exclude,
-                            confidence=MEDIUM if reasons or kind in MEDIUM_KINDS or (kind, f.concept) in
-                            MEDIUM_CONCEPTS else HIGH,
+                            confidence=MEDIUM if reasons or kind in MEDIUM_KINDS or f.rule in MEDIUM_RULES or
+                            (kind, f.concept) in MEDIUM_CONCEPTS else HIGH,
                             reasons=tuple(reasons))
                 findings.append(f)
     findings = _joint_reasons(_merge_stages(_dedupe(findings)), low)
@@ -195,6 +203,28 @@ def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
     if dropped_conditional:
         return CriterionResult(crit, (), "conditional")
     return CriterionResult(crit, (), "low-confidence" if unparsed else "not-recognised")
+
+
+# Between two items of one list: words, commas, brackets and 'and' / 'or' / 'and/or', no clause end.
+_LIST_GAP = re.compile(r"[^.;:]*\b(?:or|and|and/or|nor)\b[^.;:]*|[^.;:]*,[^.;:]*")
+
+
+def _listed_negation(found: list[tuple[str, Finding]], ctx: Context, line: str) -> set[int]:
+    """'should not have received any prior therapy with A (including B) and/or C': a negation reaches every item of
+    the list it stands before, however long the list (ConText's scope stops after a fixed number of words). The
+    ids of the findings that inherit the negation of an earlier item of the same kind in the same list."""
+    out: set[int] = set()
+    items = sorted((f for _, f in found if f.value is not None and f.kind == "prior-therapy"), key=lambda f: f.start)
+    negated_prev: Finding | None = None
+    for f in items:
+        negated = "NEGATED_EXISTENCE" in ctx.categories(f.start, f.end) or id(f) in out
+        if not negated and negated_prev is not None:
+            gap = line[negated_prev.end:f.start]
+            if _LIST_GAP.fullmatch(gap) and not any(negated_prev.end <= t.start < f.start for t in ctx.triggers):
+                out.add(id(f))
+                negated = True
+        negated_prev = f if negated else None
+    return out
 
 
 def _kind_reasons(f: Finding, line: str) -> list[str]:
@@ -211,7 +241,7 @@ def _kind_reasons(f: Finding, line: str) -> list[str]:
             out.append("qualified therapy")
     if f.kind == "lab" and re.search(r"\bor\b[^.;]{0,25}$", re.sub(r"\([^()]*\)", " ", line[:f.start])):
         out.append("alternative to something not read")  # 'a normal creatinine (adults) or CrCl >= 40'
-    if f.kind == "stage" and _COURSE.search(line):
+    if f.kind == "stage" and (_COURSE.search(line) or (_COURSE_UNLESS_STAGED.search(line) and "IV" not in f.value)):
         out.append("stage beside course words")
     if f.kind == "pdl1" and "?" in f.concept:
         out.append("PD-L1 score not named")
@@ -242,15 +272,37 @@ def _joint_reasons(findings: list[Finding], text: str) -> list[Finding]:
                 if re.search(r"\bor\b|\beither\b", gap) and "\n" not in gap:
                     extra.append("alternatives")
                     break
-        if f.kind in ("ecog", "karnofsky", "lansky") and any(g.kind in ("ecog", "karnofsky", "lansky") and g.kind !=
-                                                               f.kind for g in findings):
-            extra.append("two performance scales")
+        scales = ("ecog", "karnofsky", "lansky")
+        if f.kind in scales and any(g.kind in scales and g.kind != f.kind and not _same_performance(f, g)
+                                    for g in findings):
+            extra.append("two performance scales")  # 'ECOG 0-1 or KPS >= 50': different patients, alternatives
+        if f.kind == "lab" and any(g.kind == "lab" and g.end == f.end and g.concept != f.concept and
+                                   not re.search(r"\band\b|/|&|,", text[min(f.start, g.start):max(f.start, g.start)])
+                                   for g in findings):
+            # 'estimated GFR (Cockcroft-Gault) >= 50': one value read for two analytes the names stand for; which
+            # one the study means is not stated ('AST and ALT <= 3 x ULN' names both)
+            extra.append("one value, two analytes")
         if f.kind in ("msi", "mmr") and any(g.kind in ("msi", "mmr") and g.kind != f.kind for g in findings):
             extra.append("MSI-H or dMMR")
         if extra:
             f = replace(f, confidence=MEDIUM, reasons=f.reasons + tuple(extra))
         out.append(f)
     return out
+
+
+# The usual correspondence of the two scales (Oken et al. 1982; ECOG 5 = KPS 0): each ECOG grade's Karnofsky band.
+_ECOG_KPS_BANDS = {0: (90, 100), 1: (70, 80), 2: (50, 60), 3: (30, 40), 4: (10, 20), 5: (0, 0)}
+
+
+def _same_performance(f: Finding, g: Finding) -> bool:
+    """'ECOG <= 2 (Karnofsky >= 60%)': the two scales state the same patients, so each may be judged alone (a patient
+    recorded on one scale is outside the other's range too). Otherwise they are alternatives."""
+    e, k = (f, g) if f.kind == "ecog" else (g, f)
+    if e.kind != "ecog":
+        return False
+    lo, hi = k.value  # type: ignore[misc]
+    grades = [grade for grade, (blo, bhi) in _ECOG_KPS_BANDS.items() if blo <= hi and bhi >= lo]
+    return bool(grades) and (min(grades), max(grades)) == tuple(e.value)  # type: ignore[arg-type]
 
 
 def _merge_stages(findings: list[Finding]) -> list[Finding]:

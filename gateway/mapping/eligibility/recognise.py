@@ -84,7 +84,7 @@ _NUMBER = r"(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?|\.\d+)"
 _WINDOW = re.compile(
     r"(?:within\s+(?:the\s+)?screening\s+(?:window|period)\s+of|within|in\s+the\s+(?:last|past|previous|preceding)|during\s+the\s+(?:last|past|previous)|<|≤|<=)\s*"
     r"(?:the\s+)?(?:last\s+|past\s+|previous\s+|preceding\s+)?(\d+(?:\.\d+)?|one|two|three|four|five|six|"
-    r"eight|ten|twelve)\s*(?:\(\d+\)\s*)?(days?|weeks?|months?|years?|wks?|yrs?)(?!\s*(?:of\s+age|old|of\s+life))")
+    r"eight|ten|twelve)\s*(?:\(\d+\)\s*)?(days?|weeks?|months?|years?|wks?|yrs?)\b(?!\s*(?:of\s+age|old|of\s+life))")
 _WORD_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "eight": 8, "ten": 10, "twelve": 12}
 _UNIT_CODES = {"day": "d", "week": "wk", "wk": "wk", "month": "mo", "year": "a", "yr": "a"}
 
@@ -103,6 +103,9 @@ def _number(s: str) -> float:
 _ABBREVIATION_DOT = re.compile(r"\b(?:etc|e\.g|i\.e|vs|approx|incl)\.")
 
 
+_AFTER = re.compile(r"\s*(?:after|following|post|from\s+(?:the\s+)?(?:start|first\s+dose|enrol))\b")
+
+
 def window_near(text: str, start: int, end: int) -> tuple[float, str] | None:
     """The window stated in the mention's clause, nearest after it, else nearest before it."""
     text = _ABBREVIATION_DOT.sub(lambda m: m.group(0).replace(".", ","), text)  # 'etc. within 6 months' is one clause
@@ -113,6 +116,8 @@ def window_near(text: str, start: int, end: int) -> tuple[float, str] | None:
     for m in _WINDOW.finditer(text, cs, ce):
         if re.search(r"transfus\w*|g-?csf|growth\s+factor|support", text[max(cs, m.start() - 40):m.start()]):
             continue
+        if _AFTER.match(text, m.end()):
+            continue  # 'within 6 months after enrolment' looks forward: not a look-back
         d = (0 if m.start() >= end else 1, abs(m.start() - end))
         if best is None or d < best[0]:
             best = (d, m)
@@ -260,7 +265,7 @@ _UNIT_RE = (r"(?:\s*(?:x|×|\*)\s*10\s*(?:\^|\*|e)?\s*(?:9|3|⁹|³)\s*/\s*(?:l|
             r"\s*(?:10\s*(?:\^|\*|e)\s*(?:9|3)\s*/\s*(?:l|ul|µl|μl|mcl|mm3|mm\^3|mm³))|"
             r"\s*(?:g/dl|gm/dl|gr/dl|g/l|mg/dl|mg/100\s*ml|umol/l|µmol/l|μmol/l|mmol/l|"
             r"ml/min(?:ute)?(?:\s*/\s*1\.73\s*(?:m\s*\^?\s*2|m²|sqm|m2))?|cc/min|u/l|iu/l|"
-            r"(?:cells\s*)?/\s*(?:mm\s*\^?\s*3|mm³|µl|μl|ul|mcl|cumm)|k/ul|k/mm3|%))")
+            r"(?:cells\s*)?/\s*(?:mm\s*\^?\s*3|mm³|µl|μl|ul|mcl|microlit(?:er|re)|cu\.?\s*mm|cumm)|k/ul|k/mm3|%))")
 _ULN_RE = (r"\s*(?:x|×|\*|times)?\s*(?:within\s+)?(?:the\s+)?(?:institutional\s+|site\s+|local\s+|laboratory\s+)?"
            r"(?:upper\s+limits?\s+of\s+(?:the\s+)?normal(?:\s+range)?|uln|iuln)")
 _LAB_VALUE = re.compile(rf"{_CMP_RE}\s*(?:to\s+)?{_NUMBER}(?P<uln>{_ULN_RE})?(?P<unit>{_UNIT_RE})?")
@@ -545,8 +550,9 @@ def infections(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
         if re.search(r"\b(?:not\s+required|testing|screening\s+(?:is|for)|vaccin\w*|reactivation)\b", text) and \
                 not re.search(r"known|history|positive|infection|active|chronic", text):
             continue
-        quals = tuple(q for q in ("active", "chronic", "uncontrolled", "detectable", "acute") if
-                      re.search(rf"\b{q}\b", text))
+        # 'active' is no qualifier here: a diagnosis criterion is judged on active, confirmed conditions (resolved
+        # ones count only for 'history of'), so 'active hepatitis B' and 'hepatitis B' read the same records
+        quals = tuple(q for q in ("chronic", "uncontrolled", "detectable", "acute") if re.search(rf"\b{q}\b", text))
         reasons = ()
         if re.search(r"\b(?:evaluat\w*|should\s+(?:be|undergo)|tested|testing|screening|serolog\w*)\b", text):
             reasons = ("a testing statement",)
@@ -556,6 +562,8 @@ def infections(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
 
 
 _PREGNANT = re.compile(r"\bpregnan\w*")
+_NON_STATUS = re.compile(r"\bnon[\s-]?$")  # 'non-pregnant', 'non-breastfeeding', 'non lactating'
+
 _BREASTFEEDING = re.compile(r"breast[\s-]*feed\w*|lactat\w*|nursing(?!\s+home)|breast\s*-?\s*feeding")
 _NOT_STATUS = re.compile(r"contracept\w*|avoid\w*\s+(?:becoming\s+)?pregnan|become\s+pregnan|becoming\s+pregnan|"
                          r"father|partner|sperm|barrier|abstinen\w*|plan\w*\s+(?:to|a)\s+|intend\w*|donate|egg|"
@@ -564,14 +572,18 @@ _NOT_STATUS = re.compile(r"contracept\w*|avoid\w*\s+(?:becoming\s+)?pregnan|beco
 
 @recogniser("pregnancy")
 def pregnancy(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
-    negative_test = re.search(r"negative\s+(?:serum\s+|urine\s+|blood\s+|beta[\s-]*hcg\s+|β-?hcg\s+)?(?:or\s+urine\s+)?"
-                              r"pregnancy\s+test|pregnancy\s+test\s+(?:\w+\s+){0,4}negative", text)
+    negative_test = re.search(r"negative\s+(?:[\w/()-]+\s+){0,4}?pregnancy\s+test|"
+                              r"pregnancy\s+test\s+(?:\w+\s+){0,4}negative", text)
     if negative_test:
         yield Finding("pregnancy", "pregnancy", "present", negative_test.start(), negative_test.end(),
                       "pregnancy-negative-test", negated=True)
     else:
         m = _PREGNANT.search(text)
-        if m and not _NOT_STATUS.search(text) and not re.search(r"pregnancy\s+test", text):
+        non = _NON_STATUS.search(text[max(0, m.start() - 5):m.start()]) if m else None
+        if m and non and not _NOT_STATUS.search(text):
+            # 'non-pregnant, non-breastfeeding female': the text states the patient is not pregnant
+            yield Finding("pregnancy", "pregnancy", "present", m.start(), m.end(), "pregnancy-non", negated=True)
+        elif m and not _NOT_STATUS.search(text) and not re.search(r"pregnancy\s+test", text):
             yield Finding("pregnancy", "pregnancy", "present", m.start(), m.end(), "pregnancy")
         elif m and _NOT_STATUS.search(text) and re.search(r"^[\s\W]*(?:pregnan\w*|(?:women|females?|patients?|"
                                                          r"participants?|subjects?)\s+(?:who\s+are\s+)?pregnant)|"
@@ -580,7 +592,9 @@ def pregnancy(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
     b = _BREASTFEEDING.search(text)
     if b and not re.search(r"intend\w*|plan\w*|breast\s*milk|pump", text[max(0, b.start() - 25):b.start()]) and \
             not re.search(r"breast\s*milk|pump", text[b.end():b.end() + 30]):
-        yield Finding("breastfeeding", "breastfeeding", "present", b.start(), b.end(), "breastfeeding")
+        non = bool(_NON_STATUS.search(text[max(0, b.start() - 5):b.start()]))
+        yield Finding("breastfeeding", "breastfeeding", "present", b.start(), b.end(),
+                      "breastfeeding-non" if non else "breastfeeding", negated=non)
 
 
 # -- prior therapy --------------------------------------------------------------------------------------------
@@ -612,7 +626,7 @@ _THERAPY_ANTICUE = re.compile(r"amenable|curable|curative|treatment\s+plan|"
 _THERAPY_QUALIFIERS = re.compile(r"\bfor\s+(?:metastatic|advanced|recurrent|locally|unresectable|the\s+treatment|"
                                  r"this|his|her|their)|\bin\s+the\s+(?:metastatic|advanced|adjuvant|neoadjuvant|"
                                  r"perioperative|first|second)|\bsetting\b|\badjuvant\b|\bneoadjuvant\b|\blines?\b|"
-                                 r"\bregimens?\b|\bcycles?\b|\bto\s+(?:the|more|>|a|an|any|≥)|\bfield\b|palliative|"
+                                 r"\bregimens?\b|\bcycles?\b|\bto\s+(?:the|more|a|an|any)\b|\bto\s*(?:>|≥)|\bfield\b|palliative|"
                                  r"\blesions?\b|bone\s+marrow|\bexcept\b|other\s+than|\bsite\b|\bdoses?\b|"
                                  r"\bmonotherapy\b|\bcombination\b|\bcontaining\b|\bbased\b")
 
@@ -706,18 +720,34 @@ def _stage_set(listing: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+# A staging system other than AJCC/TNM named right after the stage ('stage I-IV Hodgkin lymphoma', 'stage III
+# COPD'): the groups are not AJCC groups.
+_OTHER_STAGING_AFTER = re.compile(r"[\s)(,-]*(?:\([^)]{0,30}\)\s*)?(?:[\w-]+\s+){0,3}?"
+                                  r"(?:figo|ann\s+arbor|lugano|rai|binet|iss|r-iss|bclc|masaoka|enneking|inrg|lymphoma|hodgkin|myeloma|leuka?emia|cll|copd|"
+                                  r"kidney|renal|liver|hepatic|heart|cardiac|lung\s+disease|pulmonary|fibrosis|"
+                                  r"pressure|sleep|ckd|hypertension)\b")
+# 'advanced (stage IIIB-IV)', 'stage III or metastatic': metastatic disease is stage IV.
+_METASTATIC_ALTERNATIVE = re.compile(r"[^.;()]{0,40}?\bor\s+(?:\w+\s+)?metastatic\b|"
+                                     r"[^.;()]{0,80}\)[\s,]*or\s+(?:\w+\s+)?metastatic\b")
+
+
 @recogniser("stage")
 def stage(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
     for m in _STAGE.finditer(text):
-        if _OTHER_STAGING.search(text[max(0, m.start() - 40):m.start()]):
+        if _OTHER_STAGING.search(text[max(0, m.start() - 40):m.start()]) or _OTHER_STAGING_AFTER.match(text, m.end()):
             continue
-        if re.match(r"\s*(?:disease|renal|kidney|liver|heart)", text[m.end():m.end() + 12]):
+        if re.match(r"\s*(?:renal|kidney|liver|heart)", text[m.end():m.end() + 12]) or \
+                re.search(r"\bend[\s-]*$", text[max(0, m.start() - 6):m.start()]):
             continue
         codes = _stage_set(m.group("list"))
         arabic = not re.search(r"[iv]", m.group("list"))
         if arabic and (m.group(0).startswith("stages") or re.match(r"\s*:", text[m.end():m.end() + 3]) or
                        re.search(r"(?:study|part|phase|step|cohort)\s*$", text[max(0, m.start() - 12):m.start()])):
             continue  # 'Stages 1 and 2:' of the study, not of the cancer
+        if codes and "IV" not in codes and (_METASTATIC_ALTERNATIVE.match(text, m.end()) or
+                                           re.search(r"\bmetastatic\s+or\s+(?:\w+\s+){0,2}\(?\s*$",
+                                                     text[max(0, m.start() - 40):m.start()])):
+            codes = (*codes, "IV")  # 'stage III or metastatic': stage IV is the metastatic alternative
         if codes:
             yield Finding("stage", "stage", codes, m.start(), m.end(), "stage-group")
 
@@ -733,6 +763,14 @@ _YEARS = re.compile(r"(?:within|in\s+the\s+(?:last|past|previous|preceding)|duri
                     r"(?:years?|yrs?)")
 
 
+# 'malignancy with less than 2 years of complete remission': a malignancy within the last 2 years
+_REMISSION_YEARS = re.compile(r"(?:less\s+than|fewer\s+than|<|under)\s*(\d+|one|two|three|four|five|ten)\s*"
+                              r"(?:\(\d+\)\s*)?(?:years?|yrs?)\s+(?:of\s+|in\s+)?(?:complete\s+|continuous\s+)?(?:remission|disease[\s-]free)")
+_ACTIVE_MALIGNANCY = re.compile(r"\bactive\b|requir\w*\s+(?:\w+\s+){0,2}(?:treatment|therapy)|"
+                                r"(?:treatment|therapy)\s+is\s+(?:currently\s+)?required|currently\s+(?:being\s+)?treated|"
+                                r"under(?:going)?\s+(?:active\s+)?treatment")
+
+
 @recogniser("other-malignancy")
 def other_malignancy(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
     m = _OTHER_MALIGNANCY.search(text)
@@ -746,13 +784,15 @@ def other_malignancy(text: str, original: str, lx: Lexicons) -> Iterator[Finding
     if not re.search(r"other|another|second|additional|separate|concurrent|concomitant|prior|previous|history|"
                      r"besides|apart", phrase):
         return
-    y = _YEARS.search(text)
+    y = _YEARS.search(text) or _REMISSION_YEARS.search(text)
     window = None
     if y:
         n = y.group(1)
         window = (float(_WORD_NUMBERS.get(n, n)), "a")  # type: ignore[arg-type]
+    # 'another malignancy requiring treatment', 'active second malignancy': one active now, not any in the history
+    active = window is None and bool(_ACTIVE_MALIGNANCY.search(text))
     yield Finding("other-malignancy", "other malignancy", "present", m.start(), m.end(), "other-malignancy",
-                  window=window)
+                  window=window, qualifiers=("active",) if active else ())
 
 
 # -- not checkable from an EHR --------------------------------------------------------------------------------
