@@ -15,7 +15,6 @@ the documented environment variables (GATEWAY_ALLOWED_HOSTS lists the two stand-
 from __future__ import annotations
 
 import json
-import logging
 import os
 import secrets
 import signal
@@ -37,7 +36,6 @@ DEMO_DATA = Path(__file__).resolve().parents[2] / "fixtures" / "demo"  # top-lev
 FHIR_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}  # adds walkthrough/
 STARTUP_SECONDS = 60.0
 STOP_SECONDS = 10.0
-log = logging.getLogger("gateway.demo")
 
 
 class DemoError(Exception):
@@ -234,9 +232,10 @@ def alert_opt_in(patient_id: str, endpoint: str) -> dict:
                       for r in (consent, subscription)]}
 
 
-def run_demo(host: str, port: int) -> int:
-    """Start everything, print where it is, supervise until Ctrl-C/SIGTERM; -> the exit code."""
-    settings = Settings.from_env()
+def run_demo(host: str, port: int, settings: Settings | None = None) -> int:
+    """Start everything, print where it is, supervise until Ctrl-C/SIGTERM; -> the exit code.
+    ``settings``: the command's (its instance folder and mappings are used; the children read their own)."""
+    settings = settings or Settings.from_env()
     folder = (settings.instance_path / "demo").resolve()
     gateway_port = port_or_free(port)
     if port and gateway_port != port:
@@ -255,15 +254,16 @@ def run_demo(host: str, port: int) -> int:
     stack = Stack()
     try:
         config = prepare(folder, settings.mappings_path, leeds_port, alerts_port, base)
-        env = {**os.environ, **config.env, "PYTHONUNBUFFERED": "1"}
+        plain = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the stand-ins: none of the gateway's keys
+        env = {**plain, **config.env}
         py = [sys.executable, "-m"]
         cli = [sys.executable, "-c", "from gateway.cli import main; main()"]
         stack.start("the Leeds stand-in", [*py, "gateway.demo.standin", "hospital", "--port", str(leeds_port),
                                            "--name", "leeds-standin", "--client-key", str(config.leeds_public_key),
                                            *[a for p in sorted(DEMO_DATA.glob("*.json")) for a in
-                                             ("--patients", str(p))]], env)
+                                             ("--patients", str(p))]], plain)
         stack.start("the alert receiver", [*py, "gateway.demo.standin", "receiver", "--port", str(alerts_port),
-                                           "--name", "alert-receiver"], env)
+                                           "--name", "alert-receiver"], plain)
         stack.start("the gateway", [*cli, "serve", "--host", host, "--port", str(gateway_port)], env)
         _wait(f"http://127.0.0.1:{leeds_port}/received", stack, "the Leeds stand-in")
         _wait(f"http://127.0.0.1:{alerts_port}/received", stack, "the alert receiver")
@@ -281,7 +281,7 @@ def run_demo(host: str, port: int) -> int:
         print(f"gateway serve --demo: {dead.name} exited with code {dead.proc.returncode}; stopping the rest",
               file=sys.stderr, flush=True)
         return 1
-    except DemoError as exc:
+    except (DemoError, requests.RequestException) as exc:
         print(f"gateway serve --demo: {exc}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
