@@ -118,7 +118,7 @@ def _keys(folder: Path) -> tuple[dict[str, str], str, Path]:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     keys = folder / "keys"
-    keys.mkdir(parents=True, exist_ok=True)
+    keys.mkdir(mode=0o700, parents=True, exist_ok=True)
     own = {"GATEWAY_CONTACT_ID_KEY": keys / "contact-id.key", "GATEWAY_SESSION_SECRET": keys / "session.key"}
     for path in own.values():
         if not path.exists():
