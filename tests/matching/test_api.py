@@ -208,3 +208,56 @@ def test_match_pages_a_person_with_no_condition_through_many_healthy_volunteer_s
                                         datetime.now(UTC).date()).findings
     two = client.get("/fhir/ResearchStudy/$match?patient-id=healthy&_count=2", headers=FHIR_JSON).get_json()
     assert two["total"] == 9 and two["entry"] == full["entry"][:2]
+
+
+def test_candidates_apply_the_flows_legal_basis_and_national_optout(client, tmp_path):
+    """$candidates goes through the automatic flows' consent gate: a legal basis for the study lets in people
+    without consent, never someone on the national data opt-out list (nor with consent=any is the reason lost)."""
+    from gateway.notify.policy import OptOutList, Policy, load_legal_bases
+
+    sid = _store_people(client)
+    bases = tmp_path / "legal-bases"
+    bases.mkdir()
+    (bases / "programme.yaml").write_text("name: Brain tumour programme\nreference: CAG-TEST-1\n"
+                                          "studies: ['https://neuro-onc-trials.example.org/id|NOTC-GBM-01']\n")
+    client.application.extensions["gateway.consent_gate"] = Policy(load_legal_bases(bases),
+                                                                   OptOutList(["9434765013"]))
+    bundle = client.get(f"/fhir/ResearchStudy/{sid}/$candidates?_count=100", headers=FHIR_JSON).get_json()
+    validate_resource(bundle)
+    ids = {e["resource"]["id"] for e in bundle["entry"]}
+    assert {"yes", "two-a", "withdrawn"} <= ids and "none" not in ids, "opted out: never under a legal basis"
+    assert bundle["total"] == len(ids)
+    reasons = {e["resource"]["id"]: next(x["text"] for x in _explanations(e) if x["criterion"] == "Consent")
+               for e in bundle["entry"]}
+    assert "CAG-TEST-1" in reasons["withdrawn"] and "CAG-TEST-1" not in reasons["yes"]
+    listed = client.get(f"/fhir/ResearchStudy/{sid}/$candidates?consent=any&_count=100", headers=FHIR_JSON).get_json()
+    none = next(e for e in listed["entry"] if e["resource"]["id"] == "none")
+    consent = next(x for x in _explanations(none) if x["criterion"] == "Consent")
+    assert consent["result"] == "not-met" and "opt-out" in consent["text"]
+    # without the legal basis, the same people are back to consent alone
+    client.application.extensions["gateway.consent_gate"] = Policy([], OptOutList(["9434765013"]))
+    bundle = client.get(f"/fhir/ResearchStudy/{sid}/$candidates", headers=FHIR_JSON).get_json()
+    assert sorted(e["resource"]["id"] for e in bundle["entry"]) == ["two-a", "yes"]
+
+
+def test_candidates_next_links_walk_every_candidate_once_and_name_nobody(client):
+    sid = _store_people(client)
+    full = client.get(f"/fhir/ResearchStudy/{sid}/$candidates?consent=any&_count=100", headers=FHIR_JSON).get_json()
+    assert full["total"] == len(full["entry"]) == 5
+    assert not any(link["relation"] == "next" for link in full["link"])
+    seen, url, pages = [], f"/fhir/ResearchStudy/{sid}/$candidates?consent=any&_count=2", 0
+    while url:
+        page = client.get(url, headers=FHIR_JSON).get_json()
+        validate_resource(page)
+        assert page["total"] == 5 and page["entry"], page
+        seen += page["entry"]
+        pages += 1
+        nxt = [link["url"] for link in page["link"] if link["relation"] == "next"]
+        for link in page["link"]:
+            assert "943476" not in link["url"] and "nhs" not in link["url"], "no person identifier in a link"
+        url = "/fhir" + nxt[0].split("/fhir", 1)[1] if nxt else None
+    assert pages == 3
+    assert [(e["resource"]["id"], e["search"]["score"]) for e in seen] == \
+        [(e["resource"]["id"], e["search"]["score"]) for e in full["entry"]]
+    bad = client.get(f"/fhir/ResearchStudy/{sid}/$candidates?_after=nonsense", headers=FHIR_JSON)
+    assert bad.status_code == 400 and bad.get_json()["resourceType"] == "OperationOutcome"

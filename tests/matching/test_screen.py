@@ -81,6 +81,12 @@ def a_study(draw, sid: str):
 @st.composite
 def a_person(draw, pid: str):
     """A person as FHIR JSON -> profile: often with no active condition, sometimes deceased or unknowns."""
+    return build_profile(draw(a_person_records(pid)), T)
+
+
+@st.composite
+def a_person_records(draw, pid: str):
+    """The FHIR JSON records of ``a_person``."""
     recs = [b.patient(pid, nhs=f"9{abs(hash(pid)) % 10**9:09d}" if draw(st.booleans()) else None,
                       birth=draw(st.sampled_from([None, "1950-03-01", "1990-11-23", "2025-06-30", "2010-01-01"])),
                       gender=draw(st.sampled_from([None, "male", "female"])),
@@ -98,7 +104,7 @@ def a_person(draw, pid: str):
     if draw(st.integers(0, 3)) == 0:
         recs.append({"resourceType": "MedicationStatement", "id": f"{pid}m", "status": "completed",
                      "medicationCodeableConcept": b.concept(TMZ), "subject": {"reference": f"Patient/{pid}"}})
-    return build_profile(recs, T)
+    return recs
 
 
 @st.composite

@@ -1,0 +1,165 @@
+"""The patient side of matching in the database (matching/people.py, store/profiles.py), on both backends.
+
+Rows follow writes in the writing transaction; a store written without the hook is caught up; a stored profile
+reads back equal to the one built from the records; the database's candidates (code, sex, age, consent columns)
+and their keyset pages give exactly what the in-memory PatientIndex gives by full evaluation.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import date
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from gateway.fhir import conventions as cv
+from gateway.matching import MatchQuery, PatientIndex, build_profile
+from gateway.matching.people import HOOK, People, column_filter
+from gateway.matching.profile import profile_doc, profile_of_doc
+from gateway.matching.state import MatchingState
+from gateway.store import profiles as db
+from gateway.store import schema as s
+from gateway.store.engine import make_engine
+from gateway.store.repo import Store
+from tests.matching import builders as b
+from tests.matching.test_screen import TODAY, T, _full, a_person_records, a_study
+from tests.matching.tiny_terminology import BREAST_CA, GBM, TinyTerminology
+
+Q = MatchQuery(today=TODAY)
+
+
+def _put_all(store: Store, records: list[dict]) -> None:
+    with store.write() as tx:
+        for r in records:
+            tx.put(r)
+
+
+def _row(store: Store, person: str) -> dict | None:
+    with store.engine.connect() as conn:
+        row = conn.execute(select(s.match_people).where(s.match_people.c.person == person)).mappings().first()
+        return dict(row) if row else None
+
+
+def test_rows_are_written_by_the_writing_transaction(store):
+    People(store, TinyTerminology()).attach()
+    _put_all(store, [b.patient("p", nhs="9434765919", gender="male"), b.condition("c", "p", GBM),
+                     b.consent("k", "p", purposes=[cv.PURPOSE_RESEARCH])])
+    row = _row(store, "nhs:9434765919")  # no refresh, no catch-up: the transaction wrote it
+    assert row is not None and row["sex"] == "male" and row["research_consent"] and not row["alerts_consent"]
+    assert not row["no_condition"] and not row["deceased"]
+    with store.engine.connect() as conn:
+        codes = set(conn.execute(select(s.match_codes.c.code).where(s.match_codes.c.person == "nhs:9434765919"))
+                    .scalars())
+    assert db.code_key(*GBM) in codes and len(codes) > 1, "the condition's ancestors are indexed"
+    # a transaction that fails leaves the row as it was
+    with pytest.raises(RuntimeError), store.write() as tx:
+        tx.put(b.patient("p", nhs="9434765919", gender="female"))
+        raise RuntimeError("abandoned")
+    assert _row(store, "nhs:9434765919")["sex"] == "male"
+    # the record leaves: the person has no condition any more
+    with store.write() as tx:
+        tx.delete("Condition", "c")
+    assert _row(store, "nhs:9434765919")["no_condition"]
+
+
+def test_a_store_written_without_the_hook_is_caught_up(store):
+    store.write_hooks.pop(HOOK, None)  # as a process started before the profile tables would write
+    _put_all(store, [b.patient("a", nhs="9434765919"), b.condition("ca", "a", BREAST_CA),
+                     b.patient("z")])
+    assert _row(store, "nhs:9434765919") is None
+    state = MatchingState(store, TinyTerminology())
+    state.refresh()
+    assert _row(store, "nhs:9434765919") is not None and _row(store, "Patient/z") is not None
+    assert state.person_for_patient("a") == "nhs:9434765919"
+    with store.engine.connect() as conn:
+        assert db.cursor(conn) > 0
+    assert state.refresh() == 0, "nothing left to catch up"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(a_person_records("p"), min_size=1, max_size=1))
+def test_a_stored_profile_reads_back_equal(recs):
+    p = build_profile(recs[0], T)
+    assert profile_of_doc(profile_doc(p), T) == p
+
+
+@st.composite
+def _world(draw):
+    studies = [draw(a_study(f"s{i}")) for i in range(draw(st.integers(1, 6)))]
+    people = [draw(a_person_records(f"p{i}")) for i in range(draw(st.integers(1, 7)))]
+    consents = [i for i in range(len(people)) if draw(st.booleans())]
+    return studies, people, consents, draw(st.sampled_from([None, 50.0])), draw(st.sampled_from([1, 2, 3, 50]))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_world())
+def test_database_pages_are_full_evaluation_cut_to_the_page(world):
+    """SQLite here (a fresh file per example); the API tests run the same queries on PostgreSQL."""
+    studies, people, consents, dist, limit = world
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine(f"sqlite:///{Path(tmp) / 'g.db'}")
+        s.migrate(engine)
+        store = Store(engine)
+        people_db = People(store, T)
+        people_db.attach()
+        records = [r for recs in people for r in recs]
+        records += [b.consent(f"k{i}", people[i][0]["id"], purposes=[cv.PURPOSE_RESEARCH]) for i in consents]
+        _put_all(store, records)
+        pi = PatientIndex(T)
+        for recs in people:
+            pid = recs[0]["id"]
+            key = people_db.person_for_patient(pid)
+            pi.add(build_profile(db.current_resources(engine.connect(), db.patients_of(engine.connect(), key)), T,
+                                 key=key))
+        q = MatchQuery(frozenset({"active", "closed-to-accrual"}), frozenset(), dist, False, TODAY)
+        consenting = {people_db.person_for_patient(people[i][0]["id"]) for i in consents}
+        for sc in studies:
+            for gate, allowed in ((db.Filter(any_consent=True), None),
+                                  (db.Filter(research=True), lambda p: p.key in consenting)):
+                want = pi.match(sc, q, allowed)
+                got, total, cursor = people_db.page(sc, q, gate, allowed or (lambda p: True), limit)
+                assert total == len(want)
+                assert [_full(r) for r, _ in got] == [_full(r) for r in want[:limit]]
+                # the next links walk every candidate once, in order
+                walked = [r for r, _ in got]
+                while cursor is not None:
+                    more, _, cursor = people_db.page(sc, q, gate, allowed or (lambda p: True), limit, cursor)
+                    assert more, "a next link never leads to an empty page"
+                    walked += [r for r, _ in more]
+                assert [_full(r) for r in walked] == [_full(r) for r in want]
+        engine.dispose()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(a_study("s"), a_person_records("p"))
+def test_the_column_filter_never_drops_a_person_who_fits(sc, recs):
+    """What the database decides from columns (sex, birth date, codes) keeps everyone the engine keeps."""
+    from gateway.matching.engine import screen
+
+    p = build_profile(recs, T)
+    if p.deceased or not screen(sc, p, T, TODAY, stop_early=True).is_match:
+        return
+    f = column_filter(sc, TODAY)
+    born = p.birth_date.isoformat() if p.birth_date else None
+    assert f.sexes is None or p.sex is None or p.sex in f.sexes
+    assert f.born_after is None or born is None or born > f.born_after
+    assert f.born_on_or_before is None or born is None or born <= f.born_on_or_before
+    if f.codes is not None:
+        have = {db.code_key(*c) for c in p.ancestors} | {db.text_code(t) for t in p.texts}
+        assert have & set(f.codes) or (f.no_condition and not p.conditions)
+
+
+def test_age_bounds_are_exact_at_the_birthday():
+    sc_recs = b.study("s", [GBM], group_id="g")
+    from gateway.matching import study_criteria
+
+    sc = study_criteria(sc_recs, b.group("g", [b.age_char(18, 65)]), {}, T)
+    f = column_filter(sc, date(2026, 11, 23))
+    assert f.born_on_or_before == "2008-11-23"  # 18 today
+    assert f.born_after == "1960-11-23"  # 66 today is too old; 65 and 364 days is not
+    leap = column_filter(sc, date(2028, 2, 29))
+    assert leap.born_on_or_before == "2010-03-01" and leap.born_after == "1962-02-28"
