@@ -50,6 +50,7 @@ _TREATMENT_AFTER = re.compile(r"\s*(?:for|to)\s+(?:\w+[\s/-]+){0,3}?(?:resection
                               r"locoregional|standard|intensive|systemic|therapy|treatment|chemotherapy|"
                               r"immunotherapy)\b")
 # 'no transfusions allowed within 14 days': a prohibition of something else, not a permission.
+_NOT_FIT_FOR = re.compile(r"\s*(?:be\s+|a\s+)?(?:amenable|eligible|candidates?|suitable|appropriate|fit|considered)\b")
 _AS_BEFORE = re.compile(r"\bas\s+$")
 _NO_BEFORE = re.compile(r"\b(?:no|not|nor|never)\s+(?:[\w-]+\s+){0,3}$")
 
@@ -58,6 +59,9 @@ def _misread(text: str, start: int, end: int, category: str) -> bool:
     """A trigger that, where it stands, does not mean what its category says."""
     if category == "PROHIBITION" and _TREATMENT_AFTER.match(text, end):
         return True
+    if category == "NEGATED_EXISTENCE" and _NOT_FIT_FOR.match(text, end) and _TREATMENT_AFTER.match(
+            text, _NOT_FIT_FOR.match(text, end).end()):  # type: ignore[union-attr]
+        return True  # 'stage IIIB (not amenable to curative surgery) or IV': the treatment is negated, not the stage
     # 'no transfusions allowed', 'as permitted by the protocol' (= in accordance with)
     return category == "EXCEPTION" and text[start:end] in ("allowed", "permitted") and bool(
         _NO_BEFORE.search(text, max(0, start - 40), start) or _AS_BEFORE.search(text, max(0, start - 6), start))

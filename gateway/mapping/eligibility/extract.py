@@ -31,7 +31,8 @@ _PERMISSION = re.compile(r"(?<!not\s)(?<!never\s)\b(?:allowed|permitted|eligible
                          r"included|enter|receive)|may\s+have\s+(?:undergone|received|had|been)|can\s+(?:be\s+)?(?:enrolled|included|participate)|"
                          r"are\s+not\s+excluded|is\s+not\s+excluded|will\s+not\s+be\s+excluded)\b")
 # 'With bone marrow involvement: platelets >= 30,000' holds for some patients only.
-_CONDITION_PREFIX = re.compile(r"^\W*(?:with|for|in|if|when|patients\s+with|participants\s+with|subjects\s+with|"
+_CONDITION_PREFIX = re.compile(r"^\W*(?:with|without|for|in|if|when|patients\s+with|participants\s+with|"
+                               r"subjects\s+with|"
                                r"phase|part|cohort|arm|group|stratum|dose|[a-z0-9-]+\s+(?:specific|only))\b"
                                r"[^:.;]{0,80}:")
 # 'Patients with glioblastoma must have KPS >= 60': a rule for one subgroup of the study's patients.
@@ -43,6 +44,7 @@ _SUBGROUP = re.compile(r"^\W*(?:patients?|participants?|subjects?|women|men|thos
 # stage IV (the recogniser adds it to 'stage III or metastatic'); 'advanced (stage IIIB-IV)' defines 'advanced'.
 _COURSE = re.compile(r"\b(?:recurren\w*|unresectable|relapsed|refractory|progressi\w*|persistent|"
                      r"inoperable|or\s+higher|or\s+greater|or\s+above)\b")
+_TNM_AFTER = re.compile(r"\s*\(?\s*(?:by\s+virtue\s+of\s+|with\s+)?(?:c|p|y)?[tnm](?:[0-4x]|is)\b")
 _COURSE_UNLESS_STAGED = re.compile(r"\b(?:metasta\w*|advanced)\b")
 # Kinds whose high-confidence precision fell below 0.95 on the held-out set (development + held-out together:
 # lab 23/26, stage 0/1): emitted at medium confidence at most, so they never exclude anyone
@@ -177,6 +179,11 @@ def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
                     reasons.append(" / ".join(sorted(c.lower() for c in whole)))
                 if cats & {"HYPOTHETICAL", "POSSIBLE_EXISTENCE"}:
                     reasons.append("hypothetical")
+                if kind == "stage" and "HISTORICAL" in cats:
+                    reasons.append("the stage of a past cancer")  # 'history of a prior stage III carcinoma'
+                if kind == "stage" and exclude and _TNM_AFTER.match(line, f.end):
+                    reasons.append("stage narrowed by TNM")  # 'Stage IIIB N3' excludes only N3 disease of IIIB
+
                 if crit.alternatives:
                     reasons.append("alternatives")
                 if crit.cohort:

@@ -684,8 +684,8 @@ _STAGE_ORDER = ["0", "I", "IA", "IB", "II", "IIA", "IIB", "IIC", "III", "IIIA", 
                 "IVC"]
 _ARABIC = {"0": "0", "1": "I", "2": "II", "3": "III", "4": "IV"}
 _STAGE_TOKEN = r"(?:iv|iii|ii|i|0|[1-4])[abc]?(?![a-z0-9])"
-_STAGE = re.compile(rf"\bstages?\s*(?:group\s*)?(?P<list>{_STAGE_TOKEN}(?:\s*(?:-|–|to|through|/|,|or|and|and/or)\s*"
-                    rf"(?:stage\s*)?{_STAGE_TOKEN})*)")
+_STAGE = re.compile(rf"\bstages?\s*(?:group\s*)?(?P<list>{_STAGE_TOKEN}(?:\s*(?:-|–|to|through|/|,?\s*or|,?\s*and|"
+                    rf",?\s*and/or|,)\s*(?:stage\s*)?{_STAGE_TOKEN})*)")
 _OTHER_STAGING = re.compile(r"(?:figo|ann\s+arbor|rai|binet|iss|r-iss|bclc|lugano|masaoka|enneking|inrg|durie|clark|"
                             r"child[\s-]*pugh|nyha|ckd|kidney|renal|lymphoma|hodgkin|myeloma|cll|gold|hepatic|"
                             r"pressure|sleep|heart\s+failure|pulmonary|copd|liver|fibrosis)[^.;]{0,25}$")
@@ -723,9 +723,11 @@ def _stage_set(listing: str) -> tuple[str, ...]:
 # A staging system other than AJCC/TNM named right after the stage ('stage I-IV Hodgkin lymphoma', 'stage III
 # COPD'): the groups are not AJCC groups.
 _OTHER_STAGING_AFTER = re.compile(r"[\s)(,-]*(?:\([^)]{0,30}\)\s*)?(?:[\w-]+\s+){0,3}?"
-                                  r"(?:figo|ann\s+arbor|lugano|rai|binet|iss|r-iss|bclc|masaoka|enneking|inrg|lymphoma|hodgkin|myeloma|leuka?emia|cll|copd|"
+                                  r"(?:figo|ann\s+arbor|lugano|rai|binet|iss|r-iss|wilms|neuroblastoma|mf|ss|mycosis|s[eé]zary|encephalopathy|"
+                                  r"lymph[o]?edema|ulcers?|sarcoidosis|bclc|masaoka|enneking|inrg|lymphoma|hodgkin|myeloma|leuka?emia|cll|copd|"
                                   r"kidney|renal|liver|hepatic|heart|cardiac|lung\s+disease|pulmonary|fibrosis|"
                                   r"pressure|sleep|ckd|hypertension)\b")
+_SIBLING_LETTERS = re.compile(r"(?:\s*(?:,|/|or|and)\s*[a-d])+\b")
 # 'advanced (stage IIIB-IV)', 'stage III or metastatic': metastatic disease is stage IV.
 _METASTATIC_ALTERNATIVE = re.compile(r"[^.;()]{0,40}?\bor\s+(?:\w+\s+)?metastatic\b|"
                                      r"[^.;()]{0,80}\)[\s,]*or\s+(?:\w+\s+)?metastatic\b")
@@ -737,13 +739,22 @@ def stage(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
         if _OTHER_STAGING.search(text[max(0, m.start() - 40):m.start()]) or _OTHER_STAGING_AFTER.match(text, m.end()):
             continue
         if re.match(r"\s*(?:renal|kidney|liver|heart)", text[m.end():m.end() + 12]) or \
-                re.search(r"\bend[\s-]*$", text[max(0, m.start() - 6):m.start()]):
-            continue
+                re.search(r"\b(?:end|[tnm])[\s-]*$", text[max(0, m.start() - 6):m.start()]):
+            continue  # 'end-stage', 'T stage 1-3' (a TNM category, not a stage group)
+        if re.search(r"\b(?:therap\w*|treatment|regimens?|chemotherapy|treated)\s+(?:\w+\s+){0,2}for\s+(?:\w+\s+)?$",
+                     text[max(0, m.start() - 60):m.start()]):
+            continue  # 'no previous systemic therapy for stage IV disease': the stage of the therapy's setting
         codes = _stage_set(m.group("list"))
         arabic = not re.search(r"[iv]", m.group("list"))
         if arabic and (m.group(0).startswith("stages") or re.match(r"\s*:", text[m.end():m.end() + 3]) or
-                       re.search(r"(?:study|part|phase|step|cohort)\s*$", text[max(0, m.start() - 12):m.start()])):
+                       re.search(r"(?:study|part|phase|step|cohort|arm)\b[^.;:]{0,30}$",
+                                 text[max(0, m.start() - 42):m.start()])):
             continue  # 'Stages 1 and 2:' of the study, not of the cancer
+        if codes and _SIBLING_LETTERS.match(text, m.end()):
+            # 'stage IIIB, C or D': sibling substages written as letters (some, like IIID, have no code of ours): the
+            # whole group, so that no patient of a listed substage is left out
+            group = codes[-1].rstrip("ABC")
+            codes = tuple(c for c in codes if not c.startswith(group)) + (group,)
         if codes and "IV" not in codes and (_METASTATIC_ALTERNATIVE.match(text, m.end()) or
                                            re.search(r"\bmetastatic\s+or\s+(?:\w+\s+){0,2}\(?\s*$",
                                                      text[max(0, m.start() - 40):m.start()])):
@@ -758,7 +769,8 @@ _OTHER_MALIGNANCY = re.compile(
     r"history\s+of|diagnosis\s+of)\s+(?:\w+\s+){0,3}?(?:primary\s+)?(?:malignanc\w*|cancers?|carcinoma|"
     r"neoplasms?|tumou?rs?)\b|malignanc\w*\s+(?:other\s+than|besides|apart\s+from)")
 _YEARS = re.compile(r"(?:within|in\s+the\s+(?:last|past|previous|preceding)|during\s+the\s+(?:last|past)|<|≤|<=|"
-                    r"free\s+(?:\w+\s+){0,3}for\s+(?:at\s+least\s+)?|for\s+(?:at\s+least\s+)?|past|last)\s*(?:the\s+)?"
+                    r"free\s+(?:\w+\s+){0,3}for\s+(?:at\s+least\s+|(?:greater|more)\s+than\s+)?|"
+                    r"for\s+(?:at\s+least\s+|(?:greater|more)\s+than\s+)?|past|last)\s*(?:the\s+)?"
                     r"(?:last\s+|past\s+|previous\s+)?(\d+|one|two|three|four|five|ten)\s*(?:\(\d+\)\s*)?"
                     r"(?:years?|yrs?)")
 
