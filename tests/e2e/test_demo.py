@@ -235,3 +235,28 @@ def test_leeds_standin_checks_the_client_assertion(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_development_configuration(tmp_path):
+    """The hospital file is the shipped Leeds file pointed at the stand-in, valid for the hospital loader; the
+    allow-list names the stand-ins only; keys are private files made once and reused."""
+    from gateway.demo.stack import prepare
+    from gateway.outbound.allowlist import AllowList
+    from gateway.outbound.hospitals import load_hospitals
+
+    first = prepare(tmp_path, ROOT / "mappings", 18081, 18082, "http://127.0.0.1:18080/fhir")
+    leeds = load_hospitals(first.hospital_file.parent).get("leeds")
+    assert leeds.fhir_base_url == "http://127.0.0.1:18081/fhir" and leeds.ods_code == "RR8"
+    assert leeds.auth["type"] == "smart-backend" and leeds.auth["token_url"] == "http://127.0.0.1:18081/auth/token"
+    allowed = AllowList.parse(first.env["GATEWAY_ALLOWED_HOSTS"])
+    assert allowed.allows("http://127.0.0.1:18081/fhir") and allowed.allows("http://127.0.0.1:18082/alerts")
+    assert not allowed.allows("http://127.0.0.1:18080/fhir") and not allowed.allows(leeds.auth["token_url"]
+                                                                                   .replace("127.0.0.1", "localhost"))
+    assert first.env["LEEDS_FHIR_PRIVATE_KEY"].startswith("-----BEGIN PRIVATE KEY-----")
+    keys = tmp_path / "keys"
+    assert {p.name: p.stat().st_mode & 0o777 for p in keys.iterdir() if not p.name.endswith(".pub.pem")} == {
+        "contact-id.key": 0o600, "session.key": 0o600, "leeds-client.pem": 0o600}
+    again = prepare(tmp_path, ROOT / "mappings", 19081, 19082, "http://127.0.0.1:19080/fhir")
+    for name in ("GATEWAY_CONTACT_ID_KEY", "GATEWAY_SESSION_SECRET", "LEEDS_FHIR_PRIVATE_KEY"):
+        assert again.env[name] == first.env[name], name  # stable identifiers and sessions across restarts
+    assert load_hospitals(again.hospital_file.parent).get("leeds").fhir_base_url == "http://127.0.0.1:19081/fhir"
