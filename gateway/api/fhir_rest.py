@@ -32,6 +32,7 @@ from gateway.fhir.errors import (
     information_outcome,
     operation_outcome,
 )
+from gateway.fhir.interaction import parse_interaction
 from gateway.fhir.models import R4_ONLY_TYPES, SUPPORTED_TYPES
 from gateway.fhir.search import SUMMARY_MODES, Include, SearchQuery, iterate_limit, parse_search, split_values
 from gateway.fhir.search_params import reference_params
@@ -422,13 +423,12 @@ def _history(rtype: str | None, rid: str | None):
 
 
 def _read_for_bundle(url: str) -> dict:
-    path, _, query = url.partition("?")
-    parts = [p for p in path.strip("/").split("/") if p]
-    if len(parts) == 2 and not query:
-        return visibility.read_for_bundle(store().read(parts[0], parts[1]))
-    if len(parts) == 1:
-        _check_type(parts[0])
-        q, total, rows = run_search(parts[0], parse_qsl(query, keep_blank_values=True))
+    it = parse_interaction("GET", url)
+    if it.name == "read" and not it.query:
+        return visibility.read_for_bundle(store().read(it.rtype, it.rid))
+    if it.name == "search" and it.rtype is not None:
+        _check_type(it.rtype)
+        q, total, rows = run_search(it.rtype, parse_qsl(it.query, keep_blank_values=True))
         return {"resourceType": "Bundle", "type": "searchset", "total": total,
                 "entry": [{"fullUrl": f"{base_url()}/{r.type}/{r.id}", "resource": r.resource(),
                            "search": {"mode": "match"}} for r in rows]}

@@ -10,6 +10,7 @@ from flask import current_app
 
 from gateway.api.authstate import access
 from gateway.fhir.errors import FhirError, Forbidden, Gone, NotFound
+from gateway.fhir.interaction import parse_interaction
 from gateway.fhir.search import SearchQuery
 from gateway.store.repo import Store, Stored
 
@@ -98,26 +99,17 @@ def check_bundle(bundle: object) -> None:
         method, url = req.get("method"), req.get("url")
         if not isinstance(url, str) or method not in ("GET", "POST", "PUT", "DELETE"):
             continue
-        path, _, query = url.partition("?")
-        parts = [p for p in path.strip("/").split("/") if p]
-        if not parts:
-            continue
+        it = parse_interaction(method, url)
+        if it.name in (None, "transaction"):
+            continue  # names no interaction: the entry is refused (400) when the Bundle is processed
         try:
-            if parts[0] == "_history" or parts[0].startswith("$") or any(p.startswith("$") for p in parts):
+            if it.name in ("operation", "history-system"):
                 raise Forbidden("History and operations are not allowed inside a Bundle here", "request.url")
-            if len(parts) >= 2 and parts[1] == "_history":
-                acc.check_history(parts[0])
-                continue
-            interaction = {"POST": "create", "PUT": "update", "DELETE": "delete"}.get(method) or (
-                "read" if len(parts) == 2 and not query else "search")
-            if interaction in ("create", "update"):
-                acc.check_write(interaction, parts[0], entry.get("resource"), "Bundle.entry.resource.resourceType")
-            else:
-                acc.check(interaction, parts[0])
+            acc.check_interaction(it, entry.get("resource"), "Bundle.entry.resource.resourceType")
         except FhirError as exc:
             raise exc.prefixed(f"Bundle.entry[{i}]") from None
         if method in ("POST", "PUT") and isinstance(entry.get("resource"), dict):
-            acc.prepare_write(parts[0], entry["resource"])
+            acc.prepare_write(it.rtype, entry["resource"])
 
 
 def filter_bundle_response(result: dict) -> dict:

@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from gateway.fhir.conventions import NHS_NUMBER, TENANT_TAG
 from gateway.fhir.errors import FhirError, Forbidden, InvalidResource, NotFound
+from gateway.fhir.interaction import Interaction
 from gateway.fhir.search import SearchQuery, parse_search
 from gateway.fhir.search_params import normalise_reference, params_for
 from gateway.security.principal import Caller
@@ -235,6 +236,21 @@ class Access:
                                   where or f"{url_type}.resourceType")
         self.check(interaction, url_type)
         return url_type
+
+    def check_interaction(self, it: Interaction, body: object = None, where: str | None = None) -> None:
+        """A REST interaction (``gateway.fhir.interaction.parse_interaction``) checked for this caller, the same
+        whether it comes as a request or as a Bundle entry: a create or update sent with a body by the type it
+        writes (``check_write``), history by its own rule, everything else by scope and role. Operations (with
+        their parameters, ``check_operation``) and transactions (entry by entry) are checked by their callers.
+        """
+        if it.name in ("history-system", "history-type"):
+            self.check_history(it.rtype)
+        elif it.name in ("create", "update") and it.method in ("POST", "PUT") and it.rtype is not None:
+            self.check_write(it.name, it.rtype, body, where)
+        elif it.name in PERMISSION and it.name != "operation" and it.rtype is not None:
+            self.check(it.name, it.rtype)
+        else:  # a programming error: an interaction must never pass unchecked
+            raise ValueError(f"check_interaction cannot decide {it.name!r} on {it.rtype!r}")
 
     def check_existing(self, rtype: str, rid: str, current: Stored | None, *, named: bool = True) -> None:
         """Before any version check (If-Match): may the caller change the resource it is about to update or
