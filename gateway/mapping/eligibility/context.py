@@ -127,7 +127,7 @@ class Context:
         such as 'negative' in 'EGFR-negative', is the recogniser's business and is not counted)."""
         out = set()
         for t in self.triggers:
-            if t.direction == "TERMINATE" or (t.start >= start and t.end <= end):
+            if t.direction in ("TERMINATE", "PSEUDO") or (t.start >= start and t.end <= end):
                 continue
             s, e = self._scope(t)
             if s <= start <= e:  # the scope reaches the target's head ('no [serum creatinine] <= 1.5 x ULN')
@@ -136,7 +136,7 @@ class Context:
 
     def anywhere(self) -> set[str]:
         """Categories present anywhere in the criterion."""
-        return {t.category for t in self.triggers if t.direction != "TERMINATE"}
+        return {t.category for t in self.triggers if t.direction not in ("TERMINATE", "PSEUDO")}
 
     def whole(self) -> set[str]:
         """The criterion-wide categories present (conditional, exception)."""

@@ -212,25 +212,32 @@ def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
     return CriterionResult(crit, (), "low-confidence" if unparsed else "not-recognised")
 
 
-# Between two items of one list: words, commas, brackets and 'and' / 'or' / 'and/or', no clause end.
-_LIST_GAP = re.compile(r"[^.;:]*\b(?:or|and|and/or|nor)\b[^.;:]*|[^.;:]*,[^.;:]*")
+# Negations that state what a patient must not have received: they govern the whole list that follows them.
+_THERAPY_NEGATION = re.compile(r"\b(?:not|never)(?:\s+(?:have|has|had|been|received|receive|previously))*$|"
+                               r"\bna[iï]ve\s+to$")
+_LIST_GAP = re.compile(r"(?:[^.;:\s]+\s+){0,8}?[^.;:]*?(?:,|\bor\b|\band\b|\band/or\b|\bnor\b)[^.;:]*")
 
 
 def _listed_negation(found: list[tuple[str, Finding]], ctx: Context, line: str) -> set[int]:
-    """'should not have received any prior therapy with A (including B) and/or C': a negation reaches every item of
-    the list it stands before, however long the list (ConText's scope stops after a fixed number of words). The
-    ids of the findings that inherit the negation of an earlier item of the same kind in the same list."""
+    """'should not have received any prior therapy with A (including B) and/or C': a 'must not have received'
+    negation reaches every item of the list it stands before, however long the list (ConText's scope stops after a
+    fixed number of words). The ids of the findings that inherit the negation of the item before them."""
     out: set[int] = set()
+    triggers = [t for t in ctx.triggers if t.category == "NEGATED_EXISTENCE" and t.direction == "FORWARD" and
+                _THERAPY_NEGATION.search(line[t.start:t.end])]
+    if not triggers:
+        return out
     items = sorted((f for _, f in found if f.value is not None and f.kind == "prior-therapy"), key=lambda f: f.start)
     negated_prev: Finding | None = None
     for f in items:
-        negated = "NEGATED_EXISTENCE" in ctx.categories(f.start, f.end) or id(f) in out
+        negated = "NEGATED_EXISTENCE" in ctx.categories(f.start, f.end)
         if not negated and negated_prev is not None:
             gap = line[negated_prev.end:f.start]
-            if _LIST_GAP.fullmatch(gap) and not any(negated_prev.end <= t.start < f.start for t in ctx.triggers):
+            if len(gap.split()) <= 10 and _LIST_GAP.fullmatch(gap) and \
+                    not any(negated_prev.end <= t.start < f.start for t in ctx.triggers):
                 out.add(id(f))
                 negated = True
-        negated_prev = f if negated else None
+        negated_prev = f if negated and any(t.end <= f.start for t in triggers) else None
     return out
 
 

@@ -1,0 +1,147 @@
+"""General causes of missed or wrong extractions, on real criterion lines of the ctgov corpus (NCT id beside each).
+
+None of these lines is in the gold sets or the adversarial suite: they check that a rule reads the general case
+(stage lists, non-AJCC staging, 'not eligible for <treatment>', forward windows, equivalent performance scales, a
+negation over a long therapy list, 'active' infections and malignancies), not one fixture line.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.mapping.eligibility import recognise_criterion
+from gateway.mapping.eligibility.recognise import window_near
+from gateway.mapping.eligibility.split import Criterion
+from gateway.terminology.lexicons import default_lexicons
+
+LX = default_lexicons()
+
+
+def found(text: str, section: str = "inclusion") -> list[tuple[tuple, str]]:
+    """(key, confidence) of every finding of one criterion."""
+    r = recognise_criterion(Criterion(text, 0, len(text), section), LX)
+    return [(f.key(), f.confidence) for f in r.findings]
+
+
+def stages(text: str, section: str = "inclusion") -> list[tuple[tuple, str]]:
+    return [(k, c) for k, c in found(text, section) if k[0] == "stage"]
+
+
+@pytest.mark.parametrize(("text", "groups"), [
+    ("Diagnosed with stage IIB, III, or IV cutaneous melanoma", "IIB|III|IV"),  # NCT07148245
+    ("Clinical stage IB, IIA/IIB, or III (N0-2) amenable to surgical resection.", "IB|IIA|IIB|III"),  # NCT06385262
+    ("Have histologically or cytologically confirmed diagnosis of Stage IIIB or IIIC (who are not amenable to "
+     "curative surgery or radiotherapy) or Stage IV NSCLC", "IIIB|IIIC|IV"),  # NCT06712316
+    ("Patient diagnosed with stage II and III non-small cell lung cancer (NSCLC)", "II|III"),  # NCT06945484
+])
+def test_stage_lists_are_read_whole_and_stay_inclusions(text, groups):
+    assert stages(text) == [(("stage", "stage", groups, "include", None), "high")]
+
+
+def test_sibling_substage_letters_widen_to_their_group():
+    # NCT07049276: 'IIIB, C or D' - IIID has no code of ours, so the whole of stage III, never IIIB alone
+    text = ("Cytologically or histologically confirmed, resectable pathological Stage IIIB, C or D (Any T, N1b, N2b) "
+            "melanoma")
+    assert stages(text) == [(("stage", "stage", "III", "include", None), "high")]
+
+
+def test_metastatic_beside_a_stage_is_stage_iv():
+    # NCT06907615
+    text = ("Histologically or cytologically confirmed, locally advanced (stage IIIB/IIIC) or metastatic (stage IV) "
+            "NSCLC not suitable for radical treatment")
+    assert stages(text) == [(("stage", "stage", "IIIB|IIIC|IV", "include", None), "high")]
+
+
+@pytest.mark.parametrize("text", [
+    "T stage 1-3 prostatic adenocarcinoma per AJCC staging manual Ed8.",  # NCT05498272: a T category
+    "Have active stage 3 or 4 encephalopathy.",  # NCT05661461: not a cancer stage
+    # NCT06401330
+    "Patients with newly diagnosed Stage I-IV Favorable Histology Wilms Tumor confirmed by central review",
+    "Stages IB-IV MF or SS",  # NCT04256018: mycosis fungoides staging
+    "Inclusion Criteria for Cohort 1 (Stage 1 [and Stage 2, only where indicated]):",  # NCT04802759: study stages
+])
+def test_no_ajcc_stage_from_other_systems_or_study_parts(text):
+    assert stages(text) == []
+
+
+def test_the_stage_of_a_therapy_setting_is_no_stage_criterion():
+    # NCT04499053: the second 'stage IV' names the setting of the therapy, it must not become an exclusion
+    text = "Patients with stage IV NSCLC who had undergone no previous systemic therapy for stage IV disease."
+    assert stages(text) == [(("stage", "stage", "IV", "include", None), "high")]
+
+
+def test_an_exclusion_narrowed_by_tnm_is_medium():
+    # NCT05118854: only N3 disease of stage IIIB is excluded
+    got = stages("Stage IIIB N3 and Stages IIIC, IVA and IVB NSCLC.", "exclusion")
+    assert got and all(c == "medium" for _, c in got)
+
+
+def test_forward_windows_are_not_look_backs():
+    text = "platelets >= 100,000/mm3 within 3 months after enrollment"
+    at = text.index("platelets")
+    assert window_near(text, at, at + 9) is None
+    text = "platelets >= 100,000/mm3 within 14 days prior to registration"
+    assert window_near(text, at, at + 9) == (14.0, "d")
+
+
+def test_units_written_out():
+    # NCT05121051
+    assert found("Absolute neutrophil count \\>= 1,000/microliter") == [
+        (("lab", "neutrophils", ">=1000 /uL", "include", None), "high")]
+
+
+def test_a_lab_with_a_permitted_exception_is_medium():
+    # NCT06699602: a Gilbert patient up to 2 x ULN may be enrolled
+    text = ("Serum bilirubin ≤ 1.5 x ULN. Patients with known Gilbert disease who have serum bilirubin level ≤ 2 x ULN "
+            "may be enrolled.")
+    assert [c for _, c in found(text)] == ["medium"]
+
+
+def test_equivalent_performance_thresholds_are_each_high_alternatives_are_not():
+    # NCT05838391: the same patients on two scales
+    got = found("Eastern Cooperative Oncology Group (ECOG) performance status ≤2 (Karnofsky ≥60%).")
+    assert sorted(got) == [(("ecog", "ECOG", "0-2", "include", None), "high"),
+                           (("karnofsky", "KARNOFSKY", "60-100", "include", None), "high")]
+    # ECOG 0-1 is Karnofsky 70-100; '>= 50' admits other patients: alternatives, never a hard rule
+    got = found("Patient has an ECOG Performance Status score of 0 or 1 (solid tumors) or KPS score ≥ 50")
+    assert got and all(c == "medium" for _, c in got)
+
+
+def test_active_infection_reads_the_same_records_as_infection():
+    # NCT03740256
+    assert sorted(found("Patients with known active hepatitis B or C infection.", "exclusion")) == [
+        (("infection", "HBV", "present", "exclude", None), "high"),
+        (("infection", "HCV", "present", "exclude", None), "high")]
+
+
+def test_an_infection_line_that_spares_controlled_disease_is_not_high():
+    # NCT05838768
+    text = ("Active Hepatitis B Virus (HBV), Hepatitis C Virus (HCV) or Tuberculosis infection. Patients whose disease "
+            "is controlled under antiviral therapy should not be excluded.")
+    got = found(text, "exclusion")
+    assert got and all(c == "medium" for _, c in got)
+
+
+def test_non_pregnant_non_lactating_excludes_pregnancy_and_breastfeeding():
+    # NCT05720117
+    assert sorted(found("Male or non-pregnant, non-lactating female participants age ≥18 years.")) == [
+        (("breastfeeding", "breastfeeding", "present", "exclude", None), "high"),
+        (("pregnancy", "pregnancy", "present", "exclude", None), "high")]
+
+
+def test_other_malignancy_windows_and_active():
+    # NCT04872166
+    assert found("Second primary malignancy that has not been in remission for greater than 3 years", "exclusion") == [
+        (("other-malignancy", "other malignancy", "present", "exclude", "3 a"), "high")]
+    # NCT06674863-like wording in NCT03803553: an active one only (the matching side reads qualifier 'active')
+    r = recognise_criterion(Criterion("Has a known additional malignancy that is progressing or requires active "
+                                      "treatment.", 0, 78, "exclusion"), LX)
+    assert [(f.kind, f.qualifiers, f.window) for f in r.findings] == [("other-malignancy", ("active",), None)]
+
+
+def test_a_negation_reaches_every_item_of_a_long_therapy_list():
+    # NCT01961713: 'radiation therapy, hormone therapy, or other medical therapy' all negated by 'must not have'
+    text = ("Patients must not have received prior radiation therapy, hormone therapy, or other medical therapy for "
+            "prostate cancer prior to prostatectomy.")
+    got = found(text, "inclusion")
+    assert got and all(k[3] == "exclude" for k, _ in got)
