@@ -119,43 +119,49 @@ class People:
             db.advance_cursor(tx.conn, tx.last_seq)
 
     def apply(self, conn, refs: list[tuple[str, str]], seq: int) -> int:
-        """Re-derive the people these (type, id) writes touch; returns how many people were rebuilt."""
+        """Re-derive the people these (type, id) writes touch; returns how many people were rebuilt.
+
+        A fixed number of statements whatever the number of people (a Bundle or an import batch of thousands).
+        """
         current = {(r["resourceType"], r["id"]): r for r in db.read_current(conn, refs)}
-        people: set[str] = set()
-        patients: set[str] = set()
+        patients_now: dict[str, str | None] = {}
+        records_now: dict[tuple[str, str], str | None] = {}
         for rtype, rid in refs:
             res = current.get((rtype, rid))
             if rtype == "Patient":
-                new = person_key(res) if res is not None else None
-                old = db.set_patient(conn, rid, new)
-                people |= {k for k in (old, new) if k}
+                patients_now[rid] = person_key(res) if res is not None else None
             else:
-                pid = _patient_id(res) if res is not None else None
-                old = db.set_record(conn, rtype, rid, pid)
-                patients |= {p for p in (old, pid) if p}
-        people |= set(db.persons_of(conn, patients).values())
-        for key in sorted(people):
-            self._rebuild(conn, key, seq)
+                records_now[(rtype, rid)] = _patient_id(res) if res is not None else None
+        old_people = db.set_patients(conn, patients_now)
+        old_records = db.set_records(conn, records_now)
+        people = {k for k in (*old_people.values(), *patients_now.values()) if k}
+        touched = {p for p in (*old_records.values(), *records_now.values()) if p}
+        people |= set(db.persons_of(conn, touched).values())
+        self._rebuild(conn, sorted(people), seq)
         return len(people)
 
-    def _rebuild(self, conn, key: str, seq: int) -> None:
-        pids = db.patients_of(conn, key)
-        if not pids:
-            db.drop_person(conn, key)
-            return
-        resources = db.current_resources(conn, pids)
-        prof = build_profile(resources, self.term, key=key)
-        gate = [r for r in resources if r.get("resourceType") == "Consent"]
-        row = db.PersonRow(
-            person=key, nhs_number=prof.nhs_number, birth_date=prof.birth_date.isoformat() if prof.birth_date else None,
-            sex=prof.sex, deceased=prof.deceased, no_condition=not prof.conditions,
-            alerts_only=_alerts_only([r for r in resources if r.get("resourceType") == "Patient"]),
-            alerts_consent=consent.may_ever(gate, cv.PURPOSE_TRIAL_ALERTS),
-            research_consent=consent.may_ever(gate, cv.PURPOSE_RESEARCH),
-            lat=prof.position[0] if prof.position else None, lon=prof.position[1] if prof.position else None,
-            doc=profile_doc(prof))
-        codes = {db.code_key(*c) for c in prof.ancestors} | {db.text_code(t) for t in prof.texts}
-        db.put_person(conn, row, codes, seq)
+    def _rebuild(self, conn, keys: list[str], seq: int) -> None:
+        members = db.patients_of_many(conn, keys)
+        by_patient = db.current_resources_many(conn, [p for k in keys for p in members.get(k, ())])
+        rows: list[tuple[db.PersonRow, set[str]]] = []
+        for key in keys:
+            pids = members.get(key)
+            if not pids:
+                continue
+            resources = [r for pid in pids for r in by_patient.get(pid, ())]
+            prof = build_profile(resources, self.term, key=key)
+            gate = [r for r in resources if r.get("resourceType") == "Consent"]
+            row = db.PersonRow(
+                person=key, nhs_number=prof.nhs_number,
+                birth_date=prof.birth_date.isoformat() if prof.birth_date else None,
+                sex=prof.sex, deceased=prof.deceased, no_condition=not prof.conditions,
+                alerts_only=_alerts_only([r for r in resources if r.get("resourceType") == "Patient"]),
+                alerts_consent=consent.may_ever(gate, cv.PURPOSE_TRIAL_ALERTS),
+                research_consent=consent.may_ever(gate, cv.PURPOSE_RESEARCH),
+                lat=prof.position[0] if prof.position else None, lon=prof.position[1] if prof.position else None,
+                doc=profile_doc(prof))
+            rows.append((row, {db.code_key(*c) for c in prof.ancestors} | {db.text_code(t) for t in prof.texts}))
+        db.replace_people(conn, keys, rows, seq)
 
     def catch_up(self, batch: int = 2000) -> int:
         """Apply the person changes no write hook applied (a database from before the profile tables, writes of a

@@ -38,7 +38,7 @@ def person_of(conn, patient_id: str) -> str | None:
 
 
 def persons_of(conn, patient_ids: Iterable[str]) -> dict[str, str]:
-    ids = list(dict.fromkeys(patient_ids))
+    ids = sorted(set(patient_ids))
     out: dict[str, str] = {}
     for i in range(0, len(ids), 500):
         out.update(conn.execute(select(PAT.c.patient_id, PAT.c.person).where(PAT.c.patient_id.in_(ids[i:i + 500])))
@@ -48,30 +48,6 @@ def persons_of(conn, patient_ids: Iterable[str]) -> dict[str, str]:
 
 def patients_of(conn, person: str) -> list[str]:
     return sorted(conn.execute(select(PAT.c.patient_id).where(PAT.c.person == person)).scalars())
-
-
-def set_patient(conn, patient_id: str, person: str | None) -> str | None:
-    """Record which person a Patient record belongs to (None: deleted); returns the person it belonged to."""
-    old = person_of(conn, patient_id)
-    if old == person:
-        return old
-    if old is not None:
-        conn.execute(delete(PAT).where(PAT.c.patient_id == patient_id))
-    if person is not None:
-        conn.execute(insert(PAT).values(patient_id=patient_id, person=person))
-    return old
-
-
-def set_record(conn, rtype: str, rid: str, patient_id: str | None) -> str | None:
-    """Record which Patient a clinical record (or Consent) is about (None: none / deleted); returns the old one."""
-    old = conn.execute(select(REC.c.patient_id).where(REC.c.type == rtype, REC.c.id == rid)).scalar()
-    if old == patient_id:
-        return old
-    if old is not None:
-        conn.execute(delete(REC).where(REC.c.type == rtype, REC.c.id == rid))
-    if patient_id is not None:
-        conn.execute(insert(REC).values(type=rtype, id=rid, patient_id=patient_id))
-    return old
 
 
 def read_current(conn, refs: list[tuple[str, str]]) -> list[dict]:
@@ -90,20 +66,90 @@ def read_current(conn, refs: list[tuple[str, str]]) -> list[dict]:
     return [orjson.loads(found[ref]) for ref in refs if ref in found]
 
 
-def current_resources(conn, patient_ids: list[str]) -> list[dict]:
-    """The current Patient records ``patient_ids`` and every current record about them, as JSON: each Patient
-    (by id) followed by its records by (type, id)."""
-    if not patient_ids:
-        return []
+def _chunks(items: list, n: int = 500):
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def set_patients(conn, persons: dict[str, str | None]) -> dict[str, str]:
+    """Patient id -> the person it belongs to now (None: deleted), for many; returns who they belonged to."""
+    old = persons_of(conn, persons)
+    for part in _chunks(sorted(pid for pid, person in persons.items() if old.get(pid) != person and pid in old)):
+        conn.execute(delete(PAT).where(PAT.c.patient_id.in_(part)))
+    new = [{"patient_id": pid, "person": person} for pid, person in sorted(persons.items())
+           if person is not None and old.get(pid) != person]
+    if new:
+        conn.execute(insert(PAT), new)
+    return old
+
+
+def set_records(conn, records: dict[tuple[str, str], str | None]) -> dict[tuple[str, str], str]:
+    """(type, id) -> the Patient the record is about now (None: none / deleted), for many; returns the old ones."""
+    old: dict[tuple[str, str], str] = {}
+    by_type: dict[str, list[str]] = {}
+    for t, i in records:
+        by_type.setdefault(t, []).append(i)
+    for t, ids in by_type.items():
+        for part in _chunks(ids):
+            old.update(((t, i), pid) for i, pid in conn.execute(
+                select(REC.c.id, REC.c.patient_id).where(REC.c.type == t, REC.c.id.in_(part))))
+    stale: dict[str, list[str]] = {}
+    for (t, i) in records:
+        if (t, i) in old and old[(t, i)] != records[(t, i)]:
+            stale.setdefault(t, []).append(i)
+    for t, ids in stale.items():
+        for part in _chunks(ids):
+            conn.execute(delete(REC).where(REC.c.type == t, REC.c.id.in_(part)))
+    new = [{"type": t, "id": i, "patient_id": pid} for (t, i), pid in records.items()
+           if pid is not None and old.get((t, i)) != pid]
+    if new:
+        conn.execute(insert(REC), new)
+    return old
+
+
+def patients_of_many(conn, persons: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for part in _chunks(persons):
+        for pid, person in conn.execute(select(PAT.c.patient_id, PAT.c.person).where(PAT.c.person.in_(part))):
+            out.setdefault(person, []).append(pid)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def current_resources_many(conn, patient_ids: list[str]) -> dict[str, list[dict]]:
+    """Patient id -> [the current Patient, then every current record about it by (type, id)]."""
     about: dict[str, list[tuple[str, str]]] = {}
-    for t, i, pid in conn.execute(select(REC.c.type, REC.c.id, REC.c.patient_id).where(
-            REC.c.patient_id.in_(patient_ids))):
-        about.setdefault(pid, []).append((t, i))
-    refs: list[tuple[str, str]] = []
-    for pid in sorted(patient_ids):
-        refs.append(("Patient", pid))
-        refs.extend(sorted(about.get(pid, ())))
-    return read_current(conn, refs)
+    for part in _chunks(patient_ids):
+        for t, i, pid in conn.execute(select(REC.c.type, REC.c.id, REC.c.patient_id).where(
+                REC.c.patient_id.in_(part))):
+            about.setdefault(pid, []).append((t, i))
+    refs = [ref for pid in patient_ids for ref in (("Patient", pid), *sorted(about.get(pid, ())))]
+    found = {(r["resourceType"], r["id"]): r for r in read_current(conn, refs)}
+    return {pid: [found[ref] for ref in (("Patient", pid), *sorted(about.get(pid, ()))) if ref in found]
+            for pid in patient_ids}
+
+
+def replace_people(conn, keys: list[str], rows: list[tuple[PersonRow, set[str]]], seq: int) -> None:
+    """The rows of people ``keys`` become ``rows`` (people of ``keys`` without a row are removed)."""
+    for part in _chunks(keys):
+        conn.execute(delete(C).where(C.c.person.in_(part)))
+        conn.execute(delete(P).where(P.c.person.in_(part)))
+    if not rows:
+        return
+    conn.execute(insert(P), [dict(
+        person=r.person, nhs_number=r.nhs_number, birth_date=r.birth_date, sex=r.sex, deceased=r.deceased,
+        no_condition=r.no_condition, alerts_only=r.alerts_only, alerts_consent=r.alerts_consent,
+        research_consent=r.research_consent, lat=r.lat, lon=r.lon, seq=seq, doc=orjson.dumps(r.doc).decode())
+        for r, _ in rows])
+    codes = [{"code": c, "person": r.person} for r, cs in rows for c in sorted({c[:255] for c in cs})]
+    for part in _chunks(codes, 5000):
+        conn.execute(insert(C), part)
+
+
+def current_resources(conn, patient_ids: list[str]) -> list[dict]:
+    """The current Patient records ``patient_ids`` and every current record about them: each Patient (by id)
+    followed by its records by (type, id), the order profiles are built in."""
+    many = current_resources_many(conn, sorted(patient_ids))
+    return [r for pid in sorted(patient_ids) for r in many[pid]]
 
 
 # -- the person rows -------------------------------------------------------------------------------------------
@@ -121,32 +167,6 @@ class PersonRow:
     lat: float | None
     lon: float | None
     doc: dict
-
-
-def put_person(conn, row: PersonRow, codes: Iterable[str], seq: int) -> None:
-    """Replace the person's row and codes."""
-    drop_person(conn, row.person)
-    conn.execute(insert(P).values(
-        person=row.person, nhs_number=row.nhs_number, birth_date=row.birth_date, sex=row.sex, deceased=row.deceased,
-        no_condition=row.no_condition, alerts_only=row.alerts_only, alerts_consent=row.alerts_consent,
-        research_consent=row.research_consent, lat=row.lat, lon=row.lon, seq=seq,
-        doc=orjson.dumps(row.doc).decode()))
-    keys = sorted({c[:255] for c in codes})
-    if keys:
-        conn.execute(insert(C), [{"code": c, "person": row.person} for c in keys])
-
-
-def drop_person(conn, person: str) -> None:
-    conn.execute(delete(C).where(C.c.person == person))
-    conn.execute(delete(P).where(P.c.person == person))
-
-
-def built_seq(conn, persons: Iterable[str]) -> dict[str, int]:
-    keys = list(persons)
-    out: dict[str, int] = {}
-    for i in range(0, len(keys), 500):
-        out.update(conn.execute(select(P.c.person, P.c.seq).where(P.c.person.in_(keys[i:i + 500]))).all())
-    return out
 
 
 def docs(conn, persons: list[str]) -> dict[str, dict]:
@@ -248,10 +268,6 @@ def candidate_rows(conn, f: Filter, chunk: int = 2000, only: list[str] | None = 
         if len(rows) < chunk:
             return
         after = rows[-1][0]
-
-
-def candidate_count(conn, f: Filter) -> int:
-    return int(conn.execute(select(func.count()).select_from(P).where(*_where(f))).scalar_one())
 
 
 # -- the cursor of the catch-up -----------------------------------------------------------------------------
