@@ -376,11 +376,21 @@ def eligibility_characteristics(value: object, ctx: Context) -> list[dict] | Non
 def eligibility_extensions(value: object, ctx: Context) -> list[dict] | None:
     """eligibilityCriteria text -> the Group's unstructured-criterion extensions and its criteria count."""
     from gateway.mapping.eligibility.cache import parts_for
+    from gateway.mapping.eligibility.fhir import registry_age_covered
 
     if not isinstance(value, str) or not value.strip():
         return None
     _, exts = parts_for(value)
-    return exts
+    # the age line beside the registry's structured age is checked by that Age characteristic, not left unchecked
+    module = (ctx.record.get("protocolSection") or {}).get("eligibilityModule") or {}
+    ages = {n for n in (_years(module.get("minimumAge")), _years(module.get("maximumAge"))) if n is not None}
+    return registry_age_covered(exts, ages)
+
+
+def _years(age: object) -> int | None:
+    """'18 Years' -> 18; other units ('6 Months') or nothing -> None."""
+    m = re.fullmatch(r"\s*(\d{1,3})\s*years?\s*", age, re.IGNORECASE) if isinstance(age, str) else None
+    return int(m.group(1)) if m else None
 
 
 @transform("ctgov-mesh-hierarchy")

@@ -317,6 +317,39 @@ def _sponsor_covered(group: dict) -> dict:
     return out
 
 
+def registry_age_covered(exts: list[dict], ages: set[int]) -> list[dict]:
+    """A registry record's Group extensions with its inclusion age line ("Age >= 18 years", "Aged 18 to 75")
+    counted as structured when every age the line states is one of the registry's structured ages (``ages``, in
+    years): the registry's Age characteristic checks it. A line stating another age stays text."""
+    if not ages:
+        return exts
+
+    def covered(ext: dict) -> bool:
+        if ext.get("url") != c.EXT_UNSTRUCTURED_CRITERION:
+            return False
+        sub = {x.get("url"): next((v for k, v in x.items() if k.startswith("value")), None)
+               for x in ext.get("extension") or []}
+        text = sub.get("text")
+        if sub.get("section") != "inclusion" or sub.get("reason") != "not-recognised" or not isinstance(text, str) \
+                or not _AGE_LINE.search(text) or len(text) > 200:
+            return False
+        stated = {int(n) for n in re.findall(r"\d+", text)}  # every number: 'Age 18-70', '... and 2 prior lines'
+        return bool(stated) and stated <= ages
+
+    drop = sum(1 for e in exts if covered(e))
+    if not drop:
+        return exts
+    out = []
+    for e in exts:
+        if covered(e):
+            continue
+        if e.get("url") == c.EXT_CRITERIA_COUNT:
+            e = {**e, "extension": [{**x, "valueInteger": x["valueInteger"] + drop}
+                                    if x.get("url") == "structured" else x for x in e.get("extension") or []]}
+        out.append(e)
+    return out
+
+
 def _codes(concept: object) -> set[tuple[str, str]]:
     if not isinstance(concept, dict):
         return set()
