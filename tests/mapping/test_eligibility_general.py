@@ -145,3 +145,11 @@ def test_a_negation_reaches_every_item_of_a_long_therapy_list():
             "prostate cancer prior to prostatectomy.")
     got = found(text, "inclusion")
     assert got and all(k[3] == "exclude" for k, _ in got)
+
+
+def test_figo_and_ann_arbor_groups_are_read_as_their_systems_at_medium():
+    # written for this test on the pattern of corpus lines (FIGO: NCT03772028 in the gold set; Ann Arbor: NCT03923504)
+    assert found("Newly diagnosed FIGO stage IIIC-IVB ovarian cancer") == [
+        (("stage", "figo-stage", "IIIC|IV", "include", None), "medium")]
+    assert found("Ann Arbor stage II-IV diffuse large B-cell lymphoma") == [
+        (("stage", "ann-arbor", "II|III|IV", "include", None), "medium")]

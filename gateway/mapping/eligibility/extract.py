@@ -59,7 +59,7 @@ MEDIUM_RULES: frozenset[str] = frozenset({"lab-unit-inferred"})
 # medium until a labelled set measures them (the gold labels predate them and are kept as they are).
 MEDIUM_CONCEPTS: frozenset[tuple[str, str]] = frozenset(
     ("prior-therapy", c) for c in ("radiotherapy", "chemotherapy", "anticancer-therapy", "endocrine-therapy",
-                                   "anti-lag-3", "prmt5-inhibitor"))
+                                   "anti-lag-3", "prmt5-inhibitor")) | {("stage", "figo-stage"), ("stage", "ann-arbor")}
 
 
 @dataclass(frozen=True)
@@ -329,8 +329,8 @@ def _merge_stages(findings: list[Finding]) -> list[Finding]:
     if len(stages) < 2:
         return findings
     out = [f for f in findings if f.kind != "stage"]
-    for exclude in (False, True):
-        group = [f for f in stages if f.exclude == exclude]
+    for concept, exclude in dict.fromkeys((f.concept, f.exclude) for f in stages):
+        group = [f for f in stages if f.exclude == exclude and f.concept == concept]
         if not group:
             continue
         codes: list[str] = []

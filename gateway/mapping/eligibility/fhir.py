@@ -127,7 +127,8 @@ def characteristic(f: Finding, r: CriterionResult, lx: Lexicons) -> dict | None:
         codings = []
         for s in f.value:  # type: ignore[union-attr]
             codings.append(_coding((c.AJCC_STAGE_CS, s), f"Stage {s}"))
-        label = "Stage " + ", ".join(f.value)  # type: ignore[arg-type]
+        label = {"figo-stage": "FIGO stage ", "ann-arbor": "Ann Arbor stage "}.get(f.concept, "Stage ") + \
+            ", ".join(f.value)  # type: ignore[arg-type]
         out = {"code": _concept(c.STAGE_GROUP, "Cancer stage group"), "valueCodeableConcept": {
             "coding": codings, "text": label}}
     elif f.kind == "other-malignancy":

@@ -736,7 +736,12 @@ _METASTATIC_ALTERNATIVE = re.compile(r"[^.;()]{0,40}?\bor\s+(?:\w+\s+)?metastati
 @recogniser("stage")
 def stage(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
     for m in _STAGE.finditer(text):
-        if _OTHER_STAGING.search(text[max(0, m.start() - 40):m.start()]) or _OTHER_STAGING_AFTER.match(text, m.end()):
+        before = text[max(0, m.start() - 40):m.start()]
+        after = _OTHER_STAGING_AFTER.match(text, m.end())
+        system = "figo-stage" if "figo" in before or (after and "figo" in after.group(0)) else \
+            "ann-arbor" if "ann arbor" in before or (after and re.search(r"ann\s+arbor|lymphoma|hodgkin",
+                                                                        after.group(0))) else "stage"
+        if system == "stage" and (_OTHER_STAGING.search(before) or after):
             continue
         if re.match(r"\s*(?:renal|kidney|liver|heart)", text[m.end():m.end() + 12]) or \
                 re.search(r"\b(?:end|[tnm])[\s-]*$", text[max(0, m.start() - 6):m.start()]):
@@ -760,7 +765,9 @@ def stage(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
                                                      text[max(0, m.start() - 40):m.start()])):
             codes = (*codes, "IV")  # 'stage III or metastatic': stage IV is the metastatic alternative
         if codes:
-            yield Finding("stage", "stage", codes, m.start(), m.end(), "stage-group")
+            # FIGO (gynaecological) and Ann Arbor (lymphoma) groups use the same numerals as AJCC groups (AJCC 8th
+            # edition adopts FIGO's for gynaecological sites); the concept says which system the text named
+            yield Finding("stage", system, codes, m.start(), m.end(), "stage-group" if system == "stage" else system)
 
 
 # -- other malignancy -----------------------------------------------------------------------------------------
