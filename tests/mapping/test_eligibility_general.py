@@ -1,4 +1,5 @@
-"""General causes of missed or wrong extractions, on real criterion lines of the ctgov corpus (NCT id beside each).
+"""General causes of missed or wrong extractions, on real criterion lines of the ctgov corpus (NCT id beside each;
+one test says where its lines were written on the pattern of corpus lines).
 
 None of these lines is in the gold sets or the adversarial suite: they check that a rule reads the general case
 (stage lists, non-AJCC staging, 'not eligible for <treatment>', forward windows, equivalent performance scales, a
