@@ -6,6 +6,7 @@ from flask import Blueprint, current_app, g, request
 
 from gateway.api.authstate import access
 from gateway.api.http import fhir_response, json_body
+from gateway.api.params import first, parameters_of
 from gateway.fhir.errors import InvalidResource
 from gateway.security.erasure import check_nhs_number, erase_person
 from gateway.store.audit import audit_event, write_audit
@@ -21,20 +22,15 @@ def erasure():
     ``?dryRun=true`` reports what would be removed. Answers a Parameters report (ids and counts only).
     """
     g.interaction = "erase"
-    body = json_body()
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise InvalidResource("POST /admin/erasure needs a Parameters resource", "Parameters")
-    nhs = patient = None
-    for p in body.get("parameter") or []:
-        if not isinstance(p, dict):
-            continue
-        if p.get("name") == "nhsNumber" and isinstance(p.get("valueString"), str):
-            nhs = check_nhs_number(p["valueString"])
-        elif p.get("name") == "patient" and isinstance(p.get("valueReference"), dict):
-            ref = str(p["valueReference"].get("reference", ""))
-            patient = ref.removeprefix("Patient/") if ref.startswith("Patient/") else None
-            if not patient:
-                raise InvalidResource("patient must reference Patient/<id>", "Parameters.parameter.valueReference")
+    params = parameters_of(json_body(), "/admin/erasure")
+    given, ref = first(params, "nhsNumber"), first(params, "patient")
+    nhs = check_nhs_number(given) if isinstance(given, str) else None
+    patient = None
+    if isinstance(ref, dict):
+        text = str(ref.get("reference", ""))
+        patient = text.removeprefix("Patient/") if text.startswith("Patient/") else None
+        if not patient:
+            raise InvalidResource("patient must reference Patient/<id>", "Parameters.parameter.valueReference")
     dry = request.args.get("dryRun", "false").lower() == "true"
     if dry:
         g.interaction = "erase-preview"

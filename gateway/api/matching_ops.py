@@ -8,10 +8,11 @@ import threading
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, g
 
 from gateway.api import operations
-from gateway.api.http import base_url, fhir_response, json_body
+from gateway.api.http import base_url, fhir_response
+from gateway.api.params import boolean, first, number, operation_params, whole
 from gateway.fhir.errors import Forbidden, InvalidResource, NotFound
 from gateway.fhir.validate import validate_resource
 from gateway.matching import consent as consent_rules
@@ -57,79 +58,16 @@ def matching_state() -> MatchingState:
 
 
 # -- parameters ------------------------------------------------------------------------------------
-def _param_value(p: dict) -> object:
-    for k, v in p.items():
-        if k.startswith("value"):
-            return v
-    return p.get("resource")
-
-
-def _float(raw: object, name: str) -> float:
-    try:
-        v = float(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise InvalidResource(f"Parameter {name} must be a number, got {raw!r}", name) from None
-    if v < 0:
-        raise InvalidResource(f"Parameter {name} must not be negative", name)
-    return v
-
-
-def _int(raw: object, name: str) -> int:
-    try:
-        v = int(str(raw))
-    except ValueError:
-        raise InvalidResource(f"Parameter {name} must be an integer, got {raw!r}", name) from None
-    if v < 0:
-        raise InvalidResource(f"Parameter {name} must not be negative", name)
-    return v
-
-
-def _bool(raw: object, name: str) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    if str(raw).lower() in ("true", "false"):
-        return str(raw).lower() == "true"
-    raise InvalidResource(f"Parameter {name} must be true or false, got {raw!r}", name)
-
-
-def _match_params() -> dict[str, list[object]]:
-    """GET query or POST Parameters -> {name: [values]}."""
-    out: dict[str, list[object]] = {}
-    if request.method == "GET":
-        for k, v in request.args.items(multi=True):
-            if k == "_format":
-                continue
-            vals = v.split(",") if k in ("status", "phase") else [v]
-            out.setdefault(k, []).extend(x for x in vals if x != "")
-        return out
-    body = json_body()
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise InvalidResource("$match takes a Parameters resource in the body", "Parameters")
-    for i, p in enumerate(body.get("parameter") or []):
-        if not isinstance(p, dict) or not p.get("name"):
-            raise InvalidResource("Each parameter needs a name", f"Parameters.parameter[{i}].name")
-        out.setdefault(p["name"], []).append(_param_value(p))
-    # paging in the URL of a POST (the next link): the body's own values win
-    for k in ("_count", "_offset"):
-        if k not in out and request.args.get(k):
-            out[k] = [request.args[k]]
-    return out
-
-
 def _query(params: dict[str, list[object]], default_count: int) -> tuple[MatchQuery, int]:
-    def one(name: str):
-        vals = params.get(name) or []
-        return vals[0] if vals else None
-
     statuses = frozenset(str(s) for s in params.get("status") or []) or DEFAULT_STATUSES
     phases = frozenset(str(s) for s in params.get("phase") or [])
-    dist = one("maxDistanceKm")
-    near = one("includeNearMisses")
-    count = one("_count")
-    q = MatchQuery(statuses, phases, _float(dist, "maxDistanceKm") if dist is not None else None,
-                   _bool(near, "includeNearMisses") if near is not None else False,
+    dist = first(params, "maxDistanceKm")
+    near = first(params, "includeNearMisses")
+    count = first(params, "_count")
+    q = MatchQuery(statuses, phases, number(dist, "maxDistanceKm") if dist is not None else None,
+                   boolean(near, "includeNearMisses") if near is not None else False,
                    datetime.now(UTC).date())
-    limit = min(_int(count, "_count"), current_app.config["SETTINGS"].max_count) if count is not None \
+    limit = min(whole(count, "_count"), current_app.config["SETTINGS"].max_count) if count is not None \
         else default_count
     return q, limit
 
@@ -181,7 +119,7 @@ def match_view(_rtype: str | None, _rid: str | None) -> Response:
 
 
 def _match(state: MatchingState) -> Response:
-    params = _match_params()
+    params = operation_params("$match", lists=("status", "phase"), drop_empty=True)
     q, limit = _query(params, current_app.config["SETTINGS"].default_count)
     if params.get("bundle"):
         profile = _profile_from_bundle(params["bundle"][0], state)
@@ -228,7 +166,7 @@ def _anonymous_profile(params: dict[str, list[object]], state: MatchingState) ->
         raise InvalidResource("Give age or birthdate, not both", "age")
     today = datetime.now(UTC).date()
     if age is not None:
-        years = _int(age, "age")
+        years = whole(age, "age")
         if years > 130:
             raise InvalidResource("age must be at most 130 (years)", "age")
         born = today.replace(year=today.year - years, day=28 if (today.month, today.day) == (2, 29) else today.day)
@@ -260,8 +198,8 @@ def _anonymous_profile(params: dict[str, list[object]], state: MatchingState) ->
 
 
 def _offset(params: dict[str, list[object]]) -> int:
-    raw = (params.get("_offset") or [None])[0]
-    return _int(raw, "_offset") if raw is not None else 0
+    raw = first(params, "_offset")
+    return whole(raw, "_offset") if raw is not None else 0
 
 
 def _page_links(url: str, params: dict[str, list[object]], keep: tuple[str, ...], count: int, offset: int,
@@ -323,7 +261,9 @@ def candidates_view(_rtype: str | None, rid: str | None) -> Response:
 
 
 def _candidates(state: MatchingState, rid: str | None, sc, study: dict | None) -> Response:
-    consent_mode = request.args.get("consent", "required")
+    params = operation_params("$candidates")
+    consent = first(params, "consent")
+    consent_mode = "required" if consent is None else consent
     if consent_mode not in ("required", "any"):
         raise InvalidResource("consent must be 'required' (the default) or 'any'", "consent")
     if consent_mode == "any" and not g.caller.is_admin:
@@ -331,14 +271,14 @@ def _candidates(state: MatchingState, rid: str | None, sc, study: dict | None) -
     if sc is None or study is None:
         current_app.extensions["gateway.store"].read("ResearchStudy", rid or "")
         raise NotFound(f"ResearchStudy/{rid} is not known to matching", "ResearchStudy.id")
-    dist = request.args.get("maxDistanceKm")
-    q = MatchQuery(frozenset({sc.status}), frozenset(), _float(dist, "maxDistanceKm") if dist else None,
+    dist = first(params, "maxDistanceKm")
+    q = MatchQuery(frozenset({sc.status}), frozenset(), number(dist, "maxDistanceKm") if dist else None,
                    False, datetime.now(UTC).date())
-    count = request.args.get("_count")
-    limit = min(_int(count, "_count"), current_app.config["SETTINGS"].max_count) if count \
+    count = first(params, "_count")
+    limit = min(whole(count, "_count"), current_app.config["SETTINGS"].max_count) if count \
         else current_app.config["SETTINGS"].default_count
-    after = _cursor(request.args.get("_after"))
-    offset = _int(request.args["_offset"], "_offset") if request.args.get("_offset") and after is None else 0
+    after = _cursor(first(params, "_after"))
+    offset = whole(first(params, "_offset"), "_offset") if first(params, "_offset") and after is None else 0
     now = datetime.now(UTC)
     gate = consent_gate()
     decisions: dict[str, consent_rules.Decision] = {}
@@ -368,10 +308,10 @@ def _candidates(state: MatchingState, rid: str | None, sc, study: dict | None) -
                         "search": search_element(r, extra, audience="team")})
     bundle = _bundle(entries, total, "")
     url = f"{base}/ResearchStudy/{rid}/$candidates"
-    kept = [(k, v) for k in ("consent", "maxDistanceKm") for v in request.args.getlist(k)]
+    kept = [(k, v) for k in ("consent", "maxDistanceKm") for v in params.get(k) or []]
     self_args = [*kept, ("_count", limit)]
     if after is not None:
-        self_args.append(("_after", request.args["_after"]))
+        self_args.append(("_after", first(params, "_after")))
     elif offset:
         self_args.append(("_offset", offset))
     bundle["link"] = [{"relation": "self", "url": f"{url}?{urlencode(self_args)}"}]

@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Flask, current_app, g, has_request_context, request
 
 from gateway.api.http import fhir_response, json_body
+from gateway.api.params import first, parameters_of
 from gateway.fhir import conventions as cv
 from gateway.fhir.errors import BusinessRuleViolation, Forbidden, Gone, InvalidResource, NotFound, Unauthorized
 from gateway.matching.geo import outward_code, postcode_position
@@ -376,23 +377,12 @@ def _bundle(resources: list[dict], btype: str = "searchset") -> dict:
             "entry": [{"fullUrl": f"{r['resourceType']}/{r['id']}", "resource": r} for r in resources]}
 
 
-def _param(body: dict, name: str) -> object:
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise InvalidResource("The body must be a Parameters resource", "Parameters")
-    for p in body.get("parameter") or []:
-        if isinstance(p, dict) and p.get("name") == name:
-            for k, v in p.items():
-                if k.startswith("value"):
-                    return v
-    return None
-
-
 @bp.post("/contact-requests")
 def post_contact_request():
     """Parameters {study: valueReference ResearchStudy/<id>} -> the ResearchSubject (201 new, 200 known)."""
     caller = _caller()
     g.interaction, g.rtype = "create", "ResearchSubject"
-    ref = _param(json_body(), "study")
+    ref = first(parameters_of(json_body(), "/patient/contact-requests"), "study")
     study = (ref or {}).get("reference", "") if isinstance(ref, dict) else ""
     if not study.startswith("ResearchStudy/") or len(study) <= len("ResearchStudy/"):
         raise InvalidResource("study: valueReference to ResearchStudy/<id>", "Parameters.parameter[study]")
@@ -427,10 +417,8 @@ def post_alerts():
     """Parameters {condition: valueString, postcode: valueString?, distance: valueInteger?} -> the opt-in."""
     caller = _caller()
     g.interaction, g.rtype = "create", "Consent"
-    body = json_body()
-    condition = _param(body, "condition")
-    postcode = _param(body, "postcode")
-    distance = _param(body, "distance")
+    params = parameters_of(json_body(), "/patient/alerts")
+    condition, postcode, distance = first(params, "condition"), first(params, "postcode"), first(params, "distance")
     if not isinstance(condition, str):
         raise InvalidResource("condition: valueString", "Parameters.parameter[condition]")
     if postcode is not None and not isinstance(postcode, str):

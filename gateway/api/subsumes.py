@@ -8,36 +8,16 @@ Answers from the terminology in mappings/terminology, or from a CodeSystem store
 
 from __future__ import annotations
 
-from flask import Response, current_app, request
+from flask import Response, current_app
 
 from gateway.api import operations
-from gateway.api.http import fhir_response, json_body
+from gateway.api.http import fhir_response
+from gateway.api.params import each_once, operation_params
 from gateway.fhir.errors import CodeInvalid, InvalidResource, NotFound
 from gateway.fhir.search import parse_search
 from gateway.terminology import Terminology, canonical_system, terminology_for
 
 _DEFINITION = "http://hl7.org/fhir/OperationDefinition/CodeSystem-subsumes"
-
-
-def _params() -> dict[str, object]:
-    """Query string (GET) or Parameters body (POST) -> {name: value}; each parameter at most once."""
-    out: dict[str, object] = {}
-    if request.method == "GET":
-        pairs = [(k, v) for k, v in request.args.items(multi=True) if k != "_format"]
-    else:
-        body = json_body()
-        if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-            raise InvalidResource("POST $subsumes needs a Parameters resource", "Parameters")
-        pairs = []
-        for i, p in enumerate(body.get("parameter") or []):
-            if not isinstance(p, dict) or not isinstance(p.get("name"), str):
-                raise InvalidResource("each parameter needs a name", f"Parameters.parameter[{i}].name")
-            pairs.append((p["name"], next((v for k, v in p.items() if k.startswith("value")), None)))
-    for name, value in pairs:
-        if name in out:
-            raise InvalidResource(f"parameter '{name}' may appear once", name)
-        out[name] = value
-    return out
 
 
 def _code(params: dict, which: str, system: str | None) -> tuple[str | None, str]:
@@ -76,7 +56,7 @@ def _terminology_for(system: str, shipped: Terminology) -> Terminology:
 
 
 def subsumes_view(rtype: str | None, rid: str | None) -> Response:
-    params = _params()
+    params = each_once(operation_params("$subsumes"))
     shipped = terminology_for(current_app.config["SETTINGS"].mappings_path / "terminology")
     system = params.get("system")
     if rid is not None:
