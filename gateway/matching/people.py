@@ -224,15 +224,17 @@ class People:
         return {k: (profile_of_doc(doc, self.term), only) for k, (doc, only) in found.items()}
 
     # -- candidates ------------------------------------------------------------------------------------------
-    def fitting(self, sc: StudyCriteria, q: MatchQuery, gate: db.Filter, only: list[str] | None = None
-                ) -> Iterator[tuple[Screened, PatientProfile]]:
+    def fitting(self, sc: StudyCriteria, q: MatchQuery, gate: db.Filter, only: list[str] | None = None,
+                seen=None) -> Iterator[tuple[Screened, PatientProfile]]:
         """Everyone the database lets through ``gate`` (and the study's columns) who fits ``sc``, screened;
-        ``only``: among these people."""
+        ``only``: among these people; ``seen.screened`` (when given) counts the people screened."""
         today = q.today or date.today()
         f = replace(column_filter(sc, today), research=gate.research, alerts=gate.alerts, nhs=gate.nhs,
                     any_consent=gate.any_consent, include_alerts_only=gate.include_alerts_only)
         with self.store.engine.connect() as conn:
             for chunk in db.candidate_rows(conn, f, only=only):
+                if seen is not None:
+                    seen.screened += len(chunk)
                 for _key, _nhs, doc in chunk:
                     p = profile_of_doc(doc, self.term)
                     r = screen(sc, p, self.term, today, q.max_distance_km, stop_early=True, distance=False)

@@ -103,13 +103,14 @@ class FlowStats:
     proposals: int = 0
     cancelled: int = 0
     status_events: int = 0
+    screened: int = 0  # people the database returned for a new study and the engine screened
     blocked: Counter = field(default_factory=Counter)
 
     def summary(self) -> str:
         blocked = ", ".join(f"{k} {v}" for k, v in sorted(self.blocked.items())) or "none"
         return (f"changes {self.changes}, studies checked {self.studies}, people checked {self.people}, "
                 f"alerts {self.alerts}, proposals {self.proposals}, cancelled events {self.cancelled}, "
-                f"status events {self.status_events}, "
+                f"status events {self.status_events}, people screened for new studies {self.screened}, "
                 f"blocked: {blocked}")
 
 
@@ -298,10 +299,10 @@ class AutomaticFlows:
         # is counted and audited; other people only when they may be proposed.
         q = self._query()
         proposable = Filter(research=True, nhs=self.policy.basis_for(study) is not None)
-        fitting = {p.key: p for _, p in self.state.patients.fitting(sc, q, proposable)}
+        fitting = {p.key: p for _, p in self.state.patients.fitting(sc, q, proposable, seen=stats)}
         subscribers = [k for k in self._subscriber_people() if k not in fitting]
         fitting.update((p.key, p) for _, p in self.state.patients.fitting(sc, q, Filter(any_consent=True),
-                                                                          only=subscribers))
+                                                                          only=subscribers, seen=stats))
         self._act(sid, fitting, stats, by_interest=self._interested_people(sid))
 
     def _subscriber_people(self) -> list[str]:

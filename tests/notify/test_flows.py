@@ -3,31 +3,32 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from gateway.api.app import create_app
-from gateway.cli.flows import build_flows
 from gateway.fhir import conventions as cv
 from gateway.notify import events
 from gateway.notify.flows import counter
 from gateway.notify.subscriptions import EXT_FILTER_CRITERIA
 from gateway.outbound import outbox
+from gateway.outbound.allowlist import AllowList
+from gateway.outbound.settings import OutboundSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "fixtures" / "demo"
 
 
 @pytest.fixture
-def app(monkeypatch, settings, tmp_path):
+def app(settings, tmp_path):
     hospitals = tmp_path / "hospitals"
     hospitals.mkdir()
     (hospitals / "leeds.yaml").write_text("name: leeds\nods_code: RR8\nfhir_base_url: https://fhir.leeds.test/R4\n")
-    monkeypatch.setenv("GATEWAY_HOSPITALS_PATH", str(hospitals))
-    monkeypatch.setenv("GATEWAY_ALLOWED_HOSTS", "fhir.leeds.test,app.example.org")
-    monkeypatch.setenv("GATEWAY_CONTACT_ID_KEY", "flows-test-key")
-    application = create_app(settings)
+    application = create_app(replace(settings, outbound=OutboundSettings(
+        hospitals_path=hospitals, allowed_hosts=AllowList.parse("fhir.leeds.test,app.example.org"),
+        contact_id_key="flows-test-key")))
     yield application
     application.extensions["gateway.store"].engine.dispose()
 
@@ -71,7 +72,7 @@ def _subjects(store, pid: str) -> list[dict]:
 
 def test_new_study_alerts_and_proposes_only_with_consent(app):
     store, service = app.extensions["gateway.store"], app.extensions["gateway.service"]
-    flows = build_flows(app)
+    flows = app.extensions["gateway.root"].flows()
     yes = _person(service, "9449306060", "Whitaker")
     no = _person(service, "9434765919", "Nolan")
     _consent(service, yes, cv.PURPOSE_TRIAL_ALERTS, cv.PURPOSE_RESEARCH)
@@ -108,7 +109,7 @@ def test_new_study_alerts_and_proposes_only_with_consent(app):
 
 def test_consent_granted_later_rematches_the_person(app):
     store, service = app.extensions["gateway.store"], app.extensions["gateway.service"]
-    flows = build_flows(app)
+    flows = app.extensions["gateway.root"].flows()
     pid = _person(service, "9449306060", "Whitaker")
     sub = _subscribe(service, pid)
     service.run_bundle(_bundle("01-sponsor-glioblastoma-study.json"))
@@ -121,7 +122,7 @@ def test_consent_granted_later_rematches_the_person(app):
 
 def test_withdrawn_consent_means_nothing_for_the_next_study(app):
     store, service = app.extensions["gateway.store"], app.extensions["gateway.service"]
-    flows = build_flows(app)
+    flows = app.extensions["gateway.root"].flows()
     pid = _person(service, "9449306060", "Whitaker")
     cid = _consent(service, pid, cv.PURPOSE_TRIAL_ALERTS)
     sub = _subscribe(service, pid)
@@ -136,7 +137,7 @@ def test_withdrawn_consent_means_nothing_for_the_next_study(app):
 
 def test_study_that_stops_recruiting_cancels_undelivered_alerts(app):
     store, service = app.extensions["gateway.store"], app.extensions["gateway.service"]
-    flows = build_flows(app)
+    flows = app.extensions["gateway.root"].flows()
     pid = _person(service, "9449306060", "Whitaker")
     _consent(service, pid, cv.PURPOSE_TRIAL_ALERTS)
     sub = _subscribe(service, pid)
@@ -164,7 +165,7 @@ def test_only_one_worker_holds_the_flows_lease(app):
 
 def test_research_subject_status_topic(app):
     store, service = app.extensions["gateway.store"], app.extensions["gateway.service"]
-    flows = build_flows(app)
+    flows = app.extensions["gateway.root"].flows()
     pid = _person(service, "9449306060", "Whitaker")
     filt = {"url": EXT_FILTER_CRITERIA, "valueString": f"ResearchSubject?patient=Patient/{pid}"}
     channel = {"type": "rest-hook", "endpoint": "https://app.example.org/hook", "payload": "application/fhir+json"}
@@ -193,7 +194,7 @@ def test_legal_basis_proposes_without_consent_but_never_against_the_optout(app, 
     from gateway.notify.policy import OptOutList, Policy, load_legal_bases
 
     store, service = app.extensions["gateway.store"], app.extensions["gateway.service"]
-    flows = build_flows(app)
+    flows = app.extensions["gateway.root"].flows()
     bases = tmp_path / "legal-bases"
     bases.mkdir()
     (bases / "programme.yaml").write_text(
@@ -215,7 +216,7 @@ def test_legal_basis_proposes_without_consent_but_never_against_the_optout(app, 
 
 def test_subscribing_after_consent_rematches_the_person(app):
     store, service = app.extensions["gateway.store"], app.extensions["gateway.service"]
-    flows = build_flows(app)
+    flows = app.extensions["gateway.root"].flows()
     pid = _person(service, "9449306060", "Whitaker")
     service.run_bundle(_bundle("01-sponsor-glioblastoma-study.json"))
     _consent(service, pid, cv.PURPOSE_TRIAL_ALERTS)
@@ -237,7 +238,7 @@ def _subscribe_narrowed(service, pid: str, query: str) -> str:
 def test_condition_and_area_filters_narrow_a_person_with_records(app):
     """Issue #14: for a person with records, $match still decides and the subscription's filters narrow it."""
     store, service = app.extensions["gateway.store"], app.extensions["gateway.service"]
-    flows = build_flows(app)
+    flows = app.extensions["gateway.root"].flows()
     pid = _person(service, "9449306060", "Whitaker")
     _consent(service, pid, cv.PURPOSE_TRIAL_ALERTS)
     near = _subscribe_narrowed(service, pid, "condition=http://snomed.info/sct|126952004&postcode=LS6&distance=80")
@@ -253,3 +254,24 @@ def test_condition_and_area_filters_narrow_a_person_with_records(app):
         assert events.events(conn, far) == [], "no site within 20 km of TR1"
         assert events.events(conn, lung) == [], "a glioblastoma study is not a kind of lung cancer"
         assert events.events(conn, broken) == [], "an area the gateway cannot place tells no one"
+
+
+def test_a_new_study_screens_only_people_who_may_be_told_or_proposed(app):
+    """The flows start from the consenting side: people who fit a new study but have neither a subscription nor
+    research consent (nor a legal basis) are never read or screened; a subscriber and a consenting person are."""
+    service = app.extensions["gateway.service"]
+    flows = app.extensions["gateway.root"].flows()
+    told = _person(service, "9449306060", "Whitaker")
+    _consent(service, told, cv.PURPOSE_TRIAL_ALERTS)
+    _subscribe(service, told)
+    proposed = _person(service, "9434765919", "Nolan")
+    _consent(service, proposed, cv.PURPOSE_RESEARCH)
+    for i, nhs in enumerate(("9434765013", "9434765021", "9434765048")):  # fit the study, agreed to nothing
+        _person(service, nhs, f"Bystander{i}")
+    flows.tick()
+    service.run_bundle(_bundle("01-sponsor-glioblastoma-study.json"))
+    stats = flows.tick()
+    assert (stats.alerts, stats.proposals) == (1, 1), stats.summary()
+    assert stats.screened == 2, "only the subscriber and the person who consents to research are screened"
+    # the subscriber may not be proposed (counted, as before); the three others are not even counted
+    assert stats.blocked == {"proposal:no-basis": 1}, stats.summary()
