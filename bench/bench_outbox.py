@@ -35,7 +35,7 @@ from gateway.outbound.allowlist import AllowList  # noqa: E402
 from gateway.outbound.client import FhirClient  # noqa: E402
 from gateway.outbound.destinations import Destinations  # noqa: E402
 from gateway.outbound.hospitals import Hospitals  # noqa: E402
-from gateway.outbound.kinds import DeliveryContext, register_kind  # noqa: E402
+from gateway.outbound.kinds import DeliveryContext  # noqa: E402
 from gateway.outbound.settings import OutboundSettings  # noqa: E402
 from gateway.outbound.worker import Worker  # noqa: E402
 from gateway.store import schema  # noqa: E402
@@ -55,8 +55,6 @@ def deliver(job, ctx: DeliveryContext) -> str:
     comm = {"resourceType": "Communication", "status": "completed", "identifier": [{"system": SYSTEM, "value": value}]}
     return str(client.create(comm, if_none_exist=f"identifier={SYSTEM}|{value}").status)
 
-
-register_kind(KIND, deliver)
 
 
 # -- the receiver -------------------------------------------------------------------------------
@@ -102,7 +100,7 @@ def run_worker(db: str, poll: float) -> None:
 
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print("ready", flush=True)
-    Worker(ctx, batch=20, kinds=(KIND,)).run(stop)
+    Worker(ctx, handlers={KIND: deliver}, batch=20, kinds=(KIND,)).run(stop)
 
 
 def start_workers(n: int, db: str, poll: float) -> list[subprocess.Popen]:

@@ -1,62 +1,142 @@
-"""Configuration, read only from the environment (GATEWAY_*). No secret has a default."""
+"""The settings tree: every deployment setting, read from the environment once, at process start.
+
+``Settings.from_env()`` is the only reader of ``os.environ`` in the package (a test scans for others). It is
+called once by each entry point (``gateway`` CLI, gunicorn's configuration, ``create_app()`` without
+arguments); the object is then passed down and never re-read. A value that does not parse stops start-up
+with one line naming the variable (``SystemExit``: exit code 1, no traceback). No secret has a default.
+
+The tree: the store, limits, security and patient sign-in settings on the root (every part reads them);
+``outbound`` (allow-list, hospitals, outbox), ``notify``, ``observability`` and ``server`` (gunicorn) as
+branches. To add a setting: a field with its default, and one line in ``from_env`` naming the variable.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 
-DEFAULT_INSTANCE = Path(os.environ.get("GATEWAY_INSTANCE_PATH", "instance"))
-
-
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+from gateway.datafiles import BUNDLED_MAPPINGS
+from gateway.outbound.allowlist import AllowList
+from gateway.outbound.settings import OutboundSettings
 
 
-def _bool(name: str, default: bool = False) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    return raw.strip().lower() in {"1", "true", "yes", "on"}
+class _Env:
+    """Typed reads of one environment snapshot; every error names its variable."""
 
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
 
-def _secret(name: str) -> str | None:
-    """A secret from ``NAME`` or from the file named by ``NAME_FILE`` (container secrets); no default."""
-    raw = os.environ.get(name)
-    if raw:
-        return raw
-    path = os.environ.get(f"{name}_FILE")
-    if path:
+    def str(self, name: str, default: str | None = None) -> str | None:
+        raw = self.env.get(name)
+        return raw if raw else default
+
+    def int(self, name: str, default: int) -> int:
+        raw = self.env.get(name)
+        if raw is None or raw == "":
+            return default
         try:
-            return Path(path).read_text()
-        except OSError as exc:
-            raise SystemExit(f"{name}_FILE={path!r} cannot be read: {exc.strerror}") from None
-    return None
+            return int(raw)
+        except ValueError:
+            raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+    def num(self, name: str, default: float) -> float:
+        raw = self.env.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            return float(raw)
+        except ValueError:
+            raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+    def bool(self, name: str, default: bool = False) -> bool:
+        raw = self.env.get(name)
+        if raw is None or raw == "":
+            return default
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...], *, upper: bool = False) -> str:
+        raw = (self.env.get(name) or default).strip()
+        value = raw.upper() if upper else raw.lower()
+        if value not in choices:
+            raise SystemExit(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+        return value
+
+    def path(self, name: str) -> Path | None:
+        raw = self.env.get(name)
+        return Path(raw) if raw else None
+
+    def secret(self, name: str) -> str | None:
+        """A secret from ``NAME`` or from the file named by ``NAME_FILE`` (container secrets); no default."""
+        raw = self.env.get(name)
+        if raw:
+            return raw
+        path = self.env.get(f"{name}_FILE")
+        if path:
+            try:
+                return Path(path).read_text()
+            except OSError as exc:
+                raise SystemExit(f"{name}_FILE={path!r} cannot be read: {exc.strerror}") from None
+        return None
 
 
-def _clients_path() -> Path | None:
+def _clients_path(env: _Env) -> Path | None:
     """GATEWAY_CLIENTS_PATH when set (a folder that must exist: checked at start-up, never a silent
     development mode); unset: ``mappings/clients`` if that folder exists, else None (development mode)."""
-    raw = os.environ.get("GATEWAY_CLIENTS_PATH")
-    if raw:
-        return Path(raw)
+    configured = env.path("GATEWAY_CLIENTS_PATH")
+    if configured:
+        return configured
     default = Path("mappings/clients")
     return default if default.is_dir() else None
 
 
+_LOG_LEVELS = tuple(logging.getLevelNamesMapping())
+
+
+def child_environment(**overrides: str) -> dict[str, str]:
+    """The environment for a child process this one starts (``gateway serve --demo``): this process's own, plus
+    ``overrides``. Read here because this module is the only reader of the environment."""
+    return {**os.environ, **overrides}
+
+
+@dataclass
+class NotifySettings:
+    """Subscriptions and the automatic flows (gateway/notify)."""
+
+    subscription_error_after: int = 3  # failed deliveries in a row before a Subscription shows 'error'
+    national_optout: str | None = None  # file path or URL of the national data opt-out list
+
+
+@dataclass
+class ObservabilitySettings:
+    """Logs and metrics (gateway/observability)."""
+
+    log_level: str = "INFO"  # JSON logs at this level
+    worker_metrics_port: int = 0  # the worker's own /metrics port (0 = none)
+    worker_metrics_host: str = "127.0.0.1"
+    # prometheus-client's multiprocess folder under gunicorn; the library itself reads it when first imported
+    prometheus_multiproc_dir: str | None = None
+
+
+@dataclass
+class ServerSettings:
+    """gunicorn in the container image (gateway/gunicorn_conf.py)."""
+
+    bind: str = "0.0.0.0:8080"
+    workers: int = 2
+    threads: int = 4
+
+
 @dataclass
 class Settings:
-    """Everything that varies by deployment. ``Settings.from_env()`` is the only reader of os.environ."""
+    """Everything that varies by deployment; build it with ``from_env()`` once, or explicitly (tests)."""
 
     database_url: str = ""
-    read_database_url: str | None = None  # a streaming replica for GET searches, reads, $match, $candidates
-    instance_path: Path = field(default_factory=lambda: DEFAULT_INSTANCE)
+    read_database_url: str | None = None  # a streaming replica for reads (GATEWAY_READ_DATABASE_URL); None: primary
+    instance_path: Path = Path("instance")
     base_url: str | None = None  # public base of the FHIR endpoint, e.g. https://gw.example.org/fhir
     max_body_bytes: int = 10 * 1024 * 1024
     max_bundle_entries: int = 1000
@@ -65,7 +145,9 @@ class Settings:
     max_count: int = 1000
     max_search_value_length: int = 4096  # characters in one search parameter value (gateway/fhir/limits.py)
     max_search_parameters: int = 32  # search criteria in one query (each one joins the index once)
-    mappings_path: Path = Path("mappings")
+    # mapping files, code systems, lexicons, topics, legal bases, hospitals, geography: the package's own
+    # (gateway/data/mappings) unless GATEWAY_MAPPINGS_PATH names another folder
+    mappings_path: Path = BUNDLED_MAPPINGS
     insecure_dev: bool = False
     sql_echo: bool = False
     # security (gateway/security): no clients_path = development mode (no clients, local administrator)
@@ -92,54 +174,96 @@ class Settings:
     patient_session_minutes: int = 30
     patient_alert_endpoint: str | None = None  # rest-hook standing for e-mail / NHS App push of trial alerts
     patient_alert_header: str | None = None  # one 'Name: value' header sent with each alert (a channel secret)
-    # operations (gateway/observability): JSON logs at this level; the worker's own /metrics port (0 = none)
-    log_level: str = "INFO"
-    worker_metrics_port: int = 0
-    worker_metrics_host: str = "127.0.0.1"
+    # branches
+    outbound: OutboundSettings = field(default_factory=OutboundSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+
+    def require_base_url(self, who: str) -> str:
+        """GATEWAY_BASE_URL, or SystemExit naming it: for processes that write our URL into what they send."""
+        if not self.base_url:
+            raise SystemExit(f"{who}: GATEWAY_BASE_URL is required (the public base of the FHIR endpoint, e.g. "
+                             "https://gw.example.org/fhir), because notifications name this server")
+        return self.base_url.rstrip("/")
+
+    def outbound_settings(self) -> OutboundSettings:
+        """The outbound branch with the hospital files' folder resolved (default: <mappings_path>/hospitals)."""
+        if self.outbound.hospitals_path is not None:
+            return self.outbound
+        return replace(self.outbound, hospitals_path=self.mappings_path / "hospitals")
 
     @classmethod
-    def from_env(cls) -> Settings:
-        instance = Path(os.environ.get("GATEWAY_INSTANCE_PATH", "instance"))
-        url = os.environ.get("GATEWAY_DATABASE_URL") or f"sqlite:///{(instance / 'gateway.sqlite3').resolve()}"
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and check every setting from ``environ`` (default: this process's environment)."""
+        env = _Env(MappingProxyType(dict(os.environ if environ is None else environ)))
+        instance = Path(env.str("GATEWAY_INSTANCE_PATH", "instance"))
+        url = env.str("GATEWAY_DATABASE_URL") or f"sqlite:///{(instance / 'gateway.sqlite3').resolve()}"
+        mappings = env.path("GATEWAY_MAPPINGS_PATH") or BUNDLED_MAPPINGS
         return cls(
             database_url=url,
-            read_database_url=os.environ.get("GATEWAY_READ_DATABASE_URL") or None,
+            read_database_url=env.str("GATEWAY_READ_DATABASE_URL"),
             instance_path=instance,
-            base_url=os.environ.get("GATEWAY_BASE_URL") or None,
-            max_body_bytes=_int("GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024),
-            max_bundle_entries=_int("GATEWAY_MAX_BUNDLE_ENTRIES", 1000),
-            max_json_depth=_int("GATEWAY_MAX_JSON_DEPTH", 64),
-            default_count=_int("GATEWAY_DEFAULT_COUNT", 20),
-            max_count=_int("GATEWAY_MAX_COUNT", 1000),
-            max_search_value_length=_int("GATEWAY_MAX_SEARCH_VALUE_LENGTH", 4096),
-            max_search_parameters=_int("GATEWAY_MAX_SEARCH_PARAMETERS", 32),
-            mappings_path=Path(os.environ.get("GATEWAY_MAPPINGS_PATH", "mappings")),
-            insecure_dev=_bool("GATEWAY_INSECURE_DEV"),
-            sql_echo=_bool("GATEWAY_SQL_ECHO"),
-            clients_path=_clients_path(),
-            token_signing_key=_secret("GATEWAY_TOKEN_SIGNING_KEY"),
-            idp_jwks_url=os.environ.get("GATEWAY_IDP_JWKS_URL") or None,
-            idp_jwks_file=Path(os.environ["GATEWAY_IDP_JWKS_FILE"]) if os.environ.get("GATEWAY_IDP_JWKS_FILE")
-            else None,
-            idp_issuer=os.environ.get("GATEWAY_IDP_ISSUER") or None,
-            idp_audience=os.environ.get("GATEWAY_IDP_AUDIENCE") or None,
-            idp_nhs_number_claim=os.environ.get("GATEWAY_IDP_NHS_NUMBER_CLAIM") or "nhs_number",
-            rate_limit=_int("GATEWAY_RATE_LIMIT", 600),
-            audit=(os.environ.get("GATEWAY_AUDIT") or "auto").strip().lower(),
-            oidc_issuer=(os.environ.get("GATEWAY_OIDC_ISSUER") or "").rstrip("/") or None,
-            oidc_client_id=os.environ.get("GATEWAY_OIDC_CLIENT_ID") or None,
-            oidc_client_secret=_secret("GATEWAY_OIDC_CLIENT_SECRET"),
-            oidc_private_key=_secret("GATEWAY_OIDC_PRIVATE_KEY"),
-            oidc_private_key_alg=os.environ.get("GATEWAY_OIDC_PRIVATE_KEY_ALG") or "RS512",
-            oidc_redirect_uri=os.environ.get("GATEWAY_OIDC_REDIRECT_URI") or None,
-            oidc_scopes=os.environ.get("GATEWAY_OIDC_SCOPES") or "openid profile",
-            oidc_vtr=os.environ.get("GATEWAY_OIDC_VTR") or None,
-            session_secret=_secret("GATEWAY_SESSION_SECRET"),
-            session_cookie_secure=_bool("GATEWAY_SESSION_COOKIE_SECURE", True),
-            patient_session_minutes=_int("GATEWAY_PATIENT_SESSION_MINUTES", 30),
-            patient_alert_endpoint=os.environ.get("GATEWAY_PATIENT_ALERT_ENDPOINT") or None,
-            patient_alert_header=_secret("GATEWAY_PATIENT_ALERT_HEADER"),
-            log_level=(os.environ.get("GATEWAY_LOG_LEVEL") or "INFO").strip().upper(),
-            worker_metrics_port=_int("GATEWAY_WORKER_METRICS_PORT", 0),
-            worker_metrics_host=os.environ.get("GATEWAY_WORKER_METRICS_HOST") or "127.0.0.1",
+            base_url=env.str("GATEWAY_BASE_URL"),
+            max_body_bytes=env.int("GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024),
+            max_bundle_entries=env.int("GATEWAY_MAX_BUNDLE_ENTRIES", 1000),
+            max_json_depth=env.int("GATEWAY_MAX_JSON_DEPTH", 64),
+            default_count=env.int("GATEWAY_DEFAULT_COUNT", 20),
+            max_count=env.int("GATEWAY_MAX_COUNT", 1000),
+            max_search_value_length=env.int("GATEWAY_MAX_SEARCH_VALUE_LENGTH", 4096),
+            max_search_parameters=env.int("GATEWAY_MAX_SEARCH_PARAMETERS", 32),
+            mappings_path=mappings,
+            insecure_dev=env.bool("GATEWAY_INSECURE_DEV"),
+            sql_echo=env.bool("GATEWAY_SQL_ECHO"),
+            clients_path=_clients_path(env),
+            token_signing_key=env.secret("GATEWAY_TOKEN_SIGNING_KEY"),
+            idp_jwks_url=env.str("GATEWAY_IDP_JWKS_URL"),
+            idp_jwks_file=env.path("GATEWAY_IDP_JWKS_FILE"),
+            idp_issuer=env.str("GATEWAY_IDP_ISSUER"),
+            idp_audience=env.str("GATEWAY_IDP_AUDIENCE"),
+            idp_nhs_number_claim=env.str("GATEWAY_IDP_NHS_NUMBER_CLAIM", "nhs_number"),
+            rate_limit=env.int("GATEWAY_RATE_LIMIT", 600),
+            audit=env.choice("GATEWAY_AUDIT", "auto", ("auto", "on", "off")),
+            oidc_issuer=(env.str("GATEWAY_OIDC_ISSUER") or "").rstrip("/") or None,
+            oidc_client_id=env.str("GATEWAY_OIDC_CLIENT_ID"),
+            oidc_client_secret=env.secret("GATEWAY_OIDC_CLIENT_SECRET"),
+            oidc_private_key=env.secret("GATEWAY_OIDC_PRIVATE_KEY"),
+            oidc_private_key_alg=env.str("GATEWAY_OIDC_PRIVATE_KEY_ALG", "RS512"),
+            oidc_redirect_uri=env.str("GATEWAY_OIDC_REDIRECT_URI"),
+            oidc_scopes=env.str("GATEWAY_OIDC_SCOPES", "openid profile"),
+            oidc_vtr=env.str("GATEWAY_OIDC_VTR"),
+            session_secret=env.secret("GATEWAY_SESSION_SECRET"),
+            session_cookie_secure=env.bool("GATEWAY_SESSION_COOKIE_SECURE", True),
+            patient_session_minutes=env.int("GATEWAY_PATIENT_SESSION_MINUTES", 30),
+            patient_alert_endpoint=env.str("GATEWAY_PATIENT_ALERT_ENDPOINT"),
+            patient_alert_header=env.secret("GATEWAY_PATIENT_ALERT_HEADER"),
+            outbound=OutboundSettings(
+                allowed_hosts=AllowList.parse(env.str("GATEWAY_ALLOWED_HOSTS")),
+                hospitals_path=env.path("GATEWAY_HOSPITALS_PATH"),  # None: <mappings_path>/hospitals
+                contact_id_key=env.str("GATEWAY_CONTACT_ID_KEY"),
+                max_attempts=env.int("GATEWAY_OUTBOX_MAX_ATTEMPTS", 8),
+                backoff_base=env.num("GATEWAY_OUTBOX_BACKOFF_BASE", 2.0),
+                backoff_max=env.num("GATEWAY_OUTBOX_BACKOFF_MAX", 600.0),
+                lease_seconds=env.num("GATEWAY_OUTBOX_LEASE_SECONDS", 60.0),
+                poll_seconds=env.num("GATEWAY_WORKER_POLL_SECONDS", 0.25),
+                client_retries=env.int("GATEWAY_OUTBOUND_RETRIES", 2),
+                # hospital files name the variables holding their secrets (tokens, keys): looked up in this
+                # snapshot when a request needs them, so they never reach the database or logs
+                env=env.env,
+            ),
+            notify=NotifySettings(
+                subscription_error_after=env.int("GATEWAY_SUBSCRIPTION_ERROR_AFTER", 3),
+                national_optout=env.str("GATEWAY_NATIONAL_OPTOUT"),
+            ),
+            observability=ObservabilitySettings(
+                log_level=env.choice("GATEWAY_LOG_LEVEL", "INFO", _LOG_LEVELS, upper=True),
+                worker_metrics_port=env.int("GATEWAY_WORKER_METRICS_PORT", 0),
+                worker_metrics_host=env.str("GATEWAY_WORKER_METRICS_HOST", "127.0.0.1"),
+                prometheus_multiproc_dir=env.str("PROMETHEUS_MULTIPROC_DIR"),
+            ),
+            server=ServerSettings(
+                bind=env.str("GATEWAY_BIND", "0.0.0.0:8080"),
+                workers=env.int("GATEWAY_WORKERS", 2),
+                threads=env.int("GATEWAY_THREADS", 4),
+            ),
         )

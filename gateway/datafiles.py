@@ -7,10 +7,23 @@ nested error messages as lines a person can act on, naming the field path.
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 import yaml
 from marshmallow import Schema, ValidationError
+
+
+def bundled(*parts: str) -> Path:
+    """A data file or folder shipped inside the package (``gateway/data``: the mappings and the demo data), found
+    through importlib.resources so that an installed gateway works from any working folder.
+
+    pip installs packages as folders, never zipped, so the resource is a real path.
+    """
+    return Path(str(resources.files("gateway").joinpath("data", *parts))).resolve()
+
+
+BUNDLED_MAPPINGS = bundled("mappings")  # the default GATEWAY_MAPPINGS_PATH
 
 
 def load_yaml_file(path: Path, schema: Schema, error: type[Exception], *, label: str | None = None,

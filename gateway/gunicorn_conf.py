@@ -6,8 +6,10 @@ The same bind rule as ``gateway serve``: with no clients configured, the gateway
 Logs: gunicorn's access log is off (it writes full query strings, i.e. NHS numbers); the app writes one redacted
 JSON line per request, and gunicorn's own messages go through the same JSON formatter (``logconfig_dict``).
 
-Metrics: prometheus-client's multiprocess mode. ``PROMETHEUS_MULTIPROC_DIR`` (a folder private to this server)
-is passed to every process (``raw_env``); a folder of its own under the temporary folder when it is not set. It is
+Settings are read once, when gunicorn loads this file (``SETTINGS``); ``create_app()`` in each worker reads the same
+environment. Metrics: prometheus-client's multiprocess mode. ``PROMETHEUS_MULTIPROC_DIR`` (a folder private to
+this server) is passed to every process (``raw_env``); a folder of its own under the temporary folder when it is
+not set. It is
 emptied at start-up and a dead worker's files are marked, so ``/metrics`` in any worker adds up all of them.
 """
 
@@ -17,9 +19,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from gateway.compose import check_data_files
 from gateway.config import Settings
 from gateway.observability.logs import gunicorn_logconfig
-from gateway.security.clients import ClientConfigError, load_clients
+from gateway.security.clients import load_clients
 from gateway.security.devmode import check_bind
 from gateway.store.engine import make_engine
 from gateway.store.schema import migrate
@@ -30,25 +33,33 @@ def _default_metrics_dir() -> str:
     return str(Path(tempfile.gettempdir()) / f"gateway-prometheus-{os.getpid()}")
 
 
-bind = os.environ.get("GATEWAY_BIND", "0.0.0.0:8080")
-workers = int(os.environ.get("GATEWAY_WORKERS", "2"))
-threads = int(os.environ.get("GATEWAY_THREADS", "4"))
+SETTINGS = Settings.from_env()  # read once, in the master, when gunicorn loads this file
+bind = SETTINGS.server.bind
+workers = SETTINGS.server.workers
+threads = SETTINGS.server.threads
 accesslog = None  # never gunicorn's access line (full query strings); the app logs each request, redacted
 disable_redirect_access_to_syslog = True
-logconfig_dict = gunicorn_logconfig(Settings.from_env().log_level)
+logconfig_dict = gunicorn_logconfig(SETTINGS.observability.log_level)
 
 # gunicorn applies raw_env before it loads the app (also with preload_app), so every process sees the folder
 # before prometheus-client's first import; importing this module changes nothing in the importing process.
-raw_env = [f"PROMETHEUS_MULTIPROC_DIR={os.environ.get('PROMETHEUS_MULTIPROC_DIR') or _default_metrics_dir()}"]
+METRICS_DIR = SETTINGS.observability.prometheus_multiproc_dir or _default_metrics_dir()
+raw_env = [f"PROMETHEUS_MULTIPROC_DIR={METRICS_DIR}"]
 
 
 def on_starting(server) -> None:
-    settings = Settings.from_env()
-    try:
-        configured = bool(load_clients(settings.clients_path))
-    except ClientConfigError as exc:  # a configured client folder that is missing or invalid: do not start
-        server.log.error("%s", exc)
-        raise SystemExit(1) from None
+    start_checks(server, SETTINGS, Path(METRICS_DIR))
+
+
+def start_checks(server, settings: Settings, metrics_dir: Path | None = None) -> None:
+    """Before any worker starts: the data files load (else one line each, and exit code 1), the bind rule of
+    development mode, the schema migrated once, the metrics folder emptied."""
+    problems = [line for found in check_data_files(settings).values() for line in found]
+    for line in problems:  # a broken client, hospital, topic... file: say which and where, do not start
+        server.log.error("%s", line)
+    if problems:
+        raise SystemExit(1)
+    configured = bool(load_clients(settings.clients_path))
     for address in server.cfg.bind:
         host = address.rsplit(":", 1)[0] if ":" in address else address
         for line in check_bind(host, configured, settings.insecure_dev):
@@ -60,10 +71,9 @@ def on_starting(server) -> None:
         migrate(engine)
     finally:
         engine.dispose()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # set from raw_env by gunicorn before this hook
-        folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-        folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob("*.db"):  # counters of a previous run would be added to this one's
+    if metrics_dir is not None:
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        for stale in metrics_dir.glob("*.db"):  # counters of a previous run would be added to this one's
             stale.unlink()
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway import gunicorn_conf
+from gateway.config import Settings
 
 
 class _Server:
@@ -21,19 +22,20 @@ class _Server:
         self.log = logging.getLogger("test.gunicorn")
 
 
-def test_public_bind_without_clients_is_refused(monkeypatch, tmp_path):
-    monkeypatch.setenv("GATEWAY_CLIENTS_PATH", str(tmp_path))  # an empty folder: no clients
-    monkeypatch.delenv("GATEWAY_INSECURE_DEV", raising=False)
+def _settings(tmp_path, **kw) -> Settings:
+    # an empty clients folder: no clients (development mode)
+    return Settings(database_url=f"sqlite:///{tmp_path / 'gw.sqlite3'}", clients_path=tmp_path, **kw)
+
+
+def test_public_bind_without_clients_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="refusing to bind 0.0.0.0"):
-        gunicorn_conf.on_starting(_Server("0.0.0.0:8080"))
+        gunicorn_conf.start_checks(_Server("0.0.0.0:8080"), _settings(tmp_path))
 
 
-def test_loopback_or_explicit_opt_in_starts_with_a_warning(monkeypatch, tmp_path, caplog):
-    monkeypatch.setenv("GATEWAY_CLIENTS_PATH", str(tmp_path))
-    gunicorn_conf.on_starting(_Server("127.0.0.1:8080"))
-    monkeypatch.setenv("GATEWAY_INSECURE_DEV", "true")
+def test_loopback_or_explicit_opt_in_starts_with_a_warning(tmp_path, caplog):
+    gunicorn_conf.start_checks(_Server("127.0.0.1:8080"), _settings(tmp_path))
     with caplog.at_level(logging.WARNING, logger="test.gunicorn"):
-        gunicorn_conf.on_starting(_Server("0.0.0.0:8080"))
+        gunicorn_conf.start_checks(_Server("0.0.0.0:8080"), _settings(tmp_path, insecure_dev=True))
     assert "GATEWAY_INSECURE_DEV=true" in caplog.text
 
 

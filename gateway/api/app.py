@@ -1,4 +1,5 @@
-"""Flask app factory: defaults, then environment, then test overrides, then each part's init."""
+"""Flask app factory: the service graph from the composition root (gateway/compose.py), then each API part's
+routes and request hooks. The store's write hooks are the root's, not the API's."""
 
 from __future__ import annotations
 
@@ -8,13 +9,9 @@ from flask import Flask, g, request
 
 from gateway.api import errors, ops, read_routing
 from gateway.api.caller import resolve_caller
+from gateway.compose import build
 from gateway.config import Settings
-from gateway.mapping.eligibility import annotate_pushed_group
 from gateway.store.clock import now_iso
-from gateway.store.engine import make_engine
-from gateway.store.interactions import FhirService
-from gateway.store.repo import Store
-from gateway.store.schema import migrate
 
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -34,16 +31,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = None  # we enforce the limit ourselves, with an OperationOutcome
     app.json.sort_keys = False
 
-    engine = make_engine(settings.database_url, echo=settings.sql_echo)
-    migrate(engine)
-    read_engine = make_engine(settings.read_database_url, echo=settings.sql_echo, read_only=True) \
-        if settings.read_database_url else None
-    store = Store(engine, read_engine=read_engine)
-    app.extensions["gateway.store"] = store
-    read_routing.init_app(app, store)  # GET searches and reads, $match, $candidates: the read database
-    # pre-write transform: a sponsor's eligibility Group gets its criteria text extracted (docs/eligibility.md)
-    app.extensions["gateway.service"] = FhirService(store, max_bundle_entries=settings.max_bundle_entries,
-                                                    transforms=[annotate_pushed_group])
+    gw = build(settings)  # the service graph (gateway/compose.py), the same as the CLI's and the worker's
+    app.extensions["gateway.root"] = gw
+    app.extensions["gateway.store"] = gw.store
+    app.extensions["gateway.service"] = gw.service
+    app.extensions["gateway.outbound"] = gw.destinations
+    app.extensions["gateway.topics"] = gw.topics
+    read_routing.init_app(app, gw.store)  # GET searches and reads, $match, $candidates: the read database
 
     errors.init_app(app)
     ops.init_app(app)  # first hook: the request id (X-Request-ID, validated), one JSON log line, metrics
@@ -69,7 +63,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     matching_ops.init_app(app)
     from gateway.api import contact
 
-    contact.init_app(app)  # outbound: hospital files, outbox hook, POST /fhir/ResearchSubject, /admin/outbox
+    contact.init_app(app)  # outbound: POST /fhir/ResearchSubject, /admin/outbox
     from gateway.api import auth
 
     auth.init_app(app)  # security: tokens, route authorization, rate limit, audit, /auth, /admin/erasure

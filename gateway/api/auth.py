@@ -21,11 +21,12 @@ from gateway.fhir.limits import configure as configure_search_limits
 
 
 def init_app(app: Flask) -> None:
-    """Security state, the store's write hooks, the request hooks and the /auth and /admin/erasure routes."""
+    """Security state, the request hooks and the /auth and /admin/erasure routes (the store's security hooks,
+    gateway.security.guards, are installed by the composition root, gateway/compose.py)."""
     settings = app.config["SETTINGS"]
-    app.extensions[EXT] = build_state(settings, app.extensions["gateway.store"])
+    app.extensions[EXT] = build_state(settings, app.extensions["gateway.store"],
+                                      app.extensions["gateway.root"].clients)
     configure_search_limits(settings.max_search_value_length, settings.max_search_parameters)
-    authz.install_write_hooks(app.extensions["gateway.service"])
     authz.install_request_hooks(app)
     app.register_blueprint(tokens.bp)
     app.register_blueprint(erasure.bp)

@@ -4,7 +4,8 @@
 (read, search, create, ``$operation`` ...) through ``gateway.security.policy.Access`` -- so views added later
 are covered too -- and stamps the caller's tenant on a write's body. ``after`` adds the development-mode
 warning and the bearer challenge, filters operation results and hands the response to the audit trail.
-The store's write hooks (``install_write_hooks``) check writes inside the transaction.
+The store's write hooks (``gateway.security.guards``, installed by gateway/compose.py) check writes inside the
+transaction.
 """
 
 from __future__ import annotations
@@ -29,39 +30,11 @@ INSECURE_WARNING = '199 - "insecure development mode: no client authentication (
 TRUSTED_RESULTS = frozenset({("ResearchStudy", "candidates")})
 
 
-def install_write_hooks(service) -> None:
-    """The store service's security hooks (``gateway.store.interactions.FhirService``)."""
-    # First hook: a write the caller may not make rolls back before anything else is queued.
-    service.hooks.insert(0, _guard_write)
-    # Before any If-Match check: another's resource is answered like a missing one (no existence oracle).
-    service.guards.append(_guard_existing)
-    # Conditional searches (If-None-Exist, conditional update/delete) match only what the caller may see.
-    service.visibility = _caller_view
-
-
 def install_request_hooks(app: Flask) -> None:
     """Authorization before every request, its response checks after, the request's Access released."""
     app.before_request_funcs.setdefault(None, []).append(before)
     app.after_request_funcs.setdefault(None, []).insert(0, after)
     app.teardown_request_funcs.setdefault(None, []).append(teardown)
-
-
-def _guard_write(tx, result, resource) -> None:
-    acc = current_access.get()
-    if acc is not None:
-        acc.write_hook(tx, result, resource)
-
-
-def _caller_view():
-    """This request's visibility predicate for conditional searches; None for administrators (see all)."""
-    acc = current_access.get()
-    return None if acc is None or acc.caller.is_admin else acc.can_see
-
-
-def _guard_existing(rtype: str, rid: str, current, named: bool) -> None:
-    acc = current_access.get()
-    if acc is not None:
-        acc.check_existing(rtype, rid, current, named=named)
 
 
 # -- per request -------------------------------------------------------------------------------

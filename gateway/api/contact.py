@@ -22,10 +22,9 @@ from gateway.fhir.conventions import CONTACT_REQUEST_ID, NHS_NUMBER
 from gateway.fhir.errors import BusinessRuleViolation, FhirError, Forbidden, Gone, InvalidResource, NotFound
 from gateway.fhir.validate import validate_resource
 from gateway.outbound import errors as outbound_errors
-from gateway.outbound.contact import make_hook, plan_route, with_contact_identifier
+from gateway.outbound.contact import plan_route, with_contact_identifier
 from gateway.outbound.destinations import Destinations
 from gateway.outbound.pull import pull_patient_bundle
-from gateway.outbound.settings import OutboundSettings
 
 bp = Blueprint("contact", __name__, url_prefix="/fhir")
 
@@ -35,13 +34,9 @@ def destinations() -> Destinations:
 
 
 def init_app(app: Flask) -> None:
-    """Load hospital files, add the outbox hook to the service, register the contact and admin routes."""
+    """Register the contact and admin routes (the hospitals and the outbox hook come from gateway/compose.py)."""
     from gateway.api import outbox
 
-    settings = app.config["SETTINGS"]
-    dest = Destinations(OutboundSettings.from_env(mappings_path=settings.mappings_path))
-    app.extensions["gateway.outbound"] = dest
-    app.extensions["gateway.service"].hooks.append(make_hook(dest))
     app.register_blueprint(bp)
     app.register_blueprint(outbox.bp)
 

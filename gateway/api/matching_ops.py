@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from datetime import UTC, datetime
@@ -25,7 +24,6 @@ from gateway.matching.profile import PatientProfile, build_profile, group_by_per
 from gateway.matching.state import MatchingState
 from gateway.matching.state import matching_state as build_state
 from gateway.matching.terms import default_terminology
-from gateway.notify.policy import policy_from
 from gateway.store.clock import now_iso
 from gateway.store.interactions import new_id
 from gateway.store.profiles import Filter
@@ -227,11 +225,7 @@ def consent_gate() -> ConsentGate:
     """The deployment's consent gate (legal bases, national data opt-out), the one the automatic flows apply."""
     gate = current_app.extensions.get(_GATE_KEY)
     if gate is None:
-        root = current_app.extensions.get("gateway.root")  # the composition root builds the flows' gate too
-        if root is not None and hasattr(root, "policy"):
-            gate = root.policy()
-        else:
-            gate = policy_from(current_app.config["SETTINGS"].mappings_path, os.environ.get("GATEWAY_NATIONAL_OPTOUT"))
+        gate = current_app.extensions["gateway.root"].policy()  # the composition root builds the flows' gate too
         current_app.extensions[_GATE_KEY] = gate
     return gate
 

@@ -8,62 +8,26 @@ from flask import Flask, current_app, request
 from gateway.api import operations
 from gateway.api.capability import RESOURCE_EXTENSIONS
 from gateway.api.http import base_url, fhir_response
-from gateway.fhir.errors import BusinessRuleViolation, InvalidResource, NotFound
-from gateway.notify import delivery, events
+from gateway.fhir.errors import InvalidResource, NotFound
+from gateway.notify import events
 from gateway.notify.subscriptions import (
     EXT_TOPIC_CANONICAL,
     Event,
     notification_bundle,
-    parse_subscription,
     payload_content,
     status_parameters,
 )
-from gateway.notify.topics import Topic, load_topics
-from gateway.outbound.settings import OutboundSettings
 from gateway.store.interactions import new_id
-from gateway.store.repo import Store, Tx, WriteResult
+from gateway.store.repo import Store
 
 OPERATION_BASE = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition"
 
 
 def init_app(app: Flask) -> None:
-    settings = app.config["SETTINGS"]
-    topics = load_topics(settings.mappings_path / "topics")
-    outbound = OutboundSettings.from_env(settings.mappings_path)
-    allow = outbound.allowed_hosts
-    app.extensions["gateway.topics"] = topics
+    """Advertise the topics (from gateway/compose.py, which also installs the Subscription write hook)."""
+    topics = app.extensions["gateway.topics"]
     RESOURCE_EXTENSIONS["Subscription"] = [{"url": EXT_TOPIC_CANONICAL, "valueCanonical": url}
                                            for url in sorted(topics)]
-    app.extensions["gateway.service"].hooks.append(_subscription_hook(topics, allow.allows, outbound.max_attempts))
-
-
-def _subscription_hook(topics: dict[str, Topic], endpoint_allowed, max_attempts: int):
-    def hook(tx: Tx, result: WriteResult, resource: dict) -> None:
-        st = result.stored
-        if st.type != "Subscription":
-            return
-        if result.outcome == "deleted":
-            if events.get(tx.conn, st.id) is not None:
-                events.set_status(tx.conn, st.id, "off")
-            return
-        spec = parse_subscription(resource, topics, endpoint_allowed)
-        state = events.get(tx.conn, st.id)
-        status = resource.get("status")
-        if state is None and status not in ("requested", "off"):
-            raise BusinessRuleViolation("A new Subscription must have status 'requested' (the server activates it "
-                                        "after a successful handshake)", "Subscription.status")
-        if state is not None and state.topic != spec.topic.url:
-            raise BusinessRuleViolation("A Subscription's topic (criteria) cannot change; create a new one",
-                                        "Subscription.criteria")
-        if state is None:
-            events.ensure(tx.conn, st.id, spec.topic.url, status)
-        elif status != state.status:
-            events.set_status(tx.conn, st.id, status)
-        if status == "requested" and (state is None or state.status != "requested"):
-            # Activation (or recovery from error): the worker sends a handshake; success makes it active.
-            delivery.enqueue_handshake(tx.conn, st.id, st.version, max_attempts)
-
-    return hook
 
 
 def _store() -> Store:

@@ -1,4 +1,8 @@
-"""The ``gateway`` command. Each area adds its commands in its own module, listed in COMMAND_MODULES."""
+"""The ``gateway`` command. Each area adds its commands in its own module, listed in COMMAND_MODULES.
+
+The settings are read from the environment once, when the command starts (``Settings.from_env``), and handed to
+the command through click's context (``settings()``); commands build what they need with gateway/compose.py.
+"""
 
 from __future__ import annotations
 
@@ -21,13 +25,20 @@ COMMAND_MODULES = [
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fhir-trial-gateway")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """FHIR R4 trial-matching gateway.
 
     Configuration comes from GATEWAY_* environment variables; see docs/configuration.md.
     """
+    ctx.obj = Settings.from_env()  # the one read of the environment; a bad value stops here, in one line
     # Log records as JSON lines on stderr (stdout is the commands' output); serve and worker log to stdout.
-    logs.configure(Settings.from_env().log_level, to="stderr")
+    logs.configure(ctx.obj.observability.log_level, to="stderr")
+
+
+def settings() -> Settings:
+    """The settings the running command was started with."""
+    return click.get_current_context().find_root().obj
 
 
 for _name in COMMAND_MODULES:
@@ -35,9 +46,9 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    from gateway.security.clients import ClientConfigError
+    from gateway.compose import STARTUP_ERRORS, startup_error
 
     try:
         cli()
-    except ClientConfigError as exc:  # a start-up configuration error: one line, exit code 1, no traceback
-        raise SystemExit(f"gateway: {exc}") from None
+    except STARTUP_ERRORS as exc:  # a data file or configuration error at start-up: one line, exit code 1
+        raise startup_error(exc) from None

@@ -12,36 +12,15 @@ import click
 import orjson
 from tqdm import tqdm
 
-from gateway.config import Settings
+from gateway.cli import settings as cli_settings
+from gateway.compose import build
 from gateway.fhir.errors import FhirError
 from gateway.observability import logs
 from gateway.store.engine import make_engine
 from gateway.store.interactions import FhirService
-from gateway.store.repo import Store
 from gateway.store.schema import migrate
 
 log = logging.getLogger("gateway.serve")
-
-
-def make_service(settings: Settings | None = None, *, bulk: bool = False) -> FhirService:
-    """A bare service over the store: no write hooks (tools that must not trigger side effects), but the same
-    pre-write transforms as the REST API (eligibility extraction of pushed Groups).
-    ``bulk``: the engine is tuned for one process writing a lot (see make_engine)."""
-    from gateway.mapping.eligibility import annotate_pushed_group
-
-    settings = settings or Settings.from_env()
-    engine = make_engine(settings.database_url, bulk=bulk)
-    migrate(engine)
-    return FhirService(Store(engine), max_bundle_entries=settings.max_bundle_entries,
-                       transforms=[annotate_pushed_group])
-
-
-def app_service(settings: Settings | None = None) -> FhirService:
-    """The service the REST API uses, with every part's write hooks (Subscription checks, outbox...),
-    so that loaded files obey the same rules as requests."""
-    from gateway.api.app import create_app
-
-    return create_app(settings or Settings.from_env()).extensions["gateway.service"]
 
 
 def register(cli: click.Group) -> None:
@@ -62,15 +41,16 @@ def serve(host: str, port: int, demo: bool) -> None:
     if demo:  # --demo: this process supervises the gateway, a worker and the stand-ins (gateway/demo/stack.py)
         from gateway.demo.stack import run_demo
 
-        sys.exit(run_demo(host, port))
+        sys.exit(run_demo(host, port, cli_settings()))
     from werkzeug.serving import make_server
 
     from gateway.api.app import create_app
     from gateway.observability.logs import QuietRequestHandler
     from gateway.security.devmode import check_bind
 
-    settings = Settings.from_env()
-    logs.configure(settings.log_level)  # JSON lines on stdout; one line a request, from the app (no werkzeug line)
+    settings = cli_settings()
+    # JSON lines on stdout; one line a request, from the app (no werkzeug line)
+    logs.configure(settings.observability.log_level)
     app = create_app(settings)
     for line in check_bind(host, bool(app.extensions["gateway.security"].registry), settings.insecure_dev):
         log.warning(line)  # development mode: loopback only unless GATEWAY_INSECURE_DEV=true
@@ -93,11 +73,13 @@ def load(paths: tuple[Path, ...], quiet: bool) -> None:
     Transaction and batch Bundles are processed as such; other Bundles (collection, searchset)
     load each entry. Resources with an id are created-or-updated under that id; others are created.
     """
-    svc = app_service()
+    # the REST API's service graph, every write hook included (Subscription checks, outbox...), so that loaded
+    # files obey the same rules as requests
+    gw = build(cli_settings())
     try:
-        stats = load_paths(svc, list(paths), progress=not quiet)
+        stats = load_paths(gw.service, list(paths), progress=not quiet)
     finally:
-        svc.store.engine.dispose()  # close pooled connections before exit (PostgreSQL)
+        gw.close()  # close pooled connections before exit (PostgreSQL)
     click.echo(_summary(stats))
     for reason in stats.get("_reasons", [])[:50]:
         click.echo(f"  failed: {reason}", err=True)
@@ -113,8 +95,7 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the schema to the current version."""
-    settings = Settings.from_env()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(cli_settings().database_url)
     try:
         applied = migrate(engine)
     finally:

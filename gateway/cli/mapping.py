@@ -12,13 +12,14 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from gateway.config import Settings
+from gateway.cli import settings as cli_settings
+from gateway.compose import build, check_data_files
 from gateway.fhir.errors import FhirError
 from gateway.fhir.validate import validate_resource
 from gateway.mapping import MappingFileError, MappingRegistry, PayloadError, UnknownMapping
 from gateway.mapping.ingest import BULK_RECORDS_PER_TRANSACTION, ingest
 from gateway.mapping.pipeline import default_workers, prepared_files
-from gateway.mapping.registry import PROJECT_MAPPINGS, check_conceptmaps, mapping_files
+from gateway.mapping.registry import check_conceptmaps, mapping_files
 from gateway.mapping.spec import load_mapping
 from gateway.store.engine import background_checkpoints
 from gateway.terminology.conceptmap import load_conceptmaps
@@ -32,8 +33,7 @@ def register(cli: click.Group) -> None:
 
 
 def _folder() -> Path:
-    folder = Settings.from_env().mappings_path
-    return folder if folder.is_dir() else PROJECT_MAPPINGS
+    return cli_settings().mappings_path
 
 
 def _inputs(paths: tuple[Path, ...]) -> list[Path]:
@@ -61,8 +61,6 @@ def import_cmd(mapping_name: str, paths: tuple[Path, ...], quiet: bool, workers:
     Each source record is stored atomically; a bad record is reported and never stops the others.
     Prints: created, updated, unchanged, rejected (with reasons). Exit status 1 if any was rejected.
     """
-    from gateway.cli.core import make_service
-
     folder = _folder().resolve()
     try:
         MappingRegistry(folder).get(mapping_name)  # a broken or unknown mapping fails here, before any work
@@ -82,13 +80,15 @@ def import_cmd(mapping_name: str, paths: tuple[Path, ...], quiet: bool, workers:
     # Extraction results kept with the criteria text, reused while it is unchanged (docs/eligibility.md)
     from gateway.mapping.eligibility import cache as eligibility_cache
 
-    eligibility_cache.use_cache(Settings.from_env().instance_path / "eligibility-cache.sqlite3")
-    service = make_service(bulk=True)
+    settings = cli_settings()
+    eligibility_cache.use_cache(settings.instance_path / "eligibility-cache.sqlite3")
+    # a bare service: no write hooks (an import must not trigger side effects), the same pre-write transforms
+    gw = build(settings, write_hooks=False, bulk=True)
     try:
-        with background_checkpoints(service.store.engine), _fewer_gc_collections():
-            stats, reasons = _import_files(service, folder, mapping_name, _inputs(paths), quiet, workers)
+        with background_checkpoints(gw.store.engine), _fewer_gc_collections():
+            stats, reasons = _import_files(gw.service, folder, mapping_name, _inputs(paths), quiet, workers)
     finally:
-        service.store.engine.dispose()
+        gw.close()
     click.echo(", ".join(f"{k} {stats.get(k, 0)}" for k in ("created", "updated", "unchanged", "rejected")))
     for reason in reasons[:100]:
         click.echo(f"  rejected: {reason}", err=True)
@@ -160,7 +160,8 @@ def mappings() -> None:
 
 @mappings.command("check")
 def check() -> None:
-    """Load and check every mapping file and ConceptMap; exit 1 with the problems if any."""
+    """Load and check every data file start-up reads: mappings, ConceptMaps, lexicons, clients, hospitals, topics
+    and legal bases; exit 1 with the problems (file and field) if any."""
     folder = _folder()
     problems: list[str] = []
     for path in mapping_files(folder):
@@ -181,13 +182,11 @@ def check() -> None:
             problems.append(f"ConceptMap {cm.get('url') or cm.get('id')}: {exc.diagnostics}")
     problems.extend(f"ConceptMap {p}" for p in check_conceptmaps(cms))
     click.echo(f"ok  {len(cms)} ConceptMap(s) under {folder}" if cms else f"no ConceptMaps under {folder}")
-    if (folder / "lexicons").is_dir():  # eligibility lexicons (docs/eligibility.md)
-        from gateway.terminology.lexicons import check_lexicons
-
-        found = check_lexicons(folder / "lexicons")
+    # every other data file start-up reads (clients, hospitals, topics, legal bases, lexicons), as it reads them
+    for what, found in check_data_files(cli_settings()).items():
         problems.extend(found)
         if not found:
-            click.echo(f"ok  lexicons under {folder / 'lexicons'}")
+            click.echo(f"ok  {what}")
     for p in problems:
         click.echo(f"error  {p}", err=True)
     if problems:

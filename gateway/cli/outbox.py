@@ -10,13 +10,11 @@ import time
 import click
 from prometheus_client import start_http_server
 
-from gateway.config import Settings
+from gateway.cli import settings as cli_settings
+from gateway.compose import build
+from gateway.notify import delivery
 from gateway.observability import logs, metrics
 from gateway.outbound import outbox
-from gateway.outbound.destinations import Destinations
-from gateway.outbound.kinds import DeliveryContext
-from gateway.outbound.settings import OutboundSettings
-from gateway.outbound.worker import Worker
 from gateway.store.engine import make_engine
 from gateway.store.repo import Store
 from gateway.store.schema import migrate
@@ -30,16 +28,11 @@ def register(cli: click.Group) -> None:
 
 
 def _store() -> Store:
-    engine = make_engine(Settings.from_env().database_url)
+    """The store alone (outbox list, retry, purge): no hospital files, topics or hooks needed."""
+    settings = cli_settings()
+    engine = make_engine(settings.database_url)
     migrate(engine)
     return Store(engine)
-
-
-def make_worker(batch: int = 10, kinds: tuple[str, ...] = ()) -> Worker:
-    settings = Settings.from_env()
-    out = OutboundSettings.from_env(mappings_path=settings.mappings_path)
-    ctx = DeliveryContext(store=_store(), destinations=Destinations(out), settings=out)
-    return Worker(ctx, batch=batch, kinds=kinds)
 
 
 @click.command()
@@ -50,19 +43,19 @@ def make_worker(batch: int = 10, kinds: tuple[str, ...] = ()) -> Worker:
               help="Also run the automatic flows (alerts, research-team proposals) and subscription heartbeats.")
 def worker(once: bool, batch: int, kinds: tuple[str, ...], flows: bool) -> None:
     """Deliver outbox jobs (ResearchSubjects to hospitals, notifications). Run as many as you like."""
-    settings = Settings.from_env()
-    logs.configure(settings.log_level)  # JSON lines on stdout
-    w = make_worker(batch, kinds)
-    if settings.worker_metrics_port and not once:
+    settings = cli_settings()
+    logs.configure(settings.observability.log_level)  # JSON lines on stdout
+    if not kinds or set(kinds) & set(delivery.KINDS):
+        settings.require_base_url("gateway worker")  # notifications name this server: no silent default
+    gw = build(settings)
+    w = gw.worker(batch=batch, kinds=kinds)
+    obs = settings.observability
+    if obs.worker_metrics_port and not once:
         # this process's delivery counters and alert fan-out, for Prometheus (loopback unless configured)
-        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
-        log.info("worker metrics at http://%s:%d/metrics", settings.worker_metrics_host, settings.worker_metrics_port)
+        start_http_server(obs.worker_metrics_port, addr=obs.worker_metrics_host)
+        log.info("worker metrics at http://%s:%d/metrics", obs.worker_metrics_host, obs.worker_metrics_port)
     if flows:
-        from gateway.api.app import create_app
-        from gateway.cli.flows import build_flows
-        from gateway.notify.delivery import enqueue_due_heartbeats
-
-        auto = build_flows(create_app(Settings.from_env()))
+        auto = gw.flows()
 
         def automatic_flows() -> None:
             stats = auto.tick(owner=w.name)
@@ -75,20 +68,24 @@ def worker(once: bool, batch: int, kinds: tuple[str, ...], flows: bool) -> None:
         def heartbeats() -> None:
             if time.monotonic() - last[0] >= 5.0:  # periods are minutes or hours; no need to look every round
                 last[0] = time.monotonic()
-                enqueue_due_heartbeats(w.ctx.store, w.ctx.settings.max_attempts)
+                delivery.enqueue_due_heartbeats(w.ctx.store, w.ctx.settings.max_attempts)
 
         w.ticks = (automatic_flows, heartbeats)
         if once:
             w.run_ticks()
     if once:
         n = w.run_until_idle()
+        gw.close()
         click.echo(f"processed {n} job(s)")
         return
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     log.info("worker %s polling every %ss", w.name, w.ctx.settings.poll_seconds)
-    w.run(stop)
+    try:
+        w.run(stop)
+    finally:
+        gw.close()
 
 
 @click.group("outbox")

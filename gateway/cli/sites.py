@@ -7,7 +7,7 @@ from collections import Counter
 
 import click
 
-from gateway.config import Settings
+from gateway.cli import settings as cli_settings
 from gateway.fhir.search import parse_search
 from gateway.outbound.sitelink import TrustLinker
 from gateway.store.engine import make_engine
@@ -29,8 +29,7 @@ def sites() -> None:
 def link(report: bool, as_json: bool) -> None:
     """Link every UK site Location to its trust's ODS code (open NHS trust list, mappings/geo) and count the
     results. Linking is computed when a contact request is routed; this command shows what it will find."""
-    settings = Settings.from_env()
-    store = Store(make_engine(settings.database_url))
+    store = Store(make_engine(cli_settings().database_url))
     linker = TrustLinker.from_file()
     counts: Counter = Counter()
     offset = 0

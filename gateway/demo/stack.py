@@ -28,11 +28,12 @@ from pathlib import Path
 import requests
 import yaml
 
-from gateway.config import Settings
+from gateway.config import Settings, child_environment
+from gateway.datafiles import bundled
 from gateway.fhir.conventions import CONSENT_SCOPE, NHS_NUMBER, PURPOSE_TRIAL_ALERTS, TOPIC_NEW_MATCHING_STUDY
 from gateway.notify.subscriptions import EXT_FILTER_CRITERIA, EXT_PAYLOAD_CONTENT
 
-DEMO_DATA = Path(__file__).resolve().parents[2] / "fixtures" / "demo"  # top-level files only: the walkthrough
+DEMO_DATA = bundled("demo")  # package data (gateway/datafiles.py); top-level files only: the walkthrough
 FHIR_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}  # adds walkthrough/
 STARTUP_SECONDS = 60.0
 STOP_SECONDS = 10.0
@@ -254,7 +255,7 @@ def run_demo(host: str, port: int, settings: Settings | None = None) -> int:
     stack = Stack()
     try:
         config = prepare(folder, settings.mappings_path, leeds_port, alerts_port, base)
-        plain = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the stand-ins: none of the gateway's keys
+        plain = child_environment(PYTHONUNBUFFERED="1")  # the stand-ins: none of the gateway's keys
         env = {**plain, **config.env}
         py = [sys.executable, "-m"]
         cli = [sys.executable, "-c", "from gateway.cli import main; main()"]

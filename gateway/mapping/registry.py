@@ -12,10 +12,11 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from gateway.datafiles import BUNDLED_MAPPINGS
 from gateway.mapping.spec import Mapping, MappingFileError, load_mapping
 from gateway.terminology.conceptmap import ConceptMapIndex, load_conceptmaps
 
-PROJECT_MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
+PROJECT_MAPPINGS = BUNDLED_MAPPINGS  # the shipped mappings, package data (gateway/datafiles.py)
 
 
 class UnknownMapping(KeyError):

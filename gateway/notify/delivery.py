@@ -1,4 +1,4 @@
-"""Delivering Subscription notifications through the outbox (job kinds registered with the worker).
+"""Delivering Subscription notifications through the outbox (job kinds handed to the worker).
 
 Kinds:
 - ``subscription-handshake``: POST a handshake Bundle; on success the Subscription becomes ``active``.
@@ -6,22 +6,23 @@ Kinds:
   event number, in event-number order, one notification Bundle per event. The Bundle id is derived from
   (subscription, event number), so a redelivery carries the same notification id.
 - ``subscription-heartbeat``: a heartbeat Bundle.
-After ``GATEWAY_SUBSCRIPTION_ERROR_AFTER`` failed deliveries in a row the Subscription goes to ``error``
+The composition root (gateway/compose.py) binds them to a ``DeliveryConfig`` (``job_kinds``) and hands them to the
+worker. After ``GATEWAY_SUBSCRIPTION_ERROR_AFTER`` failed deliveries in a row the Subscription goes to ``error``
 (visible in the resource and in ``$status``); events keep being recorded, and ``$events`` fills the gap.
 Setting the Subscription back to ``requested`` (PUT) re-runs the handshake and recovers it.
 """
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
 
 import orjson
-import requests
 from sqlalchemy import update
 
-from gateway.config import Settings
 from gateway.fhir.conventions import NHS_NUMBER, TOPIC_NEW_MATCHING_STUDY
 from gateway.fhir.errors import BusinessRuleViolation, Gone, NotFound
 from gateway.fhir.search import parse_search
@@ -34,10 +35,10 @@ from gateway.notify.subscriptions import (
     notification_bundle,
     parse_subscription,
 )
-from gateway.notify.topics import Topic, load_topics
+from gateway.notify.topics import Topic
 from gateway.outbound import outbox
-from gateway.outbound.errors import ConfigurationError, OutboundError, TransportError, error_for_status
-from gateway.outbound.kinds import DeliveryContext, register_kind
+from gateway.outbound.errors import ConfigurationError, OutboundError
+from gateway.outbound.kinds import DeliverFn, DeliveryContext
 from gateway.store import feed
 from gateway.store import schema as s
 from gateway.store.clock import now_iso
@@ -47,8 +48,20 @@ HANDSHAKE, NOTIFICATION, HEARTBEAT = "subscription-handshake", "subscription-not
 KINDS = (HANDSHAKE, NOTIFICATION, HEARTBEAT)
 
 
-def error_after() -> int:
-    return int(os.environ.get("GATEWAY_SUBSCRIPTION_ERROR_AFTER", "3"))
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """What notification delivery needs from the settings tree, bound once when the worker is built."""
+
+    base_url: str | None  # our FHIR base (GATEWAY_BASE_URL), named in every notification; a worker requires it
+    topics: Mapping[str, Topic]  # the topics of <mappings>/topics
+    error_after: int = 3  # GATEWAY_SUBSCRIPTION_ERROR_AFTER: failures in a row before the Subscription is 'error'
+
+
+def job_kinds(config: DeliveryConfig) -> dict[str, DeliverFn]:
+    """The notification job kinds, bound to ``config``: kind name -> deliver function (job, context)."""
+    return {HANDSHAKE: partial(deliver_handshake, config=config),
+            NOTIFICATION: partial(deliver_notification, config=config),
+            HEARTBEAT: partial(deliver_heartbeat, config=config)}
 
 
 def delivered_cursor(subscription_id: str) -> str:
@@ -79,19 +92,13 @@ def enqueue_event(conn, subscription_id: str, topic: str, focus: str, max_attemp
 
 
 # -- delivery ----------------------------------------------------------------------------------------
-def _topics(ctx: DeliveryContext) -> dict[str, Topic]:
-    if "notify.topics" not in ctx.extras:
-        ctx.extras["notify.topics"] = load_topics(Settings.from_env().mappings_path / "topics")
-    return ctx.extras["notify.topics"]
-
-
-def _load(ctx: DeliveryContext, subscription_id: str) -> tuple[dict, SubscriptionSpec]:
+def _load(ctx: DeliveryContext, subscription_id: str, config: DeliveryConfig) -> tuple[dict, SubscriptionSpec]:
     try:
         sub = ctx.store.read("Subscription", subscription_id).resource()
     except (NotFound, Gone) as exc:  # deleted since the job was queued: nothing to deliver, ever
         raise ConfigurationError(f"Subscription/{subscription_id} is gone: {exc.diagnostics}") from None
     try:
-        spec = parse_subscription(sub, _topics(ctx), ctx.settings.allowed_hosts.allows)
+        spec = parse_subscription(sub, dict(config.topics), ctx.settings.allowed_hosts.allows)
     except BusinessRuleViolation as exc:  # e.g. the allow-list changed since the Subscription was accepted
         raise ConfigurationError(f"Subscription/{subscription_id} can no longer be delivered: "
                                  f"{exc.diagnostics}") from None
@@ -99,20 +106,15 @@ def _load(ctx: DeliveryContext, subscription_id: str) -> tuple[dict, Subscriptio
 
 
 def _post(ctx: DeliveryContext, spec: SubscriptionSpec, bundle: dict) -> int:
-    ctx.settings.allowed_hosts.check(spec.endpoint)
     headers = {"Content-Type": f"{spec.payload}; charset=utf-8"}
     for h in spec.headers:
         name, sep, value = h.partition(":")
         if sep:
             headers[name.strip()] = value.strip()
     timeout = float(spec.timeout) if spec.timeout else 10.0
-    try:
-        resp = ctx.destinations.session.post(spec.endpoint, data=orjson.dumps(bundle), headers=headers,
-                                             timeout=(5.0, timeout), allow_redirects=False)
-    except requests.RequestException as exc:
-        raise TransportError(f"POST notification: {type(exc).__name__}") from None
-    if resp.status_code >= 300:
-        raise error_for_status(resp.status_code, "POST notification", None)
+    # the outbound transport: allow-list, timeouts, typed errors, log line; the outbox retries the job
+    resp = ctx.destinations.http().send("POST", spec.endpoint, data=orjson.dumps(bundle), headers=headers,
+                                        timeout=(5.0, timeout), idempotent=False)
     return resp.status_code
 
 
@@ -132,37 +134,37 @@ def _set_resource_status(store: Store, subscription_id: str, status: str, error:
         events.set_status(tx.conn, subscription_id, status, error)
 
 
-def _failed(ctx: DeliveryContext, subscription_id: str, exc: OutboundError) -> None:
+def _failed(ctx: DeliveryContext, subscription_id: str, exc: OutboundError, config: DeliveryConfig) -> None:
     with ctx.store.write() as tx:
-        state = events.record_failure(tx.conn, subscription_id, exc.message, error_after())
+        state = events.record_failure(tx.conn, subscription_id, exc.message, config.error_after)
     if state.status == "error":
         _set_resource_status(ctx.store, subscription_id, "error", exc.message)
 
 
-def deliver_handshake(job: outbox.Job, ctx: DeliveryContext) -> str:
+def deliver_handshake(job: outbox.Job, ctx: DeliveryContext, config: DeliveryConfig) -> str:
     sid = job.payload["subscription"]
-    sub, spec = _load(ctx, sid)
+    sub, spec = _load(ctx, sid, config)
     with ctx.store.engine.connect() as conn:
         state = events.get(conn, sid)
     since = state.events_since_start if state else 0
-    bundle = notification_bundle(str(uuid.uuid4()), _base(ctx), sid, spec.topic.url, "requested", "handshake", since,
+    bundle = notification_bundle(str(uuid.uuid4()), _base(config), sid, spec.topic.url, "requested", "handshake", since,
                                  timestamp=now_iso())
     try:
         status = _post(ctx, spec, bundle)
     except OutboundError as exc:
-        _failed(ctx, sid, exc)
+        _failed(ctx, sid, exc, config)
         raise
     _set_resource_status(ctx.store, sid, "active")
     return f"handshake {status}"
 
 
-def deliver_notification(job: outbox.Job, ctx: DeliveryContext) -> str:
+def deliver_notification(job: outbox.Job, ctx: DeliveryContext, config: DeliveryConfig) -> str:
     sid, upto = job.payload["subscription"], int(job.payload["event"])
     cursor_name = delivered_cursor(sid)
     done = feed.cursor(ctx.store, cursor_name)
     if done >= upto:
         return f"event {upto} already delivered"
-    sub, spec = _load(ctx, sid)
+    sub, spec = _load(ctx, sid, config)
     with ctx.store.engine.connect() as conn:
         pending = events.events(conn, sid, since=done + 1, until=upto)
         state = events.get(conn, sid)
@@ -181,14 +183,14 @@ def deliver_notification(job: outbox.Job, ctx: DeliveryContext) -> str:
             rtype, _, rid = ev.focus.partition("/")
             found = ctx.store.read_many([(rtype, rid)])
             ev = Event(ev.number, ev.timestamp, ev.focus, found[0].resource() if found else None)
-        bundle = notification_bundle(notification_id(sid, ev.number), _base(ctx), sid, spec.topic.url,
+        bundle = notification_bundle(notification_id(sid, ev.number), _base(config), sid, spec.topic.url,
                                      state.status if state else "active", "event-notification",
                                      state.events_since_start if state else ev.number, [ev], content=spec.content,
                                      timestamp=ev.timestamp)
         try:
             _post(ctx, spec, bundle)
         except OutboundError as exc:
-            _failed(ctx, sid, exc)
+            _failed(ctx, sid, exc, config)
             raise
         feed.advance(ctx.store, cursor_name, ev.number)
         sent += 1
@@ -219,17 +221,17 @@ def _may_alert(store: Store, spec: SubscriptionSpec) -> bool:
     return Policy().may_alert(person_consents(store, spec.filters.get("patient", []))).allowed
 
 
-def deliver_heartbeat(job: outbox.Job, ctx: DeliveryContext) -> str:
+def deliver_heartbeat(job: outbox.Job, ctx: DeliveryContext, config: DeliveryConfig) -> str:
     sid = job.payload["subscription"]
-    sub, spec = _load(ctx, sid)
+    sub, spec = _load(ctx, sid, config)
     with ctx.store.engine.connect() as conn:
         state = events.get(conn, sid)
-    bundle = notification_bundle(str(uuid.uuid4()), _base(ctx), sid, spec.topic.url, state.status if state else
+    bundle = notification_bundle(str(uuid.uuid4()), _base(config), sid, spec.topic.url, state.status if state else
                                  "active", "heartbeat", state.events_since_start if state else 0, timestamp=now_iso())
     try:
         status = _post(ctx, spec, bundle)
     except OutboundError as exc:
-        _failed(ctx, sid, exc)
+        _failed(ctx, sid, exc, config)
         raise
     return f"heartbeat {status}"
 
@@ -263,16 +265,10 @@ def _heartbeat_if_due(store: Store, sid: str, sub: dict, now: float, max_attempt
     return 1
 
 
-def _base(ctx: DeliveryContext) -> str:
-    """Our FHIR base for references in notifications (GATEWAY_BASE_URL; a local default for development).
+def _base(config: DeliveryConfig) -> str:
+    """Our FHIR base for references in notifications (GATEWAY_BASE_URL). A worker does not start without it;
+    a context built without it (a test, a tool) cannot deliver notifications: the job is dead, saying why."""
+    if not config.base_url:
+        raise ConfigurationError("GATEWAY_BASE_URL is not set: a notification must name this server")
+    return config.base_url.rstrip("/")
 
-    Read once per worker, not per notification.
-    """
-    if "notify.base" not in ctx.extras:
-        ctx.extras["notify.base"] = (Settings.from_env().base_url or "http://127.0.0.1:8080/fhir").rstrip("/")
-    return ctx.extras["notify.base"]
-
-
-register_kind(HANDSHAKE, deliver_handshake)
-register_kind(NOTIFICATION, deliver_notification)
-register_kind(HEARTBEAT, deliver_heartbeat)

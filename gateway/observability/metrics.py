@@ -9,7 +9,6 @@ gunicorn configuration does that), and ``exposition()`` merges every process's f
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterable
 
@@ -22,12 +21,13 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
     multiprocess,
+    values,
 )
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 __all__ = ["CONTENT_TYPE_LATEST", "REQUESTS", "REQUEST_SECONDS", "OPERATION_SECONDS", "DELIVERIES", "ALERT_FANOUT",
-           "IMPORTS", "destination_label", "exposition", "multiprocess_dir"]
+           "IMPORTS", "destination_label", "exposition", "multiprocess_mode"]
 
 disable_created_metrics()  # no *_created series: they double the output and no dashboard of ours reads them
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -72,9 +72,10 @@ def operation_label(rtype: str | None, name: str) -> str | None:
     return f"{rtype}/${name}" if (rtype, name) in OPERATIONS else None
 
 
-def multiprocess_dir() -> str | None:
-    """The multiprocess folder prometheus-client uses (read by the library itself from the environment)."""
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+def multiprocess_mode() -> bool:
+    """Whether prometheus-client chose its multiprocess mode, which the library decides from the environment
+    (``PROMETHEUS_MULTIPROC_DIR``) when it is first imported: asked of the library, not re-read here."""
+    return values.ValueClass is not values.MutexValue
 
 
 class _Fresh(Collector):
@@ -89,9 +90,9 @@ class _Fresh(Collector):
 
 def exposition(extra: Callable[[], Iterable[Metric]] | None = None) -> bytes:
     """The text format: this process's metrics (or every process's, in multiprocess mode), then ``extra``."""
-    if multiprocess_dir():
+    if multiprocess_mode():
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # the library reads its folder from the environment
         body = generate_latest(registry)
     else:
         body = generate_latest(REGISTRY)

@@ -29,7 +29,7 @@ from gateway.outbound import outbox
 from gateway.outbound.destinations import Destinations
 from gateway.outbound.errors import DestinationNotAllowed
 from gateway.outbound.hospitals import Hospital
-from gateway.outbound.kinds import DeliveryContext, register_kind
+from gateway.outbound.kinds import DeliverFn, DeliveryContext
 from gateway.outbound.pull import find_patient
 from gateway.outbound.sitelink import TrustLinker
 from gateway.store import schema as s
@@ -365,7 +365,7 @@ def deliver_site_contact(job: outbox.Job, ctx: DeliveryContext) -> str:
     return f"Task {resp.status} {task['status']}"
 
 
-register_kind(KIND, deliver)
-register_kind(SITE_KIND, deliver_site_contact)
+# The job kinds of contact requests, given to the worker by the composition root (gateway/compose.py).
+JOB_KINDS: dict[str, DeliverFn] = {KIND: deliver, SITE_KIND: deliver_site_contact}
 
 __all__ = ["ContactRoute", "contact_id", "deliver", "hospital_copy", "make_hook", "plan_route"]

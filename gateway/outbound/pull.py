@@ -13,7 +13,6 @@ from gateway.outbound.client import FhirClient
 from gateway.outbound.destinations import Destinations
 from gateway.outbound.errors import Conflict, PatientNotFound
 from gateway.outbound.hospitals import Hospital
-from gateway.outbound.settings import OutboundSettings
 
 
 def find_patient(client: FhirClient, nhs_number: str) -> dict:
@@ -27,15 +26,13 @@ def find_patient(client: FhirClient, nhs_number: str) -> dict:
     return found[0]
 
 
-def pull_patient_bundle(hospital: Hospital | str, nhs_number: str, *, destinations: Destinations | None = None,
+def pull_patient_bundle(hospital: Hospital | str, nhs_number: str, *, destinations: Destinations,
                         client: FhirClient | None = None, now: datetime | None = None) -> dict:
     """('leeds', '9434765919') -> Bundle(collection: Patient, Condition*, Observation*).
 
-    ``destinations`` defaults to the hospital files and allow-list of the environment; a hospital
-    not configured or not allow-listed raises before any request is sent.
+    ``destinations``: the configured hospital files and allow-list; a hospital not configured or not
+    allow-listed raises before any request is sent.
     """
-    if destinations is None:
-        destinations = Destinations(OutboundSettings.from_env())
     if isinstance(hospital, str):
         hospital = destinations.hospitals.get(hospital)
     client = client or destinations.client(hospital)

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from gateway.datafiles import BUNDLED_MAPPINGS
 from gateway.fhir.conventions import ODS_ORGANIZATION
 
-TRUSTS_FILE = Path(__file__).resolve().parents[2] / "mappings" / "geo" / "nhs_trusts_england_open.csv"
+TRUSTS_FILE = BUNDLED_MAPPINGS / "geo" / "nhs_trusts_england_open.csv"  # package data (gateway/datafiles.py)
 UK = {"united kingdom", "uk", "england", "great britain", "gb"}
 # Words that name what a body is, not which one it is.
 GENERIC = {"nhs", "foundation", "trust", "the", "of", "and", "hospital", "hospitals", "university", "teaching",

@@ -13,13 +13,13 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from gateway.observability import metrics
 from gateway.outbound import outbox
 from gateway.outbound.errors import OutboundError
-from gateway.outbound.kinds import DeliveryContext, get_kind, load_kind_modules
+from gateway.outbound.kinds import DeliverFn, DeliveryContext
 
 log = logging.getLogger("gateway.outbound.worker")
 
@@ -27,14 +27,13 @@ log = logging.getLogger("gateway.outbound.worker")
 @dataclass
 class Worker:
     ctx: DeliveryContext
+    # kind name -> deliver function: what this worker can deliver (gateway/compose.py joins every part's kinds)
+    handlers: Mapping[str, DeliverFn] = field(default_factory=dict)
     name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     batch: int = 10
-    kinds: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()  # claim only these kinds (default: every kind)
     # Periodic work run between rounds (notify: automatic flows from the change feed, heartbeats).
     ticks: tuple[Callable[[], object], ...] = ()
-
-    def __post_init__(self) -> None:
-        load_kind_modules()
 
     def run_once(self) -> int:
         """Claim and deliver one batch; -> how many jobs were processed.
@@ -103,7 +102,7 @@ class Worker:
 
     def _attempt(self, job: outbox.Job) -> outbox.Outcome:
         s = self.ctx.settings
-        fn = get_kind(job.kind)
+        fn = self.handlers.get(job.kind)
         started = time.monotonic()
         if fn is None:
             return outbox.Outcome(job, "dead", error=f"unknown job kind '{job.kind}'")

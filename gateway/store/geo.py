@@ -16,7 +16,9 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-CENTROIDS_FILE = Path(__file__).resolve().parents[2] / "mappings" / "geo" / "uk_postcode_district_centroids.csv"
+from gateway.datafiles import BUNDLED_MAPPINGS
+
+CENTROIDS_FILE = BUNDLED_MAPPINGS / "geo" / "uk_postcode_district_centroids.csv"  # package data (gateway/datafiles.py)
 GEOLOCATION_EXT = "http://hl7.org/fhir/StructureDefinition/geolocation"
 
 LatLon = tuple[float, float]

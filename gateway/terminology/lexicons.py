@@ -24,9 +24,9 @@ from pathlib import Path
 import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from gateway.datafiles import field_errors
+from gateway.datafiles import BUNDLED_MAPPINGS, field_errors
 
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "mappings" / "lexicons"
+DEFAULT_PATH = BUNDLED_MAPPINGS / "lexicons"  # package data (gateway/datafiles.py)
 CONTEXT_CATEGORIES = ("NEGATED_EXISTENCE", "POSSIBLE_EXISTENCE", "HYPOTHETICAL", "HISTORICAL", "FAMILY",
                       "CONDITIONAL", "EXCEPTION", "PROHIBITION", "TERMINATE")
 CONTEXT_DIRECTIONS = ("FORWARD", "BACKWARD", "BIDIRECTIONAL", "TERMINATE", "PSEUDO")

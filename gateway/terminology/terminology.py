@@ -21,6 +21,7 @@ from pathlib import Path
 
 import orjson
 
+from gateway.datafiles import BUNDLED_MAPPINGS
 from gateway.fhir.conventions import ICD10, ICD10CM, MESH, ONCOTREE, SNOMED
 from gateway.terminology.conceptmap import ConceptMapIndex, load_conceptmaps
 from gateway.terminology.systems import (
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (canonical system, normalised code)
 
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "mappings" / "terminology"
+DEFAULT_PATH = BUNDLED_MAPPINGS / "terminology"  # package data (gateway/datafiles.py)
 
 # Short system names used in the synonym table (mappings/terminology/synonyms.tsv).
 SHORT_SYSTEMS = {"sct": SNOMED, "icd10": ICD10, "icd10cm": ICD10CM, "mesh": MESH, "oncotree": ONCOTREE}

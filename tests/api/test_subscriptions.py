@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from gateway.fhir.conventions import TOPIC_NEW_MATCHING_STUDY
 from gateway.notify import events
 from gateway.notify.subscriptions import EXT_FILTER_CRITERIA, EXT_PAYLOAD_CONTENT, EXT_TOPIC_CANONICAL
+from gateway.outbound.allowlist import AllowList
+from gateway.outbound.settings import OutboundSettings
 from tests.conftest import FHIR_JSON
 
 
-@pytest.fixture(autouse=True)
-def _allowed_hosts(monkeypatch):
-    monkeypatch.setenv("GATEWAY_ALLOWED_HOSTS", "app.example.org")
+@pytest.fixture
+def settings(settings):
+    """Subscription endpoints must be on the allow-list."""
+    return replace(settings, outbound=OutboundSettings(allowed_hosts=AllowList.parse("app.example.org")))
 
 
 def _sub(patient: str = "Patient/p1", endpoint: str = "https://app.example.org/hook", status: str = "requested"):

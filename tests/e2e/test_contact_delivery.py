@@ -104,7 +104,9 @@ def gateway(request, tmp_path_factory):
     with GatewayProcess(url, folder, env=env) as gw:
         r = requests.post(gw.base, data=(DEMO / "03-leeds-patient-glioblastoma.json").read_bytes(), headers=FHIR)
         assert r.status_code == 200, r.text
-        gw.env = _child_env({**env, "GATEWAY_DATABASE_URL": url, "GATEWAY_INSTANCE_PATH": str(folder)})
+        # GATEWAY_BASE_URL: a worker that delivers notifications does not start without it
+        gw.env = _child_env({**env, "GATEWAY_DATABASE_URL": url, "GATEWAY_INSTANCE_PATH": str(folder),
+                             "GATEWAY_BASE_URL": gw.base})
         gw.folder = folder
         yield gw
 

@@ -2,43 +2,43 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 import pytest
 import responses
 
 from gateway.api.app import create_app
+from gateway.config import NotifySettings
 from gateway.fhir import conventions as cv
 from gateway.fhir.conventions import TOPIC_NEW_MATCHING_STUDY
 from gateway.fhir.validate import validate_resource
 from gateway.notify import delivery, events
 from gateway.notify.subscriptions import EXT_FILTER_CRITERIA, EXT_HEARTBEAT_PERIOD, EXT_PAYLOAD_CONTENT
 from gateway.outbound import outbox
-from gateway.outbound.destinations import Destinations
-from gateway.outbound.kinds import DeliveryContext
+from gateway.outbound.allowlist import AllowList
 from gateway.outbound.settings import OutboundSettings
 from gateway.outbound.worker import Worker
 from tests.conftest import FHIR_JSON
 
 HOOK = "https://app.example.org/hook"
+BASE = "https://gw.example.org/fhir"  # GATEWAY_BASE_URL: notifications name this server
 
 
 @pytest.fixture
-def app(monkeypatch, settings):
-    monkeypatch.setenv("GATEWAY_ALLOWED_HOSTS", "app.example.org")
-    monkeypatch.setenv("GATEWAY_OUTBOX_BACKOFF_BASE", "0")
-    monkeypatch.setenv("GATEWAY_OUTBOX_BACKOFF_MAX", "0")
-    monkeypatch.setenv("GATEWAY_OUTBOX_MAX_ATTEMPTS", "5")
-    monkeypatch.setenv("GATEWAY_SUBSCRIPTION_ERROR_AFTER", "2")
-    application = create_app(settings)
+def app(settings):
+    application = create_app(replace(
+        settings, base_url=BASE,
+        outbound=OutboundSettings(allowed_hosts=AllowList.parse("app.example.org"), backoff_base=0, backoff_max=0,
+                                  max_attempts=5),
+        notify=NotifySettings(subscription_error_after=2)))
     yield application
     application.extensions["gateway.store"].engine.dispose()
 
 
 @pytest.fixture
 def worker(app) -> Worker:
-    out = OutboundSettings.from_env(app.config["SETTINGS"].mappings_path)
-    ctx = DeliveryContext(store=app.extensions["gateway.store"], destinations=Destinations(out), settings=out)
-    return Worker(ctx, name="test-worker")
+    return app.extensions["gateway.root"].worker(name="test-worker")
 
 
 def _subscribe(client, content="full-resource", heartbeat=None) -> str:

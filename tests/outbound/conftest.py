@@ -1,11 +1,14 @@
-"""Outbound fixtures: a test hospital file, the outbound environment, an app and a worker that use them."""
+"""Outbound fixtures: a test hospital file, the outbound settings, an app and a worker that use them."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
 from gateway.api.app import create_app
-from gateway.outbound.kinds import DeliveryContext
+from gateway.outbound.allowlist import AllowList
+from gateway.outbound.settings import OutboundSettings
 from gateway.outbound.worker import Worker
 
 HOSPITAL_BASE = "https://fhir.leeds.test/R4"
@@ -35,18 +38,17 @@ def hospital_dir(tmp_path):
 
 
 @pytest.fixture
-def outbound_env(monkeypatch, hospital_dir):
-    monkeypatch.setenv("GATEWAY_HOSPITALS_PATH", str(hospital_dir))
-    monkeypatch.setenv("GATEWAY_ALLOWED_HOSTS", "fhir.leeds.test")
-    monkeypatch.setenv("GATEWAY_CONTACT_ID_KEY", "test-contact-key")
-    monkeypatch.setenv("GATEWAY_OUTBOX_BACKOFF_BASE", "0.001")
-    monkeypatch.setenv("GATEWAY_OUTBOX_MAX_ATTEMPTS", "3")
-    monkeypatch.setenv("LEEDS_TEST_TOKEN", "leeds-token")
+def outbound_env(hospital_dir) -> OutboundSettings:
+    """The outbound branch of the settings: the test hospital files, the allow-list, the contact key, fast
+    retries, and the environment the hospital file's token variable is looked up in."""
+    return OutboundSettings(hospitals_path=hospital_dir, allowed_hosts=AllowList.parse("fhir.leeds.test"),
+                            contact_id_key="test-contact-key", backoff_base=0.001, max_attempts=3,
+                            env={"LEEDS_TEST_TOKEN": "leeds-token"})
 
 
 @pytest.fixture
 def app(outbound_env, settings):
-    application = create_app(settings)
+    application = create_app(replace(settings, outbound=outbound_env))
     application.config["TESTING"] = True
     yield application
     application.extensions["gateway.store"].engine.dispose()
@@ -54,6 +56,4 @@ def app(outbound_env, settings):
 
 @pytest.fixture
 def worker(app) -> Worker:
-    dest = app.extensions["gateway.outbound"]
-    return Worker(DeliveryContext(store=app.extensions["gateway.store"], destinations=dest, settings=dest.settings),
-                  name="test-worker")
+    return app.extensions["gateway.root"].worker(name="test-worker")

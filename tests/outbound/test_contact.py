@@ -11,6 +11,7 @@ from responses import matchers
 
 from gateway.fhir.conventions import CONTACT_REQUEST_ID, NHS_NUMBER
 from gateway.outbound import outbox
+from gateway.outbound.allowlist import AllowList
 from gateway.outbound.contact import contact_id
 from tests.conftest import FHIR_JSON
 from tests.outbound.conftest import HOSPITAL_BASE
@@ -207,12 +208,12 @@ def test_other_research_subjects_are_stored_without_delivery(client, store, demo
 
 
 @pytest.fixture
-def christie_site(outbound_env, hospital_dir, monkeypatch):
+def christie_site(outbound_env, hospital_dir):
     """The Christie (RBV), one of the demo study's sites, asks to hear of every request about its studies."""
     (hospital_dir / "christie-test.yaml").write_text(
         "name: christie-test\nods_code: RBV\nfhir_base_url: https://fhir.christie.test/R4\n"
         "write_back: {research_subject: true, site_contact: true}\n")
-    monkeypatch.setenv("GATEWAY_ALLOWED_HOSTS", "fhir.leeds.test, fhir.christie.test")
+    outbound_env.allowed_hosts = AllowList.parse("fhir.leeds.test, fhir.christie.test")
 
 
 @responses.activate

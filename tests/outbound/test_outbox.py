@@ -5,9 +5,10 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from gateway.outbound import outbox
 from gateway.outbound.errors import ServerError, TooManyRequests, Unprocessable
-from gateway.outbound.kinds import register_kind
 
 CALLS: list[int] = []
 
@@ -40,9 +41,14 @@ def _bug(job, ctx):
     raise KeyError("oops")
 
 
-for name, fn in {"t-ok": _ok, "t-flaky": _flaky, "t-permanent": _permanent, "t-429": _slow_down,
-                 "t-bug": _bug}.items():
-    register_kind(name, fn)
+TEST_KINDS = {"t-ok": _ok, "t-flaky": _flaky, "t-permanent": _permanent, "t-429": _slow_down, "t-bug": _bug}
+
+
+@pytest.fixture
+def worker(worker):
+    """The app's worker, given this module's job kinds too (kinds are passed to a worker, never found by name)."""
+    worker.handlers = {**worker.handlers, **TEST_KINDS}
+    return worker
 
 
 def _add(store, kind: str, n: int, max_attempts: int = 3) -> bool:

@@ -12,7 +12,8 @@ import requests
 
 from gateway.api.app import create_app
 from gateway.config import Settings
-from gateway.outbound.kinds import DeliveryContext
+from gateway.outbound.allowlist import AllowList
+from gateway.outbound.settings import OutboundSettings
 from gateway.outbound.worker import Worker
 from tests.oidc_issuer import OidcIssuer
 
@@ -45,24 +46,24 @@ def issuer():
 
 
 @pytest.fixture
-def patient_settings(db_url, tmp_path, issuer, monkeypatch) -> Settings:
+def patient_settings(db_url, tmp_path, issuer) -> Settings:
     hospitals = tmp_path / "hospitals"
     hospitals.mkdir()
     (hospitals / "christie-research-office.yaml").write_text(OFFICE_YAML)
     clients = tmp_path / "clients"
     clients.mkdir()
     (clients / "nhs-app.yaml").write_text(NHS_APP)
-    monkeypatch.setenv("GATEWAY_HOSPITALS_PATH", str(hospitals))
-    monkeypatch.setenv("GATEWAY_ALLOWED_HOSTS", "fhir.christie.test, alerts.example.org")
-    monkeypatch.setenv("GATEWAY_CONTACT_ID_KEY", "test-contact-key")
-    monkeypatch.setenv("GATEWAY_OUTBOX_BACKOFF_BASE", "0.001")
-    monkeypatch.setenv("GATEWAY_OUTBOX_MAX_ATTEMPTS", "3")
+    # base_url: the test client's own base, which alert notifications name (GATEWAY_BASE_URL)
     return Settings(database_url=db_url, instance_path=tmp_path, mappings_path=ROOT / "mappings",
+                    base_url="http://localhost/fhir",
                     clients_path=clients, idp_jwks_url=f"{issuer.url}/jwks", idp_issuer=issuer.url,
                     idp_audience="trial-gateway", rate_limit=0, audit="on",
                     oidc_issuer=issuer.url, oidc_client_id="gateway-web", oidc_client_secret="web-secret",
                     oidc_redirect_uri="http://localhost/patient/callback", session_secret="test-session-secret",
-                    session_cookie_secure=False, patient_alert_endpoint=ALERTS)
+                    session_cookie_secure=False, patient_alert_endpoint=ALERTS,
+                    outbound=OutboundSettings(hospitals_path=hospitals,
+                                              allowed_hosts=AllowList.parse("fhir.christie.test, alerts.example.org"),
+                                              contact_id_key="test-contact-key", backoff_base=0.001, max_attempts=3))
 
 
 @pytest.fixture
@@ -90,9 +91,7 @@ def demo(app) -> dict[str, str]:
 
 @pytest.fixture
 def worker(app) -> Worker:
-    dest = app.extensions["gateway.outbound"]
-    return Worker(DeliveryContext(store=app.extensions["gateway.store"], destinations=dest, settings=dest.settings),
-                  name="test-worker")
+    return app.extensions["gateway.root"].worker(name="test-worker")
 
 
 def sign_in(client, next_path: str = "/patient/contact-requests"):

@@ -9,7 +9,6 @@ import json
 
 import pytest
 
-from gateway.cli.flows import build_flows
 from gateway.fhir.conventions import NHS_NUMBER
 from gateway.fhir.search import parse_search
 from gateway.notify import events
@@ -78,7 +77,7 @@ def test_unknown_condition_or_postcode_stores_nothing(app, nobody, store):
 
 def test_new_study_near_and_about_the_condition_alerts_once_others_never(app, nobody, store):
     service = app.extensions["gateway.service"]
-    flows = build_flows(app)
+    flows = app.extensions["gateway.root"].flows()
     # Already recruiting before the opt-in: an anyone-may-join study with no condition (a stub must not "fit" it).
     service.create({"resourceType": "ResearchStudy", "status": "active", "title": "Open to all"})
     r = _opt_in(nobody, condition="brain tumour", postcode="LS6 3HE", distance=50)
@@ -104,7 +103,7 @@ def test_new_study_near_and_about_the_condition_alerts_once_others_never(app, no
 
 def test_opt_in_after_the_study_recruits_alerts_for_it(app, nobody, store):
     service = app.extensions["gateway.service"]
-    flows = build_flows(app)
+    flows = app.extensions["gateway.root"].flows()
     near = _study(service, "GBM Leeds", "393563007", "Glioblastoma", "LS1 3EX", "Leeds")
     _study(service, "GBM Truro", "393563007", "Glioblastoma", "TR1 3LJ", "Truro")
     assert flows.tick().alerts == 0
@@ -118,7 +117,7 @@ def test_opt_in_after_the_study_recruits_alerts_for_it(app, nobody, store):
 def test_alerts_only_consent_withdrawn_means_no_alert(app, nobody, store):
     """Consent rules stay: the Subscription alone (consent made inactive by another route) tells no one."""
     service = app.extensions["gateway.service"]
-    flows = build_flows(app)
+    flows = app.extensions["gateway.root"].flows()
     r = _opt_in(nobody, condition="brain tumour", postcode="LS6", distance=50)
     consent = next(e["resource"] for e in r.get_json()["entry"] if e["resource"]["resourceType"] == "Consent")
     body = {k: v for k, v in store.read("Consent", consent["id"]).resource().items() if k != "meta"}

@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from gateway.api.app import create_app
 from gateway.config import Settings
 from gateway.fhir.conventions import NHS_NUMBER, SPONSOR_STUDY_ID, TENANT_TAG
+from gateway.outbound.allowlist import AllowList
+from gateway.outbound.settings import OutboundSettings
 from gateway.store.repo import Store
 from tests.conftest import BACKENDS, PG_URL, reset_postgres
 
@@ -94,12 +96,13 @@ def build_settings(db_url: str, folder: Path, keys: Keys) -> Settings:
     idp.write_text(json.dumps({"keys": [public_jwk(keys.idp, "idp-1")]}))
     return Settings(database_url=db_url, instance_path=folder, clients_path=folder / "clients",
                     token_signing_key=pem(keys.gateway), idp_jwks_file=idp, idp_issuer=IDP_ISSUER,
-                    idp_audience=IDP_AUDIENCE, rate_limit=0, audit="on")
+                    idp_audience=IDP_AUDIENCE, rate_limit=0, audit="on",
+                    # Subscription endpoints (notify checks)
+                    outbound=OutboundSettings(allowed_hosts=AllowList.parse("app.example.org")))
 
 
 @pytest.fixture
-def sec_settings(db_url, tmp_path, keys, monkeypatch) -> Settings:
-    monkeypatch.setenv("GATEWAY_ALLOWED_HOSTS", "app.example.org")  # Subscription endpoints (notify checks)
+def sec_settings(db_url, tmp_path, keys) -> Settings:
     return build_settings(db_url, tmp_path, keys)
 
 
@@ -132,15 +135,12 @@ def shared(request, tmp_path_factory, keys):
     else:
         reset_postgres(PG_URL)
         url = PG_URL
-    mp = pytest.MonkeyPatch()
-    mp.setenv("GATEWAY_ALLOWED_HOSTS", "app.example.org")
     app = create_app(build_settings(url, folder, keys))
     app.config["TESTING"] = True
     seed(app.extensions["gateway.store"])
     yield Shared(app, keys)
     app.extensions["gateway.security"].audit_writer.close()
     app.extensions["gateway.store"].engine.dispose()
-    mp.undo()
 
 
 @pytest.fixture

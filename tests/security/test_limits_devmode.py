@@ -66,16 +66,16 @@ def test_bind_rules():
     assert len(check_bind("0.0.0.0", clients_configured=False, insecure_dev=True)) == 2
 
 
-def test_serve_refuses_public_bind_without_clients(tmp_path, monkeypatch):
+def test_serve_refuses_public_bind_without_clients(tmp_path):
     from click.testing import CliRunner
 
     from gateway.cli import cli
 
-    monkeypatch.setenv("GATEWAY_DATABASE_URL", f"sqlite:///{tmp_path / 'gw.sqlite3'}")
     (tmp_path / "empty").mkdir()  # a configured folder with no client files: development mode
-    monkeypatch.setenv("GATEWAY_CLIENTS_PATH", str(tmp_path / "empty"))
-    monkeypatch.delenv("GATEWAY_INSECURE_DEV", raising=False)
-    result = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--port", "0"])
+    # the command's own environment (CliRunner sets it only while the command runs; None unsets a variable)
+    env = {"GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'gw.sqlite3'}",
+           "GATEWAY_CLIENTS_PATH": str(tmp_path / "empty"), "GATEWAY_INSECURE_DEV": None}
+    result = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--port", "0"], env=env)
     assert result.exit_code != 0
     assert "refusing to bind 0.0.0.0" in str(result.exception) + result.output
 

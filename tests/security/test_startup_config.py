@@ -66,15 +66,12 @@ def test_an_empty_configured_folder_is_development_mode(settings, tmp_path):
 
 
 def test_unset_path_uses_the_default_folder_only_if_it_exists(tmp_path, monkeypatch):
-    monkeypatch.delenv("GATEWAY_CLIENTS_PATH", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert Settings.from_env().clients_path is None
+    assert Settings.from_env({}).clients_path is None
     (tmp_path / "mappings" / "clients").mkdir(parents=True)
-    assert Settings.from_env().clients_path == Path("mappings/clients")
-    monkeypatch.setenv("GATEWAY_CLIENTS_PATH", "")  # empty: unset
-    assert Settings.from_env().clients_path == Path("mappings/clients")
-    monkeypatch.setenv("GATEWAY_CLIENTS_PATH", str(tmp_path / "gone"))
-    assert Settings.from_env().clients_path == tmp_path / "gone"
+    assert Settings.from_env({}).clients_path == Path("mappings/clients")
+    assert Settings.from_env({"GATEWAY_CLIENTS_PATH": ""}).clients_path == Path("mappings/clients")  # empty: unset
+    assert Settings.from_env({"GATEWAY_CLIENTS_PATH": str(tmp_path / "gone")}).clients_path == tmp_path / "gone"
 
 
 @pytest.mark.parametrize("command", [["serve", "--port", "0"], ["load", "--quiet", "README.md"]])
@@ -107,8 +104,8 @@ def test_gunicorn_refuses_to_start(tmp_path, monkeypatch):
         log = Log()
         cfg = type("Cfg", (), {"bind": ["0.0.0.0:8080"]})()
 
-    monkeypatch.setenv("GATEWAY_CLIENTS_PATH", str(tmp_path / "missing"))
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'gw.sqlite3'}", clients_path=tmp_path / "missing")
     with pytest.raises(SystemExit) as exc:
-        gunicorn_conf.on_starting(Server())
+        gunicorn_conf.start_checks(Server(), settings)  # what on_starting runs with the settings of its process
     assert exc.value.code == 1
     assert "does not exist" in Server.log.errors[0]
