@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from flask import current_app, g
 
 from gateway.config import Settings
+from gateway.outbound.http import HttpClient
 from gateway.security.clients import ClientConfigError, ClientRegistry, load_clients
 from gateway.security.policy import Access
 from gateway.security.principal import Caller
@@ -59,13 +60,20 @@ def build_state(settings: Settings, store: Store, registry: ClientRegistry | Non
         tokens=TokenService(registry, store.engine, signing_pem=settings.token_signing_key,
                             idp_jwks_url=settings.idp_jwks_url, idp_jwks_file=settings.idp_jwks_file,
                             idp_issuer=settings.idp_issuer, idp_audience=settings.idp_audience,
-                            nhs_number_claim=settings.idp_nhs_number_claim),
+                            nhs_number_claim=settings.idp_nhs_number_claim,
+                            fetch_json=_idp_keys(settings.idp_jwks_url)),
         limiter=RateLimiter(settings.rate_limit), audit=audit_on, insecure_dev=settings.insecure_dev,
         audit_writer=AuditWriter(store))
     if not registry:
         log.warning("no clients configured (GATEWAY_CLIENTS_PATH=%s): development mode, every caller without a "
                     "token is the local administrator", settings.clients_path)
     return sec
+
+
+def _idp_keys(url: str | None):
+    """How the identity provider's JWKS URL is read: the outbound client (timeout, log line), allowed to reach
+    that configured host only; no retries (a request waits on it)."""
+    return HttpClient.for_configured_url(url, timeout=(5.0, 5.0), max_retries=0).get_json if url else None
 
 
 def state() -> SecurityState:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from functools import partial
 
 import orjson
-import requests
 from sqlalchemy import update
 
 from gateway.fhir.conventions import NHS_NUMBER, TOPIC_NEW_MATCHING_STUDY
@@ -38,7 +37,7 @@ from gateway.notify.subscriptions import (
 )
 from gateway.notify.topics import Topic
 from gateway.outbound import outbox
-from gateway.outbound.errors import ConfigurationError, OutboundError, TransportError, error_for_status
+from gateway.outbound.errors import ConfigurationError, OutboundError
 from gateway.outbound.kinds import DeliverFn, DeliveryContext
 from gateway.store import feed
 from gateway.store import schema as s
@@ -107,20 +106,15 @@ def _load(ctx: DeliveryContext, subscription_id: str, config: DeliveryConfig) ->
 
 
 def _post(ctx: DeliveryContext, spec: SubscriptionSpec, bundle: dict) -> int:
-    ctx.settings.allowed_hosts.check(spec.endpoint)
     headers = {"Content-Type": f"{spec.payload}; charset=utf-8"}
     for h in spec.headers:
         name, sep, value = h.partition(":")
         if sep:
             headers[name.strip()] = value.strip()
     timeout = float(spec.timeout) if spec.timeout else 10.0
-    try:
-        resp = ctx.destinations.session.post(spec.endpoint, data=orjson.dumps(bundle), headers=headers,
-                                             timeout=(5.0, timeout), allow_redirects=False)
-    except requests.RequestException as exc:
-        raise TransportError(f"POST notification: {type(exc).__name__}") from None
-    if resp.status_code >= 300:
-        raise error_for_status(resp.status_code, "POST notification", None)
+    # the outbound transport: allow-list, timeouts, typed errors, log line; the outbox retries the job
+    resp = ctx.destinations.http().send("POST", spec.endpoint, data=orjson.dumps(bundle), headers=headers,
+                                        timeout=(5.0, timeout), idempotent=False)
     return resp.status_code
 
 

@@ -18,7 +18,8 @@ import jwt
 import requests
 
 from gateway.outbound.allowlist import AllowList
-from gateway.outbound.errors import ConfigurationError, TokenRefused, TransportError, error_for_status
+from gateway.outbound.errors import ConfigurationError, TokenRefused, error_for_status
+from gateway.outbound.http import HttpClient
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_LIFETIME = 300  # seconds; SMART says no more than five minutes
@@ -107,12 +108,10 @@ class SmartBackendAuth(Auth):
         self.allowed_hosts.check(self.token_url)
         form = {"grant_type": "client_credentials", "scope": self.scope,
                 "client_assertion_type": ASSERTION_TYPE, "client_assertion": self.assertion()}
-        session = self.session or requests.Session()
-        try:
-            resp = session.post(self.token_url, data=form, timeout=self.timeout,
-                                headers={"Accept": "application/json"}, allow_redirects=False)
-        except requests.RequestException as exc:
-            raise TransportError(f"token request to {self.token_url} failed: {type(exc).__name__}") from None
+        # The one outbound transport (allow-list, timeout, log line); no retries here: the caller's request
+        # is retried as a whole, token included.
+        http = HttpClient(allowed_hosts=self.allowed_hosts, session=self.session, timeout=self.timeout, max_retries=0)
+        resp = http.send("POST", self.token_url, data=form, headers={"Accept": "application/json"}, check=False)
         if resp.status_code >= 400:
             err = error_for_status(resp.status_code, f"POST {self.token_url}", None,
                                    detail=_oauth_error(resp))

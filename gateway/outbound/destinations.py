@@ -9,6 +9,7 @@ import requests
 from gateway.outbound.auth import Auth
 from gateway.outbound.client import FhirClient
 from gateway.outbound.hospitals import Hospital, Hospitals, load_hospitals
+from gateway.outbound.http import HttpClient
 from gateway.outbound.settings import OutboundSettings
 
 
@@ -24,6 +25,13 @@ class Destinations:
         self.session = session or requests.Session()
         self._auth: dict[str, Auth] = {}
         self._lock = threading.Lock()
+
+    def http(self, *, retries: int = 0) -> HttpClient:
+        """The outbound transport for a URL that is no hospital's FHIR server (a subscriber's endpoint, the
+        opt-out list): the allow-list and the shared session; ``retries`` 0 when the outbox retries the job."""
+        s = self.settings
+        return HttpClient(allowed_hosts=s.allowed_hosts, session=self.session, max_retries=retries,
+                          backoff_base=0.5, backoff_max=min(30.0, s.backoff_max))
 
     def client(self, hospital: Hospital | str, *, retries: int | None = None) -> FhirClient:
         """A client for the hospital; raises DestinationNotAllowed / ConfigurationError before any traffic."""

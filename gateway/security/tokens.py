@@ -15,13 +15,13 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
 
 import jwt
-import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy import Engine, delete, insert
@@ -90,11 +90,16 @@ class SigningKey:
         return SigningKey(key, alg, kid, jwk)
 
 
-class _JwksSource:
-    """The identity provider's public keys, fetched with requests (or read from a file) and cached."""
+# GET a URL -> its parsed JSON, raising on any failure: the outbound client's ``get_json``, passed in by the API
+# (security does not import outbound), so the fetch has its timeouts, allow-list and log line.
+FetchJson = Callable[[str], object]
 
-    def __init__(self, url: str | None, path: Path | None):
-        self.url, self.path = url, path
+
+class _JwksSource:
+    """The identity provider's public keys, fetched through ``fetch`` (or read from a file) and cached."""
+
+    def __init__(self, url: str | None, path: Path | None, fetch: FetchJson | None = None):
+        self.url, self.path, self.fetch = url, path, fetch
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched = 0.0
         self._lock = threading.Lock()
@@ -112,13 +117,10 @@ class _JwksSource:
     def _load(self) -> None:
         with self._lock:
             try:
-                if self.path is not None:
-                    data = json.loads(self.path.read_text())
-                else:
-                    resp = requests.get(self.url, timeout=5, headers={"Accept": "application/json"})
-                    resp.raise_for_status()
-                    data = resp.json()
-            except (OSError, ValueError, requests.RequestException) as exc:
+                if self.path is None and self.fetch is None:
+                    raise LookupError("no outbound client to fetch the JWKS URL with")
+                data = json.loads(self.path.read_text()) if self.path is not None else self.fetch(self.url)
+            except Exception as exc:  # file, network, status or JSON: whatever failed, the token cannot be checked
                 raise TokenRejected(f"the identity provider's keys cannot be loaded ({type(exc).__name__})") from None
             keys = {}
             for k in data.get("keys", []) if isinstance(data, dict) else []:
@@ -136,11 +138,12 @@ class TokenService:
     def __init__(self, registry: ClientRegistry, engine: Engine, *, signing_pem: str | None = None,
                  idp_jwks_url: str | None = None, idp_jwks_file: Path | None = None,
                  idp_issuer: str | None = None, idp_audience: str | None = None,
-                 nhs_number_claim: str = "nhs_number"):
+                 nhs_number_claim: str = "nhs_number", fetch_json: FetchJson | None = None):
+        """``fetch_json``: how the identity provider's JWKS URL is read (the outbound client's ``get_json``)."""
         self.registry = registry
         self.engine = engine
         self.signing: SigningKey | None = SigningKey.from_pem(signing_pem) if signing_pem else None
-        self.idp = _JwksSource(idp_jwks_url, idp_jwks_file) if (idp_jwks_url or idp_jwks_file) else None
+        self.idp = _JwksSource(idp_jwks_url, idp_jwks_file, fetch_json) if (idp_jwks_url or idp_jwks_file) else None
         self.idp_issuer, self.idp_audience = idp_issuer, idp_audience
         self.nhs_number_claim = nhs_number_claim
         self._cache: dict[str, tuple[Caller, float]] = {}
