@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gateway.fhir.validate import validate_resource  # noqa: E402
+from gateway.ingest import BULK_RECORDS_PER_TRANSACTION, ingest  # noqa: E402
 from gateway.mapping import map_payload  # noqa: E402
-from gateway.mapping.ingest import BULK_RECORDS_PER_TRANSACTION, ingest  # noqa: E402
 from gateway.mapping.pipeline import default_workers  # noqa: E402
 from gateway.mapping.registry import default_registry  # noqa: E402
 from gateway.store.engine import make_engine  # noqa: E402

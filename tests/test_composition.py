@@ -179,3 +179,16 @@ def test_settings_are_not_read_from_the_environment_by_the_root(settings, monkey
         assert not gw.outbound.allowed_hosts.allows("https://changed.example.org/x")
     finally:
         gw.close()
+
+
+def test_the_mapping_layer_does_not_import_the_store():
+    """Mapping returns resources; the caller stores them (gateway/ingest.py)."""
+    import ast
+
+    found = []
+    for path in sorted((ROOT / "gateway" / "mapping").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.startswith("gateway.store")]
+    assert found == []

@@ -10,8 +10,9 @@ from flask import Blueprint, Flask, current_app, request
 
 from gateway.api.http import fhir_response, read_body
 from gateway.fhir.errors import InvalidResource, NotFound
+from gateway.ingest import ingest
 from gateway.mapping import MappingFileError, MappingRegistry, PayloadError, UnknownMapping, map_payload
-from gateway.mapping.ingest import dry_run_bundle, ingest
+from gateway.mapping.ingest import dry_run_bundle
 from gateway.mapping.registry import PROJECT_MAPPINGS
 from gateway.observability import metrics
 from gateway.terminology import default_terminology

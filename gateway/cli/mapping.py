@@ -16,8 +16,8 @@ from gateway.cli import settings as cli_settings
 from gateway.compose import build, check_data_files
 from gateway.fhir.errors import FhirError
 from gateway.fhir.validate import validate_resource
+from gateway.ingest import BULK_RECORDS_PER_TRANSACTION, ingest
 from gateway.mapping import MappingFileError, MappingRegistry, PayloadError, UnknownMapping
-from gateway.mapping.ingest import BULK_RECORDS_PER_TRANSACTION, ingest
 from gateway.mapping.pipeline import default_workers, prepared_files
 from gateway.mapping.registry import check_conceptmaps, mapping_files
 from gateway.mapping.spec import load_mapping

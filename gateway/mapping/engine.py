@@ -35,7 +35,7 @@ class MappedRecord:
     hierarchy: list[dict] = field(default_factory=list)  # side output for the terminology layer
     # entry index -> {top-level FHIR element: the source path it came from}, to name source fields in errors
     provenance: dict[int, dict[str, str]] = field(default_factory=dict)
-    # entry index -> systems whose identifiers may already name this resource (see gateway.mapping.ingest)
+    # entry index -> systems whose identifiers may already name this resource (see gateway.ingest)
     lookups: dict[int, list[str]] = field(default_factory=dict)
     # entry indexes whose resource already passed validation (see gateway.mapping.ingest.prevalidate)
     validated: set[int] = field(default_factory=set)

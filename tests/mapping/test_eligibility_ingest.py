@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from gateway.cli import cli
 from gateway.fhir import conventions as cv
 from gateway.fhir.search import parse_search
+from gateway.ingest import ingest
 from gateway.mapping import map_payload
-from gateway.mapping.ingest import ingest
 from gateway.terminology.lexicons import LexiconError, default_lexicons, load_lexicons
 from tests.conftest import ROOT
 

@@ -15,8 +15,9 @@ from sqlalchemy.exc import OperationalError
 
 from gateway.fhir import conventions as cv
 from gateway.fhir.search import parse_search
+from gateway.ingest import ingest
 from gateway.mapping import PayloadError, map_payload, pipeline
-from gateway.mapping.ingest import ingest, prevalidate
+from gateway.mapping.ingest import prevalidate
 from gateway.mapping.registry import default_registry
 from tests.store.helpers import table_counts
 

@@ -6,8 +6,8 @@ import json
 from datetime import date
 
 from gateway.fhir import conventions as cv
+from gateway.ingest import ingest
 from gateway.mapping import map_payload
-from gateway.mapping.ingest import ingest
 from gateway.mapping.registry import default_registry
 from gateway.matching import MatchQuery
 from gateway.matching.state import MatchingState
