@@ -131,19 +131,24 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=70_000, help="studies (default 70,000)")
     ap.add_argument("--requests", type=int, default=200, help="requests per kind")
     ap.add_argument("--seed", type=int, default=14)
+    ap.add_argument("--db", type=Path, help="keep the SQLite file here; an existing file is reused, not reloaded")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, {platform.system()}; load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(database_url=f"sqlite:///{tmp}/bench.sqlite3", instance_path=Path(tmp),
-                            mappings_path=ROOT / "mappings")
+        db = args.db.resolve() if args.db else Path(tmp) / "bench.sqlite3"
+        reuse = db.exists()
+        settings = Settings(database_url=f"sqlite:///{db}", instance_path=Path(tmp), mappings_path=ROOT / "mappings")
         app = create_app(settings)
         store = app.extensions["gateway.store"]
-        secs = load(store, args.n, rng)
-        size = os.path.getsize(f"{tmp}/bench.sqlite3") / 2**20
-        print(f"loaded {args.n:,} studies (with Groups and sites) in {secs:.0f} s ({args.n / secs:,.0f} studies/s); "
-              f"database {size:,.0f} MiB")
+        if reuse:  # for profiling one change after another on the same data
+            print(f"reusing {db}: {store.count('ResearchStudy'):,} studies (--n ignored)")
+        else:
+            secs = load(store, args.n, rng)
+            print(f"loaded {args.n:,} studies (with Groups and sites) in {secs:.0f} s ({args.n / secs:,.0f} "
+                  "studies/s)")
+        print(f"database {os.path.getsize(db) / 2**20:,.0f} MiB")
         server, base = _serve(app)
         try:
             session = requests.Session()

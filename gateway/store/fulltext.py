@@ -115,7 +115,7 @@ def text_row(resource: dict) -> tuple | None:
 
 
 def geo_row(resource: dict) -> tuple | None:
-    """A placed Location -> its ``search_geo`` row without res_pk: (ref, lat, lon, site status or None)."""
+    """A placed Location -> its ``search_geo`` row without res_pk: (ref, lat, lon, site status or None, x, y, z)."""
     if resource.get("resourceType") != "Location":
         return None
     pos = geo.location_position(resource)
@@ -124,7 +124,7 @@ def geo_row(resource: dict) -> tuple | None:
     status = next((e.get("valueCode") for e in resource.get("extension") or []
                    if isinstance(e, dict) and e.get("url") == cv.EXT_SITE_RECRUITMENT_STATUS
                    and isinstance(e.get("valueCode"), str)), None)
-    return f"Location/{resource.get('id')}", pos[0], pos[1], status
+    return f"Location/{resource.get('id')}", pos[0], pos[1], status, *unit_vector(*pos)
 
 
 def words_of(row: tuple) -> set[str]:
@@ -295,28 +295,38 @@ def _expanding(name: str):
     return bindparam(name, expanding=True)
 
 
-_SQLITE_SCORES = (
-    "WITH m AS MATERIALIZED (SELECT rowid AS id, "
-    f"-bm25(search_fts, {', '.join(str(w) for w in BM25_WEIGHTS)}) AS s FROM search_fts WHERE search_fts MATCH ?) "
-    "SELECT pk, SUM(s) FROM (SELECT CASE WHEN t.rtype = 'Group' THEN ir.res_pk ELSE t.res_pk END AS pk, m.s AS s "
-    "FROM m JOIN search_text t INDEXED BY ix_search_text_doc ON t.res_pk = m.id "
-    "LEFT JOIN idx_reference ir ON t.rtype = 'Group' AND ir.param = 'ResearchStudy:enrollment' AND ir.ref = t.ref"
-    ") WHERE pk IS NOT NULL GROUP BY pk")
-_PG_SCORES = (
-    "SELECT pk, SUM(s) FROM (SELECT CASE WHEN t.rtype = 'Group' THEN ir.res_pk ELSE t.res_pk END AS pk, "
-    "ts_rank_cd(t.tsv, q) AS s "
-    f"FROM search_text t CROSS JOIN to_tsquery('{_PG_CONFIG}', %s) q "
-    "LEFT JOIN idx_reference ir ON t.rtype = 'Group' AND ir.param = 'ResearchStudy:enrollment' AND ir.ref = t.ref "
-    "WHERE t.tsv @@ q) x WHERE pk IS NOT NULL GROUP BY pk")
+# Each text query is one CTE: the engine's matches and relevance (MATERIALIZED: computed once), then per study the
+# sum over its own row and its eligibility Group's row. Study rows and Group rows are mapped apart (UNION ALL), so
+# only Group rows pay the look-up of the study that enrols them. CROSS JOIN fixes SQLite's join order (from the
+# matches out): left to itself it may scan every enrolment reference for each match.
+_SQLITE_MATCHES = (f"SELECT rowid AS id, -bm25(search_fts, {', '.join(str(w) for w in BM25_WEIGHTS)}) AS s "
+                   "FROM search_fts WHERE search_fts MATCH :{q}")
+_SQLITE_PER_STUDY = (
+    "SELECT pk, SUM(s) AS s FROM ("
+    "SELECT t.res_pk AS pk, m.s AS s FROM {m} m JOIN search_text t INDEXED BY ix_search_text_doc ON t.res_pk = m.id "
+    "WHERE t.rtype = 'ResearchStudy' UNION ALL "
+    "SELECT ir.res_pk AS pk, m.s AS s FROM {m} m CROSS JOIN search_text t INDEXED BY ix_search_text_doc "
+    "CROSS JOIN idx_reference ir WHERE t.res_pk = m.id AND t.rtype = 'Group' "
+    "AND ir.param = 'ResearchStudy:enrollment' AND ir.ref = t.ref"
+    ") x GROUP BY pk")
+_PG_MATCHES = ("SELECT t.res_pk AS id, t.rtype, t.ref, ts_rank_cd(t.tsv, q) AS s "
+               f"FROM search_text t CROSS JOIN to_tsquery('{_PG_CONFIG}', :{{q}}) q WHERE t.tsv @@ q")
+_PG_PER_STUDY = (
+    "SELECT pk, SUM(s) AS s FROM (SELECT m.id AS pk, m.s AS s FROM {m} m WHERE m.rtype = 'ResearchStudy' UNION ALL "
+    "SELECT ir.res_pk AS pk, m.s AS s FROM {m} m JOIN idx_reference ir ON ir.param = 'ResearchStudy:enrollment' "
+    "AND ir.ref = m.ref WHERE m.rtype = 'Group') x GROUP BY pk")
 
 
-def text_scores(conn, query: TextQuery) -> dict[int, float]:
-    """ResearchStudy pk -> the engine's relevance (bm25 / ts_rank_cd, summed over the study and its Group)."""
-    if conn.dialect.name == "postgresql":
-        rows = conn.exec_driver_sql(_PG_SCORES, (query.tsquery(),)).all()
-    else:
-        rows = conn.exec_driver_sql(_SQLITE_SCORES, (query.fts5(),)).all()
-    return {int(pk): float(s) for pk, s in rows}
+def text_cte(dialect: str, query: TextQuery, name: str) -> tuple[str, dict]:
+    """The body of one text query's CTE ('pk, s' per ResearchStudy: the engine's relevance, bm25 / ts_rank_cd,
+    summed over the study and its eligibility Group) and its parameters. The engine's matches are an inner
+    MATERIALIZED CTE: ranked once, then mapped to studies."""
+    m, q = f"{name}_m", f"{name}_q"
+    if dialect == "postgresql":
+        return f"WITH {m} AS MATERIALIZED ({_PG_MATCHES.format(q=q)}) {_PG_PER_STUDY.format(m=m)}", \
+            {q: query.tsquery()}
+    return f"WITH {m} AS MATERIALIZED ({_SQLITE_MATCHES.format(q=q)}) {_SQLITE_PER_STUDY.format(m=m)}", \
+        {q: query.fts5()}
 
 
 def normalised_score(raw: float, postgres: bool) -> float:
@@ -326,76 +336,76 @@ def normalised_score(raw: float, postgres: bool) -> float:
 
 
 # -- places ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SiteDistance:
-    location_pk: int
-    location_ref: str
-    distance_km: float
+# A placed row carries its point on the unit sphere (x, y, z), so the database measures great-circle distance
+# exactly with arithmetic alone (no trigonometry in SQL): the squared chord between two points orders them as the
+# great-circle distance does, and chord <= 2 sin(km / 2R) is exactly "within km". The (lat, lon) index finds the
+# rows in the bounding box first.
+def unit_vector(lat: float, lon: float) -> tuple[float, float, float]:
+    """(lat, lon) in degrees -> the point on the unit sphere."""
+    la, lo = math.radians(lat), math.radians(lon)
+    return math.cos(la) * math.cos(lo), math.cos(la) * math.sin(lo), math.sin(la)
 
 
-# One row per study: its nearest site in the box that may recruit (a recruiting status, or none: then the study's
-# status decides), by a flat-earth distance in degrees (exact enough to rank within 100s of km; the distance shown
-# is recomputed with haversine). CROSS JOIN: SQLite reads the sites in the box first (without ANALYZE statistics it
-# would start from every study's site references); PostgreSQL plans it as any inner join. SQLite returns the other
+def chord2_within(km: float) -> float:
+    """The squared chord (unit sphere) of a great-circle distance of ``km``."""
+    return (2 * math.sin(min(km / geo.EARTH_KM, math.pi) / 2)) ** 2
+
+
+def km_of_chord2(c2: float) -> float:
+    """A squared chord (unit sphere) -> great-circle km."""
+    return 2 * geo.EARTH_KM * math.asin(min(1.0, math.sqrt(max(c2, 0.0)) / 2))
+
+
+_C2 = "((g.x - :px) * (g.x - :px) + (g.y - :py) * (g.y - :py) + (g.z - :pz) * (g.z - :pz))"
+_BOX = f"g.lat BETWEEN :lat_lo AND :lat_hi AND g.lon BETWEEN :lon_lo AND :lon_hi AND {_C2} <= :c2max"
+# A site recruits when its site-recruitment-status says so, or (without one) when its study is active.
+_RECRUITING = ("(lower(g.site_status) = 'recruiting' OR (g.site_status IS NULL AND EXISTS (SELECT 1 FROM idx_token "
+               "st WHERE st.res_pk = ir.res_pk AND st.param = 'ResearchStudy:status' AND st.code = 'active')))")
+# One row per study: its nearest recruiting site within the distance. CROSS JOIN: SQLite reads the sites in the box
+# first (without ANALYZE statistics it would start from every study's site references). SQLite returns the other
 # columns of the MIN() row with it; PostgreSQL takes them with DISTINCT ON.
-_D2 = "((g.lat - :lat) * (g.lat - :lat) + (g.lon - :lon) * :k * (g.lon - :lon) * :k)"
-_IN_BOX = ("g.lat BETWEEN :a AND :b AND g.lon BETWEEN :c AND :d AND (g.site_status IS NULL OR "
-           f"lower(g.site_status) = 'recruiting') AND {_D2} <= :r2 AND ir.param = 'ResearchStudy:site' "
-           "AND ir.ref = g.ref")
-_STUDY_SITES = {
-    "sqlite": f"SELECT ir.res_pk, g.res_pk, g.ref, g.lat, g.lon, g.site_status, MIN({_D2}) FROM search_geo g "
-              f"CROSS JOIN idx_reference ir WHERE {_IN_BOX} GROUP BY ir.res_pk, g.site_status IS NULL",
-    "postgresql": f"SELECT DISTINCT ON (ir.res_pk, g.site_status IS NULL) ir.res_pk, g.res_pk, g.ref, g.lat, g.lon, "
-                  f"g.site_status, {_D2} AS d2 FROM search_geo g CROSS JOIN idx_reference ir WHERE {_IN_BOX} "
-                  "ORDER BY ir.res_pk, g.site_status IS NULL, d2",
+_NEAREST_SITE = {
+    "sqlite": f"SELECT ir.res_pk AS pk, g.res_pk AS site_pk, g.ref AS site_ref, MIN({_C2}) AS c2 FROM search_geo g "
+              f"CROSS JOIN idx_reference ir WHERE {_BOX} AND ir.param = 'ResearchStudy:site' AND ir.ref = g.ref "
+              f"AND {_RECRUITING} GROUP BY ir.res_pk",
+    "postgresql": f"SELECT DISTINCT ON (ir.res_pk) ir.res_pk AS pk, g.res_pk AS site_pk, g.ref AS site_ref, "
+                  f"{_C2} AS c2 FROM search_geo g CROSS JOIN idx_reference ir WHERE {_BOX} AND "
+                  f"ir.param = 'ResearchStudy:site' AND ir.ref = g.ref AND {_RECRUITING} ORDER BY ir.res_pk, c2",
 }
-_STUDY_STATUS = "SELECT res_pk, code FROM idx_token WHERE param = 'ResearchStudy:status' AND res_pk IN :pks"
-_KM_PER_DEGREE = math.pi * geo.EARTH_KM / 180
+_PLACED = f"SELECT g.res_pk AS pk, {_C2} AS c2 FROM search_geo g WHERE {_BOX}"
 
 
-def recruiting(site_status: str | None, study_status: str | None) -> bool:
-    """A site recruits when its site-recruitment-status says so, or (without one) when its study is active."""
-    if site_status:
-        return site_status.lower() == "recruiting"
-    return study_status == "active"
+def _place_params(centre: geo.LatLon, km: float) -> dict:
+    lat_lo, lat_hi, lon_lo, lon_hi = geo.bounding_box(centre, km)
+    px, py, pz = unit_vector(*centre)
+    return {"lat_lo": lat_lo, "lat_hi": lat_hi, "lon_lo": lon_lo, "lon_hi": lon_hi, "px": px, "py": py, "pz": pz,
+            "c2max": chord2_within(km)}
 
 
-def nearest_recruiting_sites(conn, centre: geo.LatLon, km: float) -> dict[int, SiteDistance]:
-    """ResearchStudy pk -> its nearest recruiting site within ``km`` of ``centre`` (studies without one: absent).
-
-    The database keeps, per study, the nearest site with a recruiting status and the nearest without a status;
-    the second counts only when the study itself is active (looked up for those studies alone)."""
-    lo_lat, hi_lat, lo_lon, hi_lon = geo.bounding_box(centre, km)
-    k = math.cos(math.radians(centre[0]))
-    args = {"a": lo_lat, "b": hi_lat, "c": lo_lon, "d": hi_lon, "lat": centre[0], "lon": centre[1], "k": k,
-            "r2": (km * 1.01 / _KM_PER_DEGREE) ** 2}
-    rows = conn.execute(text(_STUDY_SITES[conn.dialect.name]), args).all()
-    unsure = sorted({r[0] for r in rows if not r[5]})
-    status: dict[int, str] = {}
-    for i in range(0, len(unsure), 500):
-        status.update(conn.execute(text(_STUDY_STATUS).bindparams(_expanding("pks")),
-                                   {"pks": unsure[i:i + 500]}).all())
-    best: dict[int, SiteDistance] = {}
-    for study_pk, loc_pk, ref, lat, lon, site_status, _ in rows:
-        if not recruiting(site_status, status.get(study_pk)):
-            continue
-        d = geo.haversine_km(centre, (lat, lon))
-        if d <= km and (study_pk not in best or d < best[study_pk].distance_km):
-            best[study_pk] = SiteDistance(loc_pk, ref, d)
-    return best
+def nearest_site_cte(dialect: str, centre: geo.LatLon, km: float) -> tuple[str, dict]:
+    """A CTE body 'pk, site_pk, site_ref, c2': each ResearchStudy with a recruiting site within ``km`` of
+    ``centre``, its nearest such site and the squared chord to it (``km_of_chord2`` gives km)."""
+    return _NEAREST_SITE[dialect], _place_params(centre, km)
 
 
-def locations_near(conn, centre: geo.LatLon, km: float) -> dict[int, float]:
-    """Location pk -> distance, for the placed Locations within ``km``."""
-    lo_lat, hi_lat, lo_lon, hi_lon = geo.bounding_box(centre, km)
-    out = {}
-    for pk, lat, lon in conn.execute(text("SELECT res_pk, lat, lon FROM search_geo WHERE lat BETWEEN :a AND :b "
-                                          "AND lon BETWEEN :c AND :d"),
-                                     {"a": lo_lat, "b": hi_lat, "c": lo_lon, "d": hi_lon}):
-        d = geo.haversine_km(centre, (lat, lon))
-        if d <= km:
-            out[int(pk)] = d
-    return out
+def placed_cte(centre: geo.LatLon, km: float) -> tuple[str, dict]:
+    """A CTE body 'pk, c2': the placed Locations within ``km`` of ``centre`` (Location?near=)."""
+    return _PLACED, _place_params(centre, km)
+
+
+def fill_unit_vectors(engine: Engine, batch: int = 2000) -> int:
+    """Migration 8: the unit-sphere point of every ``search_geo`` row placed before the columns existed."""
+    done = 0
+    with engine.begin() as conn:
+        while True:
+            rows = conn.execute(text("SELECT res_pk, lat, lon FROM search_geo WHERE x IS NULL LIMIT :n"),
+                                {"n": batch}).all()
+            if not rows:
+                return done
+            conn.execute(text("UPDATE search_geo SET x = :x, y = :y, z = :z WHERE res_pk = :pk"),
+                         [dict(zip(("x", "y", "z"), unit_vector(lat, lon), strict=True), pk=pk)
+                          for pk, lat, lon in rows])
+            done += len(rows)
 
 
 INDEXED_TYPES = frozenset({"ResearchStudy", "Group", "Location"})

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     insert,
+    inspect,
     select,
     text,
 )
@@ -275,6 +276,10 @@ search_geo = Table(
     Column("lat", Float, nullable=False),
     Column("lon", Float, nullable=False),
     Column("site_status", String(32)),  # site-recruitment-status extension, when present
+    # the point on the unit sphere (migration 8): the database measures great-circle distance with arithmetic
+    Column("x", Float),
+    Column("y", Float),
+    Column("z", Float),
 )
 Index("ix_search_geo_lat", search_geo.c.lat, search_geo.c.lon)
 Index("ix_search_geo_ref", search_geo.c.ref)
@@ -378,9 +383,20 @@ def _v7(engine: Engine) -> None:
     metadata.create_all(engine, tables=list(PROFILE_TABLES))
 
 
+def _v8(engine: Engine) -> None:
+    from gateway.store import fulltext  # fills the new columns from lat / lon
+
+    have = {c["name"] for c in inspect(engine).get_columns("search_geo")}
+    with engine.begin() as conn:
+        for name in ("x", "y", "z"):
+            if name not in have:  # a database made by migration 6 after this column was declared has it
+                conn.execute(text(f"ALTER TABLE search_geo ADD COLUMN {name} FLOAT"))
+    fulltext.fill_unit_vectors(engine)
+
+
 # Ordered migrations: (version, step). Append, never edit a released step.
 MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5),
-                                                          (6, _v6), (7, _v7)]
+                                                          (6, _v6), (7, _v7), (8, _v8)]
 
 
 def current_version(engine: Engine) -> int:

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import column, func, literal, select, text, union
 
 from gateway.fhir import conventions as cv
 from gateway.fhir.errors import InvalidResource, NotSupported
@@ -23,6 +23,7 @@ from gateway.fhir.search import Criterion, SearchQuery, parse_token
 from gateway.fhir.search_params import params_for
 from gateway.store import fulltext, geo
 from gateway.store import schema as s
+from gateway.store.repo import _stored  # the row -> Stored conversion the store uses everywhere
 
 DEFAULT_DISTANCE_KM = 50.0
 MAX_DISTANCE_KM = 1500.0
@@ -203,92 +204,122 @@ def _below(raw: str) -> Criterion:
 
 
 # -- running ---------------------------------------------------------------------------------------
+def _cte(name: str, body: str, params: dict, cols: tuple[str, ...]):
+    """A textual CTE (computed once: MATERIALIZED) with its columns, for SQLAlchemy to join."""
+    return (text(body).bindparams(**params).columns(*(column(c) for c in cols)).cte(name)
+            .prefix_with("MATERIALIZED"))
+
+
+def _matches(store, conn, query: SearchQuery, spec: StudySpec):
+    """The one statement that finds, ranks and counts the matches: (select of pk, score, c2, site_pk, site_ref,
+    place: 'site' | 'placed' | None). Every filter is a CTE joined on the study's pk; the store's criteria filter
+    the pks; nothing is read into Python but the rows asked for."""
+    dialect = conn.dialect.name
+    r = s.resources
+    joined: list = []  # CTEs with 'pk', joined (inner) on pk
+    scores: list = []
+    place = None
+    for i, raw in enumerate(spec.texts):
+        body, params = fulltext.text_cte(dialect, _compile(conn, raw, "all", "_text"), f"t{i}")
+        c = _cte(f"t{i}", body, params, ("pk", "s"))
+        joined.append(c)
+        scores.append(c.c.s)
+    if spec.centre is not None:
+        if query.resource_type == "Location":
+            body, params = fulltext.placed_cte(spec.centre, spec.distance_km)
+            near = _cte("near", body, params, ("pk", "c2"))
+            place = "placed"
+        else:
+            body, params = fulltext.nearest_site_cte(dialect, spec.centre, spec.distance_km)
+            near = _cte("near", body, params, ("pk", "site_pk", "site_ref", "c2"))
+            place = "site"
+        joined.append(near)
+    n = 0
+
+    def words(v: str, name: str):
+        nonlocal n
+        n += 1
+        body, params = fulltext.text_cte(dialect, _compile(conn, v, "condition", name), f"c{n}")
+        return select(_cte(f"c{n}", body, params, ("pk", "s")).c.pk)
+
+    for values in spec.condition_texts:  # condition:text / keyword:text: any of the values
+        joined.append(union(*[words(v, "condition:text") for v in values]).cte(f"f{n}"))
+    for crit, values in spec.code_or_text:  # condition=glioblastoma: as a code or as words
+        by_code = select(r.c.pk).where(store._criterion(query.resource_type, crit), r.c.deleted.is_(False))
+        joined.append(union(by_code, *[words(v, crit.name) for v in values]).cte(f"f{n}"))
+    first = joined[0]
+    stmt = select(first.c.pk.label("pk"),
+                  (sum(scores[1:], scores[0]) if scores else literal(0.0)).label("score"),
+                  (near.c.c2 if place else literal(None)).label("c2"),
+                  (near.c.site_pk if place == "site" else literal(None)).label("site_pk"),
+                  (near.c.site_ref if place == "site" else literal(None)).label("site_ref"))
+    frm = first
+    for c in joined[1:]:
+        frm = frm.join(c, c.c.pk == first.c.pk)
+    stmt = stmt.select_from(frm)
+    for crit in query.criteria:  # status=active, phase=..., every other parameter: the store's own conditions
+        if crit.name in ("_id", "_lastUpdated"):  # columns of the resource row
+            stmt = stmt.where(first.c.pk.in_(select(r.c.pk).where(store._criterion(query.resource_type, crit))))
+        else:  # on the matches' pks directly: through the resources table, SQLite would first list every
+            # resource the criterion holds for (status=active: nearly every study) and cost 3 times as much
+            stmt = stmt.where(store._criterion(query.resource_type, crit, r=first))
+    return stmt, place
+
+
 def run(store, query: SearchQuery, spec: StudySpec) -> tuple[int, list, dict[int, Hit]]:
     """Like ``Store.search``, with this module's parameters applied: (total, rows of the page, hits by pk).
 
-    Order: nearest recruiting site first with a place, else relevance, then pk (stable across pages).
+    Order: nearest recruiting site first with a place, else relevance, then pk (stable across pages). The database
+    ranks and counts (``count(*) OVER ()``) and returns the page's rows only; the page's resources are read then.
     """
     r = s.resources
     postgres = store.engine.dialect.name == "postgresql"
-    with store.read_connection() as conn:
-        allowed: set[int] | None = None
-        scores: dict[int, float] = {}
-
-        def narrow(pks: set[int]) -> None:
-            nonlocal allowed
-            allowed = pks if allowed is None else allowed & pks
-
-        for raw in spec.texts:
-            found = fulltext.text_scores(conn, _compile(conn, raw, "all", "_text"))
-            for pk, sc in found.items():
-                scores[pk] = scores.get(pk, 0.0) + sc
-            narrow(set(found))
-        for values in spec.condition_texts:
-            union: set[int] = set()
-            for v in values:
-                found = fulltext.text_scores(conn, _compile(conn, v, "condition", "condition:text"))
-                union |= set(found)
-            narrow(union)
-        for crit, values in spec.code_or_text:
-            union = set(conn.execute(select(r.c.pk).where(store._criterion(query.resource_type, crit),
-                                                          r.c.deleted.is_(False))).scalars())
-            for v in values:
-                union |= set(fulltext.text_scores(conn, _compile(conn, v, "condition", crit.name)))
-            narrow(union)
-        sites: dict[int, fulltext.SiteDistance] = {}
-        near: dict[int, float] = {}
-        if spec.centre is not None:
-            if query.resource_type == "Location":
-                near = fulltext.locations_near(conn, spec.centre, spec.distance_km)
-                narrow(set(near))
-            else:
-                sites = fulltext.nearest_recruiting_sites(conn, spec.centre, spec.distance_km)
-                narrow(set(sites))
-        if query.criteria:
-            base = set(conn.execute(select(r.c.pk).where(*store._where(query))).scalars())
-            narrow(base)
-        pks = allowed or set()
-
-        def key(pk: int) -> tuple:
-            if sites:
-                return (sites[pk].distance_km, -scores.get(pk, 0.0), pk)
-            if near:
-                return (near[pk], pk)
-            return (-scores.get(pk, 0.0), pk)
-
-        if getattr(query, "sort", None) and pks:
+    with store.engine.connect() as conn:
+        stmt, place = _matches(store, conn, query, spec)
+        sub = stmt.subquery("hits")
+        order = [sub.c.c2, sub.c.score.desc(), sub.c.pk] if place else [sub.c.score.desc(), sub.c.pk]
+        found: dict[int, tuple] = {}
+        if query.summary_count or query.count == 0:
+            return conn.execute(select(func.count()).select_from(sub)).scalar_one(), [], {}
+        if getattr(query, "sort", None):
             # _sort says otherwise: the store orders the matches as it orders any search (by their ids)
-            if len(pks) > MAX_SORTED:
+            all_rows = conn.execute(select(sub).limit(MAX_SORTED + 1)).all()
+            if len(all_rows) > MAX_SORTED:
                 raise NotSupported(f"_sort over more than {MAX_SORTED:,} matches of _text / postcode / near is not "
                                    "supported: narrow the search, or leave _sort out (relevance / distance order)",
                                    "_sort")
-            ids = [i for chunk in _chunks(sorted(pks), 500) for i in conn.execute(
+            found = {row.pk: row for row in all_rows}
+            if not found:
+                return 0, [], {}
+            ids = [i for chunk in _chunks(sorted(found), 500) for i in conn.execute(
                 select(r.c.id).where(r.c.pk.in_(chunk))).scalars()]
             by_id = replace(query, criteria=[Criterion("_id", "token", ids)])
-            total, found = store.search(by_id)
-            ordered = [st.pk for st in found]
-            page_offset = 0
+            total, stored = store.search(by_id)
+            page = [st.pk for st in stored]
         else:
-            ordered = sorted(pks, key=key)
-            total = len(ordered)
-            page_offset = query.offset
-        if query.summary_count or query.count == 0:
-            return total, [], {}
-        page = ordered[page_offset:page_offset + query.count]
-        rows = {row["pk"]: row for row in conn.execute(select(r).where(r.c.pk.in_(page))).mappings()} if page else {}
-        site_pks = sorted({sites[pk].location_pk for pk in page if pk in sites})
-        names = {pk: _name(content) for pk, content in conn.execute(
+            rows = conn.execute(select(sub, func.count().over().label("total")).order_by(*order)
+                                .limit(query.count).offset(query.offset)).all()
+            if rows:
+                total = rows[0].total
+            else:  # past the last page: count on its own
+                total = conn.execute(select(func.count()).select_from(sub)).scalar_one() if query.offset else 0
+            found = {row.pk: row for row in rows}
+            page = [row.pk for row in rows]
+            content = {row["pk"]: row for row in conn.execute(select(r).where(r.c.pk.in_(page))).mappings()} \
+                if page else {}
+            stored = [_stored(content[pk]) for pk in page if pk in content]
+        site_pks = sorted({found[pk].site_pk for pk in page if pk in found and found[pk].site_pk is not None})
+        names = {pk: _name(c) for pk, c in conn.execute(
             select(r.c.pk, r.c.content).where(r.c.pk.in_(site_pks)))} if site_pks else {}
-    from gateway.store.repo import _stored  # the row -> Stored conversion the store uses everywhere
-
-    out = [_stored(rows[pk]) for pk in page if pk in rows]
     hits = {}
     for pk in page:
-        site = sites.get(pk)
-        hits[pk] = Hit(fulltext.normalised_score(scores[pk], postgres) if pk in scores else None,
-                       site.location_pk if site else None, site.location_ref if site else None,
-                       site.distance_km if site else near.get(pk), names.get(site.location_pk) if site else None)
-    return total, out, hits
+        row = found.get(pk)
+        if row is None:
+            continue
+        hits[pk] = Hit(fulltext.normalised_score(row.score, postgres) if spec.texts else None,
+                       row.site_pk, row.site_ref, fulltext.km_of_chord2(row.c2) if row.c2 is not None else None,
+                       names.get(row.site_pk))
+    return total, stored, hits
 
 
 def _chunks(items: list[int], n: int) -> list[list[int]]:
