@@ -19,6 +19,7 @@ from flask import Flask, Response, current_app, g, request
 from gateway.api import audit
 from gateway.api.authstate import EXT, PUBLIC_PATHS, anonymous, state
 from gateway.fhir.errors import Forbidden, InvalidResource, TooManyRequests
+from gateway.fhir.interaction import parse_interaction
 from gateway.fhir.limits import NUL, find_nul
 from gateway.security.policy import Access, current_access, iter_patient_refs_in_params
 from gateway.security.principal import Caller
@@ -88,15 +89,18 @@ def _refuse_nul() -> None:
 def _json_body() -> object:
     """The request's JSON body, parsed once for the route checks; None when the view will refuse it
     (not JSON, over the size limit, unparseable: the view answers with the matching OperationOutcome)."""
-    if not (request.mimetype or "").endswith("json"):
-        return None
+    if "parsed_body" in g:
+        return g.parsed_body
+    body = None
     limit = current_app.config["SETTINGS"].max_body_bytes
-    if request.content_length is None or request.content_length > limit:
-        return None
-    try:
-        return orjson.loads(request.get_data(cache=True))
-    except orjson.JSONDecodeError:
-        return None
+    if (request.mimetype or "").endswith("json") and request.content_length is not None \
+            and request.content_length <= limit:
+        try:
+            body = orjson.loads(request.get_data(cache=True))
+        except orjson.JSONDecodeError:
+            body = None
+    g.parsed_body = body
+    return body
 
 
 def _stamp_body(acc: Access, body: dict) -> None:
@@ -105,13 +109,7 @@ def _stamp_body(acc: Access, body: dict) -> None:
     The body is parsed once (``_json_body``) and the stamped bytes put back as the request's cached body, so
     views added later (contact requests, ingest) store stamped content without knowing about tenants.
     """
-    if body.get("resourceType") == "Bundle":
-        for entry in body.get("entry") or []:
-            res = entry.get("resource") if isinstance(entry, dict) else None
-            if isinstance(res, dict) and isinstance(res.get("resourceType"), str):
-                acc.prepare_write(res["resourceType"], res)
-    elif isinstance(body.get("resourceType"), str):
-        acc.prepare_write(body["resourceType"], body)
+    acc.prepare_body(body)
     request._cached_data = orjson.dumps(body)  # werkzeug's body cache, read by every later get_data()
 
 
@@ -185,60 +183,24 @@ def _authorize_route(acc: Access, body: object = None) -> None:
         return
     if acc.caller.role == "anonymous":
         raise Forbidden("A token is needed", path)
-    parts = [p for p in path[len("/fhir"):].split("/") if p]
-    method = request.method
-    if not parts:
-        g.interaction = "transaction"  # each entry is checked by the view (entry_check)
+    it = parse_interaction(request.method, path[len("/fhir"):])
+    if it.name == "transaction":
+        g.interaction = "transaction"  # each entry is checked by the view (check_bundle)
         return
-    head = parts[0]
-    if head == "_history":
-        g.interaction = "history-system"
-        acc.check_history(None)
+    if it.rtype is not None:
+        g.rtype = it.rtype
+    if it.name == "operation":
+        _operation(acc, it.rtype, it.operation, it.rid)
         return
-    if head.startswith("$"):
-        _operation(acc, None, head[1:], None)
-        return
-    rtype = g.rtype = head
-    if len(parts) == 1:
-        interaction = {"GET": "search", "POST": "create", "PUT": "update", "DELETE": "delete",
-                       "PATCH": "update"}.get(method)
-    elif len(parts) == 2 and parts[1] == "_search":
-        interaction = "search"
-    elif len(parts) == 2 and parts[1] == "_history":
-        g.interaction = "history-type"
-        acc.check_history(rtype)
-        return
-    elif len(parts) == 2 and parts[1].startswith("$"):
-        _operation(acc, rtype, parts[1][1:], None)
-        return
-    elif len(parts) == 2:
-        interaction = {"GET": "read", "PUT": "update", "PATCH": "update", "DELETE": "delete"}.get(method)
-    elif len(parts) == 3 and parts[2].startswith("$"):
-        _operation(acc, rtype, parts[2][1:], parts[1])
-        return
-    elif len(parts) in (3, 4) and parts[2] == "_history":
-        interaction = "history-instance" if len(parts) == 3 else "vread"
-    else:
-        interaction = None
-    if interaction is None:
+    if it.name is None:
         return  # the view answers 404/405
-    g.interaction = interaction
-    if interaction in ("create", "update") and method in ("POST", "PUT"):
-        acc.check_write(interaction, rtype, body)
-    else:
-        acc.check(interaction, rtype)
+    g.interaction = it.name
+    acc.check_interaction(it, body)
 
 
 def _operation(acc: Access, rtype: str | None, name: str, rid: str | None) -> None:
     g.interaction = "operation"
-    body: object = None
-    if request.method == "POST" and (request.mimetype or "").endswith("json"):
-        limit = current_app.config["SETTINGS"].max_body_bytes
-        if request.content_length is not None and request.content_length <= limit:
-            try:
-                body = orjson.loads(request.get_data(cache=True))
-            except orjson.JSONDecodeError:
-                body = None  # the operation reports the bad body itself
+    body = _json_body() if request.method == "POST" else None  # a bad body: the operation reports it itself
     refs = list(iter_patient_refs_in_params(request.args.items(multi=True), body))
     acc.check_operation(rtype, name, rid, refs)
     g.operation = (rtype, name)

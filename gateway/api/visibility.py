@@ -108,8 +108,7 @@ def check_bundle(bundle: object) -> None:
             acc.check_interaction(it, entry.get("resource"), "Bundle.entry.resource.resourceType")
         except FhirError as exc:
             raise exc.prefixed(f"Bundle.entry[{i}]") from None
-        if method in ("POST", "PUT") and isinstance(entry.get("resource"), dict):
-            acc.prepare_write(it.rtype, entry["resource"])
+    acc.prepare_body(bundle)  # the tenant stamp, also when the request hook could not read the body
 
 
 def filter_bundle_response(result: dict) -> dict:

@@ -437,6 +437,19 @@ class Access:
             stamp_tenant(resource, None)
         return resource
 
+    def prepare_body(self, body: object) -> object:
+        """The one tenant stamp of a written body: a resource, or each resource of a Bundle's entries (in place)."""
+        if not isinstance(body, dict):
+            return body
+        if body.get("resourceType") == "Bundle":
+            for entry in body.get("entry") or []:
+                res = entry.get("resource") if isinstance(entry, dict) else None
+                if isinstance(res, dict) and isinstance(res.get("resourceType"), str):
+                    self.prepare_write(res["resourceType"], res)
+        elif isinstance(body.get("resourceType"), str):
+            self.prepare_write(body["resourceType"], body)
+        return body
+
     def check_new_content(self, resource: dict, lookup: Tx | None = None) -> None:
         """After references are resolved: the content names only people this caller may act for."""
         if self.caller.is_admin:
