@@ -7,7 +7,8 @@ from flask import Flask, current_app, request
 
 from gateway.api import operations
 from gateway.api.capability import RESOURCE_EXTENSIONS
-from gateway.api.http import base_url, fhir_response
+from gateway.api.http import base_url, fhir_response, json_body
+from gateway.api.params import parameters_of
 from gateway.fhir.errors import InvalidResource, NotFound
 from gateway.notify import events
 from gateway.notify.subscriptions import (
@@ -44,16 +45,10 @@ def _subscription(rid: str) -> tuple[dict, events.State]:
 
 
 def _params() -> dict[str, str]:
-    """Operation parameters from the query string or a Parameters body (primitive values only)."""
+    """Operation parameters from the query string and a POSTed Parameters body (its values win), as text."""
     out = {k: v for k, v in request.args.items()}
     if request.method == "POST" and request.content_length:
-        body = request.get_json(silent=True) or {}
-        if body.get("resourceType") != "Parameters":
-            raise InvalidResource("The operation body must be a Parameters resource", "Parameters")
-        for p in body.get("parameter") or []:
-            for k, v in p.items():
-                if k.startswith("value"):
-                    out[p.get("name", "")] = str(v)
+        out.update({k: str(v[-1]) for k, v in parameters_of(json_body(), "$events").items()})
     return out
 
 
