@@ -108,12 +108,8 @@ class Gateway:
         (GATEWAY_NATIONAL_OPTOUT: a file, or a URL read through the outbound session and its allow-list)."""
         from gateway.notify.policy import Policy, load_legal_bases, load_optout
 
-        def fetch(url: str) -> str:
-            self.outbound.allowed_hosts.check(url)
-            resp = self.destinations.session.get(url, timeout=(5, 30), allow_redirects=False)
-            resp.raise_for_status()
-            return resp.text
-
+        # the one outbound transport: allow-list, timeouts, no redirects, typed errors, retries, log line
+        fetch = self.destinations.http(retries=self.outbound.client_retries).get_text
         return Policy(load_legal_bases(self.settings.mappings_path / "legal-bases"),
                       load_optout(self.settings.notify.national_optout, fetch))
 

@@ -14,6 +14,7 @@ import sys
 
 import click
 import pytest
+import responses
 
 from gateway.compose import WRITE_HOOKS, build
 from gateway.config import Settings
@@ -192,3 +193,33 @@ def test_the_mapping_layer_does_not_import_the_store():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             found += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.startswith("gateway.store")]
     assert found == []
+
+
+@responses.activate
+def test_the_national_optout_url_is_read_through_the_outbound_client(settings):
+    """GATEWAY_NATIONAL_OPTOUT as a URL: fetched once, through the allow-list, by the root's consent gate."""
+    from dataclasses import replace
+
+    from gateway.config import NotifySettings
+    from gateway.outbound.allowlist import AllowList
+    from gateway.outbound.errors import DestinationNotAllowed
+    from gateway.outbound.settings import OutboundSettings
+
+    url = "https://optout.example.org/list.txt"
+    responses.add(responses.GET, url, body="9434765919\n9449306060\n")
+    allowed = replace(settings, notify=NotifySettings(national_optout=url),
+                      outbound=OutboundSettings(allowed_hosts=AllowList.parse("optout.example.org")))
+    gw = build(allowed)
+    try:
+        gate = gw.policy()
+        assert len(gate.optout) == 2 and "9434765919" in gate.optout
+        assert len(responses.calls) == 1
+    finally:
+        gw.close()
+    gw = build(replace(allowed, outbound=OutboundSettings()))  # the host is not on the allow-list
+    try:
+        with pytest.raises(DestinationNotAllowed):
+            gw.policy()
+        assert len(responses.calls) == 1  # nothing was sent
+    finally:
+        gw.close()
