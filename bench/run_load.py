@@ -42,6 +42,11 @@ FHIR = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+jso
 NAMES = ("$match", "search", "create", "transaction")
 
 
+def _pruned(resource: dict) -> dict:
+    """The generator gives a few studies ``"condition": []``; FHIR JSON has no empty arrays (the gateway refuses)."""
+    return {k: v for k, v in resource.items() if v != []}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -154,7 +159,7 @@ def main() -> None:
           f"locust {args.users} users for {args.seconds} s")
 
     gen = Generator(default_terminology(), args.seed)
-    studies = [r for i in range(args.studies) for r in gen.study(i)]
+    studies = [_pruned(r) for i in range(args.studies) for r in gen.study(i)]
     people = [r for i in range(args.patients) for r in gen.patient_json(i)]
     codes = sorted({f"{c['coding'][0]['system']}|{c['coding'][0]['code']}" for r in studies
                     if r["resourceType"] == "ResearchStudy" for c in r.get("condition", [])
