@@ -93,7 +93,9 @@ def init_app(app: Flask) -> None:
     oauth = OAuth(app)
     client = None
     if not missing_settings(s):
-        kwargs: dict = {"scope": s.oidc_scopes, "code_challenge_method": "S256"}
+        # authlib makes the provider calls itself (discovery, keys, code exchange): they get the outbound
+        # client's timeouts (connect, read) so a slow provider cannot hold a request thread
+        kwargs: dict = {"scope": s.oidc_scopes, "code_challenge_method": "S256", "default_timeout": (5.0, 30.0)}
         auth_methods = None
         secret = s.oidc_client_secret
         if s.oidc_private_key:  # NHS login: private_key_jwt (RS512); the key stays in this process
