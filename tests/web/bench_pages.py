@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--requests", type=int, default=100)
     ap.add_argument("--seed", type=int, default=14)
+    ap.add_argument("--db", type=Path, help="keep the SQLite file here; an existing file (e.g. bench_search.py's "
+                                             "--db) is reused, not reloaded")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     known = set(geo.load_centroids())
@@ -57,11 +59,16 @@ def main() -> None:
     print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}; "
           f"load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
-        app = create_app(Settings(database_url=f"sqlite:///{tmp}/bench.sqlite3", instance_path=Path(tmp),
+        db = args.db.resolve() if args.db else Path(tmp) / "bench.sqlite3"
+        reuse = db.exists()
+        app = create_app(Settings(database_url=f"sqlite:///{db}", instance_path=Path(tmp),
                                   mappings_path=ROOT / "mappings", session_cookie_secure=False))  # plain http
         store = app.extensions["gateway.store"]
-        secs = load(store, args.n, rng)
-        print(f"loaded {args.n:,} studies in {secs:.0f} s")
+        if reuse:
+            print(f"reusing {db}: {store.count('ResearchStudy'):,} studies (--n ignored)")
+        else:
+            secs = load(store, args.n, rng)
+            print(f"loaded {args.n:,} studies in {secs:.0f} s")
         server, base = _serve(app)
         root = base.removesuffix("/fhir")
         try:
