@@ -1,14 +1,18 @@
-"""Benchmark: a new recruiting study against N people (generated straight into the patient index), of whom a
-fraction consent to alerts and subscribe: candidates found + alert jobs enqueued, and study commit -> first
-delivery attempt against a local receiver.
+"""Benchmark: a new recruiting study against N people stored in the database, of whom a fraction consent to
+alerts and subscribe: candidates found + alert jobs enqueued, and study commit -> first delivery attempt against a
+local receiver.
 
-    .venv/bin/python bench/bench_alerts.py --patients 1000000 --consenting 100000
+    GATEWAY_DATABASE_URL=postgresql+psycopg://... .venv/bin/python bench/bench_alerts.py --patients 100000 \
+        --consenting 10000 [--broad]
 
-The people come from bench/bench_match.py's generator (real codes from mappings/terminology). Each
-consenting person has a `trial-alerts` Consent and one `new-matching-study` Subscription; subscription rows are
-bulk-inserted (100,000 Subscriptions through REST would measure the REST layer, which bench_store.py does).
-Proposals to research teams are not part of this figure: no one here consents to HRESCH and no legal basis is
-configured, so the other fitting people get nothing (and nothing is recorded for them, as in production).
+The people come from bench/bench_match.py's generator (real codes from mappings/terminology) and are stored
+through the store's bulk write path (bench_match.db_load: Store.write + create, 500 people a transaction; the
+matching write hook builds each person's row in the same transaction); a database an earlier run loaded is
+reused. Each consenting person has a `trial-alerts` Consent and one `new-matching-study` Subscription;
+subscription rows are bulk-inserted (100,000 Subscriptions through REST would measure the REST layer, which
+bench_store.py does). The flows start from the consenting side: the database returns the subscribers (and the
+people who may be proposed: nobody here consents to HRESCH and no legal basis is configured) whose codes, sex and
+age the study admits, and only those are screened.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import http.server
 import importlib.util
+import os
 import statistics
 import sys
 import tempfile
@@ -27,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
-from sqlalchemy import insert  # noqa: E402
+from sqlalchemy import func, insert, select  # noqa: E402
 
 from gateway.api.app import create_app  # noqa: E402
 from gateway.config import Settings  # noqa: E402
@@ -45,12 +50,6 @@ _spec = importlib.util.spec_from_file_location("bench_match", ROOT / "bench" / "
 bm = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bm)
 
-CONSENT = {"resourceType": "Consent", "id": "bench", "status": "active",
-           "scope": {"coding": [{"system": cv.CONSENT_SCOPE, "code": "research"}]},
-           "provision": {"type": "permit", "purpose": [{"system": cv.PURPOSE_TRIAL_ALERTS[0],
-                                                        "code": cv.PURPOSE_TRIAL_ALERTS[1]}]}}
-
-
 class Receiver(http.server.BaseHTTPRequestHandler):
     first: dict[str, float] = {}
 
@@ -66,8 +65,8 @@ class Receiver(http.server.BaseHTTPRequestHandler):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--patients", type=int, default=1_000_000)
-    ap.add_argument("--consenting", type=int, default=100_000)
+    ap.add_argument("--patients", type=int, default=100_000)
+    ap.add_argument("--consenting", type=int, default=10_000)
     ap.add_argument("--studies", type=int, default=12, help="new studies pushed one after another")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--broad", action="store_true",
@@ -78,31 +77,35 @@ def main() -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     endpoint = f"http://127.0.0.1:{server.server_port}/hook"
     tmp = Path(tempfile.mkdtemp())
-    app = create_app(Settings(database_url=f"sqlite:///{tmp / 'bench.sqlite3'}", instance_path=tmp,
+    url = os.environ.get("GATEWAY_DATABASE_URL") or f"sqlite:///{tmp / 'bench.sqlite3'}"
+    app = create_app(Settings(database_url=url, instance_path=tmp,
                               outbound=OutboundSettings(allowed_hosts=AllowList.parse("127.0.0.1"), backoff_base=0.1)))
     root = app.extensions["gateway.root"]
     flows = root.flows()
     store, term = flows.store, flows.state.term
     print(f"machine: {bm.machine()}")
+    print(f"database: {url.split('://')[0]}")
 
-    gen = bm.Generator(term, args.seed)
-    factory = bm.ProfileFactory(gen)
+    every = max(1, args.patients // args.consenting)
     t = time.perf_counter()
-    subs: dict[str, list[str]] = {}
-    for i in range(args.patients):
-        p = factory.make(i)
-        if i % max(1, args.patients // args.consenting) == 0 and len(subs) < args.consenting:
-            p.consents = [CONSENT]
-            subs[f"Patient/bp{i}"] = [f"sub{i}"]
-        flows.state.patients.add(p)
-    print(f"{len(flows.state.patients):,} people in the patient index ({len(subs):,} consenting and subscribed), "
-          f"built in {time.perf_counter() - t:.1f} s")
-    with store.write() as tx:
-        rows = [{"subscription_id": v[0], "topic": cv.TOPIC_NEW_MATCHING_STUDY, "status": "active",
-                 "events_since_start": 0, "consecutive_failures": 0, "updated_at": now_iso()} for v in subs.values()]
-        for i in range(0, len(rows), 5000):
-            tx.conn.execute(insert(s.subscription_state), rows[i:i + 5000])
-    flows._subs = subs  # the subscription map the flows would build from stored Subscriptions
+    bm.db_load(store, term, argparse.Namespace(seed=args.seed, extracted=False, db_studies=0,
+                                               db_patients=args.patients, research_every=0, alerts_every=every))
+    subs = {f"Patient/bp{i}": [f"sub{i}"] for i in range(1 % every, args.patients, every)}  # as bm._consents
+    with store.engine.connect() as conn:
+        n_people = conn.execute(select(func.count()).select_from(s.match_people)).scalar_one()
+        consenting = conn.execute(select(func.count()).select_from(s.match_people).where(
+            s.match_people.c.alerts_consent.is_(True))).scalar_one()
+        have_subs = conn.execute(select(func.count()).select_from(s.subscription_state)).scalar_one()
+    print(f"{n_people:,} people in the database ({consenting:,} with trial-alerts consent, {len(subs):,} "
+          f"subscribed), loaded or found in {time.perf_counter() - t:.1f} s", flush=True)
+    if not have_subs:
+        with store.write() as tx:
+            rows = [{"subscription_id": v[0], "topic": cv.TOPIC_NEW_MATCHING_STUDY, "status": "active",
+                     "events_since_start": 0, "consecutive_failures": 0, "updated_at": now_iso()}
+                    for v in subs.values()]
+            for i in range(0, len(rows), 5000):
+                tx.conn.execute(insert(s.subscription_state), rows[i:i + 5000])
+    flows._subs, flows._interests = subs, {}  # the subscription map the flows would build from stored Subscriptions
 
     worker = root.worker(name="bench")
     # The bench's subscriptions are rows, not stored resources: deliver each job as a small POST to the receiver.
@@ -138,8 +141,8 @@ def main() -> None:
         worker.run_once()  # a worker polling every 0.25 s picks the jobs up at once here
         if "t" in Receiver.first:
             first_ms.append((Receiver.first["t"] - t0) * 1000)
-        print(f"study {n} ({code[1]}): {stats.alerts:,} alert jobs, {sum(stats.blocked.values()):,} other fitting "
-              f"people (no consent or legal basis to act), found + enqueued in {find_ms[-1]:,.0f} ms")
+        print(f"study {n} ({code[1]}): {stats.alerts:,} alert jobs, {sum(stats.blocked.values()):,} blocked "
+              f"actions, found + enqueued in {find_ms[-1]:,.0f} ms", flush=True)
         while worker.run_once():
             pass
     print(f"\ncandidates found and alert jobs enqueued: {bm.fmt(find_ms)}; alert jobs per study median "
@@ -147,6 +150,7 @@ def main() -> None:
     if first_ms:
         print(f"study commit -> first delivery attempt: {bm.fmt(first_ms)} (studies with at least one alert)")
     print(f"outbox now: {outbox.counts(store)}")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     server.shutdown()
 
 

@@ -525,6 +525,207 @@ def e2e_part(term, args) -> None:
             app.extensions["gateway.store"].engine.dispose()
 
 
+# -- 3. the patient side in the database (PostgreSQL), as the gateway now serves it -------------------------------
+def _consents(i: int, pid: str, research_every: int, alerts_every: int) -> list[dict]:
+    out = []
+    for kind, every, offset, purpose in (("r", research_every, 0, cv.PURPOSE_RESEARCH),
+                                         ("a", alerts_every, 1, cv.PURPOSE_TRIAL_ALERTS)):
+        if every and i % every == offset % every:
+            out.append({"resourceType": "Consent", "id": f"{pid}-{kind}", "status": "active",
+                        "dateTime": "2026-01-01T00:00:00Z",
+                        "scope": {"coding": [{"system": cv.CONSENT_SCOPE, "code": "research"}]},
+                        "patient": {"reference": f"Patient/{pid}"},
+                        "provision": {"type": "permit", "purpose": [{"system": purpose[0], "code": purpose[1]}]}})
+    return out
+
+
+def db_load(store, term, args) -> None:
+    """Store --db-studies studies and --db-patients people through the store's bulk write path (Store.write +
+    create, what POSTed Bundle entries use, without FHIR validation), 500 people a transaction, continuing a
+    database an earlier run began. The write hook of the matching state builds each person's row in the same
+    transaction."""
+    from sqlalchemy import func, select
+
+    from gateway.store import schema
+
+    with store.engine.connect() as conn:
+        have_studies = conn.execute(select(func.count()).select_from(schema.resources).where(
+            schema.resources.c.type == "ResearchStudy")).scalar_one()
+        have_people = conn.execute(select(func.count()).select_from(schema.match_people)).scalar_one()
+    gen = Generator(term, args.seed + have_studies + have_people, args.extracted)
+    t = time.perf_counter()
+    for start in range(have_studies, args.db_studies, 500):
+        with store.write() as tx:
+            for i in range(start, min(start + 500, args.db_studies)):
+                for r in gen.study(i):
+                    tx.create(r, r["id"])
+    if args.db_studies > have_studies:
+        print(f"stored {args.db_studies - have_studies:,} studies (+ Groups, Locations) in "
+              f"{time.perf_counter() - t:.0f} s", flush=True)
+    t = time.perf_counter()
+    batch = 500
+    for start in range(have_people, args.db_patients, batch):
+        with store.write() as tx:
+            for i in range(start, min(start + batch, args.db_patients)):
+                recs = gen.patient_json(i)
+                for r in recs + _consents(i, recs[0]["id"], args.research_every, args.alerts_every):
+                    tx.create(r, r["id"])  # POSTed Bundle entries' path (ids unique by construction)
+        done = min(start + batch, args.db_patients)
+        if done % 20_000 == 0 or done == args.db_patients:
+            rate = (done - have_people) / (time.perf_counter() - t)
+            print(f"  {done:,} people stored ({rate:,.0f} people/s, rows built in the same transactions)",
+                  flush=True)
+
+
+def _rss_mb() -> tuple[float, float]:
+    """(resident, peak resident) memory of this process in MB (Linux /proc)."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def db_measure(term_loader, args, started: float) -> dict:
+    """A fresh process: first $match, memory, $match, $candidates first and next pages. Returns the figures."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import func, select
+
+    from gateway.matching.consent import ConsentGate
+    from gateway.matching.state import matching_state
+    from gateway.store import profiles as pdb
+    from gateway.store import schema
+    from gateway.store.engine import make_engine
+    from gateway.store.repo import Store
+
+    term = term_loader()
+    store = Store(make_engine(args.db_url))
+    state = matching_state(store, term)
+    state.refresh()
+    q = MatchQuery(today=TODAY)
+    with store.engine.connect() as conn:
+        n_people = conn.execute(select(func.count()).select_from(schema.match_people)).scalar_one()
+        keys = conn.execute(select(schema.match_patients.c.patient_id).order_by(func.random()).limit(args.probes)
+                            ).scalars().all()
+    first_key = state.person_for_patient(keys[0])
+    state.studies.page(state.patients.get(first_key), q, args.page)
+    first = time.time() - started  # from the launch of the process: interpreter, imports, terminology, studies
+    rss_first = _rss_mb()
+    out = {"patients": n_people, "studies": len(state.studies.studies), "first_match_after_start_s": round(first, 3)}
+    print(f"fresh process: {n_people:,} people in the database, {len(state.studies.studies):,} studies indexed; "
+          f"first $match answered {first:.2f} s after the process started (imports, terminology, study index "
+          f"from the change feed); RSS {rss_first[0]:.0f} MB", flush=True)
+    match_ms = []
+    for pid in keys:
+        t = time.perf_counter()
+        state.studies.page(state.patients.get(state.person_for_patient(pid)), q, args.page)
+        match_ms.append((time.perf_counter() - t) * 1000)
+    print(f"$match for {len(keys)} stored people (profile read from the database, every candidate screened, the "
+          f"first {args.page} explained): {fmt(match_ms)}")
+    out["match_p50_ms"], out["match_p95_ms"] = round(statistics.median(match_ms), 2), round(pct(match_ms, 95), 2)
+    gate = ConsentGate()
+    now = datetime.now(UTC)
+    for name, code in (("rare", RARE), ("broad", BROAD)):
+        study = {"resourceType": "ResearchStudy", "id": f"probe-{name}", "status": "active",
+                 "condition": [{"coding": [{"system": code[0], "code": code[1]}]}]}
+        group = {"characteristic": [{"code": {"coding": [{"system": cv.AGE[0], "code": cv.AGE[1]}]},
+                                     "valueRange": {"low": {"value": 18, "code": "a"}}}]}
+        sc = study_criteria(study, group, {}, term)
+        for mode, rows, allowed in (
+                ("consent", pdb.Filter(research=True),
+                 lambda p, study=study: gate.may_propose(study, p.consents, p.nhs_number, now).allowed),
+                ("any", pdb.Filter(any_consent=True), lambda p: True)):
+            firsts, nexts, total = [], [], 0
+            for _ in range(args.candidate_runs):
+                t = time.perf_counter()
+                page, total, cursor = state.patients.page(sc, q, rows, allowed, args.page)
+                firsts.append((time.perf_counter() - t) * 1000)
+                if cursor is not None:
+                    t = time.perf_counter()
+                    state.patients.page(sc, q, rows, allowed, args.page, cursor)
+                    nexts.append((time.perf_counter() - t) * 1000)
+            print(f"$candidates {name} study, consent={'required' if mode == 'consent' else 'any'}: {total:,} fit; "
+                  f"first page {fmt(firsts)}; next page {fmt(nexts) if nexts else '(one page)'}", flush=True)
+            if mode == "consent":
+                out[f"candidates_{name}_first_page_ms"] = round(statistics.median(firsts), 1)
+                out[f"candidates_{name}_next_page_ms"] = round(statistics.median(nexts), 1) if nexts else None
+                out[f"candidates_{name}_fit"] = total
+            else:
+                out[f"candidates_{name}_any_first_page_ms"] = round(statistics.median(firsts), 1)
+                out[f"candidates_{name}_any_fit"] = total
+        if store.engine.dialect.name == "postgresql":
+            explain(store, sc, name, args)
+    rss = _rss_mb()
+    out["process_rss_mb"], out["process_peak_rss_mb"] = round(rss[0]), round(rss[1])
+    print(f"process memory at the end: RSS {rss[0]:.0f} MB, peak {rss[1]:.0f} MB")
+    if store.engine.dialect.name == "postgresql":
+        out["table_sizes_mb"] = table_sizes(store)
+    return out
+
+
+def explain(store, sc, name: str, args) -> None:
+    """EXPLAIN ANALYZE of the first chunk of the candidate query (consent required), printed for docs/scale.md."""
+    from dataclasses import replace
+
+    from sqlalchemy import select
+
+    from gateway.matching.people import column_filter
+    from gateway.store import profiles as pdb
+
+    f = replace(column_filter(sc, TODAY), research=True)
+    stmt = select(pdb.P.c.person, pdb.P.c.nhs_number, pdb.P.c.doc).where(pdb.P.c.person > "", *pdb._where(f)) \
+        .order_by(pdb.P.c.person).limit(2000)
+    sql = str(stmt.compile(store.engine, compile_kwargs={"literal_binds": True}))
+    with store.engine.connect() as conn:
+        plan = [r[0] for r in conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + sql)]
+    print(f"\nEXPLAIN ANALYZE, candidate query ({name} study, consent required, first chunk):")
+    for line in plan:
+        print(f"    {line}")
+
+
+def table_sizes(store) -> dict:
+    from sqlalchemy import text
+
+    with store.engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT relname, pg_total_relation_size(c.oid), pg_relation_size(c.oid), reltuples::bigint "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() "
+            "AND relkind = 'r' AND (relname LIKE 'match_%' OR relname IN ('resources', 'resource_versions', "
+            "'idx_token', 'idx_reference', 'changes')) ORDER BY 2 DESC")).all()
+    print("\ntable sizes (with indexes / heap only / rows):")
+    out = {}
+    for name, total, heap, n in rows:
+        print(f"    {name:20s} {total / 2**20:9.1f} MB  {heap / 2**20:9.1f} MB  {n:>12,}")
+        out[name] = round(total / 2**20, 1)
+    return out
+
+
+def db_part(args) -> None:
+    """Load (in this process), then measure in a fresh process (a gateway process that just started)."""
+    import subprocess
+
+    from gateway.matching.state import matching_state
+    from gateway.store import schema
+    from gateway.store.engine import make_engine
+    from gateway.store.repo import Store
+
+    print(f"\n== 3. the patient side in the database: {args.db_patients:,} people, {args.db_studies:,} studies, "
+          f"{args.db_url.split('://')[0]} ==", flush=True)
+    engine = make_engine(args.db_url)
+    schema.migrate(engine)
+    store = Store(engine)
+    term = default_terminology()
+    matching_state(store, term)  # installs the write hook
+    db_load(store, term, args)
+    engine.dispose()
+    cmd = [sys.executable, __file__, "--db-url", args.db_url, "--db-measure", "--probes", str(args.probes),
+           "--page", str(args.page), "--candidate-runs", str(args.candidate_runs), "--seed", str(args.seed),
+           "--started", str(time.time())]
+    if args.json:
+        cmd += ["--json", args.json]
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    print(f"(the measuring process ran {time.perf_counter() - t:.1f} s in all)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--studies", type=int, default=70_000)
@@ -541,8 +742,26 @@ def main() -> None:
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--extracted", action="store_true", help="studies carry extracted criteria (issue #12)")
+    ap.add_argument("--db-url", help="part 3: the people stored in this database (PostgreSQL for the figures)")
+    ap.add_argument("--db-patients", type=int, default=100_000)
+    ap.add_argument("--db-studies", type=int, default=70_000)
+    ap.add_argument("--research-every", type=int, default=10, help="one person in N consents to HRESCH")
+    ap.add_argument("--alerts-every", type=int, default=10, help="one person in N consents to trial alerts")
+    ap.add_argument("--candidate-runs", type=int, default=5)
+    ap.add_argument("--db-measure", action="store_true", help=argparse.SUPPRESS)  # the fresh measuring process
+    ap.add_argument("--started", type=float, default=0.0, help=argparse.SUPPRESS)  # when it was launched
+    ap.add_argument("--json", help="write part 3's figures to this file")
     args = ap.parse_args()
+    if args.db_measure:
+        figures = db_measure(default_terminology, args, args.started)
+        figures["load_average"] = [round(x, 2) for x in os.getloadavg()]
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=1))
+        return
     print(f"machine: {machine()}")
+    if args.db_url:
+        db_part(args)
+        return
     term = default_terminology()
     if not args.skip_scale:
         scale_part(term, args)

@@ -2,8 +2,9 @@
 
 StudyIndex: every (system, code) a study requires -> studies; probed with a patient's terminology
 ancestors (a patient with glioblastoma probes 'Glioma', 'Neoplasm of brain', ... and finds the studies
-filed under any of them). PatientIndex: every ancestor code of a patient's conditions -> patients; probed
-with a study's required codes. Both are plain Python objects built from FHIR JSON (see state.py).
+filed under any of them); each process holds one (see state.py). PatientIndex: every ancestor code of a
+patient's conditions -> patients; probed with a study's required codes. No process holds one any more (people
+live in the database, see people.py): it is the in-memory reference the database path is tested against.
 
 ``match`` evaluates every candidate with its sentences. ``page`` (what the API serves) gives the same
 results, order, scores and findings text for the first ``limit`` results, more cheaply:
