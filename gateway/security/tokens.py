@@ -132,6 +132,11 @@ class _JwksSource:
             self._keys, self._fetched = keys, time.monotonic()
 
 
+def _unverified(token: str) -> tuple[dict, dict]:
+    """A JWT's header and claims before its signature is checked (they name the key): jwt.PyJWTError if not a JWT."""
+    return jwt.get_unverified_header(token), jwt.decode(token, options={"verify_signature": False})
+
+
 class TokenService:
     """Issues and verifies tokens for one app. ``registry`` holds the clients (empty: development mode)."""
 
@@ -200,8 +205,7 @@ class TokenService:
             return OAuthError("invalid_client", f"client assertion rejected: {why}", HTTPStatus.UNAUTHORIZED)
 
         try:
-            header = jwt.get_unverified_header(assertion)
-            unverified = jwt.decode(assertion, options={"verify_signature": False})
+            header, unverified = _unverified(assertion)
         except jwt.PyJWTError:
             raise fail("not a JWT") from None
         alg = header.get("alg")
@@ -272,8 +276,7 @@ class TokenService:
 
     def _verify(self, token: str, issuer: str, audience: str) -> tuple[Caller, float]:
         try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
+            header, unverified = _unverified(token)
         except jwt.PyJWTError:
             raise TokenRejected("the bearer token is not a JWT") from None
         alg = header.get("alg")
