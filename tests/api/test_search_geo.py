@@ -142,3 +142,18 @@ def test_sort_says_otherwise(fhir, world):
     page = _entries(fhir, "ResearchStudy?postcode=LS6&distance=400&_sort=-title&_count=2&_offset=2")
     assert [e["resource"]["title"][0] for e in page] == ["B", "A"]
     assert _nearest(page[1])[0] == "leeds-recruiting"  # the nearest site is still named
+
+
+def test_migration_8_fills_the_unit_sphere_points_of_sites_placed_before_it(fhir, world, store):
+    """Sites placed before migration 8 have no (x, y, z): the migration computes them from lat/lon, and place
+    search gives the same answer as for sites written since."""
+    from sqlalchemy import text
+
+    from gateway.store import fulltext
+
+    before = [e["resource"]["id"] for e in _entries(fhir, "ResearchStudy?postcode=LS6&distance=150")]
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE search_geo SET x = NULL, y = NULL, z = NULL"))
+    assert _entries(fhir, "ResearchStudy?postcode=LS6&distance=150") == []
+    assert fulltext.fill_unit_vectors(store.engine) == len(SITES)
+    assert [e["resource"]["id"] for e in _entries(fhir, "ResearchStudy?postcode=LS6&distance=150")] == before
