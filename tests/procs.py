@@ -88,6 +88,23 @@ class GatewayProcess:
         self.stop()
 
 
+def e2e_database_url(backend: str, folder: Path) -> str:
+    """The database of an end-to-end deployment: a new SQLite file in ``folder`` for ``"sqlite"``, else the test
+    PostgreSQL database (GATEWAY_TEST_DATABASE_URL), emptied first."""
+    from tests.conftest import PG_URL, reset_postgres  # conftest imports the app; only e2e tests need it here
+
+    if backend == "sqlite":
+        return f"sqlite:///{Path(folder) / 'gateway.sqlite3'}"
+    reset_postgres(PG_URL)
+    return PG_URL
+
+
+def post_fhir(base: str, path: str, body: bytes) -> requests.Response:
+    """POST a FHIR JSON body to ``base`` + ``path`` (``""``: a transaction Bundle to the base)."""
+    headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+    return requests.post(f"{base}/{path}" if path else base, data=body, headers=headers, timeout=60)
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now (for a process that must be told its port before it starts)."""
     with socket.socket() as s:

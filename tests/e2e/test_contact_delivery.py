@@ -23,8 +23,8 @@ import pytest
 import requests
 
 from gateway.fhir.conventions import CONTACT_REQUEST_ID, NHS_NUMBER
-from tests.conftest import PG_URL, reset_postgres
-from tests.procs import GatewayProcess, free_port
+from tests.conftest import BACKENDS
+from tests.procs import GatewayProcess, e2e_database_url, free_port, post_fhir
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "fixtures" / "demo"
@@ -84,25 +84,21 @@ def hospital(tmp_path_factory):
     """The hospital's FHIR server: a second gateway with its own SQLite file, holding the patient."""
     folder = tmp_path_factory.mktemp("hospital")
     with GatewayProcess(f"sqlite:///{folder / 'hospital.sqlite3'}", folder) as gw:
-        r = requests.post(gw.base, data=(DEMO / "03-leeds-patient-glioblastoma.json").read_bytes(), headers=FHIR)
+        r = post_fhir(gw.base, "", (DEMO / "03-leeds-patient-glioblastoma.json").read_bytes())
         assert r.status_code == 200, r.text
         yield gw
 
 
-@pytest.fixture(scope="module", params=["sqlite"] + (["postgresql"] if PG_URL else []))
+@pytest.fixture(scope="module", params=BACKENDS)
 def gateway(request, tmp_path_factory):
     """Our gateway, routing RR8 patients to the hospital file in its own folder."""
     folder = tmp_path_factory.mktemp(f"gateway-{request.param}")
     (folder / "hospitals").mkdir()
-    if request.param == "sqlite":
-        url = f"sqlite:///{folder / 'gateway.sqlite3'}"
-    else:
-        reset_postgres(PG_URL)
-        url = PG_URL
+    url = e2e_database_url(request.param, folder)
     env = {**OUTBOUND_ENV, "GATEWAY_HOSPITALS_PATH": str(folder / "hospitals")}
     point_hospital_file(folder, free_port())  # rewritten per test before its worker starts
     with GatewayProcess(url, folder, env=env) as gw:
-        r = requests.post(gw.base, data=(DEMO / "03-leeds-patient-glioblastoma.json").read_bytes(), headers=FHIR)
+        r = post_fhir(gw.base, "", (DEMO / "03-leeds-patient-glioblastoma.json").read_bytes())
         assert r.status_code == 200, r.text
         # GATEWAY_BASE_URL: a worker that delivers notifications does not start without it
         gw.env = _child_env({**env, "GATEWAY_DATABASE_URL": url, "GATEWAY_INSTANCE_PATH": str(folder),

@@ -23,10 +23,10 @@ import pytest
 import requests
 
 from gateway.fhir import conventions as cv
-from tests.conftest import PG_URL, reset_postgres
+from tests.conftest import BACKENDS
 from tests.e2e.test_contact_delivery import DEMO, FHIR, OUTBOUND_ENV, Child, at_hospital, job_of, point_hospital_file
 from tests.matching import builders as b
-from tests.procs import GatewayProcess, free_port, wait_until
+from tests.procs import GatewayProcess, e2e_database_url, free_port, post_fhir, wait_until
 
 BASE = "https://gateway.test/fhir"  # the one public base URL of both deployments
 GLIO, BRAIN, BREAST, MELANOMA = (cv.SNOMED, "393563007"), (cv.SNOMED, "428061005"), (cv.SNOMED, "254837009"), \
@@ -110,20 +110,15 @@ class Gunicorn(Child):
         return pids
 
 
-@pytest.fixture(scope="module", params=["sqlite"] + (["postgresql"] if PG_URL else []))
+@pytest.fixture(scope="module", params=BACKENDS)
 def deployment(request, tmp_path_factory):
     """A hospital; one database; the single process and gunicorn on it, data loaded through the single one."""
     folder = tmp_path_factory.mktemp(f"many-{request.param}")
     (folder / "hospitals").mkdir()
-    if request.param == "sqlite":
-        url = f"sqlite:///{folder / 'gateway.sqlite3'}"
-    else:
-        reset_postgres(PG_URL)
-        url = PG_URL
+    url = e2e_database_url(request.param, folder)
     hospital_dir = folder / "hospital"
     with GatewayProcess(f"sqlite:///{hospital_dir / 'hospital.sqlite3'}", hospital_dir) as hospital:
-        r = requests.post(hospital.base, data=(DEMO / "03-leeds-patient-glioblastoma.json").read_bytes(),
-                          headers=FHIR)
+        r = post_fhir(hospital.base, "", (DEMO / "03-leeds-patient-glioblastoma.json").read_bytes())
         assert r.status_code == 200, r.text
         point_hospital_file(folder, urlsplit(hospital.base).port)
         # a lease far longer than a delivery: a second attempt would mean two workers claimed one job
