@@ -91,6 +91,17 @@ def enqueue_event(conn, subscription_id: str, topic: str, focus: str, max_attemp
     return ev
 
 
+def enqueue_events(conn, items: list[tuple[str, str, str]], max_attempts: int) -> list[Event]:
+    """``enqueue_event`` for many (subscription id, topic, focus), in a few statements whatever their number."""
+    evs = events.emit_many(conn, items)
+    outbox.enqueue_many(conn, [
+        {"kind": NOTIFICATION, "destination": f"Subscription/{sid}", "payload": {"subscription": sid,
+                                                                               "event": e.number},
+         "dedupe_key": f"{NOTIFICATION}:{sid}:{e.number}", "resource": ("Subscription", sid, e.number)}
+        for (sid, _, _), e in zip(items, evs, strict=True)], max_attempts)
+    return evs
+
+
 # -- delivery ----------------------------------------------------------------------------------------
 def _load(ctx: DeliveryContext, subscription_id: str, config: DeliveryConfig) -> tuple[dict, SubscriptionSpec]:
     try:

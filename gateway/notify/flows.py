@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway.fhir import conventions as cv
 from gateway.fhir.conventions import CONTACT_REQUEST_ID, TOPIC_NEW_MATCHING_STUDY, TOPIC_RESEARCH_SUBJECT_STATUS
@@ -141,6 +143,26 @@ def count(conn, name: str, n: int = 1) -> None:
     done = conn.execute(update(c).where(c.c.name == name).values(value=c.c.value + n)).rowcount
     if not done:
         conn.execute(insert(c).values(name=name, value=n))
+
+
+def claim_notices(conn, study_id: str, kind: str, persons: list[str], at: str) -> set[str]:
+    """Record that ``persons`` were told / proposed / blocked (``kind``) for a study, idempotently (INSERT ... ON
+    CONFLICT DO NOTHING on SQLite and PostgreSQL); returns the persons whose notice this call wrote: the others
+    had one already (another worker, a rematch), so nothing is to be done for them again.
+
+    On PostgreSQL a concurrent transaction inserting the same notice waits for this one and then does nothing;
+    on SQLite writers are serialised. One statement per 1,000 persons."""
+    persons = sorted(set(persons))
+    if not persons:
+        return set()
+    n = s.match_notices
+    ins = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    stmt = ins(n).on_conflict_do_nothing(index_elements=["study_id", "person", "kind"]).returning(n.c.person)
+    out: set[str] = set()
+    for i in range(0, len(persons), 1000):
+        rows = [{"study_id": study_id, "person": p, "kind": kind, "at": at} for p in persons[i:i + 1000]]
+        out.update(conn.execute(stmt, rows).scalars())
+    return out
 
 
 def counter(store: Store, name: str) -> int:
@@ -450,14 +472,15 @@ class AutomaticFlows:
             self._record_blocked(sid, blocked, stats)
 
     def _send_alerts(self, sid: str, alerts: list[tuple[PatientProfile, list[str]]], stats: FlowStats) -> None:
+        """One transaction, a few statements whatever the number of alerts: the notices are claimed first (a
+        person another worker already told is skipped, not an error), then the claimed people's events and
+        delivery jobs are written in bulk."""
         at = now_iso()
         with self.store.write() as tx:
-            for _p, subs in alerts:
-                for sub in subs:
-                    delivery.enqueue_event(tx.conn, sub, TOPIC_NEW_MATCHING_STUDY, f"ResearchStudy/{sid}",
-                                           self.max_attempts)
-            tx.conn.execute(insert(s.match_notices), [
-                {"study_id": sid, "person": p.nhs_number or p.key, "kind": "alert", "at": at} for p, _ in alerts])
+            claimed = claim_notices(tx.conn, sid, "alert", [p.nhs_number or p.key for p, _ in alerts], at)
+            alerts = [(p, subs) for p, subs in alerts if (p.nhs_number or p.key) in claimed]
+            delivery.enqueue_events(tx.conn, [(sub, TOPIC_NEW_MATCHING_STUDY, f"ResearchStudy/{sid}")
+                                              for _p, subs in alerts for sub in subs], self.max_attempts)
         stats.alerts += len(alerts)
         for chunk in _chunks([f"Patient/{i}" for p, _ in alerts for i in p.patient_ids]):
             record_automatic(self.store, "alert", people=chunk, resources=[f"ResearchStudy/{sid}"],
@@ -476,8 +499,9 @@ class AutomaticFlows:
             blocked.append((p, "proposal", "no-route", exc.diagnostics))
             return
         with self.store.write() as tx:
-            tx.conn.execute(insert(s.match_notices).values(study_id=sid, person=p.nhs_number or p.key,
-                                                           kind="proposal", at=now_iso()))
+            first = claim_notices(tx.conn, sid, "proposal", [p.nhs_number or p.key], now_iso())
+        if not first:  # another worker proposed this person meanwhile (the conditional create made no second)
+            return
         stats.proposals += 1
         record_automatic(self.store, "propose", people=[f"Patient/{pid}"],
                          resources=[f"ResearchStudy/{sid}", f"ResearchSubject/{result.stored.id}"],
@@ -488,15 +512,16 @@ class AutomaticFlows:
         """Count and audit each blocked action once per (study, person); a rematch does not repeat it."""
         at = now_iso()
         by_reason: dict[tuple[str, str], list[tuple[PatientProfile, str]]] = {}
-        for p, action, reason, why in blocked:
-            by_reason.setdefault((action, reason), []).append((p, why))
-            stats.blocked[f"{action}:{reason}"] += 1
         with self.store.write() as tx:
+            claimed = {action: claim_notices(tx.conn, sid, f"{action}-blocked",
+                                             [p.nhs_number or p.key for p, a, _, _ in blocked if a == action], at)
+                       for action in sorted({a for _, a, _, _ in blocked})}
+            for p, action, reason, why in blocked:
+                if (p.nhs_number or p.key) in claimed[action]:  # not counted by another worker meanwhile
+                    by_reason.setdefault((action, reason), []).append((p, why))
+                    stats.blocked[f"{action}:{reason}"] += 1
             for (action, reason), people in by_reason.items():
                 count(tx.conn, f"blocked:{action}:{reason}", len(people))
-            rows = {(p.nhs_number or p.key, f"{action}-blocked") for p, action, _, _ in blocked}
-            tx.conn.execute(insert(s.match_notices), [{"study_id": sid, "person": person, "kind": kind, "at": at}
-                                                      for person, kind in rows])
         for (action, reason), people in by_reason.items():
             for chunk in _chunks([f"Patient/{i}" for p, _ in people for i in p.patient_ids]):
                 record_automatic(self.store, f"{action}-blocked", people=chunk, resources=[f"ResearchStudy/{sid}"],

@@ -100,6 +100,30 @@ def enqueue(conn: Connection, *, kind: str, destination: str, payload: dict, ded
     return added
 
 
+def enqueue_many(conn: Connection, jobs: list[dict], max_attempts: int) -> None:
+    """``enqueue`` for many jobs in the caller's transaction, one INSERT per 5,000 (a dedupe key already queued
+    adds no second job) and one NOTIFY; each job: kind, destination, payload, dedupe_key[, resource]."""
+    if not jobs:
+        return
+    now = now_iso()
+    rows = []
+    for j in jobs:
+        res = j.get("resource")
+        rows.append(dict(kind=j["kind"], destination=j["destination"], payload=orjson.dumps(j["payload"]).decode(),
+                         dedupe_key=j["dedupe_key"], state="pending", attempts=0, max_attempts=max_attempts,
+                         next_attempt_at=now, created_at=now, updated_at=now,
+                         resource_type=res[0] if res else None, resource_id=res[1] if res else None,
+                         resource_version=res[2] if res else None))
+    postgres = conn.dialect.name == "postgresql"
+    ins = pg_insert if postgres else sqlite_insert
+    stmt = ins(s.outbox).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    for i in range(0, len(rows), 5000):
+        conn.execute(stmt, rows[i:i + 5000])
+    if postgres:
+        for kind in sorted({r["kind"] for r in rows}):
+            conn.execute(text("SELECT pg_notify(:channel, :kind)"), {"channel": NOTIFY_CHANNEL, "kind": kind})
+
+
 class Listener:
     """Wake a worker when a job is committed: PostgreSQL ``LISTEN`` on its own connection; elsewhere a sleep.
 

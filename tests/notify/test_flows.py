@@ -275,3 +275,60 @@ def test_a_new_study_screens_only_people_who_may_be_told_or_proposed(app):
     assert stats.screened == 2, "only the subscriber and the person who consents to research are screened"
     # the subscriber may not be proposed (counted, as before); the three others are not even counted
     assert stats.blocked == {"proposal:no-basis": 1}, stats.summary()
+
+
+def test_two_workers_acting_on_the_same_study_tell_and_propose_once(app):
+    """Two workers (or a worker and ``gateway rematch``) that both read the study's notices before either wrote
+    them: the second finds every notice already written and does nothing (no UNIQUE error, no second alert,
+    proposal or blocked count), on SQLite and PostgreSQL."""
+    store, service = app.extensions["gateway.store"], app.extensions["gateway.service"]
+    root = app.extensions["gateway.root"]
+    first, second = root.flows(), root.flows()
+    yes = _person(service, "9449306060", "Whitaker")
+    no = _person(service, "9434765919", "Nolan")
+    _consent(service, yes, cv.PURPOSE_TRIAL_ALERTS, cv.PURPOSE_RESEARCH)
+    sub_yes, sub_no = _subscribe(service, yes), _subscribe(service, no)
+    _, results = service.run_bundle(_bundle("01-sponsor-glioblastoma-study.json"))
+    sid = next(r.write.stored.id for r in results if r.write.stored.type == "ResearchStudy")
+    second.state.refresh()
+    stale = second._notices(sid)  # what the second worker read before the first wrote anything
+    assert stale == {}
+    stats = first.tick()
+    assert (stats.alerts, stats.proposals) == (1, 1), stats.summary()
+    second._notices = lambda _sid: stale  # type: ignore[method-assign]
+    from gateway.notify.flows import FlowStats
+
+    again = FlowStats()
+    second.study_matches(sid, again)  # raised "UNIQUE constraint failed: match_notices" before
+    assert (again.alerts, again.proposals) == (0, 0), again.summary()
+    assert sum(again.blocked.values()) == 1 and again.blocked["proposal:no-basis"] == 1, again.summary()
+    with store.engine.connect() as conn:
+        assert len(events.events(conn, sub_yes)) == 1, "told once"
+        assert events.events(conn, sub_no) == []
+    assert len(_subjects(store, yes)) == 1, "proposed once"
+    assert counter(store, "blocked:alert:no-alert-consent") == 1, "a blocked alert is counted once"
+    _, jobs = outbox.list_jobs(store, kind="subscription-notification")
+    assert len([j for j in jobs if j.destination == f"Subscription/{sub_yes}"]) == 1
+
+
+def test_bulk_alerts_number_events_per_subscription(app):
+    """delivery.enqueue_events (the flows' bulk path) numbers events as enqueue_event does, one job each."""
+    from gateway.notify import delivery
+
+    store, service = app.extensions["gateway.store"], app.extensions["gateway.service"]
+    pids = [_person(service, nhs, f"P{i}") for i, nhs in enumerate(("9449306060", "9434765919"))]
+    a, b = (_subscribe(service, p) for p in pids)
+    with store.write() as tx:
+        one = delivery.enqueue_event(tx.conn, a, cv.TOPIC_NEW_MATCHING_STUDY, "ResearchStudy/x", 3)
+        many = delivery.enqueue_events(tx.conn, [(a, cv.TOPIC_NEW_MATCHING_STUDY, "ResearchStudy/y"),
+                                                 (b, cv.TOPIC_NEW_MATCHING_STUDY, "ResearchStudy/y"),
+                                                 (a, cv.TOPIC_NEW_MATCHING_STUDY, "ResearchStudy/z")], 3)
+    assert one.number == 1 and [e.number for e in many] == [2, 1, 3]
+    with store.engine.connect() as conn:
+        assert [(e.number, e.focus) for e in events.events(conn, a)] == [
+            (1, "ResearchStudy/x"), (2, "ResearchStudy/y"), (3, "ResearchStudy/z")]
+        assert [(e.number, e.focus) for e in events.events(conn, b)] == [(1, "ResearchStudy/y")]
+        assert events.get(conn, a).events_since_start == 3
+    _, jobs = outbox.list_jobs(store, kind="subscription-notification")
+    assert sorted((j.destination, j.payload["event"]) for j in jobs if j.payload.get("event")) == sorted([
+        (f"Subscription/{a}", 1), (f"Subscription/{a}", 2), (f"Subscription/{a}", 3), (f"Subscription/{b}", 1)])
