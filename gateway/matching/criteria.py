@@ -10,7 +10,11 @@ findings. docs/matching.md says how each kind is judged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields, replace
+
+import orjson
 
 from gateway.fhir import conventions as cv
 from gateway.matching import drugs, geo, units
@@ -58,6 +62,16 @@ class Criterion:
     variant: str = ""  # variant: normalised descriptor ('l858r', 'exon 19 deletion'); '' any variant of the gene
     variants: tuple[str, ...] = ()  # variant: every alternative the characteristic names ('exon 19 deletion', 'l858r')
     others: tuple[Code, ...] = ()  # other-malignancy: the study's own condition codes (not "other")
+    # the hash, computed once: a criterion is a key of the index's sharing and memo tables, hashed for every study
+    # stating it (a stored index of 70,000 studies is built in a second or two)
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        h = self._hash
+        if not h:
+            h = hash(tuple(getattr(self, name) for name in _CRIT_FIELDS)) or 1
+            object.__setattr__(self, "_hash", h)
+        return h
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +107,7 @@ class StudyCriteria:
     # ``blank_keys`` also shares condition criteria whatever their codes (for a person with no condition)
     memo_keys: tuple = ()
     blank_keys: tuple = ()
+    version: int = 0  # the ResearchStudy version the criteria were extracted from (stored rows; 0: not known)
 
     @property
     def total(self) -> int:
@@ -347,3 +362,160 @@ def study_criteria(study: dict, group: dict | None, locations: dict[str, dict], 
         name = (loc or {}).get("name") or (ref or {}).get("display") or (lid or "site")
         sc.sites.append(Site(lid, name, geo.location_position(loc) if loc else None))
     return sc
+
+
+# -- stored criteria (schema.match_studies, gateway.matching.studies) ------------------------------------------
+# A study's StudyCriteria as compact JSON, so that a process builds its StudyIndex from stored rows instead of
+# re-extracting every ResearchStudy, Group and Location at start. Each criterion is its own JSON text inside the
+# row, so that a reader decodes a criterion stated by thousands of studies once and shares the object (Decoder).
+# Bump DOC_FORMAT whenever extraction or this encoding changes: rows of another format are re-derived.
+DOC_FORMAT = 1
+_CRIT_FIELDS = tuple(f.name for f in fields(Criterion) if f.init)
+_CODE_FIELDS = frozenset({"obs_codes", "others"})
+_TUPLE_FIELDS = frozenset({"values", "qualifiers", "genes", "variants"})
+
+
+def _enc_codes(codes) -> list:
+    return [[s, c] for s, c in codes]
+
+
+def _enc_field(name: str, v: object) -> object:
+    if name == "alternatives":
+        return [[_enc_codes(a.codes), a.text, a.label, sorted(_enc_codes(a.secondary))] for a in v]
+    if name in _CODE_FIELDS:
+        return _enc_codes(v)
+    if name in _TUPLE_FIELDS:
+        return list(v)
+    return v
+
+
+_ENC_DEFAULTS = tuple(_enc_field(n, getattr(Criterion("", ""), n)) for n in _CRIT_FIELDS)
+
+
+def _enc_criterion(c: Criterion) -> str:
+    """A Criterion as a JSON list of its fields in declaration order, trailing defaults left out."""
+    out = [_enc_field(name, getattr(c, name)) for name in _CRIT_FIELDS]
+    while len(out) > 2 and out[-1] == _ENC_DEFAULTS[len(out) - 1]:
+        out.pop()
+    return orjson.dumps(out).decode()
+
+
+def criteria_doc(sc: StudyCriteria) -> str:
+    """StudyCriteria -> the JSON text of its ``match_studies`` row (what the StudyIndex needs, nothing else)."""
+    doc: dict = {"t": sc.title, "s": sc.status, "c": [_enc_criterion(c) for c in sc.criteria]}
+    if sc.phases:
+        doc["p"] = sorted(sc.phases)
+    if sc.healthy_volunteers is not None:
+        doc["hv"] = sc.healthy_volunteers
+    if sc.unresolved:
+        doc["u"] = sc.unresolved
+    if sc.group_id:
+        doc["g"] = sc.group_id
+    if sc.location_ids:
+        doc["l"] = list(sc.location_ids)
+    if sc.unstructured:
+        doc["x"] = [[u.text, u.section, u.reason] for u in sc.unstructured]
+    if sc.sites:
+        doc["st"] = [[s.location_id, s.name, *(s.position or (None, None))] for s in sc.sites]
+    return orjson.dumps(doc).decode()
+
+
+def index_keys_doc(sc: StudyCriteria) -> str | None:
+    """``sc.index_keys()`` as JSON [[[system, code], ...], [text, ...]] (None: open to anyone), stored beside the
+    criteria so that a process files a study in its index without decoding them (StudyIndex.add_stored)."""
+    keys = sc.index_keys()
+    if keys is None:
+        return None
+    return orjson.dumps([sorted(_enc_codes(keys[0])), sorted(keys[1])]).decode()
+
+
+def index_keys_of(text: str) -> tuple[tuple[Code, ...], tuple[str, ...]]:
+    codes, texts = orjson.loads(text)
+    return _dec_codes(codes), tuple(texts)
+
+
+class Decoder:
+    """Stored rows -> StudyCriteria, sharing what studies have in common: one Criterion object per distinct
+    criterion text, one Unstructured per distinct text, one string per distinct status, phase, kind, label ...
+    Keep one Decoder per StudyIndex so that equal criteria stay the same object across refreshes."""
+
+    def __init__(self) -> None:
+        self._crit: dict[str, Criterion] = {}
+        self._text: dict[tuple, Unstructured] = {}
+        self._phases: dict[tuple, frozenset[str]] = {}
+
+    def criterion(self, text: str) -> Criterion:
+        c = self._crit.get(text)
+        if c is None:
+            c = self._crit[text] = _dec_criterion(orjson.loads(text))
+        return c
+
+    def forget(self, keep: Iterable[Criterion]) -> None:
+        """Drop the criteria no study states any more (after removals), keeping ``keep``."""
+        alive = {id(c) for c in keep}
+        self._crit = {k: c for k, c in self._crit.items() if id(c) in alive}
+
+    def study(self, study_id: str, version: int, doc: str | bytes) -> StudyCriteria:
+        d = orjson.loads(doc)
+        p = tuple(d.get("p") or ())
+        phases = self._phases.get(p)
+        if phases is None:
+            phases = self._phases[p] = frozenset(sys.intern(x) for x in p)
+        sc = StudyCriteria(study_id, d["t"], sys.intern(d["s"]), phases, [self.criterion(c) for c in d["c"]])
+        sc.version = version
+        if "hv" in d:
+            sc.healthy_volunteers = d["hv"]
+        if "u" in d:
+            sc.unresolved = d["u"]
+        lids = tuple(d.get("l") or ())
+        sc.group_id = d.get("g")
+        sc.location_ids = lids
+        same = {lid: lid for lid in lids}  # one string per location id (the sites hold the same ones)
+        if "x" in d:
+            out = []
+            for t, section, reason in d["x"]:
+                key = (t, section, reason)
+                u = self._text.get(key)
+                if u is None:
+                    u = self._text[key] = Unstructured(t, sys.intern(section), sys.intern(reason))
+                out.append(u)
+            sc.unstructured = tuple(out)
+        if "st" in d:
+            sc.sites = [Site(same.get(lid, lid), name, (lat, lon) if lat is not None and lon is not None else None)
+                         for lid, name, lat, lon in d["st"]]
+        return sc
+
+
+_CODES: dict[tuple[str, str], Code] = {}  # one tuple per (system, code) the stored criteria name
+
+
+def _dec_codes(items) -> tuple[Code, ...]:
+    out = []
+    for s, c in items:
+        key = (s, c)
+        code = _CODES.get(key)
+        if code is None:
+            code = _CODES[key] = (sys.intern(s), c)
+        out.append(code)
+    return tuple(out)
+
+
+_ALT, _CODES_AT, _TUPLES_AT = (_CRIT_FIELDS.index("alternatives"),
+                                 tuple(_CRIT_FIELDS.index(n) for n in _CODE_FIELDS),
+                                 tuple(_CRIT_FIELDS.index(n) for n in _TUPLE_FIELDS))
+
+
+def _dec_criterion(items: list) -> Criterion:
+    """The JSON list of ``_enc_criterion`` -> Criterion (fields by position; the trailing ones default)."""
+    n = len(items)
+    if n > _ALT:
+        items[_ALT] = tuple(Alternative(_dec_codes(codes), text, label, frozenset(_dec_codes(sec)))
+                            for codes, text, label, sec in items[_ALT])
+    for i in _CODES_AT:
+        if i < n:
+            items[i] = _dec_codes(items[i])
+    for i in _TUPLES_AT:
+        if i < n:
+            items[i] = tuple(items[i])
+    items[0] = sys.intern(items[0])
+    return Criterion(*items)

@@ -21,13 +21,14 @@ results, order, scores and findings text for the first ``limit`` results, more c
 
 from __future__ import annotations
 
+import threading
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
-from gateway.matching.criteria import Criterion, StudyCriteria
+from gateway.matching.criteria import Criterion, Decoder, StudyCriteria
 from gateway.matching.engine import (
     CONFLICT,
     MET,
@@ -127,12 +128,50 @@ class MatchPage:
     near_total: int = 0
 
 
+class _Pending:
+    """A study filed from its stored row whose criteria are not decoded yet (StudyIndex.add_stored)."""
+
+    __slots__ = ("version", "doc")
+
+    def __init__(self, version: int, doc: str):
+        self.version = version
+        self.doc = doc
+
+
+class _Studies(dict):
+    """study id -> StudyCriteria. A study filed from its stored row is decoded the first time it is asked for (a
+    $match decodes the studies it screens), so that a process starts without decoding 70,000 studies."""
+
+    __slots__ = ("_decode",)
+
+    def __init__(self, decode: Callable[[str, _Pending], StudyCriteria]):
+        super().__init__()
+        self._decode = decode
+
+    def __getitem__(self, sid: str) -> StudyCriteria:
+        v = dict.__getitem__(self, sid)
+        return self._decode(sid, v) if v.__class__ is _Pending else v
+
+    def get(self, sid, default=None):
+        v = dict.get(self, sid, default)
+        return self._decode(sid, v) if v.__class__ is _Pending else v
+
+    def values(self):  # type: ignore[override]
+        return [self[k] for k in list(self)]
+
+    def items(self):  # type: ignore[override]
+        return [(k, self[k]) for k in list(self)]
+
+
 class StudyIndex:
     """Studies by required code / text, plus the studies open to anyone (no condition required)."""
 
     def __init__(self, term: Terminology):
         self.term = term
-        self.studies: dict[str, StudyCriteria] = {}
+        self.decoder = Decoder()  # stored rows -> StudyCriteria, sharing equal criteria
+        self._anc: dict[Code, frozenset[Code]] = {}
+        self._decode_lock = threading.Lock()
+        self.studies: _Studies = _Studies(self._materialise)
         self.by_code: dict[Code, set[str]] = {}
         self.by_text: dict[str, set[str]] = {}
         self.open: set[str] = set()  # no condition required: open to anyone
@@ -163,24 +202,35 @@ class StudyIndex:
         return len(self.studies)
 
     def _share(self, sc: StudyCriteria) -> None:
-        out = []
-        for c in sc.criteria:
-            entry = self._shared.get(c)
-            if entry is None:
-                entry = self._shared[c] = [c, 0]
-            entry[1] += 1
-            out.append(entry[0])
-        sc.criteria = out
         hv = sc.healthy_volunteers
-        cond = ("condition", "diagnosis")
+        shared = self._shared
+        out, memo_keys, blank_keys = [], [], []
+        for c in sc.criteria:
+            entry = shared.get(c)
+            if entry is None:
+                entry = shared[c] = [c, 0, {}]
+            entry[1] += 1
+            keys = entry[2].get(hv)  # the criterion's two memo keys, worked out once per distinct (criterion, hv)
+            if keys is None:
+                keys = entry[2][hv] = self._keys_of(entry[0], hv)
+            out.append(entry[0])
+            memo_keys.append(keys[0])
+            blank_keys.append(keys[1])
+        sc.criteria = out
+        sc.memo_keys = tuple(memo_keys)
+        sc.blank_keys = tuple(blank_keys)
+
+    def _keys_of(self, c: Criterion, hv: bool | None) -> tuple[int, int]:
+        """(memo key, blank memo key) of a criterion in a study with healthy-volunteer flag ``hv``."""
         kid = self._kid
-        sc.memo_keys = tuple(kid((c, hv)) if c.kind in cond else kid(c) for c in out)
-        # for a person with no condition (nor history): condition criteria decide on exclude / hv / confidence /
-        # qualifiers / window alone, other-malignancy on exclude / confidence / window alone (nothing is a kind)
-        sc.blank_keys = tuple(kid(("condition", c.exclude, c.confidence, c.qualifiers, c.lookback_days, hv))
-                              if c.kind in cond else kid(("other-malignancy", c.exclude, c.confidence,
-                                                          c.lookback_days))
-                              if c.kind == "other-malignancy" else kid(c) for c in out)
+        if c.kind in ("condition", "diagnosis"):
+            # for a person with no condition (nor history): condition criteria decide on exclude / hv / confidence /
+            # qualifiers / window alone
+            return kid((c, hv)), kid(("condition", c.exclude, c.confidence, c.qualifiers, c.lookback_days, hv))
+        if c.kind == "other-malignancy":  # on exclude / confidence / window alone (nothing is a kind of it)
+            return kid(c), kid(("other-malignancy", c.exclude, c.confidence, c.lookback_days))
+        k = kid(c)
+        return k, k
 
     def _kid(self, key: object) -> int:
         k = self._key_of.get(key)
@@ -199,10 +249,70 @@ class StudyIndex:
                         if self._key_of.pop(key, None) is not None:
                             self._dropped += 1
 
+    def _materialise(self, sid: str, pending: _Pending) -> StudyCriteria:
+        with self._decode_lock:
+            v = dict.get(self.studies, sid)
+            if v is not pending:  # decoded meanwhile (another thread), or replaced
+                return v if v.__class__ is not _Pending else self._materialise(sid, v)
+            sc = self.decoder.study(sid, pending.version, pending.doc)
+            self._share(sc)
+            dict.__setitem__(self.studies, sid, sc)
+            return sc
+
+    def add_stored(self, sid: str, version: int, doc: str, keys: tuple[tuple[Code, ...], tuple[str, ...]] | None,
+                   healthy: bool, related: bool = True) -> None:
+        """File a study from its stored row (study_rows) without decoding its criteria until it is asked for.
+
+        ``keys``: its ``index_keys()`` as stored. An open or healthy-volunteer study is decoded now (its kind of
+        study for people with no condition needs its criteria). ``related=False``: leave ``by_related`` to one
+        ``build_related()`` after a bulk load.
+        """
+        if keys is None or healthy:
+            self.add(self.decoder.study(sid, version, doc))
+            return
+        self.remove(sid)
+        dict.__setitem__(self.studies, sid, _Pending(version, doc))
+        codes, texts = keys
+        anc = self._ancestors
+        rel: frozenset[Code] = frozenset()
+        for code in codes:
+            self.by_code.setdefault(code, set()).add(sid)
+            rel = anc(code) if not rel else rel | anc(code)
+        for t in texts:
+            self.by_text.setdefault(t, set()).add(sid)
+        if related:
+            for code in rel:
+                self.by_related.setdefault(code, set()).add(sid)
+        self._keys[sid] = (codes, texts, rel)
+
+    def _ancestors(self, code: Code) -> frozenset[Code]:
+        """term.ancestors, remembered per code (``forget_ancestors`` when the terminology learns a hierarchy)."""
+        got = self._anc.get(code)
+        if got is None:
+            got = self._anc[code] = self.term.ancestors(*code)
+        return got
+
+    def forget_ancestors(self) -> None:
+        self._anc = {}
+
+    def build_related(self) -> None:
+        """``by_related`` from ``by_code`` in one pass (after ``add_stored(..., related=False)``): the studies
+        filed under a code are related to each of its ancestors, as ``add`` files them one by one."""
+        related: dict[Code, set[str]] = {}
+        anc = self._ancestors
+        for code, ids in self.by_code.items():
+            for a in anc(code):
+                got = related.get(a)
+                if got is None:
+                    related[a] = set(ids)
+                else:
+                    got |= ids
+        self.by_related = related
+
     def add(self, sc: StudyCriteria) -> None:
         self.remove(sc.study_id)
         self._share(sc)
-        self.studies[sc.study_id] = sc
+        dict.__setitem__(self.studies, sc.study_id, sc)
         if sc.healthy_volunteers:
             self.healthy.add(sc.study_id)
         keys = sc.index_keys()
@@ -221,7 +331,7 @@ class StudyIndex:
         related: set[Code] = set()
         for code in codes:
             self.by_code.setdefault(code, set()).add(sc.study_id)
-            related |= self.term.ancestors(*code)
+            related |= self._ancestors(code)
         for t in texts:
             self.by_text.setdefault(t, set()).add(sc.study_id)
         for code in related:
@@ -232,7 +342,8 @@ class StudyIndex:
         old = self.studies.pop(study_id, None)
         if old is None:
             return
-        self._unshare(old)
+        if old.__class__ is not _Pending:  # a study never decoded shares no criteria yet
+            self._unshare(old)
         self.open.discard(study_id)
         self.healthy.discard(study_id)
         sig = self._blank_of.pop(study_id, None)

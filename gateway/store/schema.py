@@ -342,6 +342,36 @@ Index("ix_match_records_patient", match_records.c.patient_id)
 
 PROFILE_TABLES = (match_people, match_codes, match_patients, match_records)
 
+# The study side of matching, pre-computed (gateway.store.study_rows, migration 9): one row per ResearchStudy with
+# what the StudyIndex needs (the extracted criteria, the recruiting sites' positions, the status), rebuilt in the
+# write transaction of the study, its eligibility Group or a site Location, so that a process builds its index
+# from these rows instead of re-extracting every study. ``seq``: the change-feed position the row was built at (a
+# refresh reads the rows built since its last one); ``doc`` NULL: the study was deleted (a tombstone).
+match_studies = Table(
+    "match_studies", metadata,
+    Column("study_id", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),  # the ResearchStudy version the row was built from
+    Column("status", String(32), nullable=False),
+    Column("seq", PK, nullable=False),
+    Column("format", Integer, nullable=False),  # criteria.DOC_FORMAT: rows of another format are re-derived
+    Column("doc", Text),  # criteria.criteria_doc (JSON); NULL: deleted
+    # what the index files the study under without decoding ``doc`` (StudyCriteria.index_keys, JSON [codes, texts]);
+    # NULL: open to anyone (or deleted)
+    Column("index_keys", Text),
+    Column("healthy", Boolean, nullable=False),  # accepts healthy volunteers
+)
+Index("ix_match_studies_seq", match_studies.c.seq)
+
+match_study_refs = Table(
+    "match_study_refs", metadata,
+    Column("type", String(16), primary_key=True),  # Group | Location
+    Column("id", String(64), primary_key=True),
+    Column("study_id", String(64), primary_key=True),
+)
+Index("ix_match_study_refs_study", match_study_refs.c.study_id)
+
+STUDY_TABLES = (match_studies, match_study_refs)
+
 # Index tables beside INDEX_TABLES (which migration 1 creates): cleared and written the same way.
 SEARCH_TABLES = {"text": search_text, "geo": search_geo}
 
@@ -394,9 +424,15 @@ def _v8(engine: Engine) -> None:
     fulltext.fill_unit_vectors(engine)
 
 
+def _v9(engine: Engine) -> None:
+    # Empty: the matching state fills them from the change feed on its first refresh (studies.StudyRows.catch_up).
+    metadata.create_all(engine, tables=list(STUDY_TABLES))
+
+
 # Ordered migrations: (version, step). Append, never edit a released step.
 MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5),
-                                                          (6, _v6), (7, _v7), (8, _v8)]
+                                                          (6, _v6), (7, _v7), (8, _v8),
+                                                          (9, _v9)]
 
 
 def current_version(engine: Engine) -> int:
