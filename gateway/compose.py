@@ -138,6 +138,8 @@ def build(settings: Settings, *, write_hooks: bool = True, bulk: bool = False) -
     # GATEWAY_READ_DATABASE_URL: a streaming replica for reads (the API routes replica-safe requests to it)
     store = Store(engine, read_engine=make_engine(settings.read_database_url, echo=settings.sql_echo, read_only=True)
                   ) if settings.read_database_url else Store(engine)
+    # the study side of matching, pre-computed in every writing transaction (any process may write studies)
+    _install_store_hooks(store)
     # pre-write transform: a sponsor's eligibility Group gets its criteria text extracted (docs/eligibility.md)
     service = FhirService(store, max_bundle_entries=settings.max_bundle_entries, transforms=[annotate_pushed_group])
     try:
@@ -156,6 +158,15 @@ def build(settings: Settings, *, write_hooks: bool = True, bulk: bool = False) -
         service.guards.append(guards.existing_guard)
         service.visibility = guards.caller_view
     return gw
+
+
+def _install_store_hooks(store: Store) -> None:
+    """Store-level write hooks (``Store.write_hooks``: once per transaction, with every (type, id) it wrote), which
+    keep derived rows current: a study's pre-computed matching row (gateway.matching.studies)."""
+    from gateway.matching.studies import StudyRows
+    from gateway.matching.terms import default_terminology
+
+    StudyRows.install_default(store, default_terminology)
 
 
 def check_data_files(settings: Settings) -> dict[str, list[str]]:
