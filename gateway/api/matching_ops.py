@@ -246,7 +246,7 @@ def _cursor(raw: str | None) -> tuple | None:
 
 
 def candidates_view(_rtype: str | None, rid: str | None) -> Response:
-    """GET ResearchStudy/{id}/$candidates[?consent=any][&_count=][&maxDistanceKm=][&_after=] -> searchset."""
+    """GET ResearchStudy/{id}/$candidates[?consent=any][&_count=][&maxDistanceKm=][&_after=][&_total=] -> searchset."""
     state = matching_state()
     with state.lock:
         sc = state.studies.studies.get(rid or "")
@@ -273,6 +273,11 @@ def _candidates(state: MatchingState, rid: str | None, sc, study: dict | None) -
         else current_app.config["SETTINGS"].default_count
     after = _cursor(first(params, "_after"))
     offset = whole(first(params, "_offset"), "_offset") if first(params, "_offset") and after is None else 0
+    # Bundle.total (FHIR _total): exact when the page screened every candidate anyway, otherwise left out (a broad
+    # study stops screening after its page); _total=accurate screens them all to count them
+    total_mode = str(first(params, "_total") or "estimate")
+    if total_mode not in ("none", "estimate", "accurate"):
+        raise InvalidResource("_total must be none, estimate or accurate", "_total")
     now = datetime.now(UTC)
     gate = consent_gate()
     decisions: dict[str, consent_rules.Decision] = {}
@@ -287,7 +292,8 @@ def _candidates(state: MatchingState, rid: str | None, sc, study: dict | None) -
     # whose codes, sex and age the study admits; those are screened, and only the page returned is explained
     rows = Filter(any_consent=True) if consent_mode == "any" else \
         Filter(research=True, nhs=gate.basis_for(study) is not None)
-    page, total, cursor = state.patients.page(sc, q, rows, allowed, offset + limit, after)
+    page, total, cursor = state.patients.page(sc, q, rows, allowed, offset + limit, after,
+                                              count=total_mode == "accurate")
     base = base_url()
     store = current_app.extensions["gateway.store"]
     shown = page[offset:]
@@ -301,8 +307,10 @@ def _candidates(state: MatchingState, rid: str | None, sc, study: dict | None) -
         entries.append({"fullUrl": f"{base}/Patient/{pid}", "resource": patients[pid],
                         "search": search_element(r, extra, audience="team")})
     bundle = _bundle(entries, total, "")
+    if total is None or total_mode == "none":
+        del bundle["total"]
     url = f"{base}/ResearchStudy/{rid}/$candidates"
-    kept = [(k, v) for k in ("consent", "maxDistanceKm") for v in params.get(k) or []]
+    kept = [(k, v) for k in ("consent", "maxDistanceKm", "_total") for v in params.get(k) or []]
     self_args = [*kept, ("_count", limit)]
     if after is not None:
         self_args.append(("_after", first(params, "_after")))

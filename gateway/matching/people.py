@@ -13,6 +13,9 @@ identifier (an NHS number is a person's key) is ever put in a link.
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date
@@ -20,8 +23,8 @@ from datetime import date
 from gateway.fhir import conventions as cv
 from gateway.matching import consent
 from gateway.matching.criteria import StudyCriteria
-from gateway.matching.engine import MatchResult, Screened, evaluate, nearest_site, screen
-from gateway.matching.index import MatchQuery, _arrange, _coarse, _patient_order
+from gateway.matching.engine import MatchResult, Screened, _score, evaluate, screen
+from gateway.matching.index import MatchQuery, _patient_order
 from gateway.matching.profile import (
     THERAPY_TYPES,
     PatientProfile,
@@ -33,6 +36,7 @@ from gateway.matching.profile import (
 )
 from gateway.matching.terms import Terminology
 from gateway.store import profiles as db
+from gateway.store.geo import EARTH_KM
 from gateway.store.repo import Store, Tx
 
 PERSON_TYPES = ("Patient", "Condition", "Observation", "Consent", *THERAPY_TYPES)
@@ -103,6 +107,7 @@ class People:
         self.store = store
         self.term = term
         self.profiles = _Profiles(self)
+        self._has_trig: bool | None = None
 
     # -- keeping the rows current --------------------------------------------------------------------------
     def attach(self) -> None:
@@ -241,63 +246,142 @@ class People:
                     if r.not_met == 0:
                         yield r, p
 
+    def ordered(self, sc: StudyCriteria, q: MatchQuery, gate: db.Filter,
+                allowed: Callable[[PatientProfile], bool]) -> Iterator[tuple[Screened, PatientProfile]]:
+        """Everyone the database lets through ``gate`` who fits ``sc`` and passes ``allowed``, screened (with the
+        distance), in the order of full evaluation (score, coverage, distance, key), produced lazily: the caller
+        that stops after a page has screened only the rows the database put before it.
+
+        The database returns the candidates tier by tier, best possible (score, coverage) first: a tier is what
+        the columns say of the criteria that need a datum (age without a birth date, sex unknown, a distance
+        limit without a position can only be unknown, never met), so every row of a tier can at best reach the
+        tier's bound. Within a tier rows come by person, or by their nearest site's distance (computed in SQL)
+        then person when the study has sites. A screened row is given out once no row still unread can come
+        before it: its full key is below the bound key of the next row (the tier's bound, that row's distance,
+        less a margin for the database's arithmetic, and its person key).
+        """
+        today = q.today or date.today()
+        f = replace(column_filter(sc, today), research=gate.research, alerts=gate.alerts, nhs=gate.nhs,
+                    any_consent=gate.any_consent, include_alerts_only=gate.include_alerts_only)
+        positioned = [s.position for s in sc.sites if s.position is not None]
+        heap: list[tuple[tuple, Screened, PatientProfile]] = []
+        with self.store.engine.connect() as conn:
+            in_sql = positioned if positioned and len(positioned) <= MAX_SQL_SITES and self._trig(conn) else None
+            for (score, coverage), tiers in _tiers(sc, q, bool(positioned)):
+                for chunk in db.tier_rows(conn, f, tiers, in_sql):
+                    for person, _nhs, doc, hav in chunk:
+                        if not positioned:  # no distance at all: by person
+                            bound = (-score, -coverage, _INF, person)
+                        elif in_sql is None:  # distances not known in SQL: any distance may still come
+                            bound = (-score, -coverage, 0.0, "")
+                        elif hav is None:  # no position: distance unknown, last of the tier, by person
+                            bound = (-score, -coverage, _INF, person)
+                        else:
+                            bound = (-score, -coverage, _lower_km(hav), "")
+                        while heap and heap[0][0] < bound:
+                            _, r, p = heapq.heappop(heap)
+                            yield r, p
+                        p = profile_of_doc(doc, self.term)
+                        r = screen(sc, p, self.term, today, q.max_distance_km, stop_early=True,
+                                   distance=bool(positioned))
+                        if r.not_met == 0 and allowed(p):
+                            heapq.heappush(heap, (_patient_order(r), r, p))
+        while heap:
+            _, r, p = heapq.heappop(heap)
+            yield r, p
+
+    def _trig(self, conn) -> bool:
+        if self._has_trig is None:
+            self._has_trig = db.has_trigonometry(conn)
+        return self._has_trig
+
     def page(self, sc: StudyCriteria, q: MatchQuery, gate: db.Filter, allowed: Callable[[PatientProfile], bool],
-             limit: int, after: tuple | None = None) -> tuple[list[tuple[MatchResult, PatientProfile]], int,
-                                                              tuple | None]:
+             limit: int, after: tuple | None = None, count: bool = False
+             ) -> tuple[list[tuple[MatchResult, PatientProfile]], int | None, tuple | None]:
         """The ``limit`` people after ``after`` (a cursor from a previous page) who fit ``sc`` and pass
-        ``allowed``, explained; the exact count of all who do; and the cursor of the page's last row."""
+        ``allowed``, explained; how many do in all (exact; None when that would need more screening than the
+        page did, unless ``count``); and the cursor of the page's last row (None: no later page).
+
+        Only the rows up to the page's end and one more are screened (``ordered``); a later page screens the
+        rows of the pages before it again (no person key is kept in a cursor)."""
         today = q.today or date.today()
         q = MatchQuery(q.statuses, q.phases, q.max_distance_km, q.near_misses, today)
-        rows: list[Screened] = []
-        profiles: dict[str, PatientProfile] = {}
-        for r, p in self.fitting(sc, q, gate):
-            if allowed(p):
-                rows.append(r)
-                profiles[r.patient_key] = p
-        total = len(rows)
-        lazy = None if q.max_distance_km is not None else (lambda r: nearest_site(sc, profiles[r.patient_key])[1])
-        if after is not None:
-            rows = _after(rows, after, lazy)
-        _arrange(rows, limit, _coarse, _patient_order, lazy)
-        taken = rows[:limit]
-        out = [(evaluate(sc, profiles[r.patient_key], self.term, today, q.max_distance_km), profiles[r.patient_key])
-               for r in taken]
+        seen = skipped = 0
+        taken: list[tuple[Screened, PatientProfile]] = []
+        finished = True
+        rows = self.ordered(sc, q, gate, allowed)
+        for r, p in rows:
+            seen += 1
+            if after is not None and not taken:
+                where = _relation(r, after)
+                if where < 0 or (where == 0 and skipped < after[3]):  # shown by the pages before
+                    skipped += where == 0
+                    continue
+            if len(taken) <= limit:
+                taken.append((r, p))
+            if len(taken) > limit and not count:  # one row past the page: there is a next page
+                finished = False
+                break
+        rows.close()
+        shown = taken[:limit]
+        out = [(evaluate(sc, p, self.term, today, q.max_distance_km), p) for _, p in shown]
         cursor = None
-        if taken and len(rows) > limit:
-            last = taken[-1]
-            tied = sum(1 for r in taken if _tie(r) == _tie(last))
-            skipped = after[3] if after is not None and _tie(last) == tuple(after[:3]) else 0
-            cursor = (*_tie(last), skipped + tied)
-        return out, total, cursor
+        if shown and len(taken) > limit:
+            last = shown[-1][0]
+            tied = sum(1 for r, _ in shown if _tie(r) == _tie(last))
+            before = after[3] if after is not None and _tie(last) == tuple(after[:3]) else 0
+            cursor = (*_tie(last), before + tied)
+        return out, (seen if finished else None), cursor
+
+
+MAX_SQL_SITES = 32  # more sites: the distance is not ordered in SQL (a tier is then screened whole)
+_INF = float("inf")
+
+
+def _lower_km(hav: float) -> float:
+    """A lower bound of the great-circle distance (km) whose haversine term the database computed: the
+    Python distance of the same points is never below it (the margin covers both sides' rounding)."""
+    d = 2 * EARTH_KM * math.asin(min(1.0, math.sqrt(max(0.0, hav))))
+    return d * (1 - 1e-9) - 1e-5
+
+
+def _tiers(sc: StudyCriteria, q: MatchQuery, positioned: bool) -> list[tuple[tuple[float, float], list[dict]]]:
+    """The study's tiers, best first: ((score, coverage) a row of the tier can at most reach, [the column
+    null-patterns of the tier]). Tiers with the same bound are one (their rows interleave by key)."""
+    ages = sum(1 for c in sc.criteria if c.kind == "age" and not c.qualifiers)
+    sexes = sum(1 for c in sc.criteria if c.kind == "sex" and not c.qualifiers)
+    cols = [c for c, k in (("birth_date", ages), ("sex", sexes)) if k]
+    limit = q.max_distance_km is not None
+    if limit and positioned:
+        cols.append("lat")
+    n, total, free = len(sc.criteria), sc.total, len(sc.unstructured)
+    groups: dict[tuple[float, float], list[dict]] = {}
+    for nulls in itertools.product((False, True), repeat=len(cols)):
+        null = dict(zip(cols, nulls, strict=True))
+        met = n - (ages if null.get("birth_date") else 0) - (sexes if null.get("sex") else 0)
+        unknown = n - met + free
+        if limit:  # the Distance criterion: met only for a person with a position, near a positioned site
+            met_all, unknown_all = (met + 1, unknown) if positioned and not null.get("lat") else (met, unknown + 1)
+        else:
+            met_all, unknown_all = met, unknown
+        groups.setdefault((_score(met_all, unknown_all), met / total if total else 1.0), []).append(null)
+    return sorted(groups.items(), key=lambda kv: (-kv[0][0], -kv[0][1]))
 
 
 def _tie(r: Screened) -> tuple:
     return (r.score, round(r.coverage, 6), round(r.distance_km, 6) if r.distance_km is not None else -1.0)
 
 
-def _after(rows: list[Screened], after: tuple, lazy) -> list[Screened]:
-    """The rows that come after cursor ``after`` = (score, coverage, distance or -1, how many rows tied on those
-    three the earlier pages showed): everything later in order, less the first of the tied rows."""
-    score, coverage, dist, skip = after
-    mark = (-score, -coverage)
-    out, tied = [], []
-    for r in rows:
-        c = (-r.score, -round(r.coverage, 6))
-        if c < mark:
-            continue
-        if c == mark:
-            if r.distance_km is None and lazy is not None:
-                r.distance_km = lazy(r)
-            d = round(r.distance_km, 6) if r.distance_km is not None else -1.0
-            key_d, mark_d = (float("inf") if d < 0 else d), (float("inf") if dist < 0 else dist)
-            if key_d < mark_d:
-                continue
-            if key_d == mark_d:
-                tied.append(r)
-                continue
-        out.append(r)
-    tied.sort(key=lambda r: r.patient_key)
-    return tied[int(skip):] + out
+def _relation(r: Screened, after: tuple) -> int:
+    """Where ``r`` is against cursor ``after`` = (score, coverage, distance or -1, rank): -1 before it, 0 tied
+    with it (on the three values), 1 after it."""
+    score, coverage, dist, _ = after
+    c, mark = (-r.score, -round(r.coverage, 6)), (-score, -coverage)
+    if c != mark:
+        return -1 if c < mark else 1
+    d = round(r.distance_km, 6) if r.distance_km is not None else -1.0
+    key_d, mark_d = (_INF if d < 0 else d), (_INF if dist < 0 else dist)
+    return -1 if key_d < mark_d else 0 if key_d == mark_d else 1
 
 
 class _Profiles:

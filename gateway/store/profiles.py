@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import delete, exists, func, insert, or_, select, update
+from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
 
 from gateway.store import schema as s
 
@@ -268,6 +268,73 @@ def candidate_rows(conn, f: Filter, chunk: int = 2000, only: list[str] | None = 
         if len(rows) < chunk:
             return
         after = rows[-1][0]
+
+
+def has_trigonometry(conn) -> bool:
+    """Can this database compute sin / cos in SQL? (PostgreSQL: yes; SQLite: when built with its math
+    functions, as Python's usually is.)"""
+    if conn.dialect.name != "sqlite":
+        return True
+    try:
+        conn.exec_driver_sql("SELECT sin(0.5), cos(0.5)").all()
+    except Exception:  # noqa: BLE001 (sqlite3.OperationalError: no such function)
+        return False
+    return True
+
+
+_RAD = 3.141592653589793 / 180.0
+
+
+def _hav(conn, sites: list[tuple[float, float]]):
+    """SQL: the haversine term (sin^2(d / 2R)) to the nearest of ``sites`` (lat, lon degrees); NULL without a
+    position. Increasing with the great-circle distance, so it orders people by their nearest site."""
+    import math
+
+    terms = []
+    for lat, lon in sites:
+        phi, lam = lat * _RAD, lon * _RAD
+        dphi = func.sin((P.c.lat * _RAD - phi) / 2)
+        dlam = func.sin((P.c.lon * _RAD - lam) / 2)
+        terms.append(dphi * dphi + func.cos(P.c.lat * _RAD) * math.cos(phi) * dlam * dlam)
+    if len(terms) == 1:
+        return terms[0]
+    return (func.least if conn.dialect.name == "postgresql" else func.min)(*terms)
+
+
+def tier_rows(conn, f: Filter, tiers: list[dict[str, bool]], sites: list[tuple[float, float]] | None = None,
+              first: int = 64, most: int = 4096) -> Iterator[list[tuple[str, str | None, dict, float | None]]]:
+    """Chunks of (person, NHS number, profile JSON, haversine term to the nearest site or None) meeting ``f`` and
+    one of ``tiers`` (each: column -> must it be NULL?), in order: by person (keyset, one index range scan per
+    chunk); with ``sites``, by the nearest site's distance (NULL last) then person, computed in SQL and sorted
+    there. Chunks grow from ``first`` rows to ``most``: a page's caller usually stops after the first."""
+    conds = _where(f)
+    if tiers and any(tiers):
+        alts = [and_(*[(P.c[col].is_(None) if null else P.c[col].is_not(None)) for col, null in tier.items()])
+                for tier in tiers]
+        conds.append(or_(*alts))
+    size = first
+    if sites:
+        hav = _hav(conn, sites).label("hav")
+        offset = 0
+        while True:
+            rows = conn.execute(select(P.c.person, P.c.nhs_number, P.c.doc, hav).where(*conds)
+                                .order_by(hav.asc().nulls_last(), P.c.person).offset(offset).limit(size)).all()
+            if rows:
+                yield [(p, n, orjson.loads(d), h) for p, n, d, h in rows]
+            if len(rows) < size:
+                return
+            offset += size
+            size = min(most, size * 4)
+    after = ""
+    while True:
+        rows = conn.execute(select(P.c.person, P.c.nhs_number, P.c.doc).where(P.c.person > after, *conds)
+                            .order_by(P.c.person).limit(size)).all()
+        if rows:
+            yield [(p, n, orjson.loads(d), None) for p, n, d in rows]
+        if len(rows) < size:
+            return
+        after = rows[-1][0]
+        size = min(most, size * 4)
 
 
 # -- the cursor of the catch-up -----------------------------------------------------------------------------
