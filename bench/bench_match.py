@@ -642,6 +642,8 @@ def db_measure(term_loader, args, started: float) -> dict:
                     t = time.perf_counter()
                     state.patients.page(sc, q, rows, allowed, args.page, cursor)
                     nexts.append((time.perf_counter() - t) * 1000)
+            # a page gives no total when counting would screen more than the page (_total=accurate counts)
+            total = state.patients.page(sc, q, rows, allowed, args.page, count=True)[1]
             print(f"$candidates {name} study, consent={'required' if mode == 'consent' else 'any'}: {total:,} fit; "
                   f"first page {fmt(firsts)}; next page {fmt(nexts) if nexts else '(one page)'}", flush=True)
             if mode == "consent":
