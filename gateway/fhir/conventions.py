@@ -64,6 +64,9 @@ EXT_MATCH_SUMMARY = f"{BASE}/StructureDefinition/match-summary"  # on Bundle.ent
 # characteristic-qualifier 'history' on a diagnosis characteristic: resolved / inactive conditions count too
 # ("history of ..."); docs/matching.md
 QUALIFIER_HISTORY = "history"
+# characteristic-qualifier 'unless-sct-<SNOMED CT id>' on any extracted characteristic: the criterion is waived for a
+# patient with that diagnosis ('bilirubin <= 1.5 x ULN, excepting Gilbert's syndrome'); docs/eligibility.md
+QUALIFIER_UNLESS_PREFIX = "unless-sct-"
 
 # -- consent purposes ---------------------------------------------------------------------------
 PURPOSE_RESEARCH = (ACT_REASON, "HRESCH")

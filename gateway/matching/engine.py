@@ -169,7 +169,19 @@ def _verb(same: bool, alt: Alternative) -> str:
 
 
 def _unverifiable(crit: Criterion) -> tuple[str, ...]:
-    return tuple(q for q in crit.qualifiers if q != HISTORY)
+    return tuple(q for q in crit.qualifiers if q != HISTORY and not q.startswith(cv.QUALIFIER_UNLESS_PREFIX))
+
+
+def _waived(crit: Criterion, p: PatientProfile) -> ConditionFact | None:
+    """The patient's diagnosis (current or past) for which the study waives this criterion ('excepting Gilbert's
+    syndrome': qualifier ``unless-sct-<code>``), or None."""
+    if not crit.qualifiers:
+        return None
+    wanted = {(cv.SNOMED, q[len(cv.QUALIFIER_UNLESS_PREFIX):]) for q in crit.qualifiers
+              if q.startswith(cv.QUALIFIER_UNLESS_PREFIX)}
+    if not wanted:
+        return None
+    return next((c for c in [*p.conditions, *p.history] if wanted & c.ancestors), None)
 
 
 # Each criterion function decides first; with ``explain=False`` it returns the result code alone (met |
@@ -478,6 +490,13 @@ def _pregnancy(crit: Criterion, p: PatientProfile, today: date, explain: bool = 
     else:
         codes = PREGNANCY_STATUS if preg else BREASTFEEDING_STATUS
         facts = sorted((f for k in codes for f in p.observations.get(k, ())), key=lambda f: f.when, reverse=True)
+        if preg and crit.lookback_days is not None:
+            # a stated window ('pregnant or recently pregnant, up to 30 days after the end of pregnancy'): pregnant
+            # at any time inside it counts, not only at the latest record (a 'not pregnant' after the delivery)
+            pregnant = next((f for f in facts if _recent(f.when, cutoff) and f.flag is None and set(f.codes) & PREGNANT
+                             or _recent(f.when, cutoff) and f.flag is True), None)
+            if pregnant is not None:
+                facts = [pregnant]
         for f in facts:
             if not _recent(f.when, cutoff):
                 break
@@ -615,6 +634,12 @@ def _judge_kind(crit: Criterion, p: PatientProfile, term: Terminology, today: da
 def _decide(crit: Criterion, p: PatientProfile, term: Terminology, today: date, hv: bool | None,
             explain: bool) -> Finding | str:
     """The kind's decision, gated by confidence: only a high-confidence criterion can be not met."""
+    waived = _waived(crit, p)
+    if waived is not None:
+        if not explain:
+            return MET
+        return Finding(_name(crit), MET, _quote(crit, f"Waived: the study makes an exception for {waived.label}, "
+                                                      "which the patient has"))
     r = _judge_kind(crit, p, term, today, hv, explain)
     if crit.confidence == cv.CONFIDENCE_HIGH:
         return r

@@ -20,7 +20,7 @@ from gateway.terminology.lexicons import Lexicons, default_lexicons
 log = logging.getLogger(__name__)
 
 # Bump when a change to the extractor changes its output: cached results of older versions are not reused.
-EXTRACTOR_VERSION = "2"
+EXTRACTOR_VERSION = "3"
 
 # Kinds whose recogniser reads the status itself ('EGFR-negative', 'not detected'): only negation triggers
 # standing before the mention ('no', 'without', 'negative for', 'must not') come from context.
@@ -40,6 +40,15 @@ _SUBGROUP = re.compile(r"^\W*(?:patients?|participants?|subjects?|women|men|thos
                        r"who\s+(?:received|had|were|underwent|have\s+been|has\s+been)|aged|older|younger|under|over|"
                        r">|<|≥|≤)\s+[^.;]{2,120}?\b(?P<must>must|should|need\s+to|are\s+required|is\s+required|"
                        r"will\s+need)\b")
+# 'Pregnant or recently pregnant ...', 'Pregnant women at 24-28 weeks', 'Currently breastfeeding': the criterion states
+# the participant's status as its subject. Only such a line, under a heading the text states ("Inclusion Criteria"),
+# requires the status; elsewhere pregnancy and breastfeeding are never requirements (a mis-sectioned exclusion would
+# exclude everyone else).
+_STATUS_REQUIRED = re.compile(r"^\W*(?:(?:currently|confirmed|documented|viable|singleton|healthy)\s+)*"
+                              r"(?:pregnan\w*|lactating|breast[\s-]*feeding)\b|"
+                              r"^\W*(?:(?:healthy|adult)\s+)?(?:women|females?|participants?|persons?|people|patients?|"
+                              r"subjects?|mothers?)\s+(?:who\s+are\s+)?(?:currently\s+)?(?:pregnant|lactating|"
+                              r"breast[\s-]*feeding)\b")
 # Course words beside a stage: 'stage III or recurrent' admits stage-less recurrent disease too. 'Metastatic' is
 # stage IV (the recogniser adds it to 'stage III or metastatic'); 'advanced (stage IIIB-IV)' defines 'advanced'.
 _COURSE = re.compile(r"\b(?:recurren\w*|unresectable|relapsed|refractory|progressi\w*|persistent|"
@@ -145,6 +154,24 @@ def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
             kept = [(k, f) for k, f in found_in_line if f.start >= subgroup.start("must")]
             dropped_conditional = dropped_conditional or len(kept) < len(found_in_line)
             found_in_line = kept
+        waived = _diagnosis_exceptions(ctx, line, original)
+        if waived is not None:
+            # every exception of the line names a diagnosis ('(excepting Gilbert's syndrome)', '(<= 3 x ULN for
+            # subjects with Gilbert's disease)'): not wording the records cannot judge, but an exception the matching
+            # side checks. It qualifies the finding just before it; findings inside it are the exception's own words.
+            kept = [(k, f) for k, f in found_in_line if not any(t0 <= f.start < t1 for t0, t1, _ in waived)]
+            targets = []
+            for t0, _, keys in waived:
+                before = [i for i, (_, f) in enumerate(kept) if f.end <= t0]
+                if not before:
+                    break
+                targets.append((max(before, key=lambda j: kept[j][1].end), keys))
+            else:
+                for i, keys in targets:
+                    k, f = kept[i]
+                    kept[i] = (k, replace(f, exceptions=tuple(dict.fromkeys(f.exceptions + keys))))
+                found_in_line = kept
+                whole = (ctx.whole() - {"EXCEPTION", "CONDITIONAL"}) | (parent().whole() if ls > 0 else set())
         if _CONDITION_PREFIX.match(low[:first_line_end]) or _CONDITION_PREFIX.match(line) or \
                 _SUBGROUP.match(low[:first_line_end]) or _SUBGROUP.match(line):
             whole = whole | {"CONDITIONAL"}
@@ -173,7 +200,10 @@ def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
                 if f.rule == "pregnancy-negative-test":
                     exclude = True  # 'negative pregnancy test' (or 'without a negative test') excludes in any section
                     negated = True
-                elif kind in ("pregnancy", "breastfeeding", "infection") and not exclude:
+                elif kind in ("pregnancy", "breastfeeding") and not exclude and crit.stated and \
+                        _STATUS_REQUIRED.match(line) and not negated and f.rule in ("pregnancy", "breastfeeding"):
+                    pass  # 'Pregnant or recently pregnant at enrolment' under an inclusion heading: a requirement
+                elif kind in ("pregnancy", "breastfeeding", "infection", "diagnosis") and not exclude:
                     # 'must agree to contraception', 'HBV carriers must be on antivirals': never a requirement to be
                     # pregnant or infected; left as text
                     dropped_conditional = True
@@ -196,6 +226,14 @@ def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
                 if crit.section == "exclusion" and negated and not f.negated and f.rule != "pregnancy-negative-test":
                     reasons.append("negated exclusion")
                 reasons += _kind_reasons(f, line)
+                if kind == "diagnosis" and "\n" in low.strip():
+                    # a diagnosis inside a long nested list ('Medical Conditions' + 12 items): read at medium (on a
+                    # reading of corpus findings, these were the ones whose sense could not be confirmed)
+                    reasons.append("inside a nested list")
+                if kind == "diagnosis" and ls > 0 and (_parent_qualifies(low[:first_line_end]) or
+                                                      _parent_qualifies(_heading_above(low, ls))):
+                    # 'Uncontrolled intercurrent illness including:' + items: the parent's words qualify each item
+                    reasons.append("qualified by the parent line")
                 if f.window is not None and re.search(r"(?:prior\s+to|before)\s+(?:the\s+)?(?:initial\s+)?diagnos",
                                                       line[f.end:]):
                     reasons.append("window counted from the diagnosis")
@@ -213,6 +251,70 @@ def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
     if dropped_conditional:
         return CriterionResult(crit, (), "conditional")
     return CriterionResult(crit, (), "low-confidence" if unparsed else "not-recognised")
+
+
+# What may stand around the diagnosis an exception names: '(excepting Gilbert's syndrome)', 'unless the patient has
+# known Gilbert's disease', 'except for participants with Gilbert syndrome'. Anything else ('in which case ...', a
+# second condition 'or liver metastasis') leaves the exception as wording the records cannot judge.
+_EXCEPTION_FILLER = (r"(?:\s|[()\[\]'’,.:-]|\b(?:for|in|of|the|a|an|patients?|participants?|subjects?|those|persons?|"
+                     r"people|cases?|individuals?|with|who|have|has|having|had|known|documented|confirmed|established|"
+                     r"diagnosed|diagnosis|prior|syndrome|disease|at|screening|baseline)\b)")
+# ... and, when the clause sets the excepted patients' own limit ('<= 3 x ULN for subjects with Gilbert's disease',
+# 'who may be included if the total bilirubin is <= 3.0 x ULN'), that limit: it is not written (a patient with the
+# diagnosis is not judged on the criterion), the rest of the patients are judged exactly.
+_OWN_LIMIT = (r"(?:[<>≤≥=]|\d+(?:\.\d+)?|\b(?:x|times|uln|upper|limits?|normal|institutional|mg/dl|umol/l|µmol/l|"
+              r"total|serum|direct|conjugated|unconjugated|bilirubin|is|are|be|may|up|to|included|enrolled|eligible|"
+              r"permitted|allowed|if|or|and|less|than|equal|maximum|allowable|×)\b|×|/)")
+_EXCEPTION_ONLY = re.compile(rf"^{_EXCEPTION_FILLER}*$")
+_EXCEPTION_WITH_LIMIT = re.compile(rf"^(?:{_EXCEPTION_FILLER}|{_OWN_LIMIT})*$")
+_FOR_THOSE_WITH = re.compile(r"^(?:for|in)\s+(?:patients|participants|subjects|those|individuals)\s+with$")
+
+
+def _diagnosis_exceptions(ctx: Context, line: str, original: str) -> list[tuple[int, int, tuple[str, ...]]] | None:
+    """[(start, end of the exception's words, diagnosis keys)] when every EXCEPTION trigger of the line, and every
+    'for patients with <diagnosis>' condition, names only a known diagnosis (and perhaps the excepted patients' own
+    limit); None otherwise (no exception, or one that is not a diagnosis)."""
+    from gateway.mapping.eligibility.diagnoses import find_diagnoses
+
+    triggers = [t for t in ctx.triggers if t.category in ("EXCEPTION", "CONDITIONAL")]
+    if not any(t.category == "EXCEPTION" or _FOR_THOSE_WITH.match(line[t.start:t.end]) for t in triggers):
+        return None
+    out: list[tuple[int, int, tuple[str, ...]]] = []
+    for t in triggers:
+        if any(s <= t.start < e for s, e, _ in out):
+            continue  # 'except for participants with Gilbert's syndrome who may be included if ...': the same exception
+        word = line[t.start:t.end]
+        if t.category == "CONDITIONAL" and not _FOR_THOSE_WITH.match(word):
+            return None  # 'if', 'when', 'provided that' on their own: a condition, not a named exception
+        if word in ("allowed", "permitted", "eligible", "exception", "exceptions"):
+            return None
+        ends = [i for i in (line.find(")", t.end), line.find("]", t.end), line.find(";", t.end),
+                            line.find(". ", t.end)) if i >= 0]
+        end = min(ends) if ends else len(line)
+        opens = [i for i in (line.rfind("(", 0, t.start), line.rfind("[", 0, t.start)) if i >= 0]
+        begin = max(opens) + 1 if opens and max(opens) > max(line.rfind(")", 0, t.start), line.rfind("]", 0, t.start)) \
+            else t.start
+        if t.category == "CONDITIONAL":
+            # 'X for patients with D' alone limits X to D's patients (no exception); only a clause that sets D's own
+            # limit excepts D from X: '(<= 3 x ULN for subjects with Gilbert's)', 'or <= 3 x ULN for patients with ...'
+            if begin == t.start and line[max(0, t.start - 2):t.start].strip() not in ("(", "["):
+                alt = list(re.finditer(r"\bor\b", line[max(0, t.start - 40):t.start]))
+                if not alt:
+                    return None
+                begin = max(0, t.start - 40) + alt[-1].start()
+            if not re.search(r"\d", line[begin:t.start] + line[t.end:end]):
+                return None
+        found = find_diagnoses(line[t.end:end], original[t.end:end])
+        if not found:
+            return None
+        rest_after = line[t.end:end]
+        for s, e, _ in sorted(found, key=lambda x: -x[0]):
+            rest_after = rest_after[:s] + " " + rest_after[e:]
+        rest = line[begin:t.start] + " " + rest_after
+        if not (_EXCEPTION_ONLY.match(rest) or _EXCEPTION_WITH_LIMIT.match(rest)):
+            return None
+        out.append((min(begin, t.start), end, tuple(d.key for _, _, d in found)))
+    return out or None
 
 
 # Negations that state what a patient must not have received: they govern the whole list that follows them.
@@ -242,6 +344,21 @@ def _listed_negation(found: list[tuple[str, Finding]], ctx: Context, line: str) 
                 negated = True
         negated_prev = f if negated and any(t.end <= f.start for t in triggers) else None
     return out
+
+
+def _heading_above(text: str, pos: int) -> str:
+    """The nearest line above ``pos`` that ends with ':' (the sub-heading of a nested list), or ''."""
+    for line in reversed(text[:pos].split("\n")):
+        if line.strip().endswith(":"):
+            return line
+    return ""
+
+
+def _parent_qualifies(first_line: str) -> bool:
+    from gateway.mapping.eligibility.recognise import _DIAGNOSIS_EXAMPLE, _DIAGNOSIS_QUALIFIER
+
+    return bool(_DIAGNOSIS_QUALIFIER.search(first_line) or _DIAGNOSIS_EXAMPLE.search(first_line) or
+                re.search(r"\b(?:examples?|such\s+as|including|includes|e\.g\.)", first_line))
 
 
 def _kind_reasons(f: Finding, line: str) -> list[str]:
@@ -350,7 +467,11 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
     for f in findings:
         k = f.key()[:4]
         if k not in best or (best[k].window is None and f.window is not None):
+            if k in best and best[k].exceptions:
+                f = replace(f, exceptions=tuple(dict.fromkeys(f.exceptions + best[k].exceptions)))
             best[k] = f
+        elif f.exceptions:  # 'bilirubin <= 2 x ULN or direct bilirubin <= 2 x ULN for patients with Gilbert's'
+            best[k] = replace(best[k], exceptions=tuple(dict.fromkeys(best[k].exceptions + f.exceptions)))
     return list(best.values())
 
 

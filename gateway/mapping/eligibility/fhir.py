@@ -131,11 +131,32 @@ def characteristic(f: Finding, r: CriterionResult, lx: Lexicons) -> dict | None:
             ", ".join(f.value)  # type: ignore[arg-type]
         out = {"code": _concept(c.STAGE_GROUP, "Cancer stage group"), "valueCodeableConcept": {
             "coding": codings, "text": label}}
+    elif f.kind == "diagnosis":
+        from gateway.mapping.eligibility.diagnoses import default_diagnoses
+
+        diag = default_diagnoses().by_key.get(f.concept)
+        if diag is None:
+            return None
+        # the concept first, then the subtypes a record may carry: the codings are alternatives
+        out = {"code": _concept(c.DIAGNOSIS, "Diagnosis"), "valueCodeableConcept": {
+            "coding": [_coding((c.SNOMED, code), diag.display if code == diag.snomed else None)
+                       for code in diag.codes], "text": diag.display}}
+        ext += [{"url": c.EXT_CHARACTERISTIC_QUALIFIER, "valueCode": q} for q in f.qualifiers]
     elif f.kind == "other-malignancy":
         out = {"code": _concept(c.OTHER_MALIGNANCY, "Other malignancy"),
                "valueCodeableConcept": _concept(c.MALIGNANCY, "Malignant neoplastic disease")}
     else:
         return None
+    if f.exceptions:
+        from gateway.mapping.eligibility.diagnoses import default_diagnoses
+
+        # 'bilirubin <= 1.5 x ULN (excepting Gilbert's syndrome)': waived for a patient with the diagnosis
+        for key in f.exceptions:
+            diag = default_diagnoses().by_key.get(key)
+            if diag is None:
+                return None
+            ext += [{"url": c.EXT_CHARACTERISTIC_QUALIFIER, "valueCode": f"{c.QUALIFIER_UNLESS_PREFIX}{code}"}
+                    for code in diag.codes]
     if f.window is not None:
         n, unit = f.window
         ext.append({"url": c.EXT_CRITERION_LOOKBACK, "valueDuration": {

@@ -36,6 +36,7 @@ class Finding:
     variants: tuple[str, ...] = ()
     confidence: str = HIGH
     reasons: tuple[str, ...] = ()  # why medium
+    exceptions: tuple[str, ...] = ()  # diagnoses (diagnoses.yaml keys) for which the criterion is waived ('unless ...')
     exclude: bool = False  # set by recognise(): section x negation
 
     def key(self) -> tuple:
@@ -100,7 +101,7 @@ def _number(s: str) -> float:
     return float(s.replace(",", ""))
 
 
-_ABBREVIATION_DOT = re.compile(r"\b(?:etc|e\.g|i\.e|vs|approx|incl)\.")
+_ABBREVIATION_DOT = re.compile(r"\b(?:etc|e\.g|i\.e|eg|ie|vs|approx|incl)\.")
 
 
 _AFTER = re.compile(r"\s*(?:after|following|post|from\s+(?:the\s+)?(?:start|first\s+dose|enrol))\b")
@@ -179,6 +180,7 @@ KEYWORDS: dict[str, tuple[str, ...] | None] = {
     "cns": ("brain", "cns", "central nervous", "cranial", "cerebral", "mening"),
     "infection": ("hiv", "hepatitis", "hbv", "hcv", "hbsag", "aids", "immunodeficiency", "hep "),
     "pregnancy": ("pregnan", "breast", "lactat", "nursing"), "prior-therapy": None, "stage": ("stage",),
+    "diagnosis": None,
     "other-malignancy": ("malignan", "cancer", "carcinoma", "neoplasm", "tumor", "tumour"),
 }
 
@@ -570,6 +572,14 @@ _NOT_STATUS = re.compile(r"contracept\w*|avoid\w*\s+(?:becoming\s+)?pregnan|beco
                          r"potential\s+to\s+become|prevent\w*\s+pregnan|childbearing\s+potential\s+must\s+agree")
 
 
+# 'recently pregnant (up to 30 days after the end of pregnancy)', 'or within 6 weeks postpartum': pregnant at some time
+# in the window (a look-back)
+_RECENT_PREGNANCY = re.compile(
+    r"(?:recent(?:ly)?\s+pregnan\w*|post[\s-]*partum|after\s+(?:the\s+end\s+of\s+)?(?:pregnancy|delivery))"
+    r"(?:[^.;\d]{0,40}?(?:up\s+to|within|<=?|≤|no\s+more\s+than)\s*(?P<n>\d+)\s*(?P<u>days?|weeks?|months?)\s+"
+    r"(?:after|following|post|of|since)\b)?")
+
+
 @recogniser("pregnancy")
 def pregnancy(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
     negative_test = re.search(r"negative\s+(?:[\w/()-]+\s+){0,4}?pregnancy\s+test|"
@@ -584,7 +594,15 @@ def pregnancy(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
             # 'non-pregnant, non-breastfeeding female': the text states the patient is not pregnant
             yield Finding("pregnancy", "pregnancy", "present", m.start(), m.end(), "pregnancy-non", negated=True)
         elif m and not _NOT_STATUS.search(text) and not re.search(r"pregnancy\s+test", text):
-            yield Finding("pregnancy", "pregnancy", "present", m.start(), m.end(), "pregnancy")
+            recent = _RECENT_PREGNANCY.search(text)
+            window = None
+            reasons: tuple[str, ...] = ()
+            if recent and recent.group("n"):
+                window = (float(recent.group("n")), _UNIT_CODES[recent.group("u").rstrip("s")])
+            elif recent:
+                reasons = ("recent pregnancy, period not stated",)
+            yield Finding("pregnancy", "pregnancy", "present", m.start(), m.end(), "pregnancy", window=window,
+                          reasons=reasons)
         elif m and _NOT_STATUS.search(text) and re.search(r"^[\s\W]*(?:pregnan\w*|(?:women|females?|patients?|"
                                                          r"participants?|subjects?)\s+(?:who\s+are\s+)?pregnant)|"
                                                          r"(?:is|are|currently)\s+pregnant", text):
@@ -812,6 +830,74 @@ def other_malignancy(text: str, original: str, lx: Lexicons) -> Iterator[Finding
     active = window is None and bool(_ACTIVE_MALIGNANCY.search(text))
     yield Finding("other-malignancy", "other malignancy", "present", m.start(), m.end(), "other-malignancy",
                   window=window, qualifiers=("active",) if active else ())
+
+
+# -- general diagnoses (mappings/lexicons/diagnoses.yaml) -------------------------------------------------------
+# Words beside a diagnosis that the records cannot confirm ('uncontrolled hypertension', 'clinically significant
+# heart failure', 'NYHA class III or IV'): the characteristic is written, at medium confidence.
+_DIAGNOSIS_QUALIFIER = re.compile(
+    r"\b(?:uncontrolled|poorly[\s-]+controlled|not\s+(?:well[\s-]+)?controlled|clinically[\s-]+(?:significant|"
+    r"relevant|active|unstable)|significant|severe|moderate|symptomatic|unstable|decompensated|serious|"
+    r"requir\w*|nyha|class\s+(?:i{1,3}|iv|[1-4])\b|grade\s*(?:[1-4]|i{1,3}|iv)\b|gold|evidence\s+of|"
+    r"suspect\w*|risk\s+of|predispos\w*|treated|medication|drug[\s-]+induced|steroid|immunosuppress\w*|"
+    r"test\w*|screen\w*|latent|child[\s-]*pugh|new\s+york\s+heart|ejection|related|induced|associated|"
+    r"affecting|involving|index|risk\s+factors?|grade|any\s+severity|at\s+risk|insulin|controlled|stable|"
+    r"major\s+organ|exceptions?|allowed|permitted|eligible)")
+_DIAGNOSIS_EXAMPLE = re.compile(r"(?:\be[.,]?\s?g\b[.,]?|such\s+as|including|like|\bi\.\s?e\b\.?|examples?|"
+                                r"for\s+instance|as\s+listed|as\s+follows|the\s+following)(?:[^.;:]|\.(?=\s?g\b|\s?e\b|,))*$")
+# A narrower or study-specific kind named just before ('isolated brainstem stroke', 'index stroke', 'post stroke',
+# 'recent myocardial infarction' with no period stated).
+_NARROWER_BEFORE = re.compile(r"\b(?:post|index|isolated|qualifying|brainstem|cerebellar|lacunar|ha?emorrhagic|"
+                              r"embolic|minor|mild|recent|small|focal|localized|localised|limited)[\s-]+(?:[\w-]+\s+){0,2}$")
+# Another disease the words before the name make of it: 'portal hypertension', 'pulmonary hypertension'.
+_OTHER_DISEASE_BEFORE = re.compile(r"(?:\bpre|portal|pulmonary|intracranial|ocular|gestational|pregnancy[\s-]induced|"
+                                   r"renal|renovascular|white[\s-]coat|steroid[\s-]induced|drug[\s-]induced|"
+                                   r"radiation|immune[\s-]related|checkpoint[\s-]inhibitor)[\s-]*$")
+_PAST_YEAR = re.compile(r"(?:in|within|during)\s+(?:the\s+)?(?:past|last|previous|prior|preceding)\s+year\b")
+
+
+@recogniser("diagnosis")
+def diagnoses(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
+    from gateway.mapping.eligibility.diagnoses import find_diagnoses
+
+    for start, end, diag in find_diagnoses(text, original):
+        if diag.key == "gilbert-syndrome":
+            continue  # named as an exception to a bilirubin limit, not as an exclusion of its own
+        if re.match(r"[\s-]*(?:medication|drug|therap|treatment|agent|prophyla)", text[end:end + 14]):
+            continue  # 'anti-epileptic medication', 'tuberculosis prophylaxis': a therapy, not the disease
+        if _OTHER_DISEASE_BEFORE.search(text, max(0, start - 30), start):
+            continue  # 'portal hypertension' is not hypertension
+        if re.search(r"with\s+or\s+without|\+\s*/\s*-|and/or\s+without", text[max(0, start - 60):start]):
+            continue  # 'with or without diabetes': neither required nor excluded
+        text = _ABBREVIATION_DOT.sub(lambda m: m.group(0).replace(".", ","), text)  # 'i.e. ' ends no sentence
+        cs = max(text.rfind(". ", 0, start), text.rfind(";", 0, start), text.rfind(",", 0, start), -1) + 1
+        ce = min([i for i in (text.find(". ", end), text.find(";", end), text.find(",", end)) if i >= 0],
+                 default=len(text))
+        reasons: list[str] = []
+        # the diagnosis' own name may hold a severity ('severe copd'): only the words around it count
+        # a qualifier before a list reaches every item ('clinically significant liver disease, including ..., or
+        # cirrhosis'); after the mention, only its own item
+        ss = max(text.rfind(". ", 0, start), text.rfind(";", 0, start), -1) + 1
+        se = min([i for i in (text.find(". ", end), text.find(";", end)) if i >= 0], default=len(text))
+        around = text[ss:start] + " " + text[end:max(ce, min(se, end + 120))]
+        if _DIAGNOSIS_QUALIFIER.search(around):
+            reasons.append("qualified diagnosis")
+        if _DIAGNOSIS_EXAMPLE.search(text[max(ss, start - 400):start]):
+            reasons.append("an example of a broader condition")
+        if _NARROWER_BEFORE.search(text, max(0, start - 40), start):
+            reasons.append("a narrower kind")
+        if re.search(r"\d+\s*(?:-|–|to)\s*\d+\s*(?:days?|weeks?|months?|years?)", text[end:se]):
+            reasons.append("a period not read")  # 'within 6-12 months
+        history = bool(re.search(r"\bhistory\s+of\b|\bprior\b|\bprevious\b|\bpast\b", text[cs:start]))
+        window = window_near(text, start, end)
+        colon = text.rfind(":", 0, start)
+        if window is None and colon > 0:
+            window = window_in(text[:colon])  # 'History within 6 months of: heart failure; myocardial infarction'
+        if window is None and _PAST_YEAR.search(text, end, se):
+            window = (1.0, "a")  # 'CVA or TIA in past year'
+        yield Finding("diagnosis", diag.key, "present", start, end, "diagnosis",
+                      window=window, qualifiers=("history",) if history else (),
+                      reasons=tuple(reasons))
 
 
 # -- not checkable from an EHR --------------------------------------------------------------------------------

@@ -20,6 +20,16 @@ _HEADING = re.compile(
     re.IGNORECASE)
 _ELIGIBILITY_HEADING = re.compile(r"^\s*(?:[a-z0-9/&()'’.,-]+\s+){0,3}?(?:eligibility|entry|enrol+ment)\s+criteria"
                                   r"(?:\s+[a-z0-9/&()'’.,-]+){0,5}\s*[:\-–—]*\s*$", re.IGNORECASE)
+# A numbered or lettered section heading ('2. Exclusion Criteria at the Pre-Screening Enrollment', '2) Exclusion
+# criteria:'): the number is the section's, not an item's.
+_SECTION_NUMBER = re.compile(r"^\s*(?:#+\s*)?(?:\*\*)?\s*(?:\d{1,2}(?:\.\d{1,2})*[.)]?|[a-z][.)]|[ivx]{1,4}[.)])\s+",
+                             re.IGNORECASE)
+# 'Exclusion Criteria (applicable to all participants and all parts unless otherwise specified):': a heading with a
+# parenthetical note of any length, or a few words of scope after 'criteria'.
+_HEADING_NOTE = re.compile(
+    r"^\s*(?:\*\*)?\s*(?:(?:key|main|major|general|additional|other|specific|study|trial)\s+)?"
+    r"(inclusion|exclusion)s?\s+criteria\b(?:\s+[a-z0-9/&'’.,-]+){0,8}?\s*(?:\([^()]{0,160}\))?\s*(?:\*\*)?"
+    r"\s*[:\-–—]*\s*(?:\*\*)?\s*$", re.IGNORECASE)
 _BULLET = re.compile(r"^(\s*)(?:[*\-•·‣◦▪]|\d{1,2}[.)]|\(?[a-z]\)|\(?[ivx]{1,4}\)|\(\d{1,2}\))\s+")
 _NOISE = re.compile(r"^\s*(?:<!--.*-->|\\?-|or|and|none|n/a)\s*$", re.IGNORECASE)
 # A parent whose sub-items are alternatives: its findings can never be hard rules.
@@ -41,6 +51,7 @@ class Criterion:
     alternatives: bool = False  # a parent whose sub-items are alternatives ('one of the following:')
     index: int = 0
     cohort: bool = False  # under a heading for one cohort, part or arm only ('Inclusion criteria for cohort 5:')
+    stated: bool = True  # the section comes from a heading in the text (False: before any heading, assumed inclusion)
 
 
 @dataclass
@@ -50,6 +61,7 @@ class _Open:
     indent: int
     section: str
     heading: str | None
+    stated: bool = True
 
 
 def _lines(text: str) -> list[tuple[int, int, str]]:
@@ -60,9 +72,29 @@ def _lines(text: str) -> list[tuple[int, int, str]]:
     return out
 
 
+def _section_heading(line: str) -> str | None:
+    """'inclusion' / 'exclusion' when the line is a section heading, else None."""
+    stripped = line.strip()
+    if len(stripped) > 200 or stripped.endswith(".") and not stripped.endswith("..."):
+        return None
+    number = _SECTION_NUMBER.match(line)
+    body = line[number.end():] if number else line
+    if len(body.strip()) <= 80 and (number or not _BULLET.match(line)):
+        m = _HEADING.match(body)
+        if m:
+            return m.group(1).lower()
+    m = _HEADING_NOTE.match(body)
+    if m and (number or not _BULLET.match(line)):
+        return m.group(1).lower()
+    if len(stripped) <= 80 and not _BULLET.match(line) and _ELIGIBILITY_HEADING.match(line):
+        return "inclusion"
+    return None
+
+
 def split_criteria(text: str) -> list[Criterion]:
     """The criteria of an eligibility text, in order (see the module docstring)."""
     section = "inclusion"
+    stated = False
     cohort = False
     heading: str | None = None
     out: list[Criterion] = []
@@ -81,7 +113,8 @@ def split_criteria(text: str) -> list[Criterion]:
                 alt = bool(_ALTERNATIVES.search(first_line)) and "\n" in body
                 out.append(Criterion(body, current.start + lead, current.start + lead + len(body), current.section,
                                      current.heading, alt, len(out), cohort or bool(current.heading and
-                                                                               _COHORT.search(current.heading))))
+                                                                               _COHORT.search(current.heading)),
+                                     current.stated))
         current = None
 
     for start, end, line in _lines(text):
@@ -89,13 +122,14 @@ def split_criteria(text: str) -> list[Criterion]:
         if not stripped:
             blank_after = current is not None
             continue
-        m = _HEADING.match(line) if len(stripped) <= 80 and not _BULLET.match(line) else None
-        if m is None and len(stripped) <= 80 and not _BULLET.match(line) and _ELIGIBILITY_HEADING.match(line):
-            m = re.match(r"(?s)(.*)", "inclusion")
-        if m:
+        found = _section_heading(line)
+        if found:
             close()
-            section = m.group(1).lower()
-            cohort = bool(_COHORT.search(re.sub(r"(?i)\b(?:key|general|main|inclusion|exclusion)s?\b", "", stripped)))
+            section = found
+            stated = True
+            # a note that the heading covers everyone ('(applicable to all participants and all parts)') is no cohort
+            scope = re.sub(r"\([^()]*\b(?:all|both|every|entire)\b[^()]*\)", "", stripped)
+            cohort = bool(_COHORT.search(re.sub(r"(?i)\b(?:key|general|main|inclusion|exclusion)s?\b", "", scope)))
             heading = None
             continue
         bullet = _BULLET.match(line)
@@ -106,7 +140,7 @@ def split_criteria(text: str) -> list[Criterion]:
                 current.end = end  # a sub-item: part of its parent
             else:
                 close()
-                current = _Open(content_start, end, indent, section, heading)
+                current = _Open(content_start, end, indent, section, heading, stated)
             blank_after = False
             continue
         # A plain line: a continuation of the open item if indented under it or directly after it, a sub-heading
@@ -120,7 +154,7 @@ def split_criteria(text: str) -> list[Criterion]:
             heading = stripped  # a sub-heading ('Renal function:'): the items below are criteria of their own
             blank_after = False
             continue
-        current = _Open(start, end, indent, section, heading)
+        current = _Open(start, end, indent, section, heading, stated)
         blank_after = False
     close()
     return out
