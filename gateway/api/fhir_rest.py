@@ -298,6 +298,7 @@ def run_search(rtype: str, items: list[tuple[str, str]]) -> tuple[SearchQuery, i
     visibility.limit_chains(q)  # a chain follows only targets the caller may read (no probing through it)
     if spec.active:
         total, rows, g.search_hits = study_search.run(store(), q, spec)
+        g.search_more = spec.more  # _total=none|estimate: total may be None (not counted)
     else:
         total, rows = store().search(q)
     return q, total, visibility.filter_rows(rows)
@@ -310,8 +311,10 @@ def _search(rtype: str, items: list[tuple[str, str]]):
                     "type": "searchset", "total": total, "link": []}
     bundle["id"] = new_id()
     bundle["link"].append({"relation": "self", "url": f"{base}/{rtype}?{q.link_query(q.offset)}"})
+    if total is None:  # not counted (_total=none|estimate): FHIR lets Bundle.total be left out
+        del bundle["total"]
     if not q.summary_count and q.count > 0:
-        if q.offset + q.count < total:
+        if g.get("search_more") if total is None else q.offset + q.count < total:
             bundle["link"].append({"relation": "next", "url": f"{base}/{rtype}?{q.link_query(q.offset + q.count)}"})
         if q.offset > 0:
             bundle["link"].append({"relation": "prev",
@@ -327,7 +330,7 @@ def _search(rtype: str, items: list[tuple[str, str]]):
                                       else "informational", m, [p], severity="warning") for p, m in q.warnings])
         bundle.setdefault("entry", []).append({"resource": oo, "search": {"mode": "outcome"}})
     if not visibility.show_total(rtype):
-        del bundle["total"]  # counted before filtering: would tell a caller how much it may not see
+        bundle.pop("total", None)  # counted before filtering: would tell a caller how much it may not see
     return fhir_response(bundle)
 
 
@@ -429,7 +432,10 @@ def _read_for_bundle(url: str) -> dict:
     if it.name == "search" and it.rtype is not None:
         _check_type(it.rtype)
         q, total, rows = run_search(it.rtype, parse_qsl(it.query, keep_blank_values=True))
-        return {"resourceType": "Bundle", "type": "searchset", "total": total,
-                "entry": [{"fullUrl": f"{base_url()}/{r.type}/{r.id}", "resource": r.resource(),
-                           "search": {"mode": "match"}} for r in rows]}
+        out = {"resourceType": "Bundle", "type": "searchset", "total": total,
+               "entry": [{"fullUrl": f"{base_url()}/{r.type}/{r.id}", "resource": r.resource(),
+                          "search": {"mode": "match"}} for r in rows]}
+        if total is None:  # _total=none: not counted
+            del out["total"]
+        return out
     raise InvalidResource(f"GET entry url '{url}' must be Type/id or Type?search", "request.url")

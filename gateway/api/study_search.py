@@ -37,15 +37,20 @@ class StudyHit:
 
 @dataclass(frozen=True)
 class StudySearchResult:
-    total: int
+    total: int | None  # None: not counted (total="none"), and more than the hits exist when ``more``
     hits: list[StudyHit]
+    more: bool = False  # a page after this one exists
 
 
 def search_studies(store: Store, *, text: str | None = None, postcode: str | None = None,
                    distance_km: float = study_search.DEFAULT_DISTANCE_KM, recruiting_only: bool = True,
-                   count: int = 20, offset: int = 0) -> StudySearchResult:
+                   count: int = 20, offset: int = 0, total: str = "accurate") -> StudySearchResult:
     """Studies by words (through the terminology), near a postcode (recruiting sites within ``distance_km``),
     recruiting only (status active) by default. Best first: nearest with a postcode, else most relevant.
+
+    ``total``: FHIR's ``_total``; "none" (or "estimate") skips counting every match when the search has words or a
+    place (a place search then stops at the nearest studies that fill the page): ``total`` is None unless known
+    anyway (the last page), ``more`` says whether more studies match.
 
     Raises UnknownPostcode (InvalidResource: 400) for a postcode that is not known, and InvalidResource for no
     words or a bad distance; messages never repeat the postcode.
@@ -57,15 +62,18 @@ def search_studies(store: Store, *, text: str | None = None, postcode: str | Non
         items += [("postcode", postcode), ("distance", repr(float(distance_km)))]
     if recruiting_only:
         items.append(("status", "active"))
+    if total != "accurate":
+        items.append(("_total", total))
     rest, spec, below = study_search.split_params("ResearchStudy", items)
     q = parse_search("ResearchStudy", rest, default_count=count, max_count=max(count, 1))
     q.criteria.extend(below)
     q.count, q.offset = count, offset
     if spec.active:
-        total, rows, hits = study_search.run(store, q, spec)
+        counted, rows, hits = study_search.run(store, q, spec)
+        more = spec.more
     else:
-        total, rows = store.search(q)
-        hits = {}
+        counted, rows = store.search(q)
+        hits, more = {}, offset + count < counted
     out = []
     for st in rows:
         hit = hits.get(st.pk)
@@ -73,4 +81,4 @@ def search_studies(store: Store, *, text: str | None = None, postcode: str | Non
         if hit is not None and hit.site_ref and hit.distance_km is not None:
             site = NearestSite(hit.site_ref.split("/", 1)[1], hit.site_name, hit.distance_km)
         out.append(StudyHit(st.id, orjson.loads(st.content or "{}"), hit.score if hit else None, site))
-    return StudySearchResult(total, out)
+    return StudySearchResult(counted, out, more)

@@ -363,14 +363,16 @@ _RECRUITING = ("(lower(g.site_status) = 'recruiting' OR (g.site_status IS NULL A
                "st WHERE st.res_pk = ir.res_pk AND st.param = 'ResearchStudy:status' AND st.code = 'active')))")
 # One row per study: its nearest recruiting site within the distance. CROSS JOIN: SQLite reads the sites in the box
 # first (without ANALYZE statistics it would start from every study's site references). SQLite returns the other
-# columns of the MIN() row with it; PostgreSQL takes them with DISTINCT ON.
+# columns of the MIN() row with it (of two sites at the same distance, the first in (lat, lon) index order, in a ring
+# as in the whole circle); PostgreSQL takes them with DISTINCT ON (ties: the lower site pk).
 _NEAREST_SITE = {
     "sqlite": f"SELECT ir.res_pk AS pk, g.res_pk AS site_pk, g.ref AS site_ref, MIN({_C2}) AS c2 FROM search_geo g "
               f"CROSS JOIN idx_reference ir WHERE {_BOX} AND ir.param = 'ResearchStudy:site' AND ir.ref = g.ref "
               f"AND {_RECRUITING} GROUP BY ir.res_pk",
     "postgresql": f"SELECT DISTINCT ON (ir.res_pk) ir.res_pk AS pk, g.res_pk AS site_pk, g.ref AS site_ref, "
                   f"{_C2} AS c2 FROM search_geo g CROSS JOIN idx_reference ir WHERE {_BOX} AND "
-                  f"ir.param = 'ResearchStudy:site' AND ir.ref = g.ref AND {_RECRUITING} ORDER BY ir.res_pk, c2",
+                  f"ir.param = 'ResearchStudy:site' AND ir.ref = g.ref AND {_RECRUITING} "
+                  "ORDER BY ir.res_pk, c2, g.res_pk",
 }
 _PLACED = f"SELECT g.res_pk AS pk, {_C2} AS c2 FROM search_geo g WHERE {_BOX}"
 

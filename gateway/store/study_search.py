@@ -11,6 +11,7 @@ recruiting site in range, nearest first. Location: ``near``. Every other paramet
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, replace
 
@@ -29,6 +30,9 @@ DEFAULT_DISTANCE_KM = 50.0
 MAX_DISTANCE_KM = 1500.0
 TEXT_PARAMS = ("_text", "_content")
 MAX_SORTED = 20_000  # matches that _sort may reorder (they go to the store as an _id list)
+TOTALS = ("none", "estimate", "accurate")  # FHIR _total
+FIRST_RING_KM = 5.0  # nearest-first place search without an exact total: the first ring's radius (no words)
+FIRST_RING_TEXT_KM = 15.0  # ... with words or other filters (fewer studies per km)
 _CODE_LIKE = re.compile(r"^[A-Za-z]{0,3}[0-9][0-9A-Za-z.\-]*$")  # 393563007, C71.9, D005909 (not 'glioma')
 _UNITS = {"km": 1.0, "mi": geo.KM_PER_MILE, "[mi_i]": geo.KM_PER_MILE}
 
@@ -72,6 +76,8 @@ class StudySpec:
     centre: geo.LatLon | None = None
     distance_km: float = DEFAULT_DISTANCE_KM
     raw: list[tuple[str, str]] = field(default_factory=list)  # for self / next links
+    total: str = "accurate"  # _total: none | estimate | accurate (accurate: Bundle.total always counted)
+    more: bool = False  # set by run(): a page after this one exists (for the next link when total is None)
 
     @property
     def active(self) -> bool:
@@ -119,6 +125,12 @@ def split_params(rtype: str, items: list[tuple[str, str]]) -> tuple[list[tuple[s
             distance = raw
         elif rtype in ("ResearchStudy", "Location") and name == "near" and not modifier:
             spec.centre, spec.distance_km = _near(raw)
+        elif rtype in ("ResearchStudy", "Location") and name == "_total" and not modifier:
+            if raw not in TOTALS:
+                raise InvalidResource(f"_total must be one of {', '.join(TOTALS)}", "_total")
+            spec.total = raw
+            rest.append((key, raw))  # a control parameter the store's parser accepts (and ignores) too
+            continue
         else:
             rest.append((key, raw))
             continue
@@ -131,6 +143,8 @@ def split_params(rtype: str, items: list[tuple[str, str]]) -> tuple[list[tuple[s
         spec.centre = postcode_centre(postcode)
         spec.distance_km = _distance(distance) if distance is not None else DEFAULT_DISTANCE_KM
         spec.raw.append(("postcode", geo.outward_code(postcode) or ""))  # the district only, in links
+    if spec.active and spec.total != "accurate":
+        spec.raw.append(("_total", spec.total))  # applied: kept in self / next links
     return rest, spec, extra
 
 
@@ -210,27 +224,36 @@ def _cte(name: str, body: str, params: dict, cols: tuple[str, ...]):
             .prefix_with("MATERIALIZED"))
 
 
-def _matches(store, conn, query: SearchQuery, spec: StudySpec):
+def _matches(store, conn, query: SearchQuery, spec: StudySpec, km: float | None = None,
+             compiled: dict | None = None):
     """The one statement that finds, ranks and counts the matches: (select of pk, score, c2, site_pk, site_ref,
     place: 'site' | 'placed' | None). Every filter is a CTE joined on the study's pk; the store's criteria filter
-    the pks; nothing is read into Python but the rows asked for."""
+    the pks; nothing is read into Python but the rows asked for. ``km``: a smaller circle than the spec's (a ring
+    of the nearest-first search); ``compiled``: text queries already compiled, by (text, scope)."""
     dialect = conn.dialect.name
+    compiled = {} if compiled is None else compiled
+
+    def _compiled(raw: str, scope: str, name: str) -> fulltext.TextQuery:
+        if (raw, scope) not in compiled:
+            compiled[raw, scope] = _compile(conn, raw, scope, name)
+        return compiled[raw, scope]
+
     r = s.resources
     joined: list = []  # CTEs with 'pk', joined (inner) on pk
     scores: list = []
     place = None
     for i, raw in enumerate(spec.texts):
-        body, params = fulltext.text_cte(dialect, _compile(conn, raw, "all", "_text"), f"t{i}")
+        body, params = fulltext.text_cte(dialect, _compiled(raw, "all", "_text"), f"t{i}")
         c = _cte(f"t{i}", body, params, ("pk", "s"))
         joined.append(c)
         scores.append(c.c.s)
     if spec.centre is not None:
         if query.resource_type == "Location":
-            body, params = fulltext.placed_cte(spec.centre, spec.distance_km)
+            body, params = fulltext.placed_cte(spec.centre, km or spec.distance_km)
             near = _cte("near", body, params, ("pk", "c2"))
             place = "placed"
         else:
-            body, params = fulltext.nearest_site_cte(dialect, spec.centre, spec.distance_km)
+            body, params = fulltext.nearest_site_cte(dialect, spec.centre, km or spec.distance_km)
             near = _cte("near", body, params, ("pk", "site_pk", "site_ref", "c2"))
             place = "site"
         joined.append(near)
@@ -239,7 +262,7 @@ def _matches(store, conn, query: SearchQuery, spec: StudySpec):
     def words(v: str, name: str):
         nonlocal n
         n += 1
-        body, params = fulltext.text_cte(dialect, _compile(conn, v, "condition", name), f"c{n}")
+        body, params = fulltext.text_cte(dialect, _compiled(v, "condition", name), f"c{n}")
         return select(_cte(f"c{n}", body, params, ("pk", "s")).c.pk)
 
     for values in spec.condition_texts:  # condition:text / keyword:text: any of the values
@@ -266,18 +289,57 @@ def _matches(store, conn, query: SearchQuery, spec: StudySpec):
     return stmt, place
 
 
-def run(store, query: SearchQuery, spec: StudySpec) -> tuple[int, list, dict[int, Hit]]:
+def _order(sub, place: str | None) -> list:
+    return [sub.c.c2, sub.c.score.desc(), sub.c.pk] if place else [sub.c.score.desc(), sub.c.pk]
+
+
+def _uncounted_page(store, conn, query: SearchQuery, spec: StudySpec, compiled: dict) -> tuple[int | None, list]:
+    """The page's rows without counting every match (``_total=none|estimate``): (total when known, rows).
+
+    One row more than the page is asked for, to know whether a next page exists (``spec.more``). A study search
+    with a place is answered nearest first by rings: the studies with a recruiting site within a ring of radius r
+    are exactly the first ones in distance order (any study not found has its nearest site farther than r), so
+    once a ring holds the page (and one more), the page is the one the whole circle would give, in the same order
+    (distance, then relevance, then pk). Else the ring widens (by the density found so far) up to the distance.
+    The total is given when it is known anyway (the last page: fewer rows than asked for), else None.
+    """
+    want = query.count + 1
+    km = spec.distance_km
+    ring = spec.centre is not None and query.resource_type == "ResearchStudy"
+    if ring:
+        first = FIRST_RING_KM if not (spec.texts or spec.condition_texts or spec.code_or_text or query.criteria) \
+            else FIRST_RING_TEXT_KM
+        km = min(spec.distance_km, first)
+    while True:
+        stmt, place = _matches(store, conn, query, spec, km, compiled)
+        sub = stmt.subquery("hits")
+        rows = conn.execute(select(sub).order_by(*_order(sub, place)).limit(want).offset(query.offset)).all()
+        if len(rows) >= want or km >= spec.distance_km:
+            break
+        found = query.offset + len(rows) if rows else 0  # studies within km (at least)
+        grow = math.sqrt((query.offset + want) / max(found, 1)) * 1.25  # area grows with the square of km
+        km = min(spec.distance_km, km * max(2.0, grow))
+    spec.more = len(rows) >= want
+    rows = rows[:query.count]
+    known = not spec.more and (bool(rows) or not query.offset)
+    return (query.offset + len(rows) if known else None), rows
+
+
+def run(store, query: SearchQuery, spec: StudySpec) -> tuple[int | None, list, dict[int, Hit]]:
     """Like ``Store.search``, with this module's parameters applied: (total, rows of the page, hits by pk).
 
     Order: nearest recruiting site first with a place, else relevance, then pk (stable across pages). The database
     ranks and counts (``count(*) OVER ()``) and returns the page's rows only; the page's resources are read then.
+    With ``_total=none|estimate`` nothing is counted (see ``_uncounted_page``): total is None unless known anyway,
+    and ``spec.more`` says whether a next page exists.
     """
     r = s.resources
     postgres = store.engine.dialect.name == "postgresql"
     with store.engine.connect() as conn:
-        stmt, place = _matches(store, conn, query, spec)
+        compiled: dict = {}
+        stmt, place = _matches(store, conn, query, spec, compiled=compiled)
         sub = stmt.subquery("hits")
-        order = [sub.c.c2, sub.c.score.desc(), sub.c.pk] if place else [sub.c.score.desc(), sub.c.pk]
+        order = _order(sub, place)
         found: dict[int, tuple] = {}
         if query.summary_count or query.count == 0:
             return conn.execute(select(func.count()).select_from(sub)).scalar_one(), [], {}
@@ -296,13 +358,18 @@ def run(store, query: SearchQuery, spec: StudySpec) -> tuple[int, list, dict[int
             by_id = replace(query, criteria=[Criterion("_id", "token", ids)])
             total, stored = store.search(by_id)
             page = [st.pk for st in stored]
+            spec.more = query.offset + query.count < total
         else:
-            rows = conn.execute(select(sub, func.count().over().label("total")).order_by(*order)
-                                .limit(query.count).offset(query.offset)).all()
-            if rows:
-                total = rows[0].total
-            else:  # past the last page: count on its own
-                total = conn.execute(select(func.count()).select_from(sub)).scalar_one() if query.offset else 0
+            if spec.total != "accurate":
+                total, rows = _uncounted_page(store, conn, query, spec, compiled)
+            else:
+                rows = conn.execute(select(sub, func.count().over().label("total")).order_by(*order)
+                                    .limit(query.count).offset(query.offset)).all()
+                if rows:
+                    total = rows[0].total
+                else:  # past the last page: count on its own
+                    total = conn.execute(select(func.count()).select_from(sub)).scalar_one() if query.offset else 0
+                spec.more = query.offset + len(rows) < total
             found = {row.pk: row for row in rows}
             page = [row.pk for row in rows]
             content = {row["pk"]: row for row in conn.execute(select(r).where(r.c.pk.in_(page))).mappings()} \

@@ -48,7 +48,7 @@ class TrialSearch:
 
 @dataclass
 class SearchOutcome:
-    total: int
+    total: int | None  # None: not counted, more studies than shown match (the page says "more than")
     studies: list[StudyView]
 
 
@@ -72,7 +72,8 @@ def run(store: Store, access: Access, s: TrialSearch) -> SearchOutcome:
     try:
         result = search_studies(store, text=s.words.strip() or None, postcode=s.postcode.strip() or None,
                                 distance_km=float(s.distance_km) if s.postcode.strip() else None,
-                                recruiting_only=s.recruiting_only, count=PAGE_SIZE, offset=0)
+                                recruiting_only=s.recruiting_only, count=PAGE_SIZE, offset=0,
+                                total="none")  # the page shows one page: counting every match costs the most
     except InvalidResource as exc:  # the service's UnknownPostcode (and any other refusal of the input)
         raise PostcodeNotFound(str(exc)) from None
     hits = [h for h in result.hits if access.can_see(h.resource)]
@@ -81,7 +82,8 @@ def run(store: Store, access: Access, s: TrialSearch) -> SearchOutcome:
         if hit.nearest_site is not None:
             view.nearest_id = hit.nearest_site.location_id
     hidden = len(result.hits) - len(hits)  # studies the caller may not see are not counted either
-    return SearchOutcome(total=result.total - hidden, studies=views)
+    total = result.total - hidden if result.total is not None else None
+    return SearchOutcome(total=total, studies=views)
 
 
 def describe_many(store: Store, access: Access, studies: list[dict], origin: geo.LatLon | None
