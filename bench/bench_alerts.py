@@ -5,6 +5,8 @@ local receiver.
     GATEWAY_DATABASE_URL=postgresql+psycopg://... .venv/bin/python bench/bench_alerts.py --patients 100000 \
         --consenting 10000 [--broad]
 
+The database is the gateway's (GATEWAY_DATABASE_URL, read through gateway/config.py); it must be named.
+
 The people come from bench/bench_match.py's generator (real codes from mappings/terminology) and are stored
 through the store's bulk write path (bench_match.db_load: Store.write + create, 500 people a transaction; the
 matching write hook builds each person's row in the same transaction); a database an earlier run loaded is
@@ -18,37 +20,36 @@ age the study admits, and only those are screened.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.server
-import importlib.util
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+import bench_match as bm  # noqa: E402
 import requests  # noqa: E402
+from _common import backend, settings_from_env  # noqa: E402
 from sqlalchemy import func, insert, select  # noqa: E402
 
 from gateway.api.app import create_app  # noqa: E402
-from gateway.config import Settings  # noqa: E402
 from gateway.fhir import conventions as cv  # noqa: E402
-from gateway.matching.criteria import study_criteria  # noqa: E402
 from gateway.notify import delivery  # noqa: E402
 from gateway.notify.flows import FlowStats  # noqa: E402
 from gateway.outbound import outbox  # noqa: E402
 from gateway.outbound.allowlist import AllowList  # noqa: E402
-from gateway.outbound.settings import OutboundSettings  # noqa: E402
 from gateway.store import schema as s  # noqa: E402
 from gateway.store.clock import now_iso  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("bench_match", ROOT / "bench" / "bench_match.py")
-bm = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bm)
+# glioblastoma, DIPG (rare), NSCLC, colon cancer
+SPECIFIC = [(cv.SNOMED, "393563007"), bm.RARE, (cv.SNOMED, "254637007"), (cv.SNOMED, "93761005")]
+
 
 class Receiver(http.server.BaseHTTPRequestHandler):
     first: dict[str, float] = {}
@@ -61,6 +62,53 @@ class Receiver(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+def subscribers(patients: int, every: int) -> dict[str, list[str]]:
+    """'Patient/<id>' -> [its subscription id] for the people bench_match.db_load gave a trial-alerts Consent
+    (``alerts_every=every``: offset 1, as bench_match._consents)."""
+    return {f"Patient/bp{i}": [f"sub{i}"] for i in range(1 % every, patients, every)}
+
+
+def subscribe(store, subs: dict[str, list[str]]) -> None:
+    """The subscriptions' state rows, bulk-inserted once (100,000 Subscriptions through REST would measure the
+    REST layer, which bench_store.py does)."""
+    with store.engine.connect() as conn:
+        if conn.execute(select(func.count()).select_from(s.subscription_state)).scalar_one():
+            return
+    with store.write() as tx:
+        rows = [{"subscription_id": v[0], "topic": cv.TOPIC_NEW_MATCHING_STUDY, "status": "active",
+                 "events_since_start": 0, "consecutive_failures": 0, "updated_at": now_iso()} for v in subs.values()]
+        for i in range(0, len(rows), 5000):
+            tx.conn.execute(insert(s.subscription_state), rows[i:i + 5000])
+
+
+def use_subscriptions(flows, subs: dict[str, list[str]]) -> None:
+    """Give the flows the subscription map they would build from stored Subscriptions (the bench stores rows)."""
+    flows._subs, flows._interests = subs, {}
+
+
+def adult_study(sid: str, code: tuple[str, str], title: str) -> list[dict]:
+    """ResearchStudy ``sid`` recruiting adults with ``code`` (its eligibility Group ``<sid>-g``: age >= 18)."""
+    return [{"resourceType": "ResearchStudy", "id": sid, "status": "active", "title": title,
+             "condition": [{"coding": [{"system": code[0], "code": code[1]}]}],
+             "enrollment": [{"reference": f"Group/{sid}-g"}]},
+            {"resourceType": "Group", "id": f"{sid}-g", "type": "person", "actual": False, "characteristic": [
+                {"code": {"coding": [{"system": cv.AGE[0], "code": cv.AGE[1]}]}, "exclude": False,
+                 "valueRange": {"low": {"value": 18, "system": cv.UCUM, "code": "a"}}}]}]
+
+
+def new_study(flows, sid: str, code: tuple[str, str]) -> tuple[float, FlowStats]:
+    """A new study (``adult_study``) stored, then, as a worker's flows see its commit: their matching state
+    refreshed, its candidates found and their alert jobs enqueued. Returns (ms from after the commit, the counts)."""
+    with flows.store.write() as tx:
+        for res in reversed(adult_study(sid, code, f"New study {sid}")):
+            tx.put(res)
+    t0 = time.perf_counter()
+    flows.state.refresh()
+    stats = FlowStats()
+    flows.study_matches(sid, stats)
+    return (time.perf_counter() - t0) * 1000, stats
 
 
 def main() -> None:
@@ -76,36 +124,29 @@ def main() -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     endpoint = f"http://127.0.0.1:{server.server_port}/hook"
-    tmp = Path(tempfile.mkdtemp())
-    url = os.environ.get("GATEWAY_DATABASE_URL") or f"sqlite:///{tmp / 'bench.sqlite3'}"
-    app = create_app(Settings(database_url=url, instance_path=tmp,
-                              outbound=OutboundSettings(allowed_hosts=AllowList.parse("127.0.0.1"), backoff_base=0.1)))
+    settings = settings_from_env("bench_alerts")
+    settings = dataclasses.replace(settings, outbound=dataclasses.replace(
+        settings.outbound, allowed_hosts=AllowList.parse("127.0.0.1"), backoff_base=0.1))
+    app = create_app(settings)
     root = app.extensions["gateway.root"]
     flows = root.flows()
     store, term = flows.store, flows.state.term
     print(f"machine: {bm.machine()}")
-    print(f"database: {url.split('://')[0]}")
+    print(f"database: {backend(settings)}")
 
     every = max(1, args.patients // args.consenting)
     t = time.perf_counter()
     bm.db_load(store, term, argparse.Namespace(seed=args.seed, extracted=False, db_studies=0,
                                                db_patients=args.patients, research_every=0, alerts_every=every))
-    subs = {f"Patient/bp{i}": [f"sub{i}"] for i in range(1 % every, args.patients, every)}  # as bm._consents
+    subs = subscribers(args.patients, every)
     with store.engine.connect() as conn:
         n_people = conn.execute(select(func.count()).select_from(s.match_people)).scalar_one()
         consenting = conn.execute(select(func.count()).select_from(s.match_people).where(
             s.match_people.c.alerts_consent.is_(True))).scalar_one()
-        have_subs = conn.execute(select(func.count()).select_from(s.subscription_state)).scalar_one()
     print(f"{n_people:,} people in the database ({consenting:,} with trial-alerts consent, {len(subs):,} "
           f"subscribed), loaded or found in {time.perf_counter() - t:.1f} s", flush=True)
-    if not have_subs:
-        with store.write() as tx:
-            rows = [{"subscription_id": v[0], "topic": cv.TOPIC_NEW_MATCHING_STUDY, "status": "active",
-                     "events_since_start": 0, "consecutive_failures": 0, "updated_at": now_iso()}
-                    for v in subs.values()]
-            for i in range(0, len(rows), 5000):
-                tx.conn.execute(insert(s.subscription_state), rows[i:i + 5000])
-    flows._subs, flows._interests = subs, {}  # the subscription map the flows would build from stored Subscriptions
+    subscribe(store, subs)
+    use_subscriptions(flows, subs)
 
     worker = root.worker(name="bench")
     # The bench's subscriptions are rows, not stored resources: deliver each job as a small POST to the receiver.
@@ -117,26 +158,14 @@ def main() -> None:
 
     worker.handlers = {**worker.handlers, delivery.NOTIFICATION: deliver_to_receiver}
 
-    # glioblastoma, DIPG (rare), NSCLC, colon cancer; or 'any malignant neoplasm'
-    codes = [bm.BROAD] if args.broad else [(cv.SNOMED, "393563007"), bm.RARE, (cv.SNOMED, "254637007"),
-                                           (cv.SNOMED, "93761005")]
+    codes = [bm.BROAD] if args.broad else SPECIFIC
     find_ms, enqueue_counts, first_ms = [], [], []
     for n in range(args.studies):
         code = codes[n % len(codes)]
-        sid = f"new{n}"
-        study = {"resourceType": "ResearchStudy", "id": sid, "status": "active",
-                 "identifier": [{"system": cv.CTGOV, "value": f"NCT9{n:07d}"}],
-                 "condition": [{"coding": [{"system": code[0], "code": code[1]}]}]}
-        group = {"characteristic": [{"code": {"coding": [{"system": cv.AGE[0], "code": cv.AGE[1]}]},
-                                     "valueRange": {"low": {"value": 18, "code": "a"}}}]}
         Receiver.first.clear()
-        t0 = time.perf_counter()  # the study's commit, as the flows see it
-        flows.state.raw["ResearchStudy"][sid] = study
-        flows.state.studies.add(study_criteria(study, group, {}, term))
-        stats = FlowStats()
-        flows.study_matches(sid, stats)
-        t1 = time.perf_counter()
-        find_ms.append((t1 - t0) * 1000)
+        t0 = time.perf_counter()
+        ms, stats = new_study(flows, f"new{n}-{time.time_ns()}", code)
+        find_ms.append(ms)
         enqueue_counts.append(stats.alerts)
         worker.run_once()  # a worker polling every 0.25 s picks the jobs up at once here
         if "t" in Receiver.first:
