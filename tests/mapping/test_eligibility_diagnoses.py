@@ -200,3 +200,14 @@ def test_pregnancy_is_no_requirement_without_a_stated_heading_or_as_contraceptio
     assert not [f for r in extract("* " + it["text"]).results for f in r.findings if f.kind == "pregnancy"]
     text = "Inclusion Criteria:\n\n* Women of childbearing potential must agree to avoid becoming pregnant\n"
     assert not [f for r in extract(text).results for f in r.findings if f.kind == "pregnancy"]
+
+
+def test_review_lines_name_the_excepted_diagnosis():
+    from gateway.fhir import conventions as cv
+    from gateway.mapping.eligibility import review_lines
+
+    it = LINES["gilbert-unless"]
+    group = annotate_group({"resourceType": "Group", "type": "person", "actual": False, "extension": [
+        {"url": cv.EXT_ELIGIBILITY_TEXT, "valueMarkdown": "Inclusion Criteria:\n\n* " + it["text"]}]})
+    (line,) = [x for x in review_lines(group) if "Bilirubin" in x]
+    assert "[unless Gilbert's syndrome]" in line and "unless-sct" not in line

@@ -424,6 +424,15 @@ def describe(ch: dict) -> str:
                                                                     c.EXT_CHARACTERISTIC_QUALIFIER)]
     window = next((e["valueDuration"] for e in ch.get("extension") or [] if e.get("url") == c.EXT_CRITERION_LOOKBACK),
                   None)
+    unless = [str(x)[len(c.QUALIFIER_UNLESS_PREFIX):] for x in extras if str(x).startswith(c.QUALIFIER_UNLESS_PREFIX)]
+    if unless:
+        from gateway.mapping.eligibility.diagnoses import default_diagnoses
+
+        # one name per diagnosis (its subtypes' codes travel too): 'unless Gilbert's syndrome'
+        names = dict.fromkeys(d.display for u in unless if (d := default_diagnoses().by_code(u))) or \
+            {f"SNOMED CT {unless[0]}": None}
+        extras = [x for x in extras if not str(x).startswith(c.QUALIFIER_UNLESS_PREFIX)] + \
+            [f"unless {' or '.join(names)}"]
     out = f"{'exclude' if ch.get('exclude') else 'include'} {code} = {v}"
     if extras:
         out += f" [{', '.join(str(x) for x in extras)}]"
