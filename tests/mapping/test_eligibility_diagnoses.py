@@ -211,3 +211,22 @@ def test_review_lines_name_the_excepted_diagnosis():
         {"url": cv.EXT_ELIGIBILITY_TEXT, "valueMarkdown": "Inclusion Criteria:\n\n* " + it["text"]}]})
     (line,) = [x for x in review_lines(group) if "Bilirubin" in x]
     assert "[unless Gilbert's syndrome]" in line and "unless-sct" not in line
+
+
+def _diag(text: str, section: str) -> list:
+    r = recognise_criterion(Criterion(text, 0, len(text), section), LX)
+    return [f for f in r.findings if f.kind == "diagnosis"]
+
+
+@pytest.mark.parametrize("key", sorted(k for k in load_diagnoses(DEFAULT_PATH / "diagnoses.yaml").by_key
+                                       if k != "gilbert-syndrome"))
+def test_every_lexicon_diagnosis_flips_or_withdraws_with_negation(key):
+    """'History of X' excludes X; 'No history of X' in an exclusion section is no requirement (withdrawn), and in an
+    inclusion section it excludes X: negating the text never leaves the same characteristic."""
+    name = load_diagnoses(DEFAULT_PATH / "diagnoses.yaml").by_key[key].names[0]
+    (f,) = _diag(f"History of {name}", "exclusion")
+    assert (f.concept, f.exclude, f.confidence, f.qualifiers) == (key, True, "high", ("history",))
+    assert not _diag(f"No history of {name}", "exclusion")
+    (g,) = _diag(f"No history of {name}", "inclusion")
+    assert (g.concept, g.exclude) == (key, True)
+    assert not _diag(f"History of {name}", "inclusion")
