@@ -10,10 +10,11 @@ from urllib.parse import urlencode
 from flask import Flask, Response, current_app, g
 
 from gateway.api import operations
-from gateway.api.http import base_url, fhir_response
+from gateway.api.http import base_url, fhir_response, prefer_strict
 from gateway.api.params import boolean, first, number, operation_params, whole
-from gateway.fhir.errors import Forbidden, InvalidResource, NotFound
+from gateway.fhir.errors import Forbidden, InvalidResource, Issue, NotFound, NotSupported, operation_outcome
 from gateway.fhir.validate import validate_resource
+from gateway.fhir.valuesets import check_code
 from gateway.matching import consent as consent_rules
 from gateway.matching.consent import ConsentGate
 from gateway.matching.engine import MET, NOT_MET, Finding
@@ -119,6 +120,7 @@ def match_view(_rtype: str | None, _rid: str | None) -> Response:
 def _match(state: MatchingState) -> Response:
     params = operation_params("$match", lists=("status", "phase"), drop_empty=True)
     q, limit = _query(params, current_app.config["SETTINGS"].default_count)
+    params, warnings = _applied(params, prefer_strict())
     if params.get("bundle"):
         profile = _profile_from_bundle(params["bundle"][0], state)
     elif params.get("patient-identifier"):  # pulled from the patient's hospital now (gateway.outbound)
@@ -141,15 +143,48 @@ def _match(state: MatchingState) -> Response:
                 "search": search_element(r)} for r in page.matches[offset:]]
     if q.near_misses:
         entries.append({"resource": near_miss_outcome(page.near), "search": {"mode": "outcome"}})
+    if warnings:
+        entries.append({"resource": operation_outcome(warnings), "search": {"mode": "outcome"}})
     bundle = _bundle(entries, page.total, "")
     bundle["link"] = _page_links(f"{base}/ResearchStudy/$match", params, ("status", "phase", "maxDistanceKm",
                                  "includeNearMisses"), limit, offset, page.total)
     return fhir_response(bundle)
 
 
+def _applied(params: dict[str, list[object]], strict: bool) -> tuple[dict[str, list[object]], list[Issue]]:
+    """What $match applies, as search does it (issue #14): a parameter $match does not know, or a status that is
+    not an R4 ResearchStudy.status code, is never dropped silently. Lenient: a warning (saying what to use
+    instead: status=active) and it stays out of the links; ``Prefer: handling=strict``: 400. A status that no
+    study can have is still applied (it matches nothing), so leaving it out of the query never widens the
+    result. -> (the parameters the links may carry, the warnings)."""
+    kept, warnings = dict(params), []
+    for name in params:
+        if name not in MATCH_PARAMS:
+            msg = (f"Parameter '{name}' is not a $match parameter and was not applied (known: "
+                   f"{', '.join(sorted(MATCH_PARAMS))})")
+            if strict:
+                raise NotSupported(msg, name)
+            warnings.append(Issue("not-supported", msg, [name], severity="warning"))
+            del kept[name]
+    statuses = [str(s) for s in params.get("status") or []]
+    problems = [m for m in (check_code("ResearchStudy", "status", s) for s in statuses) if m]
+    if problems:
+        if strict:
+            raise InvalidResource("; ".join(problems), "status",
+                                  issues=[Issue("code-invalid", m, ["status"]) for m in problems])
+        warnings += [Issue("code-invalid", m, ["status"], severity="warning") for m in problems]
+        kept["status"] = [s for s in statuses if check_code("ResearchStudy", "status", s) is None]
+        if not kept["status"]:
+            warnings.append(Issue("code-invalid", "status matches no ResearchStudy; no results are returned for it",
+                                  ["status"], severity="warning"))
+    return kept, warnings
+
+
 # -- anonymous profile and paging ------------------------------------------------------------------------
 # $match for someone whose record the gateway does not hold: nothing is stored, nothing is echoed into links.
 ANONYMOUS_PARAMS = ("age", "birthdate", "gender", "postcode", "condition-text")
+MATCH_PARAMS = frozenset({"patient", "patient-id", "patient-identifier", "bundle", "status", "phase",
+                          "maxDistanceKm", "includeNearMisses", "_count", "_offset", *ANONYMOUS_PARAMS})
 _GENDERS = frozenset({"male", "female", "other", "unknown"})
 
 
