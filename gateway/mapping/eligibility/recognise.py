@@ -636,7 +636,7 @@ _WASHOUT_BEFORE = re.compile(r"(?:minimum\s+of|at\s+least|≥|>=|>|more\s+than)\
                              r"(?:last\s+(?:dose|administration|treatment)\s+(?:of|with)\s+)?(?:any\s+)?(?:prior\s+|previous\s+)?"
                              r"(?:[\w/-]+\s+){0,2}$")
 _ADC_SUFFIX = re.compile(r"^[\s-]*(?:deruxtecan|emtansine|govitecan|vedotin|duocarmazine|dxd|dm1|ozogamicin)")
-_THERAPY_ANTICUE = re.compile(r"amenable|curable|curative|treatment\s+plan|"
+_THERAPY_ANTICUE = re.compile(r"amenable|curable|curative(?![\s-]+intent)|treatment\s+plan|"
                               r"hypersensitiv\w*|allerg\w*|contraindicat\w*|candidate|eligible\s+(?:for|to)|"
                               r"suitable\s+for|willing|refus\w*|scheduled|will\s+receive|to\s+receive|indicated|"
                               r"planned|plan\s+to|unable\s+to\s+receive|ineligible|not\s+(?:a\s+)?candidate|"
