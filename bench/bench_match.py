@@ -573,6 +573,7 @@ def db_load(store, term, args) -> dict:
     # which ran every few thousand allocations and cost ~10% of the load
     gc.freeze()
     t = time.perf_counter()
+    analyzed = max(have_studies, 1000)  # studies stored at the last ANALYZE
     with tqdm(total=max(0, args.db_studies - have_studies), unit="study", desc="studies", disable=None) as bar:
         for start in range(have_studies, args.db_studies, 500):
             end = min(start + 500, args.db_studies)
@@ -581,6 +582,9 @@ def db_load(store, term, args) -> dict:
                     for res in gen.study(i):
                         tx.create(res, res["id"])
             bar.update(end - start)
+            if end >= 2 * analyzed:  # the study rows' hook looks resources up by id too
+                _analyze(store)
+                analyzed = end
     if args.db_studies > have_studies:
         _analyze(store)
         print(f"stored {args.db_studies - have_studies:,} studies (+ Groups, Locations) in "
@@ -588,7 +592,7 @@ def db_load(store, term, args) -> dict:
     t = time.perf_counter()
     batch = getattr(args, "batch", 500)
     rate = None
-    analyzed = max(have_people, 1000)  # people stored at the last ANALYZE
+    analyzed = max(have_people, 1000)
     with tqdm(total=max(0, args.db_patients - have_people), unit="person", desc="people", disable=None) as bar:
         for start in range(have_people, args.db_patients, batch):
             end = min(start + batch, args.db_patients)
