@@ -230,3 +230,20 @@ def test_every_lexicon_diagnosis_flips_or_withdraws_with_negation(key):
     (g,) = _diag(f"No history of {name}", "inclusion")
     assert (g.concept, g.exclude) == (key, True)
     assert not _diag(f"History of {name}", "inclusion")
+
+
+@pytest.mark.parametrize("nct", ["NCT04065269", "NCT05031897", "NCT06771544"])
+def test_a_pregnancy_exclusion_under_an_inclusion_heading_is_never_a_requirement(nct):
+    # 'Pregnant or lactating women.', 'Pregnant or breastfeeding', '... are prohibited from enrolling in this study.'
+    ex = extract(TEXTS[nct])
+    assert not [f for r in ex.results for f in r.findings if f.kind in ("pregnancy", "breastfeeding") and not f.exclude]
+
+
+def test_a_text_that_also_excludes_pregnancy_drops_the_requirement():
+    # NCT05013632's requirement beside NCT05031897's exclusion line: one of the two stands under the wrong heading
+    text = f"Inclusion Criteria:\n\n* {LINES['pregnant-required']['text']}\n\nExclusion Criteria:\n\n* Pregnant or " \
+           "breastfeeding\n"
+    ex = extract(text)
+    assert [f for r in ex.results for f in r.findings if f.kind == "pregnancy" and f.exclude]
+    assert not [f for r in ex.results for f in r.findings if f.kind == "pregnancy" and not f.exclude]
+    assert ex.results[0].reason == "conditional"

@@ -49,6 +49,12 @@ _STATUS_REQUIRED = re.compile(r"^\W*(?:(?:currently|confirmed|documented|viable|
                               r"^\W*(?:(?:healthy|adult)\s+)?(?:women|females?|participants?|persons?|people|patients?|"
                               r"subjects?|mothers?)\s+(?:who\s+are\s+)?(?:currently\s+)?(?:pregnant|lactating|"
                               r"breast[\s-]*feeding)\b")
+# ... and no line that also names the other status ('Pregnant or lactating women.': an exclusion listed under the
+# wrong heading, in every corpus case read) or carries negation or prohibition wording anywhere.
+_PREGNANT_WORD = re.compile(r"pregnan")
+_LACTATING_WORD = re.compile(r"lactat|breast[\s-]*feed|nursing")
+_NOT_REQUIRED = re.compile(r"\b(?:not|no|non|cannot|can't|never|exclu\w*|inelig\w*|prohibit\w*|unable|avoid\w*|"
+                           r"prevent\w*|plan\w*|intend\w*|test\w*|contracept\w*)\b")
 # Course words beside a stage: 'stage III or recurrent' admits stage-less recurrent disease too. 'Metastatic' is
 # stage IV (the recogniser adds it to 'stage III or metastatic'); 'advanced (stage IIIB-IV)' defines 'advanced'.
 _COURSE = re.compile(r"\b(?:recurren\w*|unresectable|relapsed|refractory|progressi\w*|persistent|"
@@ -201,7 +207,9 @@ def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
                     exclude = True  # 'negative pregnancy test' (or 'without a negative test') excludes in any section
                     negated = True
                 elif kind in ("pregnancy", "breastfeeding") and not exclude and crit.stated and \
-                        _STATUS_REQUIRED.match(line) and not negated and f.rule in ("pregnancy", "breastfeeding"):
+                        _STATUS_REQUIRED.match(line) and not negated and f.rule in ("pregnancy", "breastfeeding") \
+                        and not _NOT_REQUIRED.search(low) and \
+                        not (_PREGNANT_WORD.search(low) and _LACTATING_WORD.search(low)):
                     pass  # 'Pregnant or recently pregnant at enrolment' under an inclusion heading: a requirement
                 elif kind in ("pregnancy", "breastfeeding", "infection", "diagnosis") and not exclude:
                     # 'must agree to contraception', 'HBV carriers must be on antivirals': never a requirement to be
@@ -478,7 +486,21 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
 def extract(text: str, lexicons: Lexicons | None = None) -> Extraction:
     """Split and recognise a whole eligibility text."""
     lx = lexicons or default_lexicons()
-    return Extraction(text, [recognise_criterion(c, lx) for c in split_criteria(text)])
+    return Extraction(text, _consistent([recognise_criterion(c, lx) for c in split_criteria(text)]))
+
+
+def _consistent(results: list[CriterionResult]) -> list[CriterionResult]:
+    """A text that requires pregnancy (or breastfeeding) in one criterion and excludes it in another (or asks for a
+    negative pregnancy test) has an exclusion under the wrong heading: the requirement is dropped (left as text)."""
+    for kind in ("pregnancy", "breastfeeding"):
+        required = [i for i, r in enumerate(results) for f in r.findings if f.kind == kind and not f.exclude]
+        if not required or not any(f.kind == kind and f.exclude for r in results for f in r.findings):
+            continue
+        for i in dict.fromkeys(required):
+            r = results[i]
+            kept = tuple(f for f in r.findings if not (f.kind == kind and not f.exclude))
+            results[i] = replace(r, findings=kept, reason=None if kept else "conditional")
+    return results
 
 
 @lru_cache(maxsize=4096)
