@@ -15,7 +15,6 @@ Prints the machine, the load, the size, median and p95 of each and of the differ
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gateway.api.app import create_app  # noqa: E402
-from gateway.config import Settings  # noqa: E402
+from gateway.config import SecuritySettings, Settings, StoreSettings  # noqa: E402
 from gateway.security.policy import Access  # noqa: E402
 from tests.security import conftest as world  # noqa: E402
 
@@ -51,14 +50,15 @@ def main() -> None:
     keys = world.Keys()
     world.write_clients(tmp / "clients", keys)
     os.environ.setdefault("GATEWAY_ALLOWED_HOSTS", "app.example.org")
-    base = Settings(database_url=f"sqlite:///{tmp / 'gw.sqlite3'}", instance_path=tmp, rate_limit=0)
+    base = Settings(store=StoreSettings(f"sqlite:///{tmp / 'gw.sqlite3'}"), instance_path=tmp,
+                    security=SecuritySettings(rate_limit=0))
     dev = create_app(base)
     idp = tmp / "idp-jwks.json"
     idp.write_text(json.dumps({"keys": [world.public_jwk(keys.idp, "idp-1")]}))
-    secure = create_app(dataclasses.replace(base, clients_path=tmp / "clients", audit="off",
+    secure = create_app(world.with_security(base, clients_path=tmp / "clients", audit="off",
                                             token_signing_key=world.pem(keys.gateway), idp_jwks_file=idp,
                                             idp_issuer=world.IDP_ISSUER, idp_audience=world.IDP_AUDIENCE))
-    audited = create_app(dataclasses.replace(secure.config["SETTINGS"], audit="on"))
+    audited = create_app(world.with_security(secure.config["SETTINGS"], audit="on"))
     world.seed(dev.extensions["gateway.store"])  # one database file shared by the apps
     dc, sc = dev.test_client(), secure.test_client()
     token = world.get_token(sc, keys, "leeds-ehr")

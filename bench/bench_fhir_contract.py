@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import text  # noqa: E402
 
 from gateway.api.app import create_app  # noqa: E402
-from gateway.config import Settings  # noqa: E402
+from gateway.config import Settings, StoreSettings  # noqa: E402
 
 SPONSOR = "https://sponsor.example.org/studies"
 HOSPITAL = "https://hospital.example.org/subjects"
@@ -80,7 +80,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"
-        app = create_app(Settings(database_url=url, instance_path=Path(tmp), mappings_path=ROOT / "mappings"))
+        app = create_app(Settings(store=StoreSettings(url), instance_path=Path(tmp), mappings_path=ROOT / "mappings"))
         t0 = time.perf_counter()
         seed(app, args.studies)
         print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus, "

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gateway.api.app import create_app  # noqa: E402
-from gateway.config import Settings  # noqa: E402
+from gateway.config import Settings, StoreSettings  # noqa: E402
 from gateway.fhir import models  # noqa: E402
 from gateway.fhir.conventions import CTGOV, SNOMED  # noqa: E402
 from gateway.store.interactions import FhirService  # noqa: E402
@@ -171,7 +171,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-store-"))
     url = args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}"
-    app = create_app(Settings(database_url=url, instance_path=tmp, mappings_path=ROOT / "mappings"))
+    app = create_app(Settings(store=StoreSettings(url), instance_path=tmp, mappings_path=ROOT / "mappings"))
     svc: FhirService = app.extensions["gateway.service"]
     store = svc.store
     rng = random.Random(20261123)

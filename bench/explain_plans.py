@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from bench_match import Generator, machine  # noqa: E402
 
 from gateway.api.app import create_app  # noqa: E402
-from gateway.config import Settings  # noqa: E402
+from gateway.config import Settings, StoreSettings  # noqa: E402
 from gateway.terminology import default_terminology  # noqa: E402
 
 FHIR = {"Accept": "application/fhir+json"}
@@ -70,7 +70,7 @@ def main() -> None:
     url = os.environ.get("GATEWAY_DATABASE_URL", "")
     if not url.startswith("postgresql"):
         raise SystemExit("GATEWAY_DATABASE_URL must name a PostgreSQL database")
-    app = create_app(Settings(database_url=url, instance_path=Path("/tmp"), mappings_path=ROOT / "mappings"))
+    app = create_app(Settings(store=StoreSettings(url), instance_path=Path("/tmp"), mappings_path=ROOT / "mappings"))
     engine = app.extensions["gateway.store"].engine
     if args.add_studies or args.add_patients:
         bulk_add(app, args.add_studies, args.add_patients, args.offset, seed=args.offset)

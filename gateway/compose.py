@@ -133,11 +133,12 @@ def build(settings: Settings, *, write_hooks: bool = True, bulk: bool = False) -
     ``write_hooks=False``: a bare service without side effects (``gateway import`` stores mapped records; the
     pre-write transforms still run). ``bulk``: the engine is tuned for one process writing a lot (make_engine).
     """
-    engine = make_engine(settings.database_url, echo=settings.sql_echo, bulk=bulk)
+    engine = make_engine(settings.store.database_url, echo=settings.store.sql_echo, bulk=bulk)
     migrate(engine)
     # GATEWAY_READ_DATABASE_URL: a streaming replica for reads (the API routes replica-safe requests to it)
-    store = Store(engine, read_engine=make_engine(settings.read_database_url, echo=settings.sql_echo, read_only=True)
-                  ) if settings.read_database_url else Store(engine)
+    store = Store(engine, read_engine=make_engine(settings.store.read_database_url, echo=settings.store.sql_echo,
+                                                        read_only=True)
+                  ) if settings.store.read_database_url else Store(engine)
     # the study side of matching, pre-computed in every writing transaction (any process may write studies)
     _install_store_hooks(store)
     # pre-write transform: a sponsor's eligibility Group gets its criteria text extracted (docs/eligibility.md)
@@ -147,7 +148,7 @@ def build(settings: Settings, *, write_hooks: bool = True, bulk: bool = False) -
         gw = Gateway(settings=settings, store=store, service=service,
                      destinations=Destinations(settings.outbound_settings()),
                      topics=load_topics(settings.mappings_path / "topics"),
-                     clients=load_clients(settings.clients_path))
+                     clients=load_clients(settings.security.clients_path))
     except BaseException:
         engine.dispose()
         raise
@@ -180,10 +181,10 @@ def check_data_files(settings: Settings) -> dict[str, list[str]]:
     from gateway.terminology.lexicons import check_lexicons
 
     outbound = settings.outbound_settings()
+    clients = settings.security.clients_path
     lexicons = settings.mappings_path / "lexicons"
     checks: dict[str, Callable[[], object]] = {
-        f"clients under {settings.clients_path}" if settings.clients_path else "clients (none: development mode)":
-            lambda: load_clients(settings.clients_path),
+        f"clients under {clients}" if clients else "clients (none: development mode)": lambda: load_clients(clients),
         f"hospitals under {outbound.hospitals_path}": lambda: load_hospitals(Path(outbound.hospitals_path or "")),
         f"topics under {settings.mappings_path / 'topics'}": lambda: load_topics(settings.mappings_path / "topics"),
         f"legal bases under {settings.mappings_path / 'legal-bases'}":

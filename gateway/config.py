@@ -5,9 +5,12 @@ called once by each entry point (``gateway`` CLI, gunicorn's configuration, ``cr
 arguments); the object is then passed down and never re-read. A value that does not parse stops start-up
 with one line naming the variable (``SystemExit``: exit code 1, no traceback). No secret has a default.
 
-The tree: the store, limits, security and patient sign-in settings on the root (every part reads them);
-``outbound`` (allow-list, hospitals, outbox), ``notify``, ``observability`` and ``server`` (gunicorn) as
-branches. To add a setting: a field with its default, and one line in ``from_env`` naming the variable.
+The tree: request limits, the public base URL and the data folders on the root (every part reads them); the
+branches ``store`` (database), ``security`` (clients, tokens, rate limit, audit), ``oidc`` (patient sign-in and
+its session), ``outbound`` (allow-list, hospitals, outbox), ``notify`` (subscriptions, opt-out, patient alerts),
+``observability`` and ``server`` (gunicorn). Every branch is frozen: nothing changes a setting after start-up.
+To add a setting: a field with its default in its branch, and one line in ``from_env`` naming the variable
+(docs/configuration.md lists them all).
 """
 
 from __future__ import annotations
@@ -83,13 +86,14 @@ class _Env:
         return None
 
 
-def _clients_path(env: _Env) -> Path | None:
+def _clients_path(env: _Env, mappings: Path) -> Path | None:
     """GATEWAY_CLIENTS_PATH when set (a folder that must exist: checked at start-up, never a silent
-    development mode); unset: ``mappings/clients`` if that folder exists, else None (development mode)."""
+    development mode); unset: ``<mappings path>/clients`` (the package's own, or GATEWAY_MAPPINGS_PATH's) if that
+    folder exists, else None (development mode). Never relative to the working folder."""
     configured = env.path("GATEWAY_CLIENTS_PATH")
     if configured:
         return configured
-    default = Path("mappings/clients")
+    default = mappings / "clients"
     return default if default.is_dir() else None
 
 
@@ -102,15 +106,59 @@ def child_environment(**overrides: str) -> dict[str, str]:
     return {**os.environ, **overrides}
 
 
-@dataclass
+@dataclass(frozen=True)
+class StoreSettings:
+    """The database (gateway/store)."""
+
+    database_url: str = ""  # GATEWAY_DATABASE_URL
+    read_database_url: str | None = None  # a streaming replica for reads (GATEWAY_READ_DATABASE_URL); None: primary
+    sql_echo: bool = False  # GATEWAY_SQL_ECHO
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    """Who may call the API and how tokens are checked (gateway/security)."""
+
+    clients_path: Path | None = None  # no clients_path = development mode (no clients, local administrator)
+    token_signing_key: str | None = None  # PEM private key (RSA or EC P-384) for the access tokens we issue
+    idp_jwks_url: str | None = None
+    idp_jwks_file: Path | None = None
+    idp_issuer: str | None = None
+    idp_audience: str | None = None
+    idp_nhs_number_claim: str = "nhs_number"  # also the claim patient sign-in reads
+    rate_limit: int = 600  # requests per minute per authenticated client; 0 = off
+    audit: str = "auto"  # auto (on when clients are configured) | on | off
+    insecure_dev: bool = False  # GATEWAY_INSECURE_DEV: development mode may bind a public address
+
+
+@dataclass(frozen=True)
+class OidcSettings:
+    """Patient sign-in with OpenID Connect (NHS login in production) and its session (gateway/api/signin.py)."""
+
+    issuer: str | None = None  # e.g. https://auth.login.nhs.uk (discovery: <issuer>/.well-known/...)
+    client_id: str | None = None
+    client_secret: str | None = None  # client_secret_basic; or private_key (private_key_jwt, NHS login)
+    private_key: str | None = None  # PEM private key for private_key_jwt client authentication
+    private_key_alg: str = "RS512"  # NHS login asks for RS512
+    redirect_uri: str | None = None  # the gateway's /patient/callback URL as registered with the provider
+    scopes: str = "openid profile"
+    vtr: str | None = None  # NHS login vector of trust, e.g. ["P9.Cp.Cd"]; sent as the vtr parameter
+    session_secret: str | None = None  # signs the patient session cookie
+    session_cookie_secure: bool = True  # Secure cookie flag; off only for plain-http development and tests
+    session_minutes: int = 30  # GATEWAY_PATIENT_SESSION_MINUTES
+
+
+@dataclass(frozen=True)
 class NotifySettings:
-    """Subscriptions and the automatic flows (gateway/notify)."""
+    """Subscriptions, the automatic flows and patient alerts (gateway/notify, docs/patient-actions.md)."""
 
     subscription_error_after: int = 3  # failed deliveries in a row before a Subscription shows 'error'
     national_optout: str | None = None  # file path or URL of the national data opt-out list
+    patient_alert_endpoint: str | None = None  # rest-hook standing for e-mail / NHS App push of trial alerts
+    patient_alert_header: str | None = None  # one 'Name: value' header sent with each alert (a channel secret)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ObservabilitySettings:
     """Logs and metrics (gateway/observability)."""
 
@@ -121,7 +169,7 @@ class ObservabilitySettings:
     prometheus_multiproc_dir: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class ServerSettings:
     """gunicorn in the container image (gateway/gunicorn_conf.py)."""
 
@@ -130,12 +178,11 @@ class ServerSettings:
     threads: int = 4
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
-    """Everything that varies by deployment; build it with ``from_env()`` once, or explicitly (tests)."""
+    """Everything that varies by deployment; build it with ``from_env()`` once, or explicitly (tests). Frozen:
+    nothing changes it after start-up (a test derives another with ``dataclasses.replace``)."""
 
-    database_url: str = ""
-    read_database_url: str | None = None  # a streaming replica for reads (GATEWAY_READ_DATABASE_URL); None: primary
     instance_path: Path = Path("instance")
     base_url: str | None = None  # public base of the FHIR endpoint, e.g. https://gw.example.org/fhir
     max_body_bytes: int = 10 * 1024 * 1024
@@ -145,36 +192,13 @@ class Settings:
     max_count: int = 1000
     max_search_value_length: int = 4096  # characters in one search parameter value (gateway/fhir/limits.py)
     max_search_parameters: int = 32  # search criteria in one query (each one joins the index once)
-    # mapping files, code systems, lexicons, topics, legal bases, hospitals, geography: the package's own
-    # (gateway/data/mappings) unless GATEWAY_MAPPINGS_PATH names another folder
+    # mapping files, code systems, lexicons, topics, legal bases, hospitals, geography, clients: the package's
+    # own (gateway/data/mappings) unless GATEWAY_MAPPINGS_PATH names another folder
     mappings_path: Path = BUNDLED_MAPPINGS
-    insecure_dev: bool = False
-    sql_echo: bool = False
-    # security (gateway/security): no clients_path = development mode (no clients, local administrator)
-    clients_path: Path | None = None
-    token_signing_key: str | None = None  # PEM private key (RSA or EC P-384) for the access tokens we issue
-    idp_jwks_url: str | None = None
-    idp_jwks_file: Path | None = None
-    idp_issuer: str | None = None
-    idp_audience: str | None = None
-    idp_nhs_number_claim: str = "nhs_number"
-    rate_limit: int = 600  # requests per minute per authenticated client; 0 = off
-    audit: str = "auto"  # auto (on when clients are configured) | on | off
-    # patient sign-in with OpenID Connect (NHS login in production) and patient actions (docs/patient-actions.md)
-    oidc_issuer: str | None = None  # e.g. https://auth.login.nhs.uk (discovery: <issuer>/.well-known/...)
-    oidc_client_id: str | None = None
-    oidc_client_secret: str | None = None  # client_secret_basic; or oidc_private_key (private_key_jwt, NHS login)
-    oidc_private_key: str | None = None  # PEM private key for private_key_jwt client authentication
-    oidc_private_key_alg: str = "RS512"  # NHS login asks for RS512
-    oidc_redirect_uri: str | None = None  # the gateway's /patient/callback URL as registered with the provider
-    oidc_scopes: str = "openid profile"
-    oidc_vtr: str | None = None  # NHS login vector of trust, e.g. ["P9.Cp.Cd"]; sent as the vtr parameter
-    session_secret: str | None = None  # signs the patient session cookie
-    session_cookie_secure: bool = True  # Secure cookie flag; off only for plain-http development and tests
-    patient_session_minutes: int = 30
-    patient_alert_endpoint: str | None = None  # rest-hook standing for e-mail / NHS App push of trial alerts
-    patient_alert_header: str | None = None  # one 'Name: value' header sent with each alert (a channel secret)
     # branches
+    store: StoreSettings = field(default_factory=StoreSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    oidc: OidcSettings = field(default_factory=OidcSettings)
     outbound: OutboundSettings = field(default_factory=OutboundSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
@@ -201,8 +225,6 @@ class Settings:
         url = env.str("GATEWAY_DATABASE_URL") or f"sqlite:///{(instance / 'gateway.sqlite3').resolve()}"
         mappings = env.path("GATEWAY_MAPPINGS_PATH") or BUNDLED_MAPPINGS
         return cls(
-            database_url=url,
-            read_database_url=env.str("GATEWAY_READ_DATABASE_URL"),
             instance_path=instance,
             base_url=env.str("GATEWAY_BASE_URL"),
             max_body_bytes=env.int("GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024),
@@ -213,30 +235,36 @@ class Settings:
             max_search_value_length=env.int("GATEWAY_MAX_SEARCH_VALUE_LENGTH", 4096),
             max_search_parameters=env.int("GATEWAY_MAX_SEARCH_PARAMETERS", 32),
             mappings_path=mappings,
-            insecure_dev=env.bool("GATEWAY_INSECURE_DEV"),
-            sql_echo=env.bool("GATEWAY_SQL_ECHO"),
-            clients_path=_clients_path(env),
-            token_signing_key=env.secret("GATEWAY_TOKEN_SIGNING_KEY"),
-            idp_jwks_url=env.str("GATEWAY_IDP_JWKS_URL"),
-            idp_jwks_file=env.path("GATEWAY_IDP_JWKS_FILE"),
-            idp_issuer=env.str("GATEWAY_IDP_ISSUER"),
-            idp_audience=env.str("GATEWAY_IDP_AUDIENCE"),
-            idp_nhs_number_claim=env.str("GATEWAY_IDP_NHS_NUMBER_CLAIM", "nhs_number"),
-            rate_limit=env.int("GATEWAY_RATE_LIMIT", 600),
-            audit=env.choice("GATEWAY_AUDIT", "auto", ("auto", "on", "off")),
-            oidc_issuer=(env.str("GATEWAY_OIDC_ISSUER") or "").rstrip("/") or None,
-            oidc_client_id=env.str("GATEWAY_OIDC_CLIENT_ID"),
-            oidc_client_secret=env.secret("GATEWAY_OIDC_CLIENT_SECRET"),
-            oidc_private_key=env.secret("GATEWAY_OIDC_PRIVATE_KEY"),
-            oidc_private_key_alg=env.str("GATEWAY_OIDC_PRIVATE_KEY_ALG", "RS512"),
-            oidc_redirect_uri=env.str("GATEWAY_OIDC_REDIRECT_URI"),
-            oidc_scopes=env.str("GATEWAY_OIDC_SCOPES", "openid profile"),
-            oidc_vtr=env.str("GATEWAY_OIDC_VTR"),
-            session_secret=env.secret("GATEWAY_SESSION_SECRET"),
-            session_cookie_secure=env.bool("GATEWAY_SESSION_COOKIE_SECURE", True),
-            patient_session_minutes=env.int("GATEWAY_PATIENT_SESSION_MINUTES", 30),
-            patient_alert_endpoint=env.str("GATEWAY_PATIENT_ALERT_ENDPOINT"),
-            patient_alert_header=env.secret("GATEWAY_PATIENT_ALERT_HEADER"),
+            store=StoreSettings(
+                database_url=url,
+                read_database_url=env.str("GATEWAY_READ_DATABASE_URL"),
+                sql_echo=env.bool("GATEWAY_SQL_ECHO"),
+            ),
+            security=SecuritySettings(
+                clients_path=_clients_path(env, mappings),
+                token_signing_key=env.secret("GATEWAY_TOKEN_SIGNING_KEY"),
+                idp_jwks_url=env.str("GATEWAY_IDP_JWKS_URL"),
+                idp_jwks_file=env.path("GATEWAY_IDP_JWKS_FILE"),
+                idp_issuer=env.str("GATEWAY_IDP_ISSUER"),
+                idp_audience=env.str("GATEWAY_IDP_AUDIENCE"),
+                idp_nhs_number_claim=env.str("GATEWAY_IDP_NHS_NUMBER_CLAIM", "nhs_number"),
+                rate_limit=env.int("GATEWAY_RATE_LIMIT", 600),
+                audit=env.choice("GATEWAY_AUDIT", "auto", ("auto", "on", "off")),
+                insecure_dev=env.bool("GATEWAY_INSECURE_DEV"),
+            ),
+            oidc=OidcSettings(
+                issuer=(env.str("GATEWAY_OIDC_ISSUER") or "").rstrip("/") or None,
+                client_id=env.str("GATEWAY_OIDC_CLIENT_ID"),
+                client_secret=env.secret("GATEWAY_OIDC_CLIENT_SECRET"),
+                private_key=env.secret("GATEWAY_OIDC_PRIVATE_KEY"),
+                private_key_alg=env.str("GATEWAY_OIDC_PRIVATE_KEY_ALG", "RS512"),
+                redirect_uri=env.str("GATEWAY_OIDC_REDIRECT_URI"),
+                scopes=env.str("GATEWAY_OIDC_SCOPES", "openid profile"),
+                vtr=env.str("GATEWAY_OIDC_VTR"),
+                session_secret=env.secret("GATEWAY_SESSION_SECRET"),
+                session_cookie_secure=env.bool("GATEWAY_SESSION_COOKIE_SECURE", True),
+                session_minutes=env.int("GATEWAY_PATIENT_SESSION_MINUTES", 30),
+            ),
             outbound=OutboundSettings(
                 allowed_hosts=AllowList.parse(env.str("GATEWAY_ALLOWED_HOSTS")),
                 hospitals_path=env.path("GATEWAY_HOSPITALS_PATH"),  # None: <mappings_path>/hospitals
@@ -254,6 +282,8 @@ class Settings:
             notify=NotifySettings(
                 subscription_error_after=env.int("GATEWAY_SUBSCRIPTION_ERROR_AFTER", 3),
                 national_optout=env.str("GATEWAY_NATIONAL_OPTOUT"),
+                patient_alert_endpoint=env.str("GATEWAY_PATIENT_ALERT_ENDPOINT"),
+                patient_alert_header=env.secret("GATEWAY_PATIENT_ALERT_HEADER"),
             ),
             observability=ObservabilitySettings(
                 log_level=env.choice("GATEWAY_LOG_LEVEL", "INFO", _LOG_LEVELS, upper=True),

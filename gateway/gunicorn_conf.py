@@ -59,14 +59,14 @@ def start_checks(server, settings: Settings, metrics_dir: Path | None = None) ->
         server.log.error("%s", line)
     if problems:
         raise SystemExit(1)
-    configured = bool(load_clients(settings.clients_path))
+    configured = bool(load_clients(settings.security.clients_path))
     for address in server.cfg.bind:
         host = address.rsplit(":", 1)[0] if ":" in address else address
-        for line in check_bind(host, configured, settings.insecure_dev):
+        for line in check_bind(host, configured, settings.security.insecure_dev):
             server.log.warning(line)
     # Migrate once here, in the master, before any worker starts: workers that each migrate a fresh database at
     # the same time race (SQLite answers "database is locked" to all but one).
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.store.database_url)
     try:
         migrate(engine)
     finally:

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gateway.api.app import create_app  # noqa: E402
-from gateway.config import Settings  # noqa: E402
+from gateway.config import Settings, StoreSettings  # noqa: E402
 from gateway.fhir.conventions import CTGOV  # noqa: E402
 
 SET = ROOT / "tests" / "data" / "search-quality"
@@ -77,7 +77,7 @@ def run(database_url: str | None = None, verbose: bool = False) -> tuple[float, 
     """(mean precision@5, mean recall@10, per query) over a fresh database."""
     with tempfile.TemporaryDirectory() as tmp:
         url = database_url or f"sqlite:///{tmp}/eval.sqlite3"
-        app = create_app(Settings(database_url=url, instance_path=Path(tmp), mappings_path=ROOT / "mappings"))
+        app = create_app(Settings(store=StoreSettings(url), instance_path=Path(tmp), mappings_path=ROOT / "mappings"))
         app.config["TESTING"] = True
         try:
             client = app.test_client()

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import insert, text
 
 from gateway.api.app import create_app
-from gateway.config import Settings
+from gateway.config import Settings, StoreSettings
 from gateway.store import schema
 from gateway.store.engine import make_engine
 from gateway.store.interactions import FhirService
@@ -48,7 +48,7 @@ def db_url(request, tmp_path) -> str:
 
 @pytest.fixture
 def settings(db_url, tmp_path) -> Settings:
-    return Settings(database_url=db_url, instance_path=tmp_path, mappings_path=ROOT / "mappings")
+    return Settings(store=StoreSettings(db_url), instance_path=tmp_path, mappings_path=ROOT / "mappings")
 
 
 @pytest.fixture

@@ -175,7 +175,7 @@ def test_notifications_without_a_base_url_are_refused_not_defaulted(settings):
 def test_settings_are_not_read_from_the_environment_by_the_root(settings, monkeypatch):
     """The graph uses the settings object it is given, whatever the environment says."""
     monkeypatch.setenv("GATEWAY_ALLOWED_HOSTS", "changed.example.org")
-    gw = build(Settings(database_url=settings.database_url, instance_path=settings.instance_path))
+    gw = build(Settings(store=settings.store, instance_path=settings.instance_path))
     try:
         assert not gw.outbound.allowed_hosts.allows("https://changed.example.org/x")
     finally:

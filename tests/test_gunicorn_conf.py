@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway import gunicorn_conf
-from gateway.config import Settings
+from gateway.config import SecuritySettings, Settings, StoreSettings
 
 
 class _Server:
@@ -24,7 +24,8 @@ class _Server:
 
 def _settings(tmp_path, **kw) -> Settings:
     # an empty clients folder: no clients (development mode)
-    return Settings(database_url=f"sqlite:///{tmp_path / 'gw.sqlite3'}", clients_path=tmp_path, **kw)
+    return Settings(store=StoreSettings(f"sqlite:///{tmp_path / 'gw.sqlite3'}"),
+                    security=SecuritySettings(clients_path=tmp_path, **kw))
 
 
 def test_public_bind_without_clients_is_refused(tmp_path):

@@ -54,7 +54,7 @@ def test_every_branch_is_read_from_the_environment_once(tmp_path):
            "GATEWAY_BIND": "127.0.0.1:9000", "GATEWAY_WORKERS": "3", "GATEWAY_THREADS": "8",
            "GATEWAY_READ_DATABASE_URL": "sqlite:///replica.db", "LEEDS_TOKEN": "t"}
     s = Settings.from_env(env)
-    assert s.database_url == "sqlite:///x.db" and s.read_database_url == "sqlite:///replica.db"
+    assert s.store.database_url == "sqlite:///x.db" and s.store.read_database_url == "sqlite:///replica.db"
     assert s.outbound.allowed_hosts.allows("https://b.example.org:8443/fhir")
     assert not s.outbound.allowed_hosts.allows("https://c.example.org/fhir")
     assert (s.outbound.hospitals_path, s.outbound.max_attempts, s.outbound.backoff_base, s.outbound.client_retries) \
@@ -76,6 +76,41 @@ def test_defaults_need_no_environment():
     assert s.outbound_settings().hospitals_path == BUNDLED_MAPPINGS / "hospitals"
     assert (s.server.bind, s.server.workers, s.server.threads) == ("0.0.0.0:8080", 2, 4)
     assert s.notify.subscription_error_after == 3 and s.observability.log_level == "INFO"
+
+
+def test_the_store_security_and_sign_in_branches(tmp_path):
+    """Every environment variable keeps its name; the values land in their branch."""
+    env = {"GATEWAY_SQL_ECHO": "1", "GATEWAY_CLIENTS_PATH": str(tmp_path), "GATEWAY_TOKEN_SIGNING_KEY": "pem",
+           "GATEWAY_IDP_JWKS_URL": "https://idp.example.org/jwks", "GATEWAY_IDP_ISSUER": "https://idp.example.org",
+           "GATEWAY_IDP_AUDIENCE": "gw", "GATEWAY_IDP_NHS_NUMBER_CLAIM": "nhs", "GATEWAY_RATE_LIMIT": "7",
+           "GATEWAY_AUDIT": "on", "GATEWAY_INSECURE_DEV": "true", "GATEWAY_OIDC_ISSUER": "https://login.example.org/",
+           "GATEWAY_OIDC_CLIENT_ID": "web", "GATEWAY_OIDC_CLIENT_SECRET": "s", "GATEWAY_OIDC_REDIRECT_URI": "https://x/cb",
+           "GATEWAY_OIDC_SCOPES": "openid", "GATEWAY_OIDC_VTR": "P9", "GATEWAY_SESSION_SECRET": "k",
+           "GATEWAY_SESSION_COOKIE_SECURE": "false", "GATEWAY_PATIENT_SESSION_MINUTES": "5",
+           "GATEWAY_PATIENT_ALERT_ENDPOINT": "https://alerts.example.org/hook", "GATEWAY_PATIENT_ALERT_HEADER": "A: b"}
+    s = Settings.from_env(env)
+    assert s.store.sql_echo and s.security.clients_path == tmp_path and s.security.token_signing_key == "pem"
+    assert (s.security.idp_jwks_url, s.security.idp_issuer, s.security.idp_audience, s.security.idp_nhs_number_claim) \
+        == ("https://idp.example.org/jwks", "https://idp.example.org", "gw", "nhs")
+    assert (s.security.rate_limit, s.security.audit, s.security.insecure_dev) == (7, "on", True)
+    o = s.oidc
+    assert (o.issuer, o.client_id, o.client_secret, o.redirect_uri, o.scopes, o.vtr) \
+        == ("https://login.example.org", "web", "s", "https://x/cb", "openid", "P9")
+    assert (o.session_secret, o.session_cookie_secure, o.session_minutes) == ("k", False, 5)
+    assert (s.notify.patient_alert_endpoint, s.notify.patient_alert_header) \
+        == ("https://alerts.example.org/hook", "A: b")
+
+
+def test_settings_are_frozen_after_start_up():
+    import dataclasses
+
+    s = Settings.from_env({"GATEWAY_RATE_LIMIT": "5"})
+    for branch, name in [(s, "base_url"), (s.store, "database_url"), (s.security, "rate_limit"),
+                         (s.oidc, "issuer"), (s.outbound, "allowed_hosts"), (s.notify, "national_optout"),
+                         (s.observability, "log_level"), (s.server, "workers")]:
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(branch, name, None)
+    assert s.security.rate_limit == 5
 
 
 @pytest.mark.parametrize(("name", "value", "says"), [

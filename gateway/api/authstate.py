@@ -50,23 +50,24 @@ def build_state(settings: Settings, store: Store, registry: ClientRegistry | Non
     ``ClientConfigError`` is raised."""
     if registry is None:
         try:
-            registry = load_clients(settings.clients_path)
+            registry = load_clients(settings.security.clients_path)
         except ClientConfigError:
             store.engine.dispose()  # the app is not built: release its database connections
             raise
-    audit_on = settings.audit == "on" or (settings.audit == "auto" and bool(registry))
+    sec_settings = settings.security
+    audit_on = sec_settings.audit == "on" or (sec_settings.audit == "auto" and bool(registry))
     sec = SecurityState(
         registry=registry,
-        tokens=TokenService(registry, store.engine, signing_pem=settings.token_signing_key,
-                            idp_jwks_url=settings.idp_jwks_url, idp_jwks_file=settings.idp_jwks_file,
-                            idp_issuer=settings.idp_issuer, idp_audience=settings.idp_audience,
-                            nhs_number_claim=settings.idp_nhs_number_claim,
-                            fetch_json=_idp_keys(settings.idp_jwks_url)),
-        limiter=RateLimiter(settings.rate_limit), audit=audit_on, insecure_dev=settings.insecure_dev,
+        tokens=TokenService(registry, store.engine, signing_pem=sec_settings.token_signing_key,
+                            idp_jwks_url=sec_settings.idp_jwks_url, idp_jwks_file=sec_settings.idp_jwks_file,
+                            idp_issuer=sec_settings.idp_issuer, idp_audience=sec_settings.idp_audience,
+                            nhs_number_claim=sec_settings.idp_nhs_number_claim,
+                            fetch_json=_idp_keys(sec_settings.idp_jwks_url)),
+        limiter=RateLimiter(sec_settings.rate_limit), audit=audit_on, insecure_dev=sec_settings.insecure_dev,
         audit_writer=AuditWriter(store))
     if not registry:
         log.warning("no clients configured (GATEWAY_CLIENTS_PATH=%s): development mode, every caller without a "
-                    "token is the local administrator", settings.clients_path)
+                    "token is the local administrator", settings.security.clients_path)
     return sec
 
 

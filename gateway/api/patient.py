@@ -262,7 +262,7 @@ def opt_in_alerts(caller: Caller, condition: str, postcode: str | None = None, d
     record here gets a minimal alerts-only Patient (NHS number only; docs/patient-actions.md). Opting in again
     replaces the earlier opt-in.
     """
-    endpoint = current_app.config["SETTINGS"].patient_alert_endpoint
+    endpoint = current_app.config["SETTINGS"].notify.patient_alert_endpoint
     if not endpoint:
         raise NotConfigured("GATEWAY_PATIENT_ALERT_ENDPOINT is not set: alerts have no channel", "endpoint")
     condition = (condition or "").strip()
@@ -296,8 +296,8 @@ def opt_in_alerts(caller: Caller, condition: str, postcode: str | None = None, d
         settings = current_app.config["SETTINGS"]
         channel: dict = {"type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json",
                          "_payload": {"extension": [{"url": EXT_PAYLOAD_CONTENT, "valueCode": "id-only"}]}}
-        if settings.patient_alert_header:
-            channel["header"] = [settings.patient_alert_header.strip()]
+        if settings.notify.patient_alert_header:
+            channel["header"] = [settings.notify.patient_alert_header.strip()]
         criteria = "ResearchStudy?" + urlencode(filters, safe="/:|")
         sub = {"resourceType": "Subscription", "status": "requested",
                "reason": f"Trial alerts: {condition}" + (f" within {distance_km} km of {area}" if area else ""),

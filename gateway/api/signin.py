@@ -21,13 +21,16 @@ from datetime import timedelta
 from http import HTTPStatus
 
 from authlib.integrations.base_client.errors import OAuthError
-from authlib.integrations.flask_client import OAuth
+from authlib.integrations.flask_client import FlaskOAuth2App, OAuth
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
 from flask import Blueprint, Flask, Request, current_app, redirect, request, session
 from requests import RequestException
 
 from gateway.config import Settings
 from gateway.fhir.errors import FhirError, Forbidden, Unauthorized
+from gateway.outbound.errors import OutboundError
+from gateway.outbound.http import HttpClient
+from gateway.outbound.oauth import OutboundOAuth2Session
 from gateway.security.oidc import NoNhsNumber, nhs_number_of, session_caller
 from gateway.security.principal import Caller
 
@@ -67,17 +70,36 @@ class SignedInPatient:
         return session_caller(self.nhs_number, self.session_id)
 
 
+class _ProviderApp(FlaskOAuth2App):
+    """authlib's Flask client whose provider calls go through the outbound client (gateway.outbound.oauth)."""
+
+    client_cls = OutboundOAuth2Session
+
+
+def provider_http(s: Settings) -> HttpClient:
+    """The outbound client of the provider calls (discovery, JWKS, code exchange): the allow-list is the
+    configured issuer's host plus GATEWAY_ALLOWED_HOSTS (a provider whose discovery document names endpoints on
+    another host needs them there); the outbound timeouts, retries and log line."""
+    return HttpClient(allowed_hosts=s.outbound.allowed_hosts.with_host_of(s.oidc.issuer or ""),
+                      timeout=(5.0, 30.0), max_retries=s.outbound.client_retries)
+
+
+# What a provider call can fail with: the outbound client's typed errors (a host not allowed, a timeout, a
+# redirect), requests' (authlib's raise_for_status), authlib's (its error answers), and an unusable document.
+_PROVIDER_ERRORS = (OutboundError, RequestException, OAuthError, ValueError, RuntimeError)
+
+
 def _settings() -> Settings:
     return current_app.config["SETTINGS"]
 
 
 def missing_settings(s: Settings) -> list[str]:
     """The settings sign-in still needs ([] when it can work)."""
-    out = [name for name, value in (("GATEWAY_OIDC_ISSUER", s.oidc_issuer), ("GATEWAY_OIDC_CLIENT_ID",
-                                                                            s.oidc_client_id),
-                                    ("GATEWAY_OIDC_REDIRECT_URI", s.oidc_redirect_uri),
-                                    ("GATEWAY_SESSION_SECRET", s.session_secret)) if not value]
-    if not (s.oidc_client_secret or s.oidc_private_key):
+    o = s.oidc
+    out = [name for name, value in (("GATEWAY_OIDC_ISSUER", o.issuer), ("GATEWAY_OIDC_CLIENT_ID", o.client_id),
+                                    ("GATEWAY_OIDC_REDIRECT_URI", o.redirect_uri),
+                                    ("GATEWAY_SESSION_SECRET", o.session_secret)) if not value]
+    if not (o.client_secret or o.private_key):
         out.append("GATEWAY_OIDC_CLIENT_SECRET or GATEWAY_OIDC_PRIVATE_KEY")
     return out
 
@@ -85,26 +107,27 @@ def missing_settings(s: Settings) -> list[str]:
 def init_app(app: Flask) -> None:
     """Session cookie settings, the OIDC client (when configured) and the routes."""
     s: Settings = app.config["SETTINGS"]
-    if s.session_secret and not app.secret_key:
-        app.secret_key = s.session_secret
+    o = s.oidc
+    if o.session_secret and not app.secret_key:
+        app.secret_key = o.session_secret
     app.config.update(SESSION_COOKIE_NAME="gateway_session", SESSION_COOKIE_HTTPONLY=True,
-                      SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=s.session_cookie_secure,
-                      PERMANENT_SESSION_LIFETIME=timedelta(minutes=s.patient_session_minutes))
+                      SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=o.session_cookie_secure,
+                      PERMANENT_SESSION_LIFETIME=timedelta(minutes=o.session_minutes))
     oauth = OAuth(app)
     client = None
     if not missing_settings(s):
-        # authlib makes the provider calls itself (discovery, keys, code exchange): they get the outbound
-        # client's timeouts (connect, read) so a slow provider cannot hold a request thread
-        kwargs: dict = {"scope": s.oidc_scopes, "code_challenge_method": "S256", "default_timeout": (5.0, 30.0)}
+        # authlib builds the provider calls (discovery, keys, code exchange); they are sent by the outbound
+        # client: allow-list, timeouts (a slow provider cannot hold a request thread), retries, log line
+        kwargs: dict = {"scope": o.scopes, "code_challenge_method": "S256", "outbound": provider_http(s)}
         auth_methods = None
-        secret = s.oidc_client_secret
-        if s.oidc_private_key:  # NHS login: private_key_jwt (RS512); the key stays in this process
+        secret = o.client_secret
+        if o.private_key:  # NHS login: private_key_jwt (RS512); the key stays in this process
             kwargs["token_endpoint_auth_method"] = "private_key_jwt"
-            auth_methods = [PrivateKeyJWT(alg=s.oidc_private_key_alg)]
-            secret = s.oidc_private_key
-        client = oauth.register("patient", client_id=s.oidc_client_id, client_secret=secret,
-                                server_metadata_url=f"{s.oidc_issuer}/.well-known/openid-configuration",
-                                client_kwargs=kwargs, client_auth_methods=auth_methods)
+            auth_methods = [PrivateKeyJWT(alg=o.private_key_alg)]
+            secret = o.private_key
+        client = oauth.register("patient", client_id=o.client_id, client_secret=secret,
+                                server_metadata_url=f"{o.issuer}/.well-known/openid-configuration",
+                                client_kwargs=kwargs, client_auth_methods=auth_methods, client_cls=_ProviderApp)
     app.extensions[EXT] = client
     app.register_blueprint(bp)
 
@@ -115,6 +138,12 @@ def _client():
         raise SignInNotConfigured("Patient sign-in is not configured: set "
                                   + ", ".join(missing_settings(_settings())), "GATEWAY_OIDC_ISSUER")
     return client
+
+
+def _why(exc: Exception) -> str:
+    """A provider failure for the log: the outbound client's message (host and path, never a query, a body or a
+    token), else only the type's name."""
+    return exc.message if isinstance(exc, OutboundError) else type(exc).__name__
 
 
 def _safe_next(value: str | None) -> str:
@@ -130,7 +159,7 @@ def current_patient() -> SignedInPatient | None:
     data = session.get(SESSION_KEY)
     if not isinstance(data, dict):
         return None
-    if time.time() - float(data.get("at", 0)) > _settings().patient_session_minutes * 60:
+    if time.time() - float(data.get("at", 0)) > _settings().oidc.session_minutes * 60:
         session.pop(SESSION_KEY, None)
         return None
     try:
@@ -180,11 +209,12 @@ def login():
     session until the callback."""
     client = _client()
     session["after_sign_in"] = _safe_next(request.args.get("next"))
-    extra = {"vtr": _settings().oidc_vtr} if _settings().oidc_vtr else {}
+    o = _settings().oidc
+    extra = {"vtr": o.vtr} if o.vtr else {}
     try:
-        return client.authorize_redirect(_settings().oidc_redirect_uri, nonce=secrets.token_urlsafe(24), **extra)
-    except (RequestException, OAuthError, ValueError) as exc:  # discovery document unreachable or unusable
-        log.warning("sign-in: the identity provider's metadata cannot be read (%s)", type(exc).__name__)
+        return client.authorize_redirect(o.redirect_uri, nonce=secrets.token_urlsafe(24), **extra)
+    except _PROVIDER_ERRORS as exc:  # discovery document unreachable, refused or unusable
+        log.warning("sign-in: the identity provider's metadata cannot be read (%s)", _why(exc))
         raise SignInNotConfigured("The identity provider cannot be reached; try again later", "login") from None
 
 
@@ -197,15 +227,15 @@ def callback():
         token = client.authorize_access_token()
     except OAuthError as exc:
         raise SignInFailed(f"Sign-in did not complete ({exc.error})", "callback") from None
-    except (RequestException, ValueError) as exc:
-        log.warning("sign-in: token exchange failed (%s)", type(exc).__name__)
+    except _PROVIDER_ERRORS as exc:
+        log.warning("sign-in: token exchange failed (%s)", _why(exc))
         raise SignInFailed("Sign-in did not complete (the identity provider's answer was not usable)",
                            "callback") from None
     claims = dict(token.get("userinfo") or {})
     if not claims:
         raise SignInFailed("Sign-in did not complete (no ID token)", "callback")
     try:
-        nhs = nhs_number_of(claims, _settings().idp_nhs_number_claim)
+        nhs = nhs_number_of(claims, _settings().security.idp_nhs_number_claim)
     except NoNhsNumber:
         raise Forbidden("Your NHS login has no verified NHS number, which is needed to act on your records",
                         "nhs_number") from None

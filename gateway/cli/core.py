@@ -52,11 +52,11 @@ def serve(host: str, port: int, demo: bool) -> None:
     # JSON lines on stdout; one line a request, from the app (no werkzeug line)
     logs.configure(settings.observability.log_level)
     app = create_app(settings)
-    for line in check_bind(host, bool(app.extensions["gateway.security"].registry), settings.insecure_dev):
+    for line in check_bind(host, bool(app.extensions["gateway.security"].registry), settings.security.insecure_dev):
         log.warning(line)  # development mode: loopback only unless GATEWAY_INSECURE_DEV=true
     server = make_server(host, port, app, threaded=True, request_handler=QuietRequestHandler)
     bound_port = server.server_port
-    log.info("database: %s", _redact(settings.database_url))
+    log.info("database: %s", _redact(settings.store.database_url))
     log.info("FHIR base URL: http://%s:%d/fhir", host, bound_port)
     try:
         server.serve_forever()
@@ -95,7 +95,7 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the schema to the current version."""
-    engine = make_engine(cli_settings().database_url)
+    engine = make_engine(cli_settings().store.database_url)
     try:
         applied = migrate(engine)
     finally:

@@ -30,7 +30,7 @@ def register(cli: click.Group) -> None:
 def _store() -> Store:
     """The store alone (outbox list, retry, purge): no hospital files, topics or hooks needed."""
     settings = cli_settings()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.store.database_url)
     migrate(engine)
     return Store(engine)
 

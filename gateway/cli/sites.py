@@ -29,7 +29,7 @@ def sites() -> None:
 def link(report: bool, as_json: bool) -> None:
     """Link every UK site Location to its trust's ODS code (open NHS trust list, mappings/geo) and count the
     results. Linking is computed when a contact request is routed; this command shows what it will find."""
-    store = Store(make_engine(cli_settings().database_url))
+    store = Store(make_engine(cli_settings().store.database_url))
     linker = TrustLinker.from_file()
     counts: Counter = Counter()
     offset = 0

@@ -37,6 +37,15 @@ class AllowList:
                 out.append((item.strip("[]"), None))
         return cls(tuple(out))
 
+    def with_host_of(self, url: str) -> AllowList:
+        """This list plus the host (and port, if given) of ``url``: a URL the operator configured for one
+        purpose (an identity provider) is its own allow-list entry.
+
+        >>> AllowList().with_host_of("https://auth.login.nhs.uk").allows("https://auth.login.nhs.uk/token")
+        True
+        """
+        return AllowList(self.entries + AllowList.parse(urlsplit(url).netloc).entries)
+
     def allows(self, url: str) -> bool:
         try:
             parts = urlsplit(url)

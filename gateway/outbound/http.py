@@ -5,7 +5,7 @@ typed (``gateway.outbound.errors``); retries are bounded and wait by the one bac
 at least ``Retry-After``); only calls safe to repeat are retried on a server error. One log line per call
 names the method, the path (never the query: it may hold an NHS number), the status and the time.
 ``FhirClient`` (FHIR servers) is built on it; JWKS, token endpoints, notifications and the opt-out list use it
-directly.
+directly; patient sign-in's OpenID Connect calls (authlib) reach it through ``gateway.outbound.oauth``.
 
 >>> HttpClient(allowed_hosts=AllowList.parse("idp.example")).send("GET", "https://elsewhere.example/jwks")
 Traceback (most recent call last):
@@ -61,14 +61,16 @@ class HttpClient:
     def for_configured_url(cls, url: str, **kwargs) -> HttpClient:
         """A client that may reach exactly the host of a URL the operator configured for this purpose (an
         identity provider's keys): that setting is its allow-list, not the hospitals' GATEWAY_ALLOWED_HOSTS."""
-        return cls(allowed_hosts=AllowList.parse(urlsplit(url).netloc), **kwargs)
+        return cls(allowed_hosts=AllowList().with_host_of(url), **kwargs)
 
     def send(self, method: str, url: str, *, params=None, data: bytes | dict | None = None,
              headers: Headers | None = None, idempotent: bool | None = None, check: bool = True,
-             timeout: tuple[float, float] | None = None) -> requests.Response:
+             timeout: tuple[float, float] | None = None, auth: requests.auth.AuthBase | None = None
+             ) -> requests.Response:
         """Send with retries. ``headers`` may be a callable (evaluated per attempt: a token may be renewed);
         ``check``: a non-2xx status raises its typed error (else the response is returned for the caller to
-        read, and only transport failures are retried); ``idempotent`` overrides the method's own safety."""
+        read, and only transport failures are retried); ``idempotent`` overrides the method's own safety;
+        ``auth``: a requests auth object that signs the prepared request (OAuth client authentication)."""
         self.allowed_hosts.check(url)
         what = f"{method} {urlsplit(url).path}"
         safe = method in SAFE_METHODS if idempotent is None else idempotent
@@ -76,7 +78,7 @@ class HttpClient:
         while True:
             try:
                 hdrs = dict(headers() if callable(headers) else headers or {})
-                return self._send_once(method, url, params, data, hdrs, what, check, timeout or self.timeout)
+                return self._send_once(method, url, params, data, hdrs, what, check, timeout or self.timeout, auth)
             except OutboundError as exc:
                 retry = exc.retryable and (safe or isinstance(exc, TooManyRequests) or exc.not_sent)
                 if not retry or attempt >= self.max_retries:
@@ -110,11 +112,11 @@ class HttpClient:
         """GET a text document (e.g. the national data opt-out list)."""
         return self.send("GET", url).text
 
-    def _send_once(self, method, url, params, data, headers, what, check, timeout) -> requests.Response:
+    def _send_once(self, method, url, params, data, headers, what, check, timeout, auth=None) -> requests.Response:
         started = time.monotonic()
         try:
             resp = self.session.request(method, url, params=params, data=data, headers=headers,
-                                        timeout=timeout, allow_redirects=False)
+                                        timeout=timeout, allow_redirects=False, auth=auth)
         except requests.ConnectionError as exc:
             err = TransportError(f"{what}: cannot connect ({_reason(exc)})")
             # Connection refused or DNS failure before sending: nothing reached the server.

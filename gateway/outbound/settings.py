@@ -13,7 +13,7 @@ from pathlib import Path
 from gateway.outbound.allowlist import AllowList
 
 
-@dataclass
+@dataclass(frozen=True)
 class OutboundSettings:
     allowed_hosts: AllowList = field(default_factory=AllowList)  # GATEWAY_ALLOWED_HOSTS
     hospitals_path: Path | None = None  # GATEWAY_HOSPITALS_PATH; None: no hospital files (Settings resolves it)

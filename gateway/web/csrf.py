@@ -30,7 +30,7 @@ def init_app(app: Flask) -> None:
     random per-process key is used and the log says so: sessions then end at a restart and are not shared by
     several gateway processes (fine for ``gateway serve``, not for production)."""
     settings = app.config["SETTINGS"]
-    configured = getattr(settings, "session_secret", None)
+    configured = settings.oidc.session_secret
     if configured and not app.secret_key:
         app.secret_key = configured
     if not app.secret_key:

@@ -133,11 +133,11 @@ def test_registry_fails_loudly_with_every_broken_file(tmp_path):
 
 def test_app_start_up_fails_on_a_broken_mapping(tmp_path, db_url):
     from gateway.api.app import create_app
-    from gateway.config import Settings
+    from gateway.config import Settings, StoreSettings
 
     _write(tmp_path, GOOD.format(name="broken").replace("table: status}", "table: nope}"))
     with pytest.raises(MappingFileError, match="unknown table 'nope'"):
-        create_app(Settings(database_url=db_url, instance_path=tmp_path, mappings_path=tmp_path))
+        create_app(Settings(store=StoreSettings(db_url), instance_path=tmp_path, mappings_path=tmp_path))
 
 
 def test_yes_no_table_keys_stay_strings(tmp_path):

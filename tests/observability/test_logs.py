@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from gateway.api.app import create_app
-from gateway.config import Settings
+from gateway.config import SecuritySettings, Settings, StoreSettings
 from gateway.fhir.conventions import NHS_NUMBER
 from gateway.observability import logs
 from tests.conftest import ROOT
@@ -30,8 +30,8 @@ def captured():
 @pytest.fixture
 def audited_app(db_url, tmp_path):
     (tmp_path / "clients").mkdir()
-    app = create_app(Settings(database_url=db_url, instance_path=tmp_path, mappings_path=ROOT / "mappings",
-                              clients_path=tmp_path / "clients", audit="on"))
+    app = create_app(Settings(store=StoreSettings(db_url), instance_path=tmp_path, mappings_path=ROOT / "mappings",
+                              security=SecuritySettings(clients_path=tmp_path / "clients", audit="on")))
     yield app
     app.extensions["gateway.security"].audit_writer.close()
     app.extensions["gateway.store"].engine.dispose()

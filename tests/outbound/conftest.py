@@ -38,10 +38,16 @@ def hospital_dir(tmp_path):
 
 
 @pytest.fixture
-def outbound_env(hospital_dir) -> OutboundSettings:
+def allowed_hosts() -> str:
+    """GATEWAY_ALLOWED_HOSTS of the outbound tests (a test that needs more overrides this fixture)."""
+    return "fhir.leeds.test"
+
+
+@pytest.fixture
+def outbound_env(hospital_dir, allowed_hosts) -> OutboundSettings:
     """The outbound branch of the settings: the test hospital files, the allow-list, the contact key, fast
     retries, and the environment the hospital file's token variable is looked up in."""
-    return OutboundSettings(hospitals_path=hospital_dir, allowed_hosts=AllowList.parse("fhir.leeds.test"),
+    return OutboundSettings(hospitals_path=hospital_dir, allowed_hosts=AllowList.parse(allowed_hosts),
                             contact_id_key="test-contact-key", backoff_base=0.001, max_attempts=3,
                             env={"LEEDS_TEST_TOKEN": "leeds-token"})
 

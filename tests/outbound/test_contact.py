@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,7 +12,6 @@ from responses import matchers
 
 from gateway.fhir.conventions import CONTACT_REQUEST_ID, NHS_NUMBER
 from gateway.outbound import outbox
-from gateway.outbound.allowlist import AllowList
 from gateway.outbound.contact import contact_id
 from tests.conftest import FHIR_JSON
 from tests.outbound.conftest import HOSPITAL_BASE
@@ -152,7 +152,8 @@ def test_hospital_without_the_patient_retries_then_dead_and_visible(client, stor
 def test_missing_contact_key_refuses_with_a_clear_error_and_stores_nothing(client, store, demo, app,
                                                                           monkeypatch):
     pid, sid = demo
-    app.extensions["gateway.outbound"].settings.contact_id_key = None
+    dest = app.extensions["gateway.outbound"]
+    dest.settings = dataclasses.replace(dest.settings, contact_id_key=None)  # settings are frozen
     r = _post(client, _request(pid, sid))
     assert r.status_code == 500
     assert "GATEWAY_CONTACT_ID_KEY" in r.get_json()["issue"][0]["diagnostics"]
@@ -208,15 +209,15 @@ def test_other_research_subjects_are_stored_without_delivery(client, store, demo
 
 
 @pytest.fixture
-def christie_site(outbound_env, hospital_dir):
+def christie_site(hospital_dir):
     """The Christie (RBV), one of the demo study's sites, asks to hear of every request about its studies."""
     (hospital_dir / "christie-test.yaml").write_text(
         "name: christie-test\nods_code: RBV\nfhir_base_url: https://fhir.christie.test/R4\n"
         "write_back: {research_subject: true, site_contact: true}\n")
-    outbound_env.allowed_hosts = AllowList.parse("fhir.leeds.test, fhir.christie.test")
 
 
 @responses.activate
+@pytest.mark.parametrize("allowed_hosts", ["fhir.leeds.test, fhir.christie.test"])  # the Christie is allowed too
 def test_the_study_site_research_team_gets_a_task(christie_site, client, store, demo, worker):
     pid, sid = demo
     rs = _post(client, _request(pid, sid)).get_json()

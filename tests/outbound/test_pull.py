@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
@@ -80,7 +81,7 @@ def test_pull_of_an_unknown_or_ambiguous_patient_says_so(dest):
 
 @responses.activate
 def test_pull_from_a_host_not_allow_listed_sends_nothing(dest):
-    dest.settings.allowed_hosts = AllowList.parse("elsewhere.test")
+    dest.settings = dataclasses.replace(dest.settings, allowed_hosts=AllowList.parse("elsewhere.test"))
     with pytest.raises(DestinationNotAllowed):
         pull_patient_bundle("leeds", NHS, destinations=dest)
     assert len(responses.calls) == 0

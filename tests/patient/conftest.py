@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from gateway.api.app import create_app
-from gateway.config import Settings
+from gateway.config import NotifySettings, OidcSettings, SecuritySettings, Settings, StoreSettings
 from gateway.outbound.allowlist import AllowList
 from gateway.outbound.settings import OutboundSettings
 from gateway.outbound.worker import Worker
@@ -54,13 +54,15 @@ def patient_settings(db_url, tmp_path, issuer) -> Settings:
     clients.mkdir()
     (clients / "nhs-app.yaml").write_text(NHS_APP)
     # base_url: the test client's own base, which alert notifications name (GATEWAY_BASE_URL)
-    return Settings(database_url=db_url, instance_path=tmp_path, mappings_path=ROOT / "mappings",
+    return Settings(store=StoreSettings(db_url), instance_path=tmp_path, mappings_path=ROOT / "mappings",
                     base_url="http://localhost/fhir",
-                    clients_path=clients, idp_jwks_url=f"{issuer.url}/jwks", idp_issuer=issuer.url,
-                    idp_audience="trial-gateway", rate_limit=0, audit="on",
-                    oidc_issuer=issuer.url, oidc_client_id="gateway-web", oidc_client_secret="web-secret",
-                    oidc_redirect_uri="http://localhost/patient/callback", session_secret="test-session-secret",
-                    session_cookie_secure=False, patient_alert_endpoint=ALERTS,
+                    security=SecuritySettings(clients_path=clients, idp_jwks_url=f"{issuer.url}/jwks",
+                                              idp_issuer=issuer.url, idp_audience="trial-gateway", rate_limit=0,
+                                              audit="on"),
+                    oidc=OidcSettings(issuer=issuer.url, client_id="gateway-web", client_secret="web-secret",
+                                      redirect_uri="http://localhost/patient/callback",
+                                      session_secret="test-session-secret", session_cookie_secure=False),
+                    notify=NotifySettings(patient_alert_endpoint=ALERTS),
                     outbound=OutboundSettings(hospitals_path=hospitals,
                                               allowed_hosts=AllowList.parse("fhir.christie.test, alerts.example.org"),
                                               contact_id_key="test-contact-key", backoff_base=0.001, max_attempts=3))

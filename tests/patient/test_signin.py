@@ -70,9 +70,10 @@ def test_private_key_jwt_client_authentication_as_nhs_login_asks(patient_setting
     issuer.client_public_key = key.public_key()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption()).decode()
-    patient_settings.oidc_client_secret = None
-    patient_settings.oidc_private_key = pem
-    app = create_app(patient_settings)
+    from dataclasses import replace
+
+    oidc = replace(patient_settings.oidc, client_secret=None, private_key=pem)
+    app = create_app(replace(patient_settings, oidc=oidc))
     try:
         client = app.test_client()
         done = sign_in(client)

@@ -3,6 +3,7 @@ temporary folder, a seeded two-hospital / two-sponsor / two-person data set, and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -15,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.api.app import create_app
-from gateway.config import Settings
+from gateway.config import SecuritySettings, Settings, StoreSettings
 from gateway.fhir.conventions import NHS_NUMBER, SPONSOR_STUDY_ID, TENANT_TAG
 from gateway.outbound.allowlist import AllowList
 from gateway.outbound.settings import OutboundSettings
@@ -90,13 +91,19 @@ def write_clients(folder: Path, keys: Keys) -> None:
         (folder / f"{cid}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
+def with_security(settings: Settings, **changes) -> Settings:
+    """``settings`` with some of its security branch changed (the settings are frozen)."""
+    return dataclasses.replace(settings, security=dataclasses.replace(settings.security, **changes))
+
+
 def build_settings(db_url: str, folder: Path, keys: Keys) -> Settings:
     write_clients(folder / "clients", keys)
     idp = folder / "idp-jwks.json"
     idp.write_text(json.dumps({"keys": [public_jwk(keys.idp, "idp-1")]}))
-    return Settings(database_url=db_url, instance_path=folder, clients_path=folder / "clients",
-                    token_signing_key=pem(keys.gateway), idp_jwks_file=idp, idp_issuer=IDP_ISSUER,
-                    idp_audience=IDP_AUDIENCE, rate_limit=0, audit="on",
+    return Settings(store=StoreSettings(db_url), instance_path=folder,
+                    security=SecuritySettings(clients_path=folder / "clients", token_signing_key=pem(keys.gateway),
+                                              idp_jwks_file=idp, idp_issuer=IDP_ISSUER, idp_audience=IDP_AUDIENCE,
+                                              rate_limit=0, audit="on"),
                     # Subscription endpoints (notify checks)
                     outbound=OutboundSettings(allowed_hosts=AllowList.parse("app.example.org")))
 

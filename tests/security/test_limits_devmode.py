@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import yaml
 
@@ -12,12 +10,12 @@ from gateway.security.clients import ClientConfigError, load_clients
 from gateway.security.devmode import check_bind, is_loopback
 from gateway.security.ratelimit import RateLimiter
 from tests.conftest import ROOT
-from tests.security.conftest import FHIR, WORLD, bearer, close_app, get_token, idp_token, public_jwk
+from tests.security.conftest import FHIR, WORLD, bearer, close_app, get_token, idp_token, public_jwk, with_security
 from tests.security.test_tenant_matrix import VISIBLE
 
 
 def test_rate_limit_answers_429_with_retry_after(sec_settings, keys):
-    app = create_app(dataclasses.replace(sec_settings, rate_limit=3))
+    app = create_app(with_security(sec_settings, rate_limit=3))
     http = app.test_client()
     tok = get_token(http, keys, "leeds-ehr")
     other = get_token(http, keys, "christie-ehr")
@@ -39,7 +37,7 @@ def test_token_bucket_refills():
 
 
 def test_insecure_dev_warns_on_every_response(settings):
-    app = create_app(dataclasses.replace(settings, insecure_dev=True))
+    app = create_app(with_security(settings, insecure_dev=True))
     c = app.test_client()
     for path in ("/fhir/metadata", "/fhir/Patient", "/healthz"):
         assert "insecure development mode" in c.get(path, headers=FHIR).headers["Warning"]

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -12,23 +11,23 @@ from pathlib import Path
 import pytest
 
 from gateway.api.app import create_app
-from gateway.config import Settings
+from gateway.config import SecuritySettings, Settings, StoreSettings
 from gateway.security.clients import ClientConfigError, load_clients
 from tests.conftest import ROOT
-from tests.security.conftest import close_app
+from tests.security.conftest import close_app, with_security
 
 
 def test_create_app_refuses_a_missing_clients_folder(settings, tmp_path):
     missing = tmp_path / "no-such-folder"
     with pytest.raises(ClientConfigError, match="does not exist"):
-        create_app(dataclasses.replace(settings, clients_path=missing))
+        create_app(with_security(settings, clients_path=missing))
 
 
 def test_create_app_refuses_a_file_as_clients_folder(settings, tmp_path):
     file = tmp_path / "clients.yaml"
     file.write_text("client_id: x\n")
     with pytest.raises(ClientConfigError, match="is not a folder"):
-        create_app(dataclasses.replace(settings, clients_path=file))
+        create_app(with_security(settings, clients_path=file))
 
 
 def test_an_unreadable_clients_folder_is_an_error(tmp_path, monkeypatch):
@@ -60,18 +59,27 @@ def test_an_empty_configured_folder_is_development_mode(settings, tmp_path):
     """An existing folder without client files is what ``mappings/clients`` ships as: development mode
     (loopback only; a public bind is refused, test_limits_devmode.py)."""
     (tmp_path / "empty").mkdir()
-    app = create_app(dataclasses.replace(settings, clients_path=tmp_path / "empty"))
+    app = create_app(with_security(settings, clients_path=tmp_path / "empty"))
     assert not app.extensions["gateway.security"].registry
     close_app(app)
 
 
-def test_unset_path_uses_the_default_folder_only_if_it_exists(tmp_path, monkeypatch):
+def test_unset_path_uses_the_mappings_clients_folder_never_the_working_folder(tmp_path, monkeypatch):
+    """Unset: ``<mappings path>/clients`` (the package's own, or GATEWAY_MAPPINGS_PATH's) if it exists, else
+    development mode; a ``mappings/clients`` folder in the working folder changes nothing."""
+    from gateway.datafiles import BUNDLED_MAPPINGS
+
     monkeypatch.chdir(tmp_path)
-    assert Settings.from_env({}).clients_path is None
-    (tmp_path / "mappings" / "clients").mkdir(parents=True)
-    assert Settings.from_env({}).clients_path == Path("mappings/clients")
-    assert Settings.from_env({"GATEWAY_CLIENTS_PATH": ""}).clients_path == Path("mappings/clients")  # empty: unset
-    assert Settings.from_env({"GATEWAY_CLIENTS_PATH": str(tmp_path / "gone")}).clients_path == tmp_path / "gone"
+    (tmp_path / "mappings" / "clients").mkdir(parents=True)  # the working folder's: never used
+    assert Settings.from_env({}).security.clients_path == BUNDLED_MAPPINGS / "clients"
+    assert Settings.from_env({"GATEWAY_CLIENTS_PATH": ""}).security.clients_path == BUNDLED_MAPPINGS / "clients"
+    mappings = tmp_path / "site-mappings"
+    mappings.mkdir()
+    assert Settings.from_env({"GATEWAY_MAPPINGS_PATH": str(mappings)}).security.clients_path is None
+    (mappings / "clients").mkdir()
+    assert Settings.from_env({"GATEWAY_MAPPINGS_PATH": str(mappings)}).security.clients_path == mappings / "clients"
+    gone = tmp_path / "gone"
+    assert Settings.from_env({"GATEWAY_CLIENTS_PATH": str(gone)}).security.clients_path == gone
 
 
 @pytest.mark.parametrize("command", [["serve", "--port", "0"], ["load", "--quiet", "README.md"]])
@@ -104,7 +112,8 @@ def test_gunicorn_refuses_to_start(tmp_path, monkeypatch):
         log = Log()
         cfg = type("Cfg", (), {"bind": ["0.0.0.0:8080"]})()
 
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'gw.sqlite3'}", clients_path=tmp_path / "missing")
+    settings = Settings(store=StoreSettings(f"sqlite:///{tmp_path / 'gw.sqlite3'}"),
+                        security=SecuritySettings(clients_path=tmp_path / "missing"))
     with pytest.raises(SystemExit) as exc:
         gunicorn_conf.start_checks(Server(), settings)  # what on_starting runs with the settings of its process
     assert exc.value.code == 1

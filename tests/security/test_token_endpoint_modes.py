@@ -4,13 +4,11 @@ key, and fully configured. It used to answer 503 in development mode before look
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import yaml
 
 from gateway.api.app import create_app
-from tests.security.conftest import assertion, close_app, public_jwk, token_form
+from tests.security.conftest import assertion, close_app, public_jwk, token_form, with_security
 from tests.security.test_tokens import ASSERTION_CASES
 
 MODES = ["development", "clients without signing key", "configured"]
@@ -24,7 +22,7 @@ def token_http(request, settings, sec_settings):
     if request.param == "development":
         app = create_app(settings)
     elif request.param == "clients without signing key":
-        app = create_app(dataclasses.replace(sec_settings, token_signing_key=None))
+        app = create_app(with_security(sec_settings, token_signing_key=None))
     else:
         app = create_app(sec_settings)
     yield app.test_client()
@@ -65,7 +63,7 @@ def test_malformed_token_requests_in_every_mode(token_http, keys):
 def test_a_valid_assertion_without_signing_key_is_refused_after_authentication(sec_settings, keys):
     """Only an authenticated client learns that the endpoint cannot issue (503 with an OperationOutcome); its
     assertion is not spent, so it can retry once the key is configured."""
-    app = create_app(dataclasses.replace(sec_settings, token_signing_key=None))
+    app = create_app(with_security(sec_settings, token_signing_key=None))
     http = app.test_client()
     form = token_form(assertion(keys, "leeds-ehr", jti="kept-for-retry"))
     r = http.post("/auth/token", data=form)
@@ -77,7 +75,7 @@ def test_a_valid_assertion_without_signing_key_is_refused_after_authentication(s
 
 
 def test_scope_outside_allowance_is_invalid_scope_before_the_signing_key_is_needed(sec_settings, keys):
-    app = create_app(dataclasses.replace(sec_settings, token_signing_key=None))
+    app = create_app(with_security(sec_settings, token_signing_key=None))
     r = app.test_client().post("/auth/token", data=token_form(assertion(keys, "sponsor-a"), "system/Patient.r"))
     close_app(app)
     _oauth(r, 400, "invalid_scope")
@@ -87,7 +85,7 @@ def test_a_patient_app_client_cannot_use_client_credentials(sec_settings, keys):
     """Patient apps sign in through the identity provider; even with keys on file they get no backend token."""
     doc = {"client_id": "nhs-app-keys", "role": "patient-app", "scopes": ["patient/*.rs"],
            "jwks": {"keys": [public_jwk(keys.rsa, "rsa-1")]}}
-    (sec_settings.clients_path / "nhs-app-keys.yaml").write_text(yaml.safe_dump(doc))
+    (sec_settings.security.clients_path / "nhs-app-keys.yaml").write_text(yaml.safe_dump(doc))
     app = create_app(sec_settings)
     r = app.test_client().post("/auth/token", data=token_form(assertion(keys, "nhs-app-keys")))
     close_app(app)

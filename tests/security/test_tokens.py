@@ -209,11 +209,12 @@ def test_wrong_grant_type(http, keys):
 
 def test_token_endpoint_without_signing_key_says_so(db_url, tmp_path, keys):
     from gateway.api.app import create_app
-    from gateway.config import Settings
+    from gateway.config import SecuritySettings, Settings, StoreSettings
     from tests.security.conftest import write_clients
 
     write_clients(tmp_path / "clients", keys)
-    app = create_app(Settings(database_url=db_url, instance_path=tmp_path, clients_path=tmp_path / "clients"))
+    app = create_app(Settings(store=StoreSettings(db_url), instance_path=tmp_path,
+                              security=SecuritySettings(clients_path=tmp_path / "clients")))
     r = app.test_client().post("/auth/token", data=token_form(assertion(keys, "leeds-ehr")))
     close_app(app)
     assert r.status_code == 503
@@ -248,15 +249,16 @@ def test_idp_jwks_fetched_over_http_and_cached(db_url, tmp_path, keys, monkeypat
     import responses
 
     from gateway.api.app import create_app
-    from gateway.config import Settings
+    from gateway.config import SecuritySettings, Settings, StoreSettings
     from tests.security.conftest import public_jwk, write_clients
 
     write_clients(tmp_path / "clients", keys)
     url = "https://auth.login.example.nhs.uk/.well-known/jwks.json"
     with responses.RequestsMock() as rsps:
         rsps.get(url, json={"keys": [public_jwk(keys.idp, "idp-1")]})
-        app = create_app(Settings(database_url=db_url, instance_path=tmp_path, clients_path=tmp_path / "clients",
-                                  idp_jwks_url=url, idp_issuer=IDP_ISSUER, idp_audience=IDP_AUDIENCE, rate_limit=0))
+        app = create_app(Settings(store=StoreSettings(db_url), instance_path=tmp_path, security=SecuritySettings(
+            clients_path=tmp_path / "clients", idp_jwks_url=url, idp_issuer=IDP_ISSUER, idp_audience=IDP_AUDIENCE,
+            rate_limit=0)))
         c = app.test_client()
         for _ in range(3):
             assert c.get("/fhir/ResearchStudy", headers=bearer(idp_token(keys))).status_code == 200

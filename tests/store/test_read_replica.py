@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from gateway.api.app import create_app
-from gateway.config import Settings
+from gateway.config import Settings, StoreSettings
 from gateway.fhir import conventions as cv
 from gateway.store.engine import make_engine
 from tests.conftest import ROOT
@@ -26,7 +26,7 @@ GLIOBLASTOMA = (cv.SNOMED, "393563007")
 
 
 def _app(primary: str, read: str | None, tmp_path):
-    app = create_app(Settings(database_url=primary, read_database_url=read, instance_path=tmp_path,
+    app = create_app(Settings(store=StoreSettings(primary, read_database_url=read), instance_path=tmp_path,
                               mappings_path=ROOT / "mappings"))
     app.config["TESTING"] = True
     return app

@@ -32,7 +32,7 @@ from bench_search import TEXT_QUERIES, _serve, load  # noqa: E402
 
 from gateway.api.app import create_app  # noqa: E402
 from gateway.api.study_search import search_studies  # noqa: E402
-from gateway.config import Settings  # noqa: E402
+from gateway.config import OidcSettings, Settings, StoreSettings  # noqa: E402
 from gateway.security.policy import Access  # noqa: E402
 from gateway.security.principal import Caller  # noqa: E402
 from gateway.store import geo  # noqa: E402
@@ -61,8 +61,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = args.db.resolve() if args.db else Path(tmp) / "bench.sqlite3"
         reuse = db.exists()
-        app = create_app(Settings(database_url=f"sqlite:///{db}", instance_path=Path(tmp),
-                                  mappings_path=ROOT / "mappings", session_cookie_secure=False))  # plain http
+        app = create_app(Settings(store=StoreSettings(f"sqlite:///{db}"), instance_path=Path(tmp),
+                                  mappings_path=ROOT / "mappings",
+                                  oidc=OidcSettings(session_cookie_secure=False)))  # plain http
         store = app.extensions["gateway.store"]
         if reuse:
             print(f"reusing {db}: {store.count('ResearchStudy'):,} studies (--n ignored)")

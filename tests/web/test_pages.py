@@ -131,15 +131,16 @@ def test_pages_send_a_strict_content_security_policy_and_no_referrer(client):
 def secured_client(db_url, tmp_path):
     """A gateway with clients configured (production): every API request needs a bearer token."""
     from gateway.api.app import create_app
-    from gateway.config import Settings
+    from gateway.config import OidcSettings, SecuritySettings, Settings, StoreSettings
     from tests.web.pages import ROOT
 
     clients = tmp_path / "clients"
     clients.mkdir()
     (clients / "nhs-app.yaml").write_text("client_id: nhs-app\nname: Patient app\nrole: patient-app\n"
                                           "scopes: [patient/ResearchStudy.rs]\n")
-    app = create_app(Settings(database_url=db_url, instance_path=tmp_path, mappings_path=ROOT / "mappings",
-                              clients_path=clients, session_secret="pages-test-secret", rate_limit=0))
+    app = create_app(Settings(store=StoreSettings(db_url), instance_path=tmp_path, mappings_path=ROOT / "mappings",
+                              security=SecuritySettings(clients_path=clients, rate_limit=0),
+                              oidc=OidcSettings(session_secret="pages-test-secret")))
     svc = app.extensions["gateway.service"]
     import json
 
