@@ -27,6 +27,7 @@ from gateway.fhir.errors import (
     PreconditionFailed,
     TooLarge,
 )
+from gateway.fhir.interaction import parse_interaction
 from gateway.fhir.models import SUPPORTED_TYPES
 from gateway.fhir.rewrite import normalise_systems
 from gateway.fhir.rewrite import replace_strings as _replace_strings
@@ -566,9 +567,8 @@ def _parse_entry(i: int, entry: object, where: str, validated: bool = False,
                               f"{where}.request.method")
     if not isinstance(url, str) or not url:
         raise InvalidResource(f"{where}.request.url is required", f"{where}.request.url")
-    path, _, query = url.partition("?")
-    parts = [p for p in path.strip("/").split("/") if p]
-    rtype = parts[0] if parts else ""
+    it = parse_interaction(method, url)  # the one URL -> interaction parser (routes use it too)
+    rtype = it.rtype or ""
     if method != "GET" and rtype not in SUPPORTED_TYPES:
         raise NotFound(f"{where}.request.url: unknown resource type '{rtype}'", f"{where}.request.url")
     e = _Entry(i, method, url, rtype, full_url=entry.get("fullUrl"),
@@ -583,17 +583,17 @@ def _parse_entry(i: int, entry: object, where: str, validated: bool = False,
             e.resource = res if trusted else validate_resource(res, rtype)
         except FhirError as exc:
             raise exc.prefixed(f"{where}.resource") from None
-        if method == "POST" and len(parts) != 1:
+        if method == "POST" and it.name != "create":
             raise InvalidResource(f"{where}.request.url for POST must be a type ('{rtype}')",
                                   f"{where}.request.url")
     if method in ("PUT", "DELETE"):
-        if len(parts) == 2 and not query:
-            e.url_id = parts[1]
-            if method == "PUT" and e.resource is not None and e.resource.get("id") != parts[1]:
+        if it.name in ("update", "delete") and it.rid is not None and not it.query:
+            e.url_id = it.rid
+            if method == "PUT" and e.resource is not None and e.resource.get("id") != it.rid:
                 raise InvalidResource(f"{where}.resource.id '{e.resource.get('id')}' does not match the URL id "
-                                      f"'{parts[1]}'", f"{where}.resource.id")
-        elif len(parts) == 1 and query:
-            e.query = query
+                                      f"'{it.rid}'", f"{where}.resource.id")
+        elif it.conditional:
+            e.query = it.query
         else:
             raise InvalidResource(f"{where}.request.url '{url}' must be Type/id or Type?search",
                                   f"{where}.request.url")
