@@ -32,6 +32,8 @@ from gateway.config import Settings, child_environment
 from gateway.datafiles import bundled
 from gateway.fhir.conventions import CONSENT_SCOPE, NHS_NUMBER, PURPOSE_TRIAL_ALERTS, TOPIC_NEW_MATCHING_STUDY
 from gateway.notify.subscriptions import EXT_FILTER_CRITERIA, EXT_PAYLOAD_CONTENT
+from gateway.outbound.errors import OutboundError
+from gateway.outbound.http import HttpClient
 
 DEMO_DATA = bundled("demo")  # package data (gateway/datafiles.py); top-level files only: the walkthrough
 FHIR_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}  # adds walkthrough/
@@ -161,6 +163,12 @@ def prepare(folder: Path, mappings_path: Path, leeds_port: int, alerts_port: int
     return DemoConfig(folder, env, hospital_file, public_key)
 
 
+def _http(url: str, read_timeout: float) -> HttpClient:
+    """The demo's calls to the processes it started on 127.0.0.1 go through the one outbound client (timeouts,
+    no redirects, log line), allowed to reach that one host and port; no retries (the callers poll or fail)."""
+    return HttpClient.for_configured_url(url, timeout=(2.0, read_timeout), max_retries=0)
+
+
 def _wait(url: str, stack: Stack, what: str) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
@@ -168,9 +176,9 @@ def _wait(url: str, stack: Stack, what: str) -> None:
         if dead:
             raise DemoError(f"{dead.name} exited with code {dead.proc.returncode} while starting")
         try:
-            if requests.get(url, timeout=2).status_code == 200:
+            if _http(url, 2.0).send("GET", url, check=False).status_code == 200:
                 return
-        except requests.RequestException:
+        except OutboundError:
             pass
         time.sleep(0.1)
     raise DemoError(f"{what} did not answer at {url} within {STARTUP_SECONDS:.0f} s")
@@ -179,7 +187,7 @@ def _wait(url: str, stack: Stack, what: str) -> None:
 def load_demo_data(base: str) -> None:
     """POST the demo Bundles to the gateway, as the sponsor and the hospital do (conditional: repeatable)."""
     for path in sorted(DEMO_DATA.glob("*.json")):
-        r = requests.post(base, data=path.read_bytes(), headers=FHIR_JSON, timeout=60)
+        r = _http(base, 60.0).send("POST", base, data=path.read_bytes(), headers=FHIR_JSON, check=False)
         if r.status_code != 200:
             raise DemoError(f"loading {path.name} failed: HTTP {r.status_code} {r.text[:300]}")
 
@@ -194,8 +202,9 @@ def demo_patient(base: str) -> str:
                 nhs = next((i["value"] for i in res.get("identifier", []) if i.get("system") == NHS_NUMBER), None)
     if nhs is None:
         raise DemoError(f"no Patient with an NHS number in {DEMO_DATA}")
-    found = requests.get(f"{base}/Patient", params={"identifier": f"{NHS_NUMBER}|{nhs}", "_elements": "id"},
-                         headers=FHIR_JSON, timeout=30).json().get("entry") or []
+    found = _http(base, 30.0).send("GET", f"{base}/Patient", params={"identifier": f"{NHS_NUMBER}|{nhs}",
+                                                                     "_elements": "id"},
+                                   headers=FHIR_JSON).json().get("entry") or []
     if len(found) != 1:
         raise DemoError(f"expected one demo Patient at the gateway, found {len(found)}")
     return found[0]["resource"]["id"]
@@ -203,8 +212,8 @@ def demo_patient(base: str) -> str:
 
 def first_match(base: str, patient_id: str) -> str:
     """The study ``$match`` ranks first for the patient (the one the walkthrough asks to be contacted about)."""
-    bundle = requests.get(f"{base}/ResearchStudy/$match", params={"patient-id": patient_id}, headers=FHIR_JSON,
-                          timeout=60).json()
+    bundle = _http(base, 60.0).send("GET", f"{base}/ResearchStudy/$match", params={"patient-id": patient_id},
+                                    headers=FHIR_JSON).json()
     ids = [e["resource"]["id"] for e in bundle.get("entry") or [] if (e.get("search") or {}).get("mode") == "match"]
     if not ids:
         raise DemoError(f"$match found no study for Patient/{patient_id}: {json.dumps(bundle)[:300]}")
@@ -282,7 +291,7 @@ def run_demo(host: str, port: int, settings: Settings | None = None) -> int:
         print(f"gateway serve --demo: {dead.name} exited with code {dead.proc.returncode}; stopping the rest",
               file=sys.stderr, flush=True)
         return 1
-    except (DemoError, requests.RequestException) as exc:
+    except (DemoError, OutboundError, requests.JSONDecodeError) as exc:
         print(f"gateway serve --demo: {exc}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
