@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, select
 
 from gateway.config import child_environment
+from gateway.store import schema
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "bench_scale.py"
@@ -41,11 +43,16 @@ def test_the_contract_keys_then_a_second_load_reuses_the_database(tmp_path, monk
     assert figures["people_in_database"] == figures["loaded_people"] == 60
     assert figures["loaded_studies"] == 30
     assert figures["alerts_broad_jobs"] >= 0 and figures["candidates_broad_fit"] >= 0
-    # the second run stores nothing: everything asked for is there
+    # a second run stores only what is missing: ten more people (one of them subscribed), no study
     monkeypatch.setenv("GATEWAY_DATABASE_URL", url)
-    args = argparse.Namespace(patients=60, studies=30, seed=7, batch=500, profile=None)
+    args = argparse.Namespace(patients=70, studies=30, seed=7, batch=500, profile=None)
     again = _module().load(args)
-    assert (again["loaded_people"], again["loaded_studies"], again["people_in_database"]) == (0, 0, 60)
+    assert (again["loaded_people"], again["loaded_studies"], again["people_in_database"]) == (10, 0, 70)
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        subscribed = set(conn.execute(select(schema.subscription_state.c.subscription_id)).scalars())
+    engine.dispose()
+    assert subscribed == {f"sub{i}" for i in range(1, 70, 10)}
 
 
 def test_help_and_the_default_database_is_refused(tmp_path, capsys, monkeypatch):
