@@ -555,7 +555,8 @@ def db_load(store, term, args) -> dict:
     create, what POSTed Bundle entries use, without FHIR validation), ``args.batch`` (default 500) people a
     transaction, continuing a database an earlier run began. The write hook of the matching state builds each
     person's row in the same transaction. A progress bar on a terminal; ANALYZE (PostgreSQL) whenever the data
-    has doubled. Returns what it stored: {"studies": n, "people": n, "people_per_s": rate or None}."""
+    has doubled. Returns what it stored: {"studies": n, "people": n, "studies_per_s": .., "people_per_s": ..}
+    (rates None when nothing was stored)."""
     import gc
 
     from sqlalchemy import func, select
@@ -585,10 +586,12 @@ def db_load(store, term, args) -> dict:
             if end >= 2 * analyzed:  # the study rows' hook looks resources up by id too
                 _analyze(store)
                 analyzed = end
+    study_rate = None
     if args.db_studies > have_studies:
         _analyze(store)
+        study_rate = (args.db_studies - have_studies) / (time.perf_counter() - t)
         print(f"stored {args.db_studies - have_studies:,} studies (+ Groups, Locations) in "
-              f"{time.perf_counter() - t:.0f} s", flush=True)
+              f"{time.perf_counter() - t:.0f} s ({study_rate:,.0f} studies/s)", flush=True)
     t = time.perf_counter()
     batch = getattr(args, "batch", 500)
     rate = None
@@ -612,6 +615,7 @@ def db_load(store, term, args) -> dict:
               f"({rate:,.0f} people/s, {batch} a transaction, rows built in the same transactions)", flush=True)
     gc.unfreeze()
     return {"studies": max(0, args.db_studies - have_studies), "people": max(0, args.db_patients - have_people),
+            "studies_per_s": round(study_rate, 1) if study_rate else None,
             "people_per_s": round(rate, 1) if rate else None}
 
 

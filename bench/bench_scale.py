@@ -99,7 +99,8 @@ def load(args) -> dict:
         if people > args.patients:
             print(f"note: the database holds {people:,} people, more than --patients; all of them are measured")
         return {"people_in_database": people, "loaded_studies": done["studies"], "loaded_people": done["people"],
-                "load_people_per_s": done["people_per_s"], "load_s": round(seconds, 1)}
+                "load_studies_per_s": done["studies_per_s"], "load_people_per_s": done["people_per_s"],
+                "load_s": round(seconds, 1)}
     finally:
         gw.close()
 
