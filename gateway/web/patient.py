@@ -74,12 +74,36 @@ def withdraw(caller: Caller, study_id: str) -> None:
     actions.withdraw_contact(caller, state.subject_id)
 
 
-def alerts_on(caller: Caller) -> bool:
-    return any(r.get("resourceType") == "Consent" for r in actions.alerts(caller))
+@dataclass(frozen=True)
+class AlertInterest:
+    """What one active opt-in asks for, as the patient chose it (read back from its Subscription)."""
+
+    condition: str
+    area: str | None  # a postcode district (the full postcode is never stored); None: anywhere
+    distance_km: int | None
+
+
+def alert_interests(caller: Caller) -> list[AlertInterest] | None:
+    """The patient's active alert opt-ins, each with its condition and area; None when alerts are off."""
+    found = actions.alerts(caller)
+    if not any(r.get("resourceType") == "Consent" for r in found):
+        return None
+    out = []
+    for sub in (r for r in found if r.get("resourceType") == "Subscription"):
+        for ext in sub.get("extension") or []:
+            if ext.get("url") != actions.EXT_ALERT_INTEREST:
+                continue
+            parts = {x.get("url"): x for x in ext.get("extension") or []}
+            distance = (parts.get("distance") or {}).get("valueQuantity", {}).get("value")
+            out.append(AlertInterest(str((parts.get("condition") or {}).get("valueString") or ""),
+                                     (parts.get("postcode") or {}).get("valueString"),
+                                     int(distance) if isinstance(distance, int | float) else None))
+    return out
 
 
 def opt_in(caller: Caller, study: StudyView, postcode: str, distance_km: int) -> None:
-    """Alerts about trials like this one: its first condition (else its title) and the area of the last search."""
+    """Alerts about trials like this one: its first condition (else its title), near the postcode the patient
+    gave on the study page (prefilled from their last search), or anywhere when they gave none."""
     condition = (study.conditions[0] if study.conditions else study.title)[:200]
     actions.opt_in_alerts(caller, condition, postcode or None, distance_km)
 

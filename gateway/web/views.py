@@ -158,12 +158,21 @@ def clear():
 
 @bp.get("/trials/<sid>")
 def study(sid: str):
+    return _study_page(sid)
+
+
+def _study_page(sid: str, *, alert_form: dict | None = None, errors: list[tuple[str, str]] | None = None):
     view = _study_view(sid)
     signed_in = g.page_caller.role == "patient-app"
     state = patient.contact_state(g.page_caller, sid) if signed_in else None
-    alerts = patient.alerts_on(g.page_caller) if signed_in else False
-    return render_template("web/study.html", study=view, search=TrialSearch.from_session(session.get(SESSION_SEARCH)),
-                           contact=state, alerts=alerts, notice=session.pop("notice", None))
+    interests = patient.alert_interests(g.page_caller) if signed_in else None
+    search = TrialSearch.from_session(session.get(SESSION_SEARCH))
+    form = alert_form or {"postcode": search.postcode if search else "",
+                          "distance_km": search.distance_km if search else DEFAULT_DISTANCE_KM}
+    page = render_template("web/study.html", study=view, search=search, contact=state, alerts=interests is not None,
+                           interests=interests or [], alert_form=form, distances=DISTANCES_KM, errors=errors or [],
+                           field_errors=dict(reversed(errors or [])), notice=session.pop("notice", None))
+    return (page, HTTPStatus.BAD_REQUEST) if errors else page
 
 
 @bp.post("/trials/<sid>/contact")
@@ -184,10 +193,28 @@ def withdraw(sid: str):
 
 @bp.post("/trials/<sid>/alerts")
 def similar_alerts(sid: str):
+    """'Tell me about similar trials': the study's condition, near the postcode the patient gives (prefilled from
+    the last search; empty: anywhere in the UK) within the distance chosen. The postcode goes in the POST body and
+    is kept only as its district (gateway.api.patient.opt_in_alerts)."""
     view = _study_view(sid)
     caller = patient.require_signed_in()
-    s = TrialSearch.from_session(session.get(SESSION_SEARCH))
-    patient.opt_in(caller, view, s.postcode if s else "", s.distance_km if s else DEFAULT_DISTANCE_KM)
+    postcode = " ".join((request.form.get("alert_postcode") or "").upper().split())
+    raw = request.form.get("alert_distance") or str(DEFAULT_DISTANCE_KM)
+    distance = int(raw) if raw.isdigit() and int(raw) in DISTANCES_KM else None
+    errors: list[tuple[str, str]] = []
+    if distance is None:
+        errors.append(("alert-distance", "Choose a distance from the list"))
+    try:
+        if len(postcode) > 10:
+            raise PostcodeNotFound
+        origin_of(postcode)
+    except PostcodeNotFound:
+        errors.append(("alert-postcode", "We could not find that postcode. Enter a full UK postcode, like LS6 3HE, "
+                                         "or leave it empty for trials anywhere in the UK"))
+    if errors:
+        return _study_page(sid, alert_form={"postcode": postcode[:10], "distance_km": distance or DEFAULT_DISTANCE_KM},
+                           errors=errors)
+    patient.opt_in(caller, view, postcode, distance or DEFAULT_DISTANCE_KM)
     session["notice"] = "alerts-on"
     return redirect(url_for("web.study", sid=sid) + "#actions", HTTPStatus.SEE_OTHER)
 
