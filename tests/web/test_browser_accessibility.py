@@ -112,3 +112,26 @@ def test_results_at_phone_width_reflow_without_sideways_scrolling(world, browser
         assert_accessible(pg)
     finally:
         context.close()
+
+
+def test_the_alerts_form_its_errors_and_what_was_opted_in_to_are_accessible(world, fresh):
+    sid = world.study_id("NOTC-GBM-01")
+    fresh.goto(f"{world.base}/trials/{sid}")
+    fresh.get_by_role("button", name="Sign in to request contact").click()  # -> test issuer -> back here
+    fresh.wait_for_url(f"{world.base}/trials/{sid}")
+    fresh.get_by_label("Postcode for alerts").fill("ZZ9 9ZZ")
+    fresh.get_by_role("button", name="Tell me about similar trials").click()
+    fresh.wait_for_load_state()
+    assert fresh.title().startswith("Error:")
+    assert "postcode" in fresh.locator(".nhsuk-error-summary").inner_text().lower()
+    assert_accessible(fresh)
+    fresh.get_by_label("Postcode for alerts").fill("LS6 3HE")
+    fresh.get_by_label("Distance for alerts").select_option("25")
+    fresh.get_by_role("button", name="Tell me about similar trials").click()
+    fresh.wait_for_load_state()
+    assert "within 25 km of LS6" in fresh.locator("#alert-interests").inner_text()
+    assert "3HE" not in fresh.url.upper()
+    assert_accessible(fresh)
+    fresh.get_by_role("button", name="Stop alerts about new trials").click()
+    fresh.wait_for_load_state()
+    assert fresh.get_by_label("Postcode for alerts").is_visible()
