@@ -151,17 +151,19 @@ def _match(state: MatchingState) -> Response:
     return fhir_response(bundle)
 
 
-def _applied(params: dict[str, list[object]], strict: bool) -> tuple[dict[str, list[object]], list[Issue]]:
+def _applied(params: dict[str, list[object]], strict: bool, known: frozenset[str] | None = None,
+             what: str = "$match") -> tuple[dict[str, list[object]], list[Issue]]:
     """What $match applies, as search does it (issue #14): a parameter $match does not know, or a status that is
     not an R4 ResearchStudy.status code, is never dropped silently. Lenient: a warning (saying what to use
     instead: status=active) and it stays out of the links; ``Prefer: handling=strict``: 400. A status that no
     study can have is still applied (it matches nothing), so leaving it out of the query never widens the
     result. -> (the parameters the links may carry, the warnings)."""
+    known = MATCH_PARAMS if known is None else known
     kept, warnings = dict(params), []
     for name in params:
-        if name not in MATCH_PARAMS:
-            msg = (f"Parameter '{name}' is not a $match parameter and was not applied (known: "
-                   f"{', '.join(sorted(MATCH_PARAMS))})")
+        if name not in known:
+            msg = (f"Parameter '{name}' is not a {what} parameter and was not applied (known: "
+                   f"{', '.join(sorted(known))})")
             if strict:
                 raise NotSupported(msg, name)
             warnings.append(Issue("not-supported", msg, [name], severity="warning"))
@@ -253,6 +255,7 @@ def _page_links(url: str, params: dict[str, list[object]], keep: tuple[str, ...]
 
 
 # -- $candidates ---------------------------------------------------------------------------------------
+CANDIDATES_PARAMS = frozenset({"consent", "maxDistanceKm", "_count", "_offset", "_after", "_total"})
 _GATE_KEY = "gateway.consent_gate"
 
 
@@ -290,7 +293,7 @@ def candidates_view(_rtype: str | None, rid: str | None) -> Response:
 
 
 def _candidates(state: MatchingState, rid: str | None, sc, study: dict | None) -> Response:
-    params = operation_params("$candidates")
+    params, warnings = _applied(operation_params("$candidates"), prefer_strict(), CANDIDATES_PARAMS, "$candidates")
     consent = first(params, "consent")
     consent_mode = "required" if consent is None else consent
     if consent_mode not in ("required", "any"):
@@ -341,6 +344,8 @@ def _candidates(state: MatchingState, rid: str | None, sc, study: dict | None) -
         pid = p.patient_ids[0]
         entries.append({"fullUrl": f"{base}/Patient/{pid}", "resource": patients[pid],
                         "search": search_element(r, extra, audience="team")})
+    if warnings:
+        entries.append({"resource": operation_outcome(warnings), "search": {"mode": "outcome"}})
     bundle = _bundle(entries, total, "")
     if total is None or total_mode == "none":
         del bundle["total"]

@@ -40,6 +40,9 @@ _PARAMS: dict[tuple[str, str], list[_P]] = {
         ("consent", "in", 0, "1", "code", "required (default) | any (administrators only)"),
         ("maxDistanceKm", "in", 0, "1", "decimal", "Only patients within this distance of a site"),
         ("_count", "in", 0, "1", "integer", "Page size"),
+        ("_offset", "in", 0, "1", "integer", "Page start"),
+        ("_after", "in", 0, "1", "string", "Where the next page starts: the value of a next link"),
+        ("_total", "in", 0, "1", "code", "none | estimate (default) | accurate: how Bundle.total is given"),
         ("return", "out", 1, "1", "Bundle", "searchset of Patient with search.score and explanations"),
     ],
     ("ConceptMap", "translate"): [

@@ -81,3 +81,20 @@ def test_the_operation_definition_names_every_parameter_match_reads(fhir):
 
     od = fhir.get("/fhir/OperationDefinition/ResearchStudy-match").get_json()
     assert {p["name"] for p in od["parameter"] if p["use"] == "in"} == MATCH_PARAMS
+
+
+def test_candidates_warns_of_an_unknown_parameter_and_refuses_it_when_strict(fhir, demo):  # noqa: F811
+    from gateway.api.matching_ops import CANDIDATES_PARAMS
+
+    sid = fhir.get("/fhir/ResearchStudy?_text=glioblastoma").get_json()["entry"][0]["resource"]["id"]
+    b = fhir.get(f"/fhir/ResearchStudy/{sid}/$candidates?consent=any&colour=red&_count=5").get_json()
+    (issue,) = _outcomes(b)
+    assert issue["code"] == "not-supported" and "'colour'" in issue["diagnostics"]
+    assert "colour" not in _self(b) and "consent=any" in _self(b) and "_count=5" in _self(b)
+    r = fhir.get(f"/fhir/ResearchStudy/{sid}/$candidates?colour=red", headers=STRICT)
+    assert r.status_code == 400 and r.get_json()["issue"][0]["code"] == "not-supported"
+    ok = fhir.get(f"/fhir/ResearchStudy/{sid}/$candidates?consent=any&maxDistanceKm=80&_total=accurate&_count=5",
+                  headers=STRICT)
+    assert ok.status_code == 200 and not _outcomes(ok.get_json())
+    od = fhir.get("/fhir/OperationDefinition/ResearchStudy-candidates").get_json()
+    assert {p["name"] for p in od["parameter"] if p["use"] == "in"} == CANDIDATES_PARAMS
