@@ -1,4 +1,5 @@
-"""Lexicons for eligibility criteria (mappings/lexicons/*.yaml): analytes, genes, drugs and classes, stages, context.
+"""Lexicons for eligibility criteria (mappings/lexicons/*.yaml): analytes, genes, drugs and classes, stages, context
+(and the check of diagnoses.yaml, which gateway/mapping/eligibility/diagnoses.py reads).
 
 Loaded once, checked with marshmallow (a broken file raises LexiconError naming the file and the field). The
 terminology layer sits below mapping and matching, so both read these: the extractor to recognise words, the
@@ -130,6 +131,61 @@ class ContextFileSchema(_Strict):
 
 class MedspacyContextFileSchema(Schema):
     context_rules = fields.List(fields.Nested(ContextRuleSchema), required=True)
+
+
+# SNOMED CT identifiers: the last digit is a Verhoeff check digit over the others, the two before it the partition
+# ('00' a concept id, '10' a concept id in an extension's namespace). A wrong check digit proves a mistyped id.
+_VERHOEFF_D = ((0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 3, 4, 0, 6, 7, 8, 9, 5), (2, 3, 4, 0, 1, 7, 8, 9, 5, 6),
+               (3, 4, 0, 1, 2, 8, 9, 5, 6, 7), (4, 0, 1, 2, 3, 9, 5, 6, 7, 8), (5, 9, 8, 7, 6, 0, 4, 3, 2, 1),
+               (6, 5, 9, 8, 7, 1, 0, 4, 3, 2), (7, 6, 5, 9, 8, 2, 1, 0, 4, 3), (8, 7, 6, 5, 9, 3, 2, 1, 0, 4),
+               (9, 8, 7, 6, 5, 4, 3, 2, 1, 0))
+_VERHOEFF_P = ((0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 5, 7, 6, 2, 8, 3, 0, 9, 4), (5, 8, 0, 3, 7, 9, 6, 2, 4, 1),
+               (8, 9, 1, 6, 0, 4, 3, 5, 2, 7), (9, 4, 5, 3, 1, 2, 6, 8, 7, 0), (4, 2, 8, 6, 5, 7, 3, 9, 0, 1),
+               (2, 7, 9, 3, 8, 0, 6, 4, 1, 5), (7, 0, 4, 6, 9, 1, 3, 2, 5, 8))
+
+
+def is_sctid(code: str) -> bool:
+    """True if ``code`` is shaped as a SNOMED CT concept id: 6 to 18 digits, no leading zero, concept partition,
+    valid Verhoeff check digit.
+
+    >>> is_sctid("13645005"), is_sctid("13645006"), is_sctid("1064811000000103")
+    (True, False, True)
+    """
+    if not re.fullmatch(r"[1-9]\d{5,17}", code or "") or code[-3:-1] not in ("00", "10"):
+        return False
+    c = 0
+    for i, digit in enumerate(reversed(code)):
+        c = _VERHOEFF_D[c][_VERHOEFF_P[i % 8][int(digit)]]
+    return c == 0
+
+
+class _SctidValidator(validate.Validator):
+    error = "not a SNOMED CT concept id (6-18 digits, concept partition, Verhoeff check digit)"
+
+    def __call__(self, value: str) -> str:
+        if not is_sctid(value):
+            raise ValidationError(self.error)
+        return value
+
+
+_SCTID = _SctidValidator()
+
+
+class DiagnosisSchema(_Strict):
+    """One general diagnosis of diagnoses.yaml (read by gateway/mapping/eligibility/diagnoses.py)."""
+
+    display = fields.String(required=True, validate=validate.Length(min=1))
+    snomed = fields.String(required=True, validate=_SCTID)
+    includes = fields.List(fields.String(validate=_SCTID), required=True)
+    names = fields.List(fields.String(validate=validate.Length(min=1)), required=True, validate=validate.Length(min=1))
+    caps = fields.List(fields.String(validate=validate.Length(min=1)))
+    patterns = fields.List(fields.String(validate=validate.Length(min=1)))
+    checked = fields.String(required=True, validate=validate.Length(min=1))
+
+
+class DiagnosesFileSchema(_Strict):
+    diagnoses = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[a-z0-9-]+$")),
+                            values=fields.Nested(DiagnosisSchema), required=True)
 
 
 # -- loaded data -----------------------------------------------------------------------------------
@@ -331,13 +387,36 @@ def load_lexicons(folder: Path = DEFAULT_PATH) -> Lexicons:
     return lx
 
 
+def read_diagnoses(path: Path) -> dict[str, dict]:
+    """diagnoses.yaml checked (schema, patterns that compile, no name or capitals-only name given to two diagnoses):
+    {key: entry}, each entry's ``patterns`` compiled. Raises LexiconError naming the file and the field."""
+    data = _check(path, DiagnosesFileSchema(), _load_yaml(path))
+    seen: dict[str, str] = {}
+    for key, d in data["diagnoses"].items():
+        compiled = []
+        for i, p in enumerate(d.get("patterns") or []):
+            try:
+                compiled.append(re.compile(p, re.IGNORECASE))
+            except re.error as exc:
+                raise LexiconError(f"{path}: diagnoses.{key}.patterns.{i}: not a regular expression ({exc})") from None
+        d["patterns"] = compiled
+        for field_name in ("names", "caps"):
+            for n in (x.lower() for x in d.get(field_name) or ()):
+                if n in seen:
+                    raise LexiconError(f"{path}: diagnoses.{key}.{field_name}: '{n}' is also a name of '{seen[n]}'")
+                seen[n] = key
+    return data["diagnoses"]
+
+
 def check_lexicons(folder: Path = DEFAULT_PATH) -> list[str]:
-    """Problems with the lexicons under ``folder`` (one line each); [] if they load."""
-    try:
-        load_lexicons(folder)
-    except LexiconError as exc:
-        return str(exc).splitlines()
-    return []
+    """Problems with the lexicons under ``folder`` (one line each), diagnoses.yaml included; [] if they load."""
+    problems: list[str] = []
+    for load in (load_lexicons, lambda f: read_diagnoses(f / "diagnoses.yaml")):
+        try:
+            load(folder)
+        except LexiconError as exc:
+            problems += str(exc).splitlines()
+    return problems
 
 
 @lru_cache(maxsize=4)
@@ -366,4 +445,5 @@ def is_member(drug_code: str, class_code: str) -> bool:
 
 
 __all__ = ["Analyte", "ContextRule", "Drug", "DrugClass", "Gene", "LexiconError", "Lexicons", "check_lexicons",
-           "default_lexicons", "drug_classes", "is_member", "lexicons_for", "load_lexicons", "normalise_unit"]
+           "default_lexicons", "drug_classes", "is_member", "is_sctid", "lexicons_for", "load_lexicons",
+           "normalise_unit", "read_diagnoses"]

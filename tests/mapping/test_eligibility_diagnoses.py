@@ -9,14 +9,19 @@ same pattern, so that a rule reads the general case, not one fixture.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+import yaml
+from click.testing import CliRunner
 
+from gateway.cli import cli
 from gateway.mapping.eligibility import annotate_group, extract, recognise_criterion, split_criteria
 from gateway.mapping.eligibility.diagnoses import find_diagnoses, load_diagnoses
 from gateway.mapping.eligibility.split import Criterion
-from gateway.terminology.lexicons import DEFAULT_PATH, LexiconError, default_lexicons
+from gateway.terminology.lexicons import DEFAULT_PATH, LexiconError, default_lexicons, is_sctid
+from tests.conftest import ROOT
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "eligibility-diagnoses"
 LINES = {x["id"]: x for x in json.loads((DATA / "lines.json").read_text(encoding="utf-8"))}
@@ -156,6 +161,38 @@ def test_the_lexicon_is_checked_on_load(tmp_path):
     with pytest.raises(LexiconError, match=r"diagnoses\.b\.names: 'copd'"):
         load_diagnoses(dup)
 
+
+
+def test_every_code_is_a_concept_id_with_its_check_digit_and_says_where_it_was_checked():
+    # a mistyped SCTID fails its Verhoeff check digit; 'checked' names the source each code was confirmed in
+    lexicon = load_diagnoses(DEFAULT_PATH / "diagnoses.yaml")
+    raw = yaml.safe_load((DEFAULT_PATH / "diagnoses.yaml").read_text(encoding="utf-8"))
+    for key, d in lexicon.by_key.items():
+        assert all(is_sctid(c) for c in d.codes), key
+        assert "recalled" not in raw["diagnoses"][key]["checked"], key
+    assert not is_sctid("13645006") and not is_sctid("013645005") and is_sctid("13645005")
+
+
+def test_mappings_check_names_a_broken_diagnoses_file_and_field_in_one_line(tmp_path):
+    folder = tmp_path / "mappings"
+    shutil.copytree(ROOT / "mappings", folder)
+    env = {"GATEWAY_MAPPINGS_PATH": str(folder)}
+    ok = CliRunner().invoke(cli, ["mappings", "check"], env=env)
+    assert ok.exit_code == 0 and "ok  lexicons under" in ok.output, ok.output
+    path = folder / "lexicons" / "diagnoses.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace('snomed: "13645005"', 'snomed: "13645006"', 1),
+                    encoding="utf-8")  # COPD's id with its check digit off by one
+    bad = CliRunner().invoke(cli, ["mappings", "check"], env=env)
+    errors = [line for line in bad.output.splitlines() if line.startswith("error")]
+    assert bad.exit_code == 1
+    assert errors == [f"error  {path}: diagnoses.copd.value.snomed: not a SNOMED CT concept id (6-18 digits, "
+                      "concept partition, Verhoeff check digit)"]
+    path.write_text("diagnoses:\n  copd:\n    display: COPD\n    snomed: '13645005'\n    includes: []\n"
+                    "    names: [copd]\n", encoding="utf-8")  # no 'checked'
+    bad = CliRunner().invoke(cli, ["mappings", "check"], env=env)
+    errors = [line for line in bad.output.splitlines() if line.startswith("error")]
+    assert bad.exit_code == 1 and len(errors) == 1
+    assert errors[0].startswith(f"error  {path}: diagnoses.copd.value.checked: ")
 
 # -- section headings -------------------------------------------------------------------------------------------
 def test_numbered_section_headings_switch_the_section():

@@ -13,32 +13,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from marshmallow import RAISE, Schema, fields, validate
-
 from gateway.mapping.eligibility.phrases import PhraseIndex
-from gateway.terminology.lexicons import DEFAULT_PATH, LexiconError, _check, _load_yaml
-
-_SCTID = validate.Regexp(r"^[1-9]\d{5,17}$", error="not a SNOMED CT concept id")
-
-
-class _Strict(Schema):
-    class Meta:
-        unknown = RAISE
-
-
-class DiagnosisSchema(_Strict):
-    display = fields.String(required=True, validate=validate.Length(min=1))
-    snomed = fields.String(required=True, validate=_SCTID)
-    includes = fields.List(fields.String(validate=_SCTID), required=True)
-    names = fields.List(fields.String(validate=validate.Length(min=1)), required=True, validate=validate.Length(min=1))
-    caps = fields.List(fields.String(validate=validate.Length(min=1)))
-    patterns = fields.List(fields.String(validate=validate.Length(min=1)))
-    checked = fields.String(required=True)
-
-
-class DiagnosesFileSchema(_Strict):
-    diagnoses = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[a-z0-9-]+$")),
-                            values=fields.Nested(DiagnosisSchema), required=True)
+from gateway.terminology.lexicons import DEFAULT_PATH, read_diagnoses
 
 
 @dataclass(frozen=True)
@@ -68,29 +44,16 @@ class DiagnosisLexicon:
 
 
 def load_diagnoses(path: Path) -> DiagnosisLexicon:
-    """Load and check diagnoses.yaml; raises LexiconError naming the file and the field."""
-    data = _check(path, DiagnosesFileSchema(), _load_yaml(path))
+    """Load diagnoses.yaml, checked by gateway.terminology.lexicons.read_diagnoses (the check ``gateway mappings
+    check`` runs too); raises LexiconError naming the file and the field."""
     out: dict[str, Diagnosis] = {}
     phrases: list[tuple[str, object]] = []
-    seen: dict[str, str] = {}
     patterns: list[tuple[re.Pattern, Diagnosis]] = []
-    for key, d in data["diagnoses"].items():
-        compiled = []
-        for i, p in enumerate(d.get("patterns") or []):
-            try:
-                compiled.append(re.compile(p, re.IGNORECASE))
-            except re.error as exc:
-                raise LexiconError(f"{path}: diagnoses.{key}.patterns.{i}: not a regular expression ({exc})") from None
+    for key, d in read_diagnoses(path).items():
         diag = Diagnosis(key, d["display"], d["snomed"], tuple(d["includes"]), tuple(n.lower() for n in d["names"]),
-                         tuple(n.lower() for n in d.get("caps") or ()), tuple(compiled))
-        for field_name, names in (("names", diag.names), ("caps", diag.caps)):
-            for n in names:
-                if n in seen:
-                    raise LexiconError(f"{path}: diagnoses.{key}.{field_name}: '{n}' is also a name of "
-                                       f"'{seen[n]}'")
-                seen[n] = key
-                phrases.append((n, (diag, field_name == "caps")))
-        patterns += [(p, diag) for p in compiled]
+                         tuple(n.lower() for n in d.get("caps") or ()), tuple(d["patterns"]))
+        phrases += [(n, (diag, False)) for n in diag.names] + [(n, (diag, True)) for n in diag.caps]
+        patterns += [(p, diag) for p in diag.patterns]
         out[key] = diag
     return DiagnosisLexicon(out, PhraseIndex(phrases), tuple(patterns))
 
