@@ -317,16 +317,32 @@ _PG_PER_STUDY = (
     "AND ir.ref = m.ref WHERE m.rtype = 'Group') x GROUP BY pk")
 
 
-def text_cte(dialect: str, query: TextQuery, name: str) -> tuple[str, dict]:
+# The same sums for the studies of a CTE ``{w}`` ('pk': ResearchStudy pks) only: each study's own row, and the rows
+# of the Groups it enrols, looked up from the study (few studies) rather than mapped from every match.
+_SQLITE_WITHIN = (
+    "SELECT pk, SUM(s) AS s FROM ("
+    "SELECT w.pk AS pk, m.s AS s FROM {w} w CROSS JOIN {m} m WHERE m.id = w.pk UNION ALL "
+    "SELECT w.pk AS pk, m.s AS s FROM {w} w CROSS JOIN idx_reference ir CROSS JOIN search_text t INDEXED BY "
+    "ix_search_text_ref CROSS JOIN {m} m WHERE ir.res_pk = w.pk AND ir.param = 'ResearchStudy:enrollment' "
+    "AND t.ref = ir.ref AND t.rtype = 'Group' AND m.id = t.res_pk"
+    ") x GROUP BY pk")
+_PG_WITHIN = (
+    "SELECT pk, SUM(s) AS s FROM (SELECT w.pk AS pk, m.s AS s FROM {w} w JOIN {m} m ON m.id = w.pk UNION ALL "
+    "SELECT w.pk AS pk, m.s AS s FROM {w} w JOIN idx_reference ir ON ir.res_pk = w.pk AND "
+    "ir.param = 'ResearchStudy:enrollment' JOIN {m} m ON m.ref = ir.ref AND m.rtype = 'Group') x GROUP BY pk")
+
+
+def text_cte(dialect: str, query: TextQuery, name: str, within: str | None = None) -> tuple[str, dict]:
     """The body of one text query's CTE ('pk, s' per ResearchStudy: the engine's relevance, bm25 / ts_rank_cd,
     summed over the study and its eligibility Group) and its parameters. The engine's matches are an inner
-    MATERIALIZED CTE: ranked once, then mapped to studies."""
+    MATERIALIZED CTE: ranked once, then mapped to studies. ``within``: the name of a CTE of the statement ('pk')
+    holding the only studies wanted (the same sums, for those studies)."""
     m, q = f"{name}_m", f"{name}_q"
     if dialect == "postgresql":
-        return f"WITH {m} AS MATERIALIZED ({_PG_MATCHES.format(q=q)}) {_PG_PER_STUDY.format(m=m)}", \
-            {q: query.tsquery()}
-    return f"WITH {m} AS MATERIALIZED ({_SQLITE_MATCHES.format(q=q)}) {_SQLITE_PER_STUDY.format(m=m)}", \
-        {q: query.fts5()}
+        per_study = _PG_WITHIN.format(m=m, w=within) if within else _PG_PER_STUDY.format(m=m)
+        return f"WITH {m} AS MATERIALIZED ({_PG_MATCHES.format(q=q)}) {per_study}", {q: query.tsquery()}
+    per_study = _SQLITE_WITHIN.format(m=m, w=within) if within else _SQLITE_PER_STUDY.format(m=m)
+    return f"WITH {m} AS MATERIALIZED ({_SQLITE_MATCHES.format(q=q)}) {per_study}", {q: query.fts5()}
 
 
 def normalised_score(raw: float, postgres: bool) -> float:

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import pytest
 
-from gateway.fhir.conventions import EXT_SITE_RECRUITMENT_STATUS
+from gateway.fhir.conventions import EXT_ELIGIBILITY_TEXT, EXT_SITE_RECRUITMENT_STATUS
 from gateway.store import geo, study_search
 
 # Districts spread over England and Wales, several studies per district (ties in distance: relevance, then pk).
@@ -37,6 +37,12 @@ def world(fhir) -> list[str]:
         body = {"resourceType": "ResearchStudy", "status": rng.choice(["active", "active", "closed-to-accrual"]),
                 "title": f"{words.capitalize()} study {i}" + (" with extra glioblastoma words" if i % 7 == 0 else ""),
                 "condition": [{"text": words}], "site": sites}
+        if i % 3:  # an eligibility Group: its text counts towards the study's relevance
+            group = {"resourceType": "Group", "type": "person", "actual": False, "extension": [
+                {"url": EXT_ELIGIBILITY_TEXT, "valueMarkdown": f"Adults with {WORDS[(i + 1) % len(WORDS)]}."
+                                                               + f" No prior {words} treatment." * (i % 4)}]}
+            gid = fhir.post("/fhir/Group", json=group).get_json()["id"]
+            body["enrollment"] = [{"reference": f"Group/{gid}"}]
         resp = fhir.post("/fhir/ResearchStudy", json=body)
         assert resp.status_code == 201
         ids.append(resp.get_json()["id"])
@@ -73,8 +79,8 @@ QUERIES = [
 @pytest.mark.parametrize("query", QUERIES)
 @pytest.mark.parametrize("mode", ["none", "estimate"])
 def test_pages_without_a_total_are_the_pages_with_one(fhir, world, monkeypatch, query, mode):
-    monkeypatch.setattr(study_search, "FIRST_RING_KM", 1.0)  # many rings: each widening is exercised
-    monkeypatch.setattr(study_search, "FIRST_RING_TEXT_KM", 2.0)
+    monkeypatch.setattr(study_search, "RING_SITES", 1)  # a first ring of 1 km: each widening is exercised
+    monkeypatch.setattr(study_search, "RING_SITES_FILTERED", 1)
     whole = _bundle(fhir, f"{query}&_count=200")
     total = whole["total"]
     assert total == len(_matches(whole)) and total > 3, query  # the world gives every query several matches
@@ -103,7 +109,7 @@ def test_total_accurate_is_the_default_and_a_bad_value_is_refused(fhir, world):
 def test_service_function_without_a_total(app, world, monkeypatch):
     from gateway.api.study_search import search_studies
 
-    monkeypatch.setattr(study_search, "FIRST_RING_TEXT_KM", 1.0)
+    monkeypatch.setattr(study_search, "RING_SITES_FILTERED", 1)
     store = app.extensions["gateway.store"]
     exact = search_studies(store, text="cancer", postcode="LS6 3HE", distance_km=300, count=5)
     fast = search_studies(store, text="cancer", postcode="LS6 3HE", distance_km=300, count=5, total="none")
