@@ -369,7 +369,7 @@ def study_criteria(study: dict, group: dict | None, locations: dict[str, dict], 
 # re-extracting every ResearchStudy, Group and Location at start. Each criterion is its own JSON text inside the
 # row, so that a reader decodes a criterion stated by thousands of studies once and shares the object (Decoder).
 # Bump DOC_FORMAT whenever extraction or this encoding changes: rows of another format are re-derived.
-DOC_FORMAT = 1
+DOC_FORMAT = 2
 _CRIT_FIELDS = tuple(f.name for f in fields(Criterion) if f.init)
 _CODE_FIELDS = frozenset({"obs_codes", "others"})
 _TUPLE_FIELDS = frozenset({"values", "qualifiers", "genes", "variants"})
@@ -420,18 +420,31 @@ def criteria_doc(sc: StudyCriteria) -> str:
     return orjson.dumps(doc).decode()
 
 
-def index_keys_doc(sc: StudyCriteria) -> str | None:
-    """``sc.index_keys()`` as JSON [[[system, code], ...], [text, ...]] (None: open to anyone), stored beside the
-    criteria so that a process files a study in its index without decoding them (StudyIndex.add_stored)."""
+def blank_signature(sc: StudyCriteria) -> str:
+    """What decides a study for a person with no condition on record (all but the condition codes), as text: the
+    studies of one signature are screened once for such a person (StudyIndex.blank_groups). Stored with the row of
+    an open or healthy-volunteer study, so that a process groups it without decoding its criteria."""
+    crits = [["condition", c.exclude, c.confidence, list(c.qualifiers), c.lookback_days]
+             if c.kind in ("condition", "diagnosis") else _enc_criterion(c) for c in sc.criteria]
+    return orjson.dumps([sc.status, sorted(sc.phases), sc.healthy_volunteers, crits, len(sc.unstructured)]).decode()
+
+
+def index_keys_doc(sc: StudyCriteria) -> str:
+    """What the StudyIndex files a study under, as JSON [codes, texts, kind]: ``sc.index_keys()`` ([[system,
+    code], ...], [text, ...]; both null: open to anyone) and, for an open or healthy-volunteer study, its
+    ``blank_signature`` (else null). Stored beside the criteria so that a process files a study without decoding
+    them (StudyIndex.add_stored)."""
     keys = sc.index_keys()
+    blank = blank_signature(sc) if keys is None or sc.healthy_volunteers else None
     if keys is None:
-        return None
-    return orjson.dumps([sorted(_enc_codes(keys[0])), sorted(keys[1])]).decode()
+        return orjson.dumps([None, None, blank]).decode()
+    return orjson.dumps([sorted(_enc_codes(keys[0])), sorted(keys[1]), blank]).decode()
 
 
-def index_keys_of(text: str) -> tuple[tuple[Code, ...], tuple[str, ...]]:
-    codes, texts = orjson.loads(text)
-    return _dec_codes(codes), tuple(texts)
+def index_keys_of(text: str) -> tuple[tuple[tuple[Code, ...], tuple[str, ...]] | None, str | None]:
+    """``index_keys_doc`` -> (index keys, None: open to anyone; the blank signature or None)."""
+    codes, texts, blank = orjson.loads(text)
+    return (None if codes is None else (_dec_codes(codes), tuple(texts))), blank
 
 
 class Decoder:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
-from gateway.matching.criteria import Criterion, Decoder, StudyCriteria
+from gateway.matching.criteria import Criterion, Decoder, StudyCriteria, blank_signature
 from gateway.matching.engine import (
     CONFLICT,
     MET,
@@ -104,14 +104,6 @@ def _arrange(rows: list[Screened], limit: int | None, coarse: Callable[[Screened
     rows[:end] = head
 
 
-def _blank_signature(sc: StudyCriteria) -> tuple:
-    """What decides a study for a person with no condition on record: all but the condition codes."""
-    crits: list[Criterion | tuple] = [
-        ("condition", c.exclude, c.confidence, c.qualifiers, c.lookback_days)
-        if c.kind in ("condition", "diagnosis") else c for c in sc.criteria]
-    return sc.status, sc.phases, sc.healthy_volunteers, tuple(crits), len(sc.unstructured)
-
-
 def _copy(base: Screened, sid: str, key: str) -> Screened:
     """A kind's screening as the row of one of its studies (same decisions, counts and score)."""
     return Screened(sid, key, base.score, base.not_met, None, base.met, base.unknown, base.evaluated, base.total,
@@ -181,8 +173,8 @@ class StudyIndex:
         self._keys: dict[str, tuple[tuple[Code, ...], tuple[str, ...], tuple[Code, ...]]] = {}
         # open and healthy-volunteer studies by _blank_signature: screened once per signature for
         # a person with no active condition
-        self.blank_groups: dict[tuple, set[str]] = {}
-        self._blank_of: dict[str, tuple] = {}
+        self.blank_groups: dict[str, set[str]] = {}
+        self._blank_of: dict[str, str] = {}
         # one shared object per distinct criterion (with how many studies hold it), so that screening a person
         # decides "Platelets >= 100,000/mm3" once for every study stating it (engine.tally's memo)
         self._shared: dict[Criterion, list] = {}
@@ -260,18 +252,32 @@ class StudyIndex:
             return sc
 
     def add_stored(self, sid: str, version: int, doc: str, keys: tuple[tuple[Code, ...], tuple[str, ...]] | None,
-                   healthy: bool, related: bool = True) -> None:
+                   blank: str | None, healthy: bool, related: bool = True) -> None:
         """File a study from its stored row (study_rows) without decoding its criteria until it is asked for.
 
-        ``keys``: its ``index_keys()`` as stored. An open or healthy-volunteer study is decoded now (its kind of
-        study for people with no condition needs its criteria). ``related=False``: leave ``by_related`` to one
-        ``build_related()`` after a bulk load.
+        ``keys``: its ``index_keys()`` as stored; ``blank``: its ``blank_signature`` (open and healthy-volunteer
+        studies): only the first study of a kind of study is decoded now, to decide for that kind.
+        ``related=False``: leave ``by_related`` to one ``build_related()`` after a bulk load.
         """
-        if keys is None or healthy:
+        if (keys is None or healthy) and blank is None:
             self.add(self.decoder.study(sid, version, doc))
             return
         self.remove(sid)
-        dict.__setitem__(self.studies, sid, _Pending(version, doc))
+        pending = _Pending(version, doc)
+        dict.__setitem__(self.studies, sid, pending)
+        if healthy:
+            self.healthy.add(sid)
+        if blank is not None:
+            self._blank_of[sid] = blank
+            group = self.blank_groups.get(blank)
+            if group is None:
+                group = self.blank_groups[blank] = set()
+                self._add_kind(blank, group, self._materialise(sid, pending))
+            group.add(sid)
+        if keys is None:
+            self.open.add(sid)
+            self._keys[sid] = ((), (), ())
+            return
         codes, texts = keys
         anc = self._ancestors
         rel: frozenset[Code] = frozenset()
@@ -317,7 +323,7 @@ class StudyIndex:
             self.healthy.add(sc.study_id)
         keys = sc.index_keys()
         if keys is None or sc.healthy_volunteers:
-            sig = self._blank_of[sc.study_id] = _blank_signature(sc)
+            sig = self._blank_of[sc.study_id] = blank_signature(sc)
             group = self.blank_groups.get(sig)
             if group is None:
                 group = self.blank_groups[sig] = set()
@@ -362,7 +368,7 @@ class StudyIndex:
                     if not ids:
                         del table[k]
 
-    def _add_kind(self, sig: tuple, group: set[str], sc: StudyCriteria) -> None:
+    def _add_kind(self, sig: str, group: set[str], sc: StudyCriteria) -> None:
         self._next_kind += 1
         kid = self._kind_of[sig] = self._next_kind
         self._kinds[kid] = (sig, group, sc.status, sc.phases, len(sc.criteria), len(sc.unstructured))
@@ -370,7 +376,7 @@ class StudyIndex:
             self._postings.setdefault(key, []).append(kid)
             self._decider.setdefault(key, (crit, sc.healthy_volunteers))
 
-    def _drop_kind(self, sig: tuple) -> None:
+    def _drop_kind(self, sig: str) -> None:
         kid = self._kind_of.pop(sig)
         self._kinds.pop(kid)
         for key in list(self._postings):

@@ -88,8 +88,7 @@ class MatchingState:
                 elif fmt != DOC_FORMAT:
                     stale.append(sid)
                 else:  # filed now, its criteria decoded when a query first screens it
-                    self.studies.add_stored(sid, version, doc, index_keys_of(keys) if keys else None, healthy,
-                                            related=not first)
+                    self.studies.add_stored(sid, version, doc, *index_keys_of(keys), healthy, related=not first)
             if first:
                 self.studies.build_related()
         if stale:  # written by another version of the extraction: re-derived here and stored again
@@ -97,8 +96,8 @@ class MatchingState:
                 if row.doc is None:
                     self.studies.remove(row.study_id)
                 else:
-                    self.studies.add_stored(row.study_id, row.version, row.doc,
-                                            index_keys_of(row.index_keys) if row.index_keys else None, row.healthy)
+                    self.studies.add_stored(row.study_id, row.version, row.doc, *index_keys_of(row.index_keys),
+                                            row.healthy)
         self._loaded = True
         self.seq = max(self.seq, upto)
         if self._removed > 1000:  # forget the criteria no study states any more

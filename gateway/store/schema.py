@@ -355,8 +355,8 @@ match_studies = Table(
     Column("seq", PK, nullable=False),
     Column("format", Integer, nullable=False),  # criteria.DOC_FORMAT: rows of another format are re-derived
     Column("doc", Text),  # criteria.criteria_doc (JSON); NULL: deleted
-    # what the index files the study under without decoding ``doc`` (StudyCriteria.index_keys, JSON [codes, texts]);
-    # NULL: open to anyone (or deleted)
+    # what the index files the study under without decoding ``doc`` (criteria.index_keys_doc: JSON [codes, texts,
+    # kind of study for people with no condition]); NULL: deleted
     Column("index_keys", Text),
     Column("healthy", Boolean, nullable=False),  # accepts healthy volunteers
 )

@@ -33,7 +33,7 @@ class StudyRow:
     status: str
     doc: str | None  # None: a tombstone (the study is deleted)
     refs: tuple[tuple[str, str], ...] = ()  # (Group | Location, id) the study refers to
-    index_keys: str | None = None  # JSON [codes, texts] the index files the study under; None: open to anyone
+    index_keys: str | None = None  # criteria.index_keys_doc: what the index files the study under
     healthy: bool = False
 
 
@@ -86,7 +86,7 @@ def replace_studies(conn, rows: list[StudyRow], seq: int, fmt: int) -> None:
         conn.execute(insert(R), [dict(type=t, id=i, study_id=sid) for t, i, sid in refs])
 
 
-def rows_since(conn, seq: int, chunk: int = 2000) -> Iterator[tuple[str, int, int, int, str | None, str | None, bool]]:
+def rows_since(conn, seq: int, chunk: int = 2000) -> Iterator[tuple]:
     """(study id, version, seq, format, doc, index keys, healthy) of every row built after ``seq``, tombstones
     included, streamed (the whole table when ``seq`` is 0: the start of a process)."""
     stmt = select(S.c.study_id, S.c.version, S.c.seq, S.c.format, S.c.doc, S.c.index_keys, S.c.healthy)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select, update
 
 from gateway.matching import MatchQuery, StudyIndex, build_profile
-from gateway.matching.criteria import DOC_FORMAT, Decoder, StudyCriteria, criteria_doc
+from gateway.matching.criteria import DOC_FORMAT, Decoder, StudyCriteria, criteria_doc, index_keys_doc, index_keys_of
 from gateway.matching.geo import SITE_RECRUITMENT_STATUS_EXT
 from gateway.matching.state import MatchingState
 from gateway.matching.studies import HOOK, StudyRows
@@ -56,21 +56,26 @@ def test_a_stored_row_decodes_to_the_extracted_criteria(plain, rich):
     for i, sc in enumerate(ss)]), st.lists(a_person_records("p"), min_size=1, max_size=3))
 def test_an_index_built_from_rows_answers_as_one_built_by_extraction(studies, people):
     t = TinyTerminology()
-    docs = [(sc.study_id, criteria_doc(sc)) for sc in studies]
-    extracted, stored = StudyIndex(t), StudyIndex(t)
+    docs = [(sc.study_id, criteria_doc(sc), index_keys_doc(sc), bool(sc.healthy_volunteers)) for sc in studies]
+    extracted, stored, lazy = StudyIndex(t), StudyIndex(t), StudyIndex(t)
     dec = Decoder()
     for sc in studies:
         extracted.add(sc)
-    for sid, doc in docs:
-        stored.add(dec.study(sid, 1, doc))
+    for sid, doc, keys, healthy in docs:
+        stored.add(dec.study(sid, 1, doc))  # decoded now
+        lazy.add_stored(sid, 1, doc, *index_keys_of(keys), healthy, related=False)  # decoded when screened
+    lazy.build_related()
+    assert lazy.by_related == extracted.by_related and lazy.blank_groups == extracted.blank_groups
     for recs in people:
         p = build_profile(recs, t)
-        for near in (False, True):
-            q = MatchQuery(Q.statuses, Q.phases, None, near, Q.today)
-            want, got = extracted.page(p, q, 5), stored.page(p, q, 5)
-            assert [_full(r) for r in got.matches] == [_full(r) for r in want.matches]
-            assert (got.total, got.near_total) == (want.total, want.near_total)
-            assert [_full(r) for r in got.near] == [_full(r) for r in want.near]
+        for near, dist in ((False, None), (True, None), (False, 300.0)):
+            q = MatchQuery(Q.statuses, Q.phases, dist, near, Q.today)
+            want = extracted.page(p, q, 5)
+            for index in (stored, lazy):
+                got = index.page(p, q, 5)
+                assert [_full(r) for r in got.matches] == [_full(r) for r in want.matches]
+                assert (got.total, got.near_total) == (want.total, want.near_total)
+                assert [_full(r) for r in got.near] == [_full(r) for r in want.near]
 
 
 def _row(store: Store, sid: str):
