@@ -185,7 +185,7 @@ def _applied(params: dict[str, list[object]], strict: bool, known: frozenset[str
 # -- anonymous profile and paging ------------------------------------------------------------------------
 # $match for someone whose record the gateway does not hold: nothing is stored, nothing is echoed into links.
 ANONYMOUS_PARAMS = ("age", "birthdate", "gender", "postcode", "condition-text")
-MATCH_PARAMS = frozenset({"patient", "patient-id", "patient-identifier", "bundle", "status", "phase",
+MATCH_PARAMS = frozenset({"patient", "patient-id", "patient-identifier", "hospital", "bundle", "status", "phase",
                           "maxDistanceKm", "includeNearMisses", "_count", "_offset", *ANONYMOUS_PARAMS})
 _GENDERS = frozenset({"male", "female", "other", "unknown"})
 

@@ -21,6 +21,8 @@ _PARAMS: dict[tuple[str, str], list[_P]] = {
         ("patient-id", "in", 0, "1", "string", "The id of a stored Patient (alternative to patient)"),
         ("patient-identifier", "in", 0, "1", "string",
          "An NHS number: the record is pulled from the patient's hospital now"),
+        ("hospital", "in", 0, "1", "string",
+         "With patient-identifier: the hospital to pull from (its file name in the hospitals folder or ODS code)"),
         ("bundle", "in", 0, "1", "Bundle", "The records of one patient (Patient, Condition, Observation ...)"),
         ("status", "in", 0, "*", "code", "ResearchStudy.status codes to consider (default: active)"),
         ("phase", "in", 0, "*", "code", "Study phases to consider"),
