@@ -139,7 +139,7 @@ def build(settings: Settings, *, write_hooks: bool = True, bulk: bool = False) -
     store = Store(engine, read_engine=make_engine(settings.store.read_database_url, echo=settings.store.sql_echo,
                                                         read_only=True)
                   ) if settings.store.read_database_url else Store(engine)
-    # the study side of matching, pre-computed in every writing transaction (any process may write studies)
+    # matching's derived rows (studies, people), kept in every writing transaction (any process may write)
     _install_store_hooks(store)
     # pre-write transform: a sponsor's eligibility Group gets its criteria text extracted (docs/eligibility.md)
     service = FhirService(store, max_bundle_entries=settings.max_bundle_entries, transforms=[annotate_pushed_group])
@@ -163,11 +163,12 @@ def build(settings: Settings, *, write_hooks: bool = True, bulk: bool = False) -
 
 def _install_store_hooks(store: Store) -> None:
     """Store-level write hooks (``Store.write_hooks``: once per transaction, with every (type, id) it wrote), which
-    keep derived rows current: a study's pre-computed matching row (gateway.matching.studies)."""
-    from gateway.matching.studies import StudyRows
+    keep derived rows current: a study's pre-computed matching row, then a person's profile
+    (gateway.matching.hooks)."""
+    from gateway.matching.hooks import install_derived_rows
     from gateway.matching.terms import default_terminology
 
-    StudyRows.install_default(store, default_terminology)
+    install_derived_rows(store, default_terminology)
 
 
 def check_data_files(settings: Settings) -> dict[str, list[str]]:

@@ -20,7 +20,6 @@ from gateway.matching.consent import ConsentGate
 from gateway.matching.engine import MET, NOT_MET, Finding
 from gateway.matching.explain import near_miss_outcome, search_element
 from gateway.matching.index import DEFAULT_STATUSES, MatchQuery
-from gateway.matching.people import People
 from gateway.matching.profile import PatientProfile, build_profile, group_by_person, subject_ref
 from gateway.matching.state import MatchingState
 from gateway.matching.state import matching_state as build_state
@@ -36,11 +35,9 @@ _INIT_LOCK = threading.Lock()
 
 def init_app(app: Flask) -> None:
     """Register the operations; the study index is built on first use (then refreshed from the change feed). The
-    people's rows are kept by the store's write hook from the first write (people.People)."""
+    studies' and people's rows are kept by the store's write hooks (gateway.matching.hooks, installed by the
+    composition root)."""
     app.extensions[_EXT_KEY] = None
-    store = app.extensions.get("gateway.store")
-    if store is not None:
-        People.install_default(store, default_terminology)
 
 
 def matching_state() -> MatchingState:

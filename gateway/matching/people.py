@@ -186,20 +186,6 @@ class People:
                 db.advance_cursor(tx.conn, changes[-1]["seq"])
                 done += len(changes)
 
-    @staticmethod
-    def install_default(store: Store, term: Callable[[], Terminology]) -> None:
-        """Keep people current from the first write, before any matching state is built (``term`` is loaded on
-        the first write of a person); a MatchingState built later replaces it with its own terminology."""
-        box: list[People] = []
-
-        def hook(tx: Tx, touched: list[tuple[str, str]]) -> None:
-            if not any(t in PERSON_TYPES for t, _ in touched):
-                return
-            if not box:
-                box.append(People(store, term()))
-            box[0]._on_write(tx, touched)
-
-        store.write_hooks.setdefault(HOOK, hook)
 
     def __len__(self) -> int:
         return len(self.profiles)

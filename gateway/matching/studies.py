@@ -11,8 +11,6 @@ hook moves that cursor only when no older study change is left to it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from gateway.matching.criteria import (
     DOC_FORMAT,
     criteria_doc,
@@ -127,18 +125,3 @@ class StudyRows:
                 db.advance_cursor(tx.conn, last)
                 done += len(changes)
 
-    @staticmethod
-    def install_default(store: Store, term: Callable[[], Terminology]) -> None:
-        """Keep the study rows current from the first write, before any matching state is built (``term`` is
-        loaded on the first write of a study); a MatchingState built later replaces it with its own terminology.
-        The composition root installs it in every process (gateway.compose.build)."""
-        box: list[StudyRows] = []
-
-        def hook(tx: Tx, touched: list[tuple[str, str]]) -> None:
-            if not any(t in STUDY_TYPES for t, _ in touched):
-                return
-            if not box:
-                box.append(StudyRows(store, term()))
-            box[0]._on_write(tx, touched)
-
-        store.write_hooks.setdefault(HOOK, hook)
