@@ -171,10 +171,12 @@ def test_streaming_replica_serves_reads(pg_pair, tmp_path):
         finally:
             with replica.connect() as conn:
                 conn.execute(text("SELECT pg_wal_replay_resume()"))
-        # replay resumes: the gateway's reads catch up, $match included (its indexes follow the replica's feed)
-        wait_until(lambda: client.get("/fhir/ResearchStudy/s2").status_code == 200, 20, "replication of s2")
+        # replay resumes: the gateway's reads catch up, $match included (its indexes follow the replica's feed).
+        # Wait for the last write made while paused (p2's update); s2 was written before it, in WAL order.
+        wait_until(lambda: client.get("/fhir/Patient/p2").get_json().get("gender") == "male", 20,
+                   "replication of p2's update")
+        assert client.get("/fhir/ResearchStudy/s2").status_code == 200
         assert _match_ids(client, "p1") == ["s1", "s2"]
-        assert client.get("/fhir/Patient/p2").get_json()["gender"] == "male"
     finally:
         replica.dispose()
         _dispose(app)
