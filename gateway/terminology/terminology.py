@@ -53,6 +53,8 @@ _STRUCTURAL = (ICD10, ICD10CM)
 # Fuzzy matching of free text only above this similarity (difflib ratio): catches 'metastasases'
 # for 'metastases' but not 'breast' for 'brain'.
 _FUZZY_CUTOFF = 0.9
+# ancestors() remembered for at most this many codes the terminology does not know.
+_OTHERS_MAX = 200_000
 
 
 class Terminology:
@@ -66,10 +68,18 @@ class Terminology:
         self._parents: dict[Key, set[Key]] = defaultdict(set)
         self._secondary: set[Key] = set()
         self._closure: dict[Key, frozenset[Key]] = {}
+        # ancestors() of codes outside the closure (unknown codes: just themselves), by the key as asked; emptied
+        # whenever a concept, edge or display is added (an ICD code's structural parent depends on what is loaded)
+        self._others: dict[tuple[str, str], frozenset[Key]] = {}
+        self._generation = 0
         self._terms: dict[str, list[Key]] = defaultdict(list)  # normalised text -> concepts
         self._loose: dict[str, list[Key]] = defaultdict(list)  # loose_key -> concepts
         self._bag: dict[str, list[Key]] = defaultdict(list)  # loose words sorted: word order ignored
         self._lock = threading.Lock()
+        # (text, key) given by add_term, indexed for resolve_text when a text is first resolved: a process that only
+        # matches coded records never pays for normalising every display and synonym
+        self._pending_terms: list[tuple[str, Key]] = []
+        self._terms_lock = threading.Lock()
         self._resolved: dict[str, list[Key]] = {}  # resolve_text answers (fuzzy matching is ~10 ms)
         self.conceptmaps = ConceptMapIndex()
         self.codesystems: dict[str, dict] = {}  # canonical url -> CodeSystem metadata (no concepts)
@@ -84,6 +94,7 @@ class Terminology:
                     *, secondary: bool = False, synonyms: Iterable[str] = ()) -> Key:
         """Add (or extend) one concept; parents are codes in the same system."""
         k = self.key(system, code)
+        self._changed()
         if display and k not in self._display:
             self._display[k] = display
         for p in parents:
@@ -99,13 +110,28 @@ class Terminology:
     def add_term(self, text: str, system: str, code: str) -> None:
         """Make free text ``text`` resolve to (system, code)."""
         k = self.key(system, code)
-        self._resolved.clear()
-        loose = loose_key(text)
-        for index, tkey in ((self._terms, normalise_text(text)), (self._loose, loose), (self._bag, _bag(loose))):
-            if tkey and k not in index[tkey]:
-                index[tkey].append(k)
+        with self._terms_lock:
+            self._pending_terms.append((text, k))
+            self._resolved.clear()
+
+    def _index_terms(self) -> None:
+        """Index the texts add_term was given since the last call (in the order given)."""
+        with self._terms_lock:
+            pending, self._pending_terms = self._pending_terms, []
+            for text, k in pending:
+                loose = loose_key(text)
+                for index, tkey in ((self._terms, normalise_text(text)), (self._loose, loose),
+                                    (self._bag, _bag(loose))):
+                    if tkey and k not in index[tkey]:
+                        index[tkey].append(k)
+
+    def _changed(self) -> None:
+        """The hierarchy (or what is loaded) changed: forget the remembered ancestors of unknown codes."""
+        self._generation += 1
+        self._others = {}
 
     def add_edge(self, child: Key, parent: Key) -> None:
+        self._changed()
         if child != parent:
             self._parents[child].add(parent)
 
@@ -136,6 +162,7 @@ class Terminology:
     def add_conceptmap(self, cm: dict) -> int:
         """Index a bridging ConceptMap for translation and turn its equivalences into is-a edges."""
         self.conceptmaps.add(cm)
+        self._changed()
         edges = 0
         for group in cm.get("group") or []:
             src_sys, tgt_sys = group.get("source"), group.get("target")
@@ -157,6 +184,7 @@ class Terminology:
                     if direction in ("down", "both"):
                         self.add_edge(tgt, src)
                     edges += 1
+        self._changed()
         return edges
 
     def add_hierarchy(self, system: str, code: str, display: str | None, parents: list[str]) -> None:
@@ -184,6 +212,7 @@ class Terminology:
                     if k in anc and not new <= anc:
                         closure[node] = anc | new
             self._closure = closure
+            self._changed()
 
     def add_registry_hierarchy(self, entries: Iterable[dict]) -> int:
         """Add the MeSH hierarchy a ClinicalTrials.gov record carries; returns the terms given parents.
@@ -241,6 +270,7 @@ class Terminology:
             nodes |= ps
         closure = {n: self._walk(n) for n in nodes}
         self._closure = closure
+        self._changed()
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -249,15 +279,24 @@ class Terminology:
 
         Unknown codes -> {(system, code)} (ICD codes also get their structural parents: C71.8 -> C71).
         """
-        found = self._closure.get((system, code))  # fast path: callers mostly pass canonical keys
+        asked = (system, code)
+        found = self._closure.get(asked)  # fast path: callers mostly pass canonical keys
         if found is not None:
             return found
+        found = self._others.get(asked)
+        if found is not None:
+            return found
+        generation, others = self._generation, self._others
         k = self.key(system, code)
         found = self._closure.get(k)
         if found is None:
             found = self._walk(k)
             if len(found) > 1:
                 self._closure[k] = found  # an unlisted ICD code placed by its shape: cache it
+            elif generation == self._generation:  # not taught anything meanwhile (another thread)
+                if len(others) >= _OTHERS_MAX:  # codes from requests: bounded
+                    others.clear()
+                others[asked] = found
         return found
 
     def is_a(self, system: str, code: str, ancestor_system: str, ancestor_code: str) -> bool:
@@ -348,6 +387,8 @@ class Terminology:
         norm = normalise_text(text)
         if not norm:
             return []
+        if self._pending_terms:
+            self._index_terms()
         cached = self._resolved.get(norm)
         if cached is not None:
             return list(cached)
@@ -404,6 +445,8 @@ class Terminology:
         return resolved, unresolved
 
     def _loose_keys(self) -> list[str]:
+        if self._pending_terms:
+            self._index_terms()
         keys = getattr(self, "_loose_key_list", None)
         if keys is None or len(keys) != len(self._loose):
             keys = self._loose_key_list = list(self._loose)
