@@ -92,9 +92,39 @@ def rows_since(conn, seq: int, chunk: int = 2000) -> Iterator[tuple]:
     stmt = select(S.c.study_id, S.c.version, S.c.seq, S.c.format, S.c.doc, S.c.index_keys, S.c.healthy)
     if seq:
         stmt = stmt.where(S.c.seq > seq)
+    if conn.dialect.name in _PLAIN_ROWS:
+        yield from _plain_rows(conn, stmt, chunk)
+        return
     result = conn.execution_options(stream_results=True, yield_per=chunk).execute(stmt)
     for part in result.partitions(chunk):
         yield from part
+
+
+# Drivers whose values for these columns are already what the SQLAlchemy types give (str, int; a boolean as bool on
+# psycopg, as 0/1 on sqlite3, made bool below): the rows are read from the driver's cursor as plain tuples, without
+# building a SQLAlchemy Row for each of the tens of thousands of studies a process reads at its start.
+_PLAIN_ROWS = {"sqlite": False, "postgresql": True}
+
+
+def _plain_rows(conn, stmt, chunk: int) -> Iterator[tuple]:
+    compiled = stmt.compile(dialect=conn.dialect)
+    params = compiled.params
+    if compiled.positional:
+        params = tuple(params[k] for k in compiled.positiontup)
+    conn.execute(select(1))  # the SQLAlchemy transaction is begun (a server-side cursor lives inside one)
+    raw = conn.connection.dbapi_connection
+    server_side = _PLAIN_ROWS[conn.dialect.name] and conn.dialect.driver == "psycopg"
+    cur = raw.cursor(name="match_studies_rows") if server_side else raw.cursor()
+    try:
+        cur.execute(str(compiled), params)
+        while part := cur.fetchmany(chunk):
+            if server_side:
+                yield from part
+            else:
+                for sid, version, seq, fmt, doc, keys, healthy in part:
+                    yield sid, version, seq, fmt, doc, keys, bool(healthy)
+    finally:
+        cur.close()
 
 
 def all_hierarchies(conn, rtype: str = "ResearchStudy") -> Iterator[list[dict]]:
