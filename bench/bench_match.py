@@ -550,17 +550,41 @@ def _analyze(store) -> None:
             conn.exec_driver_sql("ANALYZE")
 
 
+def _store_range(store, have: int, want: int, batch: int, unit: str, records) -> float | None:
+    """Items ``have`` .. ``want`` - 1 stored (``records(i)``: the resources of item i, created under their ids, the
+    path of POSTed Bundle entries), ``batch`` a transaction, with a progress bar on a terminal and ANALYZE
+    (PostgreSQL) whenever the count has doubled: the write hooks look resources up by id. Returns items/s (None:
+    nothing to store)."""
+    from tqdm import tqdm
+
+    t = time.perf_counter()
+    analyzed = max(have, 1000)  # stored at the last ANALYZE
+    with tqdm(total=max(0, want - have), unit=unit, desc=unit, disable=None) as bar:
+        for start in range(have, want, batch):
+            end = min(start + batch, want)
+            with store.write() as tx:
+                for i in range(start, end):
+                    for res in records(i):
+                        tx.create(res, res["id"])  # ids unique by construction
+            bar.update(end - start)
+            if end >= 2 * analyzed:
+                _analyze(store)
+                analyzed = end
+    if want <= have:
+        return None
+    _analyze(store)
+    return (want - have) / (time.perf_counter() - t)
+
+
 def db_load(store, term, args) -> dict:
-    """Store --db-studies studies and --db-patients people through the store's bulk write path (Store.write +
-    create, what POSTed Bundle entries use, without FHIR validation), ``args.batch`` (default 500) people a
-    transaction, continuing a database an earlier run began. The write hook of the matching state builds each
-    person's row in the same transaction. A progress bar on a terminal; ANALYZE (PostgreSQL) whenever the data
-    has doubled. Returns what it stored: {"studies": n, "people": n, "studies_per_s": .., "people_per_s": ..}
-    (rates None when nothing was stored)."""
+    """Store --db-studies studies (500 a transaction) and --db-patients people (``args.batch``, default 500, a
+    transaction) through the store's bulk write path (Store.write + create, what POSTed Bundle entries use, without
+    FHIR validation), continuing a database an earlier run began. The write hooks build each study's and person's
+    rows in the same transaction. Returns what it stored: {"studies": n, "people": n, "studies_per_s": ..,
+    "people_per_s": ..} (rates None when nothing was stored)."""
     import gc
 
     from sqlalchemy import func, select
-    from tqdm import tqdm
 
     from gateway.store import schema
 
@@ -570,50 +594,28 @@ def db_load(store, term, args) -> dict:
             r.c.type == "ResearchStudy", r.c.id.like("bs%"))).scalar_one()
         have_people = conn.execute(select(func.count()).select_from(schema.match_people)).scalar_one()
     gen = Generator(term, args.seed + have_studies + have_people, args.extracted)
+    batch = getattr(args, "batch", 500)
+
+    def person(i: int) -> list[dict]:
+        recs = gen.patient_json(i)
+        return recs + _consents(i, recs[0]["id"], args.research_every, args.alerts_every)
+
     # the terminology and the process's other long-lived objects are left out of the collector's full passes,
     # which ran every few thousand allocations and cost ~10% of the load
     gc.freeze()
-    t = time.perf_counter()
-    analyzed = max(have_studies, 1000)  # studies stored at the last ANALYZE
-    with tqdm(total=max(0, args.db_studies - have_studies), unit="study", desc="studies", disable=None) as bar:
-        for start in range(have_studies, args.db_studies, 500):
-            end = min(start + 500, args.db_studies)
-            with store.write() as tx:
-                for i in range(start, end):
-                    for res in gen.study(i):
-                        tx.create(res, res["id"])
-            bar.update(end - start)
-            if end >= 2 * analyzed:  # the study rows' hook looks resources up by id too
-                _analyze(store)
-                analyzed = end
-    study_rate = None
-    if args.db_studies > have_studies:
-        _analyze(store)
-        study_rate = (args.db_studies - have_studies) / (time.perf_counter() - t)
-        print(f"stored {args.db_studies - have_studies:,} studies (+ Groups, Locations) in "
-              f"{time.perf_counter() - t:.0f} s ({study_rate:,.0f} studies/s)", flush=True)
-    t = time.perf_counter()
-    batch = getattr(args, "batch", 500)
-    rate = None
-    analyzed = max(have_people, 1000)
-    with tqdm(total=max(0, args.db_patients - have_people), unit="person", desc="people", disable=None) as bar:
-        for start in range(have_people, args.db_patients, batch):
-            end = min(start + batch, args.db_patients)
-            with store.write() as tx:
-                for i in range(start, end):
-                    recs = gen.patient_json(i)
-                    for res in recs + _consents(i, recs[0]["id"], args.research_every, args.alerts_every):
-                        tx.create(res, res["id"])  # POSTed Bundle entries' path (ids unique by construction)
-            bar.update(end - start)
-            if end >= 2 * analyzed:
-                _analyze(store)
-                analyzed = end
-    if args.db_patients > have_people:
-        _analyze(store)
-        rate = (args.db_patients - have_people) / (time.perf_counter() - t)
-        print(f"stored {args.db_patients - have_people:,} people in {time.perf_counter() - t:.0f} s "
-              f"({rate:,.0f} people/s, {batch} a transaction, rows built in the same transactions)", flush=True)
-    gc.unfreeze()
+    try:
+        t = time.perf_counter()
+        study_rate = _store_range(store, have_studies, args.db_studies, 500, "studies", gen.study)
+        if study_rate:
+            print(f"stored {args.db_studies - have_studies:,} studies (+ Groups, Locations) in "
+                  f"{time.perf_counter() - t:.0f} s ({study_rate:,.0f} studies/s)", flush=True)
+        t = time.perf_counter()
+        rate = _store_range(store, have_people, args.db_patients, batch, "people", person)
+        if rate:
+            print(f"stored {args.db_patients - have_people:,} people in {time.perf_counter() - t:.0f} s "
+                  f"({rate:,.0f} people/s, {batch} a transaction, rows built in the same transactions)", flush=True)
+    finally:
+        gc.unfreeze()
     return {"studies": max(0, args.db_studies - have_studies), "people": max(0, args.db_patients - have_people),
             "studies_per_s": round(study_rate, 1) if study_rate else None,
             "people_per_s": round(rate, 1) if rate else None}
