@@ -290,7 +290,8 @@ class Terminology:
         k = self.key(system, code)
         found = self._closure.get(k)
         if found is None:
-            found = self._walk(k)
+            # nothing above a code with no parents (and no ICD shape to place it by): itself
+            found = self._walk(k) if k in self._parents or k[0] in _STRUCTURAL else frozenset((k,))
             if len(found) > 1:
                 self._closure[k] = found  # an unlisted ICD code placed by its shape: cache it
             elif generation == self._generation:  # not taught anything meanwhile (another thread)
