@@ -76,7 +76,9 @@ def measure(args) -> None:
     rss, peak = _rss_mb()
     out = {"which": args.measure, "studies": len(state.studies.studies), "first_match_after_start_s": round(first, 2),
            "terminology_loaded_s": round(t_term, 2), "refresh_s": round(t_refresh, 2), "matches": total,
-           "explained": found, "rss_mb": round(rss), "peak_rss_mb": round(peak), "load_average": _load_avg()}
+           "explained": found, "rss_mb": round(rss), "peak_rss_mb": round(peak), "load_average": _load_avg(),
+           # a serving process never needs the NLP extraction: these must stay unimported
+           "nlp_imported": sorted(m for m in ("spacy", "medspacy") if m in sys.modules)}
     print(json.dumps(out), flush=True)
 
 
