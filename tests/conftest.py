@@ -38,25 +38,44 @@ def reset_postgres(url: str) -> None:
     engine.dispose()
 
 
-@pytest.fixture(params=BACKENDS)
-def db_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'gateway.sqlite3'}"
+def database_url(backend: str, folder: Path) -> str:
+    """``"sqlite"``: a new SQLite file in ``folder``; ``"postgresql"``: the test PostgreSQL database, emptied."""
+    if backend == "sqlite":
+        return f"sqlite:///{Path(folder) / 'gateway.sqlite3'}"
     reset_postgres(PG_URL)
     return PG_URL
 
 
+def settings_for(url: str, folder: Path) -> Settings:
+    return Settings(store=StoreSettings(url), instance_path=folder, mappings_path=ROOT / "mappings")
+
+
+def app_for(settings: Settings):
+    """The Flask app of ``settings`` in testing mode (dispose its engine when done: ``dispose_app``)."""
+    application = create_app(settings)
+    application.config["TESTING"] = True
+    return application
+
+
+def dispose_app(application) -> None:
+    application.extensions["gateway.store"].engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request, tmp_path) -> str:
+    return database_url(request.param, tmp_path)
+
+
 @pytest.fixture
 def settings(db_url, tmp_path) -> Settings:
-    return Settings(store=StoreSettings(db_url), instance_path=tmp_path, mappings_path=ROOT / "mappings")
+    return settings_for(db_url, tmp_path)
 
 
 @pytest.fixture
 def app(settings):
-    application = create_app(settings)
-    application.config["TESTING"] = True
+    application = app_for(settings)
     yield application
-    application.extensions["gateway.store"].engine.dispose()
+    dispose_app(application)
 
 
 @pytest.fixture

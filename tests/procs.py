@@ -91,12 +91,9 @@ class GatewayProcess:
 def e2e_database_url(backend: str, folder: Path) -> str:
     """The database of an end-to-end deployment: a new SQLite file in ``folder`` for ``"sqlite"``, else the test
     PostgreSQL database (GATEWAY_TEST_DATABASE_URL), emptied first."""
-    from tests.conftest import PG_URL, reset_postgres  # conftest imports the app; only e2e tests need it here
+    from tests.conftest import database_url  # conftest imports the app; only e2e tests need it here
 
-    if backend == "sqlite":
-        return f"sqlite:///{Path(folder) / 'gateway.sqlite3'}"
-    reset_postgres(PG_URL)
-    return PG_URL
+    return database_url(backend, folder)
 
 
 def post_fhir(base: str, path: str, body: bytes) -> requests.Response:

@@ -12,6 +12,8 @@ import pytest
 
 from gateway.fhir.conventions import EXT_ELIGIBILITY_TEXT, EXT_SITE_RECRUITMENT_STATUS
 from gateway.store import geo, study_search
+from tests.api.conftest import CheckedClient
+from tests.conftest import BACKENDS, app_for, database_url, dispose_app, settings_for
 
 # Districts spread over England and Wales, several studies per district (ties in distance: relevance, then pk).
 DISTRICTS = ["LS6", "LS9", "LS1", "BD7", "HX1", "WF1", "YO1", "HU3", "S10", "M20", "M13", "L7", "CH2", "SK4", "OL1",
@@ -19,8 +21,32 @@ DISTRICTS = ["LS6", "LS9", "LS1", "BD7", "HX1", "WF1", "YO1", "HU3", "S10", "M20
 WORDS = ["glioblastoma", "breast cancer", "leukaemia", "lung cancer"]
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def searched(request, tmp_path_factory):
+    """One gateway per backend holding the world, shared by the module's tests: they only read it."""
+    folder = tmp_path_factory.mktemp(f"search-total-{request.param}")
+    app = app_for(settings_for(database_url(request.param, folder), folder))
+    fhir = CheckedClient(app.test_client())
+    yield app, fhir, _world(fhir)
+    dispose_app(app)
+
+
 @pytest.fixture
-def world(fhir) -> list[str]:
+def app(searched):
+    return searched[0]
+
+
+@pytest.fixture
+def fhir(searched) -> CheckedClient:
+    return searched[1]
+
+
+@pytest.fixture
+def world(searched) -> list[str]:
+    return searched[2]
+
+
+def _world(fhir) -> list[str]:
     rng = random.Random(14)
     known = geo.load_centroids()
     districts = [d for d in DISTRICTS if d in known]
