@@ -23,6 +23,7 @@ from datetime import date
 from gateway.fhir import conventions as cv
 from gateway.matching import consent
 from gateway.matching.criteria import StudyCriteria
+from gateway.matching.derived import DerivedRows
 from gateway.matching.engine import MatchResult, Screened, _score, evaluate, screen
 from gateway.matching.index import MatchQuery, _patient_order
 from gateway.matching.profile import (
@@ -37,7 +38,7 @@ from gateway.matching.profile import (
 from gateway.matching.terms import Terminology
 from gateway.store import profiles as db
 from gateway.store.geo import EARTH_KM
-from gateway.store.repo import Store, Tx
+from gateway.store.repo import Store
 
 PERSON_TYPES = ("Patient", "Condition", "Observation", "Consent", *THERAPY_TYPES)
 HOOK = "matching.people"
@@ -100,28 +101,16 @@ class Row:
     decision: consent.Decision | None = None
 
 
-class People:
+class People(DerivedRows):
     """The people of one store, as matching sees them (``profiles``, ``candidates``, ``page``)."""
+
+    HOOK, TYPES, ROWS = HOOK, PERSON_TYPES, db
 
     def __init__(self, store: Store, term: Terminology):
         self.store = store
         self.term = term
         self.profiles = _Profiles(self)
         self._has_trig: bool | None = None
-
-    # -- keeping the rows current --------------------------------------------------------------------------
-    def attach(self) -> None:
-        """Rebuild the rows of the people a transaction touches, in that transaction (one hook per store)."""
-        self.store.write_hooks[HOOK] = self._on_write
-
-    def _on_write(self, tx: Tx, touched: list[tuple[str, str]]) -> None:
-        refs = [(t, i) for t, i in touched if t in PERSON_TYPES]
-        if not refs:
-            return
-        self.apply(tx.conn, refs, tx.last_seq)
-        # the cursor moves on only over changes the rows hold: none older left to the catch-up
-        if not db.gap(tx.conn, db.cursor(tx.conn), tx.first_seq, PERSON_TYPES):
-            db.advance_cursor(tx.conn, tx.last_seq)
 
     def apply(self, conn, refs: list[tuple[str, str]], seq: int) -> int:
         """Re-derive the people these (type, id) writes touch; returns how many people were rebuilt.

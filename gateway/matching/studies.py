@@ -19,33 +19,23 @@ from gateway.matching.criteria import (
     location_ids_of,
     study_criteria,
 )
+from gateway.matching.derived import DerivedRows
 from gateway.matching.terms import Terminology
 from gateway.store import study_rows as db
-from gateway.store.repo import Store, Tx
+from gateway.store.repo import Store
 
 STUDY_TYPES = ("ResearchStudy", "Group", "Location")
 HOOK = "matching.studies"
 
 
-class StudyRows:
+class StudyRows(DerivedRows):
     """Keeps the ``match_studies`` rows of one store current, extracting with ``term``."""
+
+    HOOK, TYPES, ROWS = HOOK, STUDY_TYPES, db
 
     def __init__(self, store: Store, term: Terminology):
         self.store = store
         self.term = term
-
-    def attach(self) -> None:
-        """Rebuild the rows of the studies a transaction touches, in that transaction (one hook per store)."""
-        self.store.write_hooks[HOOK] = self._on_write
-
-    def _on_write(self, tx: Tx, touched: list[tuple[str, str]]) -> None:
-        refs = [(t, i) for t, i in touched if t in STUDY_TYPES]
-        if not refs:
-            return
-        self.apply(tx.conn, refs, tx.last_seq)
-        # the cursor moves on only over changes the rows hold: none older left to the catch-up
-        if not db.gap(tx.conn, db.cursor(tx.conn), tx.first_seq, STUDY_TYPES):
-            db.advance_cursor(tx.conn, tx.last_seq)
 
     # -- deriving rows ---------------------------------------------------------------------------------------
     def derive(self, conn, study_ids: set[str]) -> list[db.StudyRow]:

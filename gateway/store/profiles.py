@@ -16,8 +16,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import and_, delete, exists, func, insert, or_, select
 
+from gateway.store import derived
 from gateway.store import schema as s
 
 P, C, PAT, REC = s.match_people, s.match_codes, s.match_patients, s.match_records
@@ -339,19 +340,12 @@ def tier_rows(conn, f: Filter, tiers: list[dict[str, bool]], sites: list[tuple[f
 
 # -- the cursor of the catch-up -----------------------------------------------------------------------------
 def cursor(conn) -> int:
-    return int(conn.execute(select(s.counters.c.value).where(s.counters.c.name == CURSOR)).scalar() or 0)
+    return derived.cursor(conn, CURSOR)
 
 
 def advance_cursor(conn, seq: int) -> None:
     """Every person change up to ``seq`` is in the rows."""
-    c = s.counters
-    done = conn.execute(update(c).where(c.c.name == CURSOR, c.c.value < seq).values(value=seq)).rowcount
-    if not done and conn.execute(select(c.c.value).where(c.c.name == CURSOR)).scalar() is None:
-        conn.execute(insert(c).values(name=CURSOR, value=seq))
+    derived.advance_cursor(conn, CURSOR, seq)
 
 
-def gap(conn, after: int, before: int, types: tuple[str, ...]) -> bool:
-    """Is there a change of ``types`` with ``after`` < seq < ``before`` (one the rows may not hold yet)?"""
-    ch = s.changes
-    return conn.execute(select(ch.c.seq).where(ch.c.type.in_(types), ch.c.seq > after, ch.c.seq < before)
-                        .limit(1)).first() is not None
+gap = derived.gap

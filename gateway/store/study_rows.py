@@ -18,8 +18,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select
 
+from gateway.store import derived
 from gateway.store import schema as s
 
 S, R = s.match_studies, s.match_study_refs
@@ -173,19 +174,12 @@ def changes_after(conn, seq: int, limit: int, types: tuple[str, ...]) -> list[tu
 
 # -- the cursor of the catch-up -----------------------------------------------------------------------------
 def cursor(conn) -> int:
-    return int(conn.execute(select(s.counters.c.value).where(s.counters.c.name == CURSOR)).scalar() or 0)
+    return derived.cursor(conn, CURSOR)
 
 
 def advance_cursor(conn, seq: int) -> None:
     """Every study change up to ``seq`` is in the rows."""
-    c = s.counters
-    done = conn.execute(update(c).where(c.c.name == CURSOR, c.c.value < seq).values(value=seq)).rowcount
-    if not done and conn.execute(select(c.c.value).where(c.c.name == CURSOR)).scalar() is None:
-        conn.execute(insert(c).values(name=CURSOR, value=seq))
+    derived.advance_cursor(conn, CURSOR, seq)
 
 
-def gap(conn, after: int, before: int, types: tuple[str, ...]) -> bool:
-    """Is there a change of ``types`` with ``after`` < seq < ``before`` (one the rows may not hold yet)?"""
-    ch = s.changes
-    return conn.execute(select(ch.c.seq).where(ch.c.type.in_(types), ch.c.seq > after, ch.c.seq < before)
-                        .limit(1)).first() is not None
+gap = derived.gap
