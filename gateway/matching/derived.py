@@ -11,7 +11,8 @@ from gateway.store.repo import Store, Tx
 
 class DerivedRows:
     """Subclasses set ``HOOK`` (the write hook's name), ``TYPES`` (the resource types the rows derive from),
-    ``ROWS`` (the store module with ``cursor``, ``advance_cursor`` and ``gap``) and define ``apply``."""
+    ``ROWS`` (the store module with ``CURSOR``, ``cursor``, ``advance_cursor``, ``gap`` and ``changes_after``)
+    and define ``apply(conn, refs, seq)``."""
 
     HOOK: str
     TYPES: tuple[str, ...]
@@ -31,3 +32,21 @@ class DerivedRows:
         rows = self.ROWS
         if not rows.gap(tx.conn, rows.cursor(tx.conn), tx.first_seq, self.TYPES):
             rows.advance_cursor(tx.conn, tx.last_seq)
+
+    def catch_up(self, batch: int = 2000) -> int:
+        """Apply the changes no write hook applied (a database from before the rows, writes of a process without
+        the hook); returns how many changes were read. Cheap when every writer has the hook."""
+        rows, done = self.ROWS, 0
+        with self.store.engine.connect() as conn:
+            if not rows.gap(conn, rows.cursor(conn), 2 ** 62, self.TYPES):
+                return 0
+        while True:
+            with self.store.write() as tx:
+                tx.lock(rows.CURSOR)  # one process at a time fills the gap
+                changes = rows.changes_after(tx.conn, rows.cursor(tx.conn), batch, self.TYPES)
+                if not changes:
+                    return done
+                last = changes[-1][0]
+                self.apply(tx.conn, list(dict.fromkeys((t, i) for _, t, i in changes)), last)
+                rows.advance_cursor(tx.conn, last)
+                done += len(changes)

@@ -157,25 +157,6 @@ class People(DerivedRows):
             rows.append((row, {db.code_key(*c) for c in prof.ancestors} | {db.text_code(t) for t in prof.texts}))
         db.replace_people(conn, keys, rows, seq)
 
-    def catch_up(self, batch: int = 2000) -> int:
-        """Apply the person changes no write hook applied (a database from before the profile tables, writes of a
-        process without the hook); returns how many changes were read. Cheap when every writer has the hook."""
-        done = 0
-        with self.store.engine.connect() as conn:
-            if not db.gap(conn, db.cursor(conn), 2 ** 62, PERSON_TYPES):
-                return 0
-        while True:
-            with self.store.write() as tx:
-                tx.lock(db.CURSOR)  # one process at a time fills the gap
-                seq = db.cursor(tx.conn)
-                changes = self.store.changes_since(seq, limit=batch, types=PERSON_TYPES)
-                if not changes:
-                    return done
-                self.apply(tx.conn, list(dict.fromkeys((c["type"], c["id"]) for c in changes)), changes[-1]["seq"])
-                db.advance_cursor(tx.conn, changes[-1]["seq"])
-                done += len(changes)
-
-
     def __len__(self) -> int:
         return len(self.profiles)
 

@@ -96,22 +96,3 @@ class StudyRows(DerivedRows):
                 out += rows
         return out
 
-    def catch_up(self, batch: int = 2000) -> int:
-        """Apply the study changes no write hook applied (a database from before the rows, writes of a process
-        without the hook); returns how many changes were read. Cheap when every writer has the hook."""
-        done = 0
-        with self.store.engine.connect() as conn:
-            if not db.gap(conn, db.cursor(conn), 2 ** 62, STUDY_TYPES):
-                return 0
-        while True:
-            with self.store.write() as tx:
-                tx.lock(db.CURSOR)  # one process at a time fills the gap
-                seq = db.cursor(tx.conn)
-                changes = db.changes_after(tx.conn, seq, batch, STUDY_TYPES)
-                if not changes:
-                    return done
-                last = changes[-1][0]
-                self.apply(tx.conn, list(dict.fromkeys((t, i) for _, t, i in changes)), last)
-                db.advance_cursor(tx.conn, last)
-                done += len(changes)
-

@@ -30,3 +30,10 @@ def gap(conn, after: int, before: int, types: tuple[str, ...]) -> bool:
     ch = s.changes
     return conn.execute(select(ch.c.seq).where(ch.c.type.in_(types), ch.c.seq > after, ch.c.seq < before)
                         .limit(1)).first() is not None
+
+
+def changes_after(conn, seq: int, limit: int, types: tuple[str, ...]) -> list[tuple[int, str, str]]:
+    """(seq, type, id) of the committed changes of ``types`` after ``seq``, in order (in the caller's transaction)."""
+    ch = s.changes
+    return [tuple(r) for r in conn.execute(select(ch.c.seq, ch.c.type, ch.c.id).where(
+        ch.c.type.in_(types), ch.c.seq > seq).order_by(ch.c.seq).limit(limit))]

@@ -349,3 +349,4 @@ def advance_cursor(conn, seq: int) -> None:
 
 
 gap = derived.gap
+changes_after = derived.changes_after

@@ -165,13 +165,6 @@ def row_seqs(conn, ids: list[str]) -> dict[str, int]:
     return out
 
 
-def changes_after(conn, seq: int, limit: int, types: tuple[str, ...]) -> list[tuple[int, str, str]]:
-    """(seq, type, id) of the committed changes of ``types`` after ``seq``, in order (in the caller's transaction)."""
-    ch = s.changes
-    return [tuple(r) for r in conn.execute(select(ch.c.seq, ch.c.type, ch.c.id).where(
-        ch.c.type.in_(types), ch.c.seq > seq).order_by(ch.c.seq).limit(limit))]
-
-
 # -- the cursor of the catch-up -----------------------------------------------------------------------------
 def cursor(conn) -> int:
     return derived.cursor(conn, CURSOR)
@@ -183,3 +176,4 @@ def advance_cursor(conn, seq: int) -> None:
 
 
 gap = derived.gap
+changes_after = derived.changes_after
