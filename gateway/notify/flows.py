@@ -133,6 +133,34 @@ def take_lease(store: Store, name: str, owner: str, seconds: float) -> bool:
     return True
 
 
+class _BatchReads:
+    """The reader of one batch of proposals: their Patients (and the Organizations those name) fetched together,
+    a few statements per 500 people, and every other resource read once for the batch (a broad study proposes
+    thousands of people, each route reading the same study, sites and trusts). A read of the batch's own moment:
+    what is written meanwhile is seen by the next batch."""
+
+    def __init__(self, read, store: Store, refs: list[tuple[str, str]]):
+        self._read, self._seen = read, {}
+        refs = sorted(set(refs))
+        for i in range(0, len(refs), 500):
+            part = refs[i:i + 500]
+            found = {(st.type, st.id): st.resource() for st in store.read_many(part)}
+            self._seen.update({ref: found.get(ref) for ref in part})
+            orgs = {("Organization", r.rstrip("/").rsplit("/", 1)[-1]) for res in found.values()
+                    if isinstance(res.get("managingOrganization"), dict)
+                    and isinstance(r := res["managingOrganization"].get("reference"), str)
+                    and r.rstrip("/").rsplit("/", 2)[-2:-1] == ["Organization"]} - self._seen.keys()
+            if orgs:
+                got = {(st.type, st.id): st.resource() for st in store.read_many(sorted(orgs))}
+                self._seen.update({ref: got.get(ref) for ref in orgs})
+
+    def __call__(self, rtype: str, rid: str) -> dict | None:
+        key = (rtype, rid)
+        if key not in self._seen:
+            self._seen[key] = self._read(rtype, rid)
+        return self._seen[key]
+
+
 def _chunks(items: list[str]) -> list[list[str]]:
     return [items[i:i + MAX_ENTITIES] for i in range(0, len(items), MAX_ENTITIES)]
 
@@ -466,8 +494,10 @@ class AutomaticFlows:
                     stats.blocked["proposal:national-data-opt-out"] += 1
         if alerts:
             self._send_alerts(sid, alerts, stats)
-        for p in proposals:
-            self._propose(sid, study, p, stats, blocked)
+        if proposals:
+            read = _BatchReads(self._read, self.store, [("Patient", p.patient_ids[0]) for p in proposals])
+            for p in proposals:
+                self._propose(sid, study, p, stats, blocked, read)
         if blocked:
             self._record_blocked(sid, blocked, stats)
 
@@ -487,12 +517,13 @@ class AutomaticFlows:
                              detail=f"trial-alerts consent: alert about ResearchStudy/{sid}")
 
     def _propose(self, sid: str, study: dict, p: PatientProfile, stats: FlowStats,
-                 blocked: list[tuple[PatientProfile, str, str, str]]) -> None:
+                 blocked: list[tuple[PatientProfile, str, str, str]], read=None) -> None:
         pid = p.patient_ids[0]
         subject = {"resourceType": "ResearchSubject", "status": "potential-candidate",
                    "study": {"reference": f"ResearchStudy/{sid}"}, "individual": {"reference": f"Patient/{pid}"}}
         try:
-            route = plan_route(subject, self._read, self.destinations, self.destinations.settings.contact_id_key)
+            route = plan_route(subject, read or self._read, self.destinations,
+                               self.destinations.settings.contact_id_key)
             subject = with_contact_identifier(subject, route.contact_id)
             result = self.service.create(subject, if_none_exist=f"identifier={CONTACT_REQUEST_ID}|{route.contact_id}")
         except FhirError as exc:

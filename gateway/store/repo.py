@@ -148,6 +148,9 @@ class _Pending:
     indexed_pks: set[int] = field(default_factory=set)  # pks with index rows in ``index``
     # (param, system, code) -> pks, for the token rows in ``index``: lets find_tokens see buffered writes
     tokens: dict[tuple[str, str | None, str], set[int]] = field(default_factory=dict)
+    # 'Group/<id>' of Groups written or deleted: the search rows of the studies enrolling them are rewritten at flush
+    # (a study's full-text row holds its eligibility Group's text, gateway.store.fulltext)
+    groups: set[str] = field(default_factory=set)
 
     def add_index_row(self, kind: str, row: tuple) -> None:
         self.index[kind].append(row)
@@ -171,7 +174,8 @@ class _Pending:
         rows are shared (they are not changed in place, except a change row's ``seq``, which every flush
         assigns afresh) and ``tokens`` is left out: ``restored`` rebuilds it, and rollbacks are rare."""
         return _Pending(list(self.resources), list(self.versions), {k: list(v) for k, v in self.index.items()},
-                        list(self.changes), list(self.clear_index), set(self.resource_keys), set(self.indexed_pks))
+                        list(self.changes), list(self.clear_index), set(self.resource_keys), set(self.indexed_pks),
+                        groups=set(self.groups))
 
     def restored(self) -> _Pending:
         """This snapshot made current again."""
@@ -362,6 +366,8 @@ class Tx:
         if rtype in fulltext.INDEXED_TYPES:  # the full-text / place rows (gateway.store.fulltext)
             for kind, row in fulltext.search_rows(body):
                 add(kind, (pk, *row))
+            if rtype == "Group":
+                self.pending.groups.add(f"Group/{rid}")
         self.pending.indexed_pks.add(pk)
         return WriteResult(outcome, Stored(rtype, rid, version, self.now, False, content, pk))
 
@@ -392,6 +398,8 @@ class Tx:
                                              "deleted": True, "content": None, "content_hash": None})
         self.pending.clear_index.append(cur.pk)
         self.pending.drop_index_rows(cur.pk)
+        if rtype == "Group":
+            self.pending.groups.add(f"Group/{rid}")
         self._record(cur.pk, rtype, rid, version, "DELETE", True, None, "delete")
         return WriteResult("deleted", Stored(rtype, rid, version, self.now, True, None, cur.pk))
 
@@ -415,10 +423,13 @@ class Tx:
         if p.versions:
             _bulk_insert(c, s.resource_versions, p.versions)
         for kind, rows in p.index.items():
-            if rows:
+            if rows and kind != "text":
                 _bulk_insert_tuples(c, _ALL_INDEX_TABLES[kind], rows)
-        if p.index["text"]:
+        if p.index["text"]:  # a study's row with its eligibility Groups' text (read through the rows just written)
+            _bulk_insert_tuples(c, s.search_text, fulltext.with_eligibility(c, p.index["text"]))
             fulltext.add_words(c, {w for row in p.index["text"] for w in fulltext.words_of(row[1:])})
+        if p.groups:  # Groups changed: the rows of the studies stored before that enrol them
+            fulltext.refresh_eligibility(c, p.groups, skip={row[0] for row in p.index["text"]})
         if p.changes:
             # The counter row is locked until commit, so sequence numbers follow commit order.
             n = len(p.changes)
@@ -614,7 +625,12 @@ class Store:
         """Current, non-deleted versions for (type, id) pairs; missing ones are skipped."""
         if not refs:
             return []
-        conds = [and_(s.resources.c.type == t, s.resources.c.id == i) for t, i in refs]
+        by_type: dict[str, set[str]] = {}
+        for t, i in refs:
+            by_type.setdefault(t, set()).add(i)
+        # One IN list per type: an OR of (type, id) pairs is planned and run pair by pair (a broad study's
+        # proposals read hundreds of Patients at once).
+        conds = [and_(s.resources.c.type == t, s.resources.c.id.in_(sorted(ids))) for t, ids in by_type.items()]
         with self.read_connection() as conn:
             rows = conn.execute(select(s.resources).where(or_(*conds), s.resources.c.deleted.is_(False))
                                 ).mappings().all()

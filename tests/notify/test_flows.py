@@ -332,3 +332,21 @@ def test_bulk_alerts_number_events_per_subscription(app):
     _, jobs = outbox.list_jobs(store, kind="subscription-notification")
     assert sorted((j.destination, j.payload["event"]) for j in jobs if j.payload.get("event")) == sorted([
         (f"Subscription/{a}", 1), (f"Subscription/{a}", 2), (f"Subscription/{a}", 3), (f"Subscription/{b}", 1)])
+
+
+def test_a_study_proposes_many_people_reading_their_records_together(app, monkeypatch):
+    """The proposals of one study read their people's Patients in one statement, not one round trip each."""
+    store, service = app.extensions["gateway.store"], app.extensions["gateway.service"]
+    flows = app.extensions["gateway.root"].flows()
+    people = [_person(service, nhs, f"Family{k}") for k, nhs in enumerate(("9449306060", "9434765919", "9449305552"))]
+    for pid in people:
+        _consent(service, pid, cv.PURPOSE_RESEARCH)
+    service.run_bundle(_bundle("01-sponsor-glioblastoma-study.json"))
+    calls: list[list[tuple[str, str]]] = []
+    real = store.read_many
+    monkeypatch.setattr(store, "read_many", lambda refs: calls.append(list(refs)) or real(refs))
+    stats = flows.tick()
+    assert stats.proposals == 3, stats.summary()
+    assert all([s["status"] for s in _subjects(store, pid)] == ["potential-candidate"] for pid in people)
+    patient_reads = [c for c in calls if any(t == "Patient" for t, _ in c)]
+    assert len(patient_reads) == 1 and sorted(i for _, i in patient_reads[0]) == sorted(people), patient_reads
