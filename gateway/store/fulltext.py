@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import orjson
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 
 from gateway.fhir import conventions as cv
 from gateway.store import geo
@@ -96,22 +96,25 @@ def _texts(concepts: object) -> list[str]:
 
 
 def text_row(resource: dict) -> tuple | None:
-    """A ResearchStudy or an eligibility Group -> its ``search_text`` row without res_pk, else None."""
-    rtype = resource.get("resourceType")
-    if rtype == "ResearchStudy":
+    """A ResearchStudy -> its ``search_text`` row without res_pk (eligibility None: ``Tx.flush`` fills it in from
+    the study's eligibility Groups, see ``fill_eligibility``), else None. One row per study: a Group has no row of
+    its own, its eligibility text is part of the row of each study that enrols it."""
+    if resource.get("resourceType") == "ResearchStudy":
         concepts = [c for c in (resource.get("condition") or []) + (resource.get("keyword") or [])
                     if isinstance(c, dict)]
         desc = resource.get("description") if isinstance(resource.get("description"), str) else None
-        return (rtype, f"{rtype}/{resource.get('id')}", resource.get("title") if isinstance(
+        return ("ResearchStudy", f"ResearchStudy/{resource.get('id')}", resource.get("title") if isinstance(
             resource.get("title"), str) else None, "\n".join(_texts(resource.get("condition"))) or None,
             "\n".join(_texts(resource.get("keyword"))) or None, concept_tokens(concepts) or None, desc, None)
-    if rtype == "Group":
-        texts = [e.get("valueMarkdown") for e in resource.get("extension") or []
-                 if isinstance(e, dict) and e.get("url") == cv.EXT_ELIGIBILITY_TEXT
-                 and isinstance(e.get("valueMarkdown"), str)]
-        if texts:
-            return (rtype, f"{rtype}/{resource.get('id')}", None, None, None, None, None, "\n\n".join(texts))
     return None
+
+
+def eligibility_text(group: dict) -> str | None:
+    """An eligibility Group's criteria text (its ``eligibility-criteria-text`` extensions), else None."""
+    texts = [e.get("valueMarkdown") for e in group.get("extension") or []
+             if isinstance(e, dict) and e.get("url") == cv.EXT_ELIGIBILITY_TEXT
+             and isinstance(e.get("valueMarkdown"), str)]
+    return "\n\n".join(texts) if texts else None
 
 
 def geo_row(resource: dict) -> tuple | None:
@@ -147,6 +150,92 @@ def add_words(conn, words: set[str]) -> None:
         conn.exec_driver_sql("INSERT OR IGNORE INTO search_words (word) VALUES (?)", rows)
 
 
+# -- a study's eligibility text (one row per study, migration 10) -------------------------------------
+ENROLLMENT = "ResearchStudy:enrollment"
+_ELIGIBILITY = 1 + 2 + COLUMNS.index("eligibility")  # in a search_text row: res_pk, rtype, ref, then COLUMNS
+
+
+def _chunks(items: list, n: int = 500) -> list[list]:
+    return [items[i:i + n] for i in range(0, len(items), n)]
+
+
+def eligibility_of(conn, pks: list[int]) -> dict[int, str | None]:
+    """Study pk -> the eligibility text of the current Groups it enrols (``ResearchStudy:enrollment`` index rows,
+    Groups in ref order, texts joined), for each of ``pks`` (None when it has none)."""
+    from gateway.store import schema as s
+
+    ir, r = s.idx_reference, s.resources
+    enrols: dict[int, list[str]] = {pk: [] for pk in pks}
+    for chunk in _chunks(sorted(enrols)):
+        for pk, ref in conn.execute(select(ir.c.res_pk, ir.c.ref).where(
+                ir.c.param == ENROLLMENT, ir.c.res_pk.in_(chunk)).order_by(ir.c.res_pk, ir.c.ref)):
+            enrols[pk].append(ref)
+    ids = sorted({ref.split("/", 1)[1] for refs in enrols.values() for ref in refs if ref.startswith("Group/")})
+    texts: dict[str, str] = {}
+    for chunk in _chunks(ids):
+        for rid, content in conn.execute(select(r.c.id, r.c.content).where(
+                r.c.type == "Group", r.c.id.in_(chunk), r.c.deleted.is_(False))):
+            t = eligibility_text(orjson.loads(content)) if content else None
+            if t:
+                texts[f"Group/{rid}"] = t
+    return {pk: "\n\n".join(texts[ref] for ref in dict.fromkeys(refs) if ref in texts) or None
+            for pk, refs in enrols.items()}
+
+
+def with_eligibility(conn, rows: list[tuple]) -> list[tuple]:
+    """``search_text`` rows (with res_pk) about to be written -> the same rows with their eligibility text. Called
+    after the studies' reference index rows and their Groups' resource rows are written (``Tx.flush``)."""
+    texts = eligibility_of(conn, [row[0] for row in rows])
+    return [row[:_ELIGIBILITY] + (texts.get(row[0]),) + row[_ELIGIBILITY + 1:] for row in rows]
+
+
+def refresh_eligibility(conn, group_refs: set[str], skip: set[int] = frozenset()) -> int:
+    """Rewrite the eligibility text in the row of every stored study that enrols one of ``group_refs`` ('Group/<id>':
+    Groups written or deleted in this transaction), except the studies in ``skip`` (rows written just now, already
+    with it). Returns the number of studies rewritten."""
+    from gateway.store import schema as s
+
+    ir = s.idx_reference
+    pks: set[int] = set()
+    for chunk in _chunks(sorted(group_refs)):
+        pks.update(conn.execute(select(ir.c.res_pk).where(ir.c.param == ENROLLMENT, ir.c.ref.in_(chunk))).scalars())
+    return _rewrite_eligibility(conn, sorted(pks - set(skip)))
+
+
+def _rewrite_eligibility(conn, pks: list[int]) -> int:
+    if not pks:
+        return 0
+    texts = eligibility_of(conn, pks)
+    conn.execute(text("UPDATE search_text SET eligibility = :e WHERE res_pk = :pk"),
+                 [{"e": texts[pk], "pk": pk} for pk in pks])
+    return len(pks)
+
+
+def merge_study_rows(engine: Engine, batch: int = 2000) -> int:
+    """Migration 10: one row per study. The Groups' own rows go; each study's row gets its Groups' eligibility
+    text. SQLite: the FTS5 index is rebuilt once at the end (cheaper than the triggers row by row). Returns the
+    studies rewritten."""
+    sqlite = engine.dialect.name == "sqlite"
+    done = 0
+    with engine.begin() as conn:
+        if sqlite:
+            for name in ("search_text_ai", "search_text_ad", "search_text_au"):
+                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
+        conn.execute(text("DELETE FROM search_text WHERE rtype <> 'ResearchStudy'"))
+        last = 0
+        while True:
+            pks = list(conn.execute(text("SELECT res_pk FROM search_text WHERE res_pk > :last ORDER BY res_pk "
+                                         "LIMIT :n"), {"last": last, "n": batch}).scalars())
+            if not pks:
+                break
+            done += _rewrite_eligibility(conn, pks)
+            last = pks[-1]
+        if sqlite:
+            conn.exec_driver_sql("INSERT INTO search_fts(search_fts) VALUES ('rebuild')")
+            _sqlite_triggers(conn)
+    return done
+
+
 # -- DDL and back-fill (migration 6) ------------------------------------------------------------------
 def create_engine_indexes(engine: Engine) -> None:
     """The engine's own full-text index over ``search_text`` and the trigram index over ``search_words``."""
@@ -162,23 +251,30 @@ def create_engine_indexes(engine: Engine) -> None:
             conn.execute(text("CREATE INDEX IF NOT EXISTS ix_search_words_trgm ON search_words "
                               "USING GIN (word gin_trgm_ops)"))
             return
-        new = ", ".join(f"new.{c}" for c in COLUMNS)
-        old = ", ".join(f"old.{c}" for c in COLUMNS)
         conn.exec_driver_sql(
             f"CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5({cols}, content='search_text', "
             "content_rowid='res_pk', tokenize='porter unicode61 remove_diacritics 2')")
-        conn.exec_driver_sql(f"CREATE TRIGGER IF NOT EXISTS search_text_ai AFTER INSERT ON search_text BEGIN "
-                             f"INSERT INTO search_fts(rowid, {cols}) VALUES (new.res_pk, {new}); END")
-        conn.exec_driver_sql(f"CREATE TRIGGER IF NOT EXISTS search_text_ad AFTER DELETE ON search_text BEGIN "
-                             f"INSERT INTO search_fts(search_fts, rowid, {cols}) VALUES ('delete', old.res_pk, {old});"
-                             " END")
-        conn.exec_driver_sql(f"CREATE TRIGGER IF NOT EXISTS search_text_au AFTER UPDATE ON search_text BEGIN "
-                             f"INSERT INTO search_fts(search_fts, rowid, {cols}) VALUES ('delete', old.res_pk, {old});"
-                             f" INSERT INTO search_fts(rowid, {cols}) VALUES (new.res_pk, {new}); END")
+        _sqlite_triggers(conn)
+
+
+def _sqlite_triggers(conn) -> None:
+    """The triggers that keep ``search_fts`` (external content) in step with ``search_text``."""
+    cols = ", ".join(COLUMNS)
+    new = ", ".join(f"new.{c}" for c in COLUMNS)
+    old = ", ".join(f"old.{c}" for c in COLUMNS)
+    conn.exec_driver_sql(f"CREATE TRIGGER IF NOT EXISTS search_text_ai AFTER INSERT ON search_text BEGIN "
+                         f"INSERT INTO search_fts(rowid, {cols}) VALUES (new.res_pk, {new}); END")
+    conn.exec_driver_sql(f"CREATE TRIGGER IF NOT EXISTS search_text_ad AFTER DELETE ON search_text BEGIN "
+                         f"INSERT INTO search_fts(search_fts, rowid, {cols}) VALUES ('delete', old.res_pk, {old});"
+                         " END")
+    conn.exec_driver_sql(f"CREATE TRIGGER IF NOT EXISTS search_text_au AFTER UPDATE ON search_text BEGIN "
+                         f"INSERT INTO search_fts(search_fts, rowid, {cols}) VALUES ('delete', old.res_pk, {old});"
+                         f" INSERT INTO search_fts(rowid, {cols}) VALUES (new.res_pk, {new}); END")
 
 
 def backfill(engine: Engine, batch: int = 500) -> int:
-    """Index the current ResearchStudy, Group and Location resources already stored; returns rows written."""
+    """Index the current ResearchStudy and Location resources already stored (each study's row with its
+    eligibility Groups' text); returns rows written."""
     from gateway.store import schema as s  # schema imports this module inside its migration step
 
     written = 0
@@ -187,7 +283,7 @@ def backfill(engine: Engine, batch: int = 500) -> int:
         while True:
             rows = conn.execute(text(
                 "SELECT pk, content FROM resources WHERE pk > :last AND deleted = :no AND type IN "
-                "('ResearchStudy', 'Group', 'Location') ORDER BY pk LIMIT :n"),
+                "('ResearchStudy', 'Location') ORDER BY pk LIMIT :n"),
                 {"last": last, "no": False, "n": batch}).all()
             if not rows:
                 break
@@ -201,6 +297,7 @@ def backfill(engine: Engine, batch: int = 500) -> int:
                 g = geo_row(res)
                 if g is not None:
                     geos.append((pk, *g))
+            texts = with_eligibility(conn, texts) if texts else texts
             for table, values in ((s.search_text, texts), (s.search_geo, geos)):
                 if values:
                     conn.execute(table.insert(), [dict(zip(table.columns.keys(), v, strict=True)) for v in values])
@@ -295,54 +392,39 @@ def _expanding(name: str):
     return bindparam(name, expanding=True)
 
 
-# Each text query is one CTE: the engine's matches and relevance (MATERIALIZED: computed once), then per study the
-# sum over its own row and its eligibility Group's row. Study rows and Group rows are mapped apart (UNION ALL), so
-# only Group rows pay the look-up of the study that enrols them. CROSS JOIN fixes SQLite's join order (from the
-# matches out): left to itself it may scan every enrolment reference for each match.
-_SQLITE_MATCHES = (f"SELECT rowid AS id, -bm25(search_fts, {', '.join(str(w) for w in BM25_WEIGHTS)}) AS s "
+# Each text query is one CTE 'pk, s': the engine's matches and their relevance. A study's one row holds its
+# eligibility text too, so each match is a study: nothing is mapped or summed, one bm25() / ts_rank_cd per study.
+_SQLITE_MATCHES = (f"SELECT rowid AS pk, -bm25(search_fts, {', '.join(str(w) for w in BM25_WEIGHTS)}) AS s "
                    "FROM search_fts WHERE search_fts MATCH :{q}")
-_SQLITE_PER_STUDY = (
-    "SELECT pk, SUM(s) AS s FROM ("
-    "SELECT t.res_pk AS pk, m.s AS s FROM {m} m JOIN search_text t INDEXED BY ix_search_text_doc ON t.res_pk = m.id "
-    "WHERE t.rtype = 'ResearchStudy' UNION ALL "
-    "SELECT ir.res_pk AS pk, m.s AS s FROM {m} m CROSS JOIN search_text t INDEXED BY ix_search_text_doc "
-    "CROSS JOIN idx_reference ir WHERE t.res_pk = m.id AND t.rtype = 'Group' "
-    "AND ir.param = 'ResearchStudy:enrollment' AND ir.ref = t.ref"
-    ") x GROUP BY pk")
-_PG_MATCHES = ("SELECT t.res_pk AS id, t.rtype, t.ref, ts_rank_cd(t.tsv, q) AS s "
+_PG_MATCHES = ("SELECT t.res_pk AS pk, ts_rank_cd(t.tsv, q) AS s "
                f"FROM search_text t CROSS JOIN to_tsquery('{_PG_CONFIG}', :{{q}}) q WHERE t.tsv @@ q")
-_PG_PER_STUDY = (
-    "SELECT pk, SUM(s) AS s FROM (SELECT m.id AS pk, m.s AS s FROM {m} m WHERE m.rtype = 'ResearchStudy' UNION ALL "
-    "SELECT ir.res_pk AS pk, m.s AS s FROM {m} m JOIN idx_reference ir ON ir.param = 'ResearchStudy:enrollment' "
-    "AND ir.ref = m.ref WHERE m.rtype = 'Group') x GROUP BY pk")
 
 
-# The same sums for the studies of a CTE ``{w}`` ('pk': ResearchStudy pks) only: each study's own row, and the rows
-# of the Groups it enrols, looked up from the study (few studies) rather than mapped from every match.
-_SQLITE_WITHIN = (
-    "SELECT pk, SUM(s) AS s FROM ("
-    "SELECT w.pk AS pk, m.s AS s FROM {w} w CROSS JOIN {m} m WHERE m.id = w.pk UNION ALL "
-    "SELECT w.pk AS pk, m.s AS s FROM {w} w CROSS JOIN idx_reference ir CROSS JOIN search_text t INDEXED BY "
-    "ix_search_text_ref CROSS JOIN {m} m WHERE ir.res_pk = w.pk AND ir.param = 'ResearchStudy:enrollment' "
-    "AND t.ref = ir.ref AND t.rtype = 'Group' AND m.id = t.res_pk"
-    ") x GROUP BY pk")
-_PG_WITHIN = (
-    "SELECT pk, SUM(s) AS s FROM (SELECT w.pk AS pk, m.s AS s FROM {w} w JOIN {m} m ON m.id = w.pk UNION ALL "
-    "SELECT w.pk AS pk, m.s AS s FROM {w} w JOIN idx_reference ir ON ir.res_pk = w.pk AND "
-    "ir.param = 'ResearchStudy:enrollment' JOIN {m} m ON m.ref = ir.ref AND m.rtype = 'Group') x GROUP BY pk")
-
-
-def text_cte(dialect: str, query: TextQuery, name: str, within: str | None = None) -> tuple[str, dict]:
-    """The body of one text query's CTE ('pk, s' per ResearchStudy: the engine's relevance, bm25 / ts_rank_cd,
-    summed over the study and its eligibility Group) and its parameters. The engine's matches are an inner
-    MATERIALIZED CTE: ranked once, then mapped to studies. ``within``: the name of a CTE of the statement ('pk')
-    holding the only studies wanted (the same sums, for those studies)."""
-    m, q = f"{name}_m", f"{name}_q"
+def text_cte(dialect: str, query: TextQuery, name: str) -> tuple[str, dict]:
+    """The body of one text query's CTE ('pk, s' per matching ResearchStudy: the engine's relevance, bm25 /
+    ts_rank_cd) and its parameters."""
+    q = f"{name}_q"
     if dialect == "postgresql":
-        per_study = _PG_WITHIN.format(m=m, w=within) if within else _PG_PER_STUDY.format(m=m)
-        return f"WITH {m} AS MATERIALIZED ({_PG_MATCHES.format(q=q)}) {per_study}", {q: query.tsquery()}
-    per_study = _SQLITE_WITHIN.format(m=m, w=within) if within else _SQLITE_PER_STUDY.format(m=m)
-    return f"WITH {m} AS MATERIALIZED ({_SQLITE_MATCHES.format(q=q)}) {per_study}", {q: query.fts5()}
+        return _PG_MATCHES.format(q=q), {q: query.tsquery()}
+    return _SQLITE_MATCHES.format(q=q), {q: query.fts5()}
+
+
+def keep_matches(conn, query: TextQuery, table: str) -> None:
+    """The engine's matches of ``query`` ('pk, s', as ``text_cte``) kept in the temporary table ``table`` (pk as its
+    primary key) for the rest of the connection's transaction: a search that runs several statements (the rings of
+    a nearest-first search) ranks the words once. Gone with the transaction (PostgreSQL: ON COMMIT DROP; SQLite:
+    a temporary table created in a transaction is rolled back with it); ``drop_matches`` drops it at once."""
+    body, params = text_cte(conn.dialect.name, query, table)
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f"CREATE TEMPORARY TABLE {table} (pk BIGINT PRIMARY KEY, s FLOAT8) ON COMMIT DROP"))
+        conn.execute(text(f"INSERT INTO {table} (pk, s) {body}"), params)
+    else:
+        conn.execute(text(f"CREATE TEMPORARY TABLE {table} (pk INTEGER PRIMARY KEY, s REAL)"))
+        conn.execute(text(f"INSERT INTO temp.{table} (pk, s) {body}"), params)
+
+
+def drop_matches(conn, table: str) -> None:
+    conn.execute(text(f"DROP TABLE {'' if conn.dialect.name == 'postgresql' else 'temp.'}{table}"))
 
 
 def normalised_score(raw: float, postgres: bool) -> float:

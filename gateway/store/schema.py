@@ -248,8 +248,9 @@ registry_hierarchy = Table(
 )
 
 
-# Full-text and place search (gateway.store.fulltext, migration 6). One row per ResearchStudy / eligibility Group
-# (``search_text``) and per placed Location (``search_geo``), written with the resource's other index rows in its
+# Full-text and place search (gateway.store.fulltext, migration 6). One row per ResearchStudy (``search_text``,
+# holding the eligibility text of the Groups it enrols since migration 10: one engine match and one relevance per
+# study) and per placed Location (``search_geo``), written with the resource's other index rows in its
 # write transaction. The engines' own indexes sit on top: SQLite an FTS5 table kept by triggers, PostgreSQL a
 # generated tsvector column with a GIN index (DDL in fulltext.py). ``search_words``: the words of titles,
 # conditions and keywords, for correcting misspelt query words (PostgreSQL: pg_trgm).
@@ -257,7 +258,7 @@ search_text = Table(
     "search_text", metadata,
     Column("res_pk", PK, primary_key=True, autoincrement=False),
     Column("rtype", String(64), nullable=False),
-    Column("ref", String(160), nullable=False),  # "Group/<id>": joined to ResearchStudy:enrollment
+    Column("ref", String(160), nullable=False),  # "ResearchStudy/<id>"
     Column("title", Text),
     Column("conditions", Text),
     Column("keywords", Text),
@@ -265,9 +266,6 @@ search_text = Table(
     Column("description", Text),
     Column("eligibility", Text),
 )
-Index("ix_search_text_ref", search_text.c.ref)
-# Covering: a query maps FTS matches to studies from this index alone, never reading the (long) text rows.
-Index("ix_search_text_doc", search_text.c.res_pk, search_text.c.rtype, search_text.c.ref)
 
 search_geo = Table(
     "search_geo", metadata,
@@ -429,10 +427,19 @@ def _v9(engine: Engine) -> None:
     metadata.create_all(engine, tables=list(STUDY_TABLES))
 
 
+def _v10(engine: Engine) -> None:
+    from gateway.store import fulltext  # one full-text row per study: the Groups' text moves into their studies' rows
+
+    with engine.begin() as conn:  # they mapped Group rows to their studies (migration 6); no query needs them now
+        for name in ("ix_search_text_ref", "ix_search_text_doc"):
+            conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
+    fulltext.merge_study_rows(engine)
+
+
 # Ordered migrations: (version, step). Append, never edit a released step.
 MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5),
                                                           (6, _v6), (7, _v7), (8, _v8),
-                                                          (9, _v9)]
+                                                          (9, _v9), (10, _v10)]
 
 
 def current_version(engine: Engine) -> int:

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 import orjson
-from sqlalchemy import column, exists, func, literal, select, text, union
+from sqlalchemy import column, exists, func, literal, select, table, text, union
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BinaryExpression
 from sqlalchemy.sql.selectable import ScalarSelect
@@ -233,11 +233,12 @@ def _cte(name: str, body: str, params: dict, cols: tuple[str, ...]):
 
 
 def _matches(store, conn, query: SearchQuery, spec: StudySpec, km: float | None = None,
-             compiled: dict | None = None):
+             compiled: dict | None = None, kept: list[str] | None = None):
     """The one statement that finds, ranks and counts the matches: (select of pk, score, c2, site_pk, site_ref,
     place: 'site' | 'placed' | None). Every filter is a CTE joined on the study's pk; the store's criteria filter
     the pks; nothing is read into Python but the rows asked for. ``km``: a smaller circle than the spec's (a ring
-    of the nearest-first search); ``compiled``: text queries already compiled, by (text, scope)."""
+    of the nearest-first search); ``compiled``: text queries already compiled, by (text, scope); ``kept``: the
+    temporary tables holding the matches of ``spec.texts`` (``fulltext.keep_matches``), one per text, in order."""
     dialect = conn.dialect.name
     compiled = {} if compiled is None else compiled
 
@@ -259,18 +260,19 @@ def _matches(store, conn, query: SearchQuery, spec: StudySpec, km: float | None 
             body, params = fulltext.nearest_site_cte(dialect, spec.centre, km or spec.distance_km)
             near = _cte("near", body, params, ("pk", "site_pk", "site_ref", "c2"))
             place = "site"
-    # A ring of the nearest-first search holds few studies: the words' relevance is summed for those studies only
-    # (the engine still ranks every match once; only its mapping to studies is restricted). ``near`` comes first
-    # in the statement, so the text CTEs can name it.
-    within = "near" if km is not None and place == "site" else None
-    if within:
+    # A ring of the nearest-first search holds few studies: they come first, and each is looked up in the words'
+    # matches kept for the request (ranked once, whatever the number of rings).
+    if kept is not None and place:
         joined.append(near)
     for i, raw in enumerate(spec.texts):
-        body, params = fulltext.text_cte(dialect, _compiled(raw, "all", "_text"), f"t{i}", within)
-        c = _cte(f"t{i}", body, params, ("pk", "s"))
+        if kept is not None:
+            c = table(kept[i], column("pk"), column("s"))
+        else:
+            body, params = fulltext.text_cte(dialect, _compiled(raw, "all", "_text"), f"t{i}")
+            c = _cte(f"t{i}", body, params, ("pk", "s"))
         joined.append(c)
         scores.append(c.c.s)
-    if place and not within:
+    if place and kept is None:
         joined.append(near)
     n = 0
 
@@ -332,10 +334,17 @@ def _uncounted_page(store, conn, query: SearchQuery, spec: StudySpec, compiled: 
     want = query.count + 1
     km = spec.distance_km
     ring = spec.centre is not None and query.resource_type == "ResearchStudy"
+    kept = None
     if ring:
         km = _first_ring_km(conn, spec, query)
+        if spec.texts:  # the words ranked once for every ring
+            kept = [f"search_matches_t{i}" for i in range(len(spec.texts))]
+            for name, raw in zip(kept, spec.texts, strict=True):
+                if (raw, "all") not in compiled:
+                    compiled[raw, "all"] = _compile(conn, raw, "all", "_text")
+                fulltext.keep_matches(conn, compiled[raw, "all"], name)
     while True:
-        stmt, place = _matches(store, conn, query, spec, km, compiled)
+        stmt, place = _matches(store, conn, query, spec, km, compiled, kept)
         sub = stmt.subquery("hits")
         rows = conn.execute(select(sub).order_by(*_order(sub, place)).limit(want).offset(query.offset)).all()
         if len(rows) >= want or km >= spec.distance_km:
@@ -343,6 +352,8 @@ def _uncounted_page(store, conn, query: SearchQuery, spec: StudySpec, compiled: 
         found = query.offset + len(rows) if rows else 0  # studies within km (at least)
         grow = math.sqrt((query.offset + want) / max(found, 1)) * 1.5  # area grows with the square of km
         km = min(spec.distance_km, km * max(3.0, grow))
+    for name in kept or ():
+        fulltext.drop_matches(conn, name)
     spec.more = len(rows) >= want
     rows = rows[:query.count]
     known = not spec.more and (bool(rows) or not query.offset)

@@ -161,6 +161,91 @@ def test_eligibility_text_of_the_group_is_searched(fhir):
     assert _titles(fhir, "_text=chordoma") == ["A study of a rare bone tumour"]
 
 
+def _group(words: str) -> dict:
+    return {"resourceType": "Group", "type": "person", "actual": False, "extension": [{
+        "url": "https://trialgateway.org/fhir/StructureDefinition/eligibility-criteria-text",
+        "valueMarkdown": f"Inclusion: {words}."}]}
+
+
+def test_one_text_row_per_study_holds_its_groups_eligibility_text(fhir, store):
+    """A study's search row holds the text of the Groups it enrols (one engine match per study); Groups have none."""
+    from sqlalchemy import text
+
+    gid = fhir.post("/fhir/Group", json=_group("histologically confirmed chordoma")).get_json()["id"]
+    sid = fhir.post("/fhir/ResearchStudy", json={**_study("A rare bone tumour study", ["Bone Neoplasm"]),
+                                                 "enrollment": [{"reference": f"Group/{gid}"}]}).get_json()["id"]
+    with store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT rtype, ref, eligibility FROM search_text")).all()
+    assert [(r.rtype, r.ref) for r in rows] == [("ResearchStudy", f"ResearchStudy/{sid}")]
+    assert "chordoma" in rows[0].eligibility
+
+
+def test_the_study_row_follows_its_group(fhir):
+    """The write path: a Group written after its study (created, updated, deleted) rewrites the study's row."""
+    fhir.put("/fhir/Group/elig-1", json={**_group("histologically confirmed chordoma"), "id": "elig-1"})
+    study = {**_study("A rare bone tumour study", ["Bone Neoplasm"]), "enrollment": [{"reference": "Group/elig-1"},
+                                                                                    {"reference": "Group/elig-2"}]}
+    assert fhir.post("/fhir/ResearchStudy", json=study).status_code == 201
+    assert _titles(fhir, "_text=chordoma") == ["A rare bone tumour study"]
+    assert _titles(fhir, "_text=ependymoma") == []
+    # the second Group is created after the study that names it
+    assert fhir.put("/fhir/Group/elig-2", json={**_group("ependymoma in remission"), "id": "elig-2"}
+                    ).status_code == 201
+    assert _titles(fhir, "_text=ependymoma") == ["A rare bone tumour study"]
+    assert _titles(fhir, "_text=chordoma") == ["A rare bone tumour study"]
+    # updated: the old words go, the new come
+    assert fhir.put("/fhir/Group/elig-1", json={**_group("confirmed chondrosarcoma"), "id": "elig-1"}
+                    ).status_code == 200
+    assert _titles(fhir, "_text=chordoma") == []
+    assert _titles(fhir, "_text=chondrosarcoma") == ["A rare bone tumour study"]
+    # deleted
+    assert fhir.delete("/fhir/Group/elig-2").status_code == 204
+    assert _titles(fhir, "_text=ependymoma") == []
+    assert _titles(fhir, "_text=chondrosarcoma") == ["A rare bone tumour study"]
+
+
+def test_a_transaction_writing_group_and_study_together(fhir):
+    """Group and study in one transaction Bundle (the study naming the Group by its fullUrl), in either order."""
+    for first in ("Group", "ResearchStudy"):
+        group = {"fullUrl": f"urn:uuid:00000000-0000-4000-8000-00000000000{len(first) % 10}",
+                 "resource": _group(f"eligibility words {first.lower()}zz"),
+                 "request": {"method": "POST", "url": "Group"}}
+        study = {"resource": {**_study(f"Study written with its group ({first} first)", ["Bone Neoplasm"]),
+                              "enrollment": [{"reference": group["fullUrl"]}]},
+                 "request": {"method": "POST", "url": "ResearchStudy"}}
+        entries = [group, study] if first == "Group" else [study, group]
+        resp = fhir.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries})
+        assert resp.status_code == 200, resp.get_json()
+        assert _titles(fhir, f"_text={first.lower()}zz") == [f"Study written with its group ({first} first)"]
+
+
+def test_migration_10_moves_the_groups_text_into_their_studies_rows(fhir, store):
+    """A database of the old layout (a row per Group, the study's row without eligibility text) after migration 10:
+    one row per study, found by its Group's words; the engine's index follows later writes again."""
+    from sqlalchemy import text
+
+    from gateway.store import fulltext
+
+    gid = fhir.post("/fhir/Group", json=_group("histologically confirmed chordoma")).get_json()["id"]
+    sid = fhir.post("/fhir/ResearchStudy", json={**_study("A rare quokka study", ["Bone Neoplasm"]),
+                                                 "enrollment": [{"reference": f"Group/{gid}"}]}).get_json()["id"]
+    with store.engine.begin() as conn:  # the layout of migration 6
+        group_pk = conn.execute(text("SELECT pk FROM resources WHERE type = 'Group'")).scalar_one()
+        conn.execute(text("UPDATE search_text SET eligibility = NULL"))
+        conn.execute(text("INSERT INTO search_text (res_pk, rtype, ref, eligibility) VALUES "
+                          "(:pk, 'Group', :ref, 'Inclusion: histologically confirmed chordoma.')"),
+                     {"pk": group_pk, "ref": f"Group/{gid}"})
+    assert fulltext.merge_study_rows(store.engine) == 1
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT rtype FROM search_text")).scalars().all() == ["ResearchStudy"]
+    assert _titles(fhir, "_text=chordoma") == ["A rare quokka study"]
+    study = fhir.get(f"/fhir/ResearchStudy/{sid}").get_json()
+    study["title"] = study["description"] = "A rare wombat study"
+    assert fhir.put(f"/fhir/ResearchStudy/{sid}", json=study).status_code == 200
+    assert _titles(fhir, "_text=chordoma") == ["A rare wombat study"]
+    assert _titles(fhir, "_text=quokka") == []
+
+
 def test_migration_backfill_indexes_what_is_stored(fhir, studies, store):
     """Migration 6 back-fills stored resources: empty the index, run the back-fill, and the search works again."""
     from sqlalchemy import text
