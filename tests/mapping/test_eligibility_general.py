@@ -130,6 +130,52 @@ def test_non_pregnant_non_lactating_excludes_pregnancy_and_breastfeeding():
         (("pregnancy", "pregnancy", "present", "exclude", None), "high")]
 
 
+PREGNANT = ("pregnancy", "pregnancy", "present", "exclude", None)
+
+
+@pytest.mark.parametrize("text", [
+    # a kind of pregnancy, or pregnancy as the object or setting of something else: excluding it is no exclusion of
+    # every pregnant patient (each of these was read as one before)
+    "(2) high-risk pregnancy",  # LCT NCT03863444 (an obstetric study)
+    "Multiple pregnancy",  # LCT NCT03864549, which requires pregnancy
+    "Patients with known higher order pregnancies (twins, triplets, etc.)",  # LCT NCT03928340
+    "Women with a history of previous pregnancy",  # LCT NCT03921177
+    "Currently or previously received a TodaysBaby educational program (randomized to a TodaysBaby program through "
+    "either the SMARTER, or SUPERSONIC study), either in their current or a previous pregnancy.",  # NCT05767658
+    "Prior known infertility; infertility is defined as one year of inability to conceive despite unprotected "
+    "intercourse and/or the need to use medication (e.g clomiphene) or assisted reproductive technology (e.g. "
+    "intrauterine insemination or in vitro fertilization) to attempt pregnancy.",  # NCT00823654
+    "Pregnancy-related conditions:",  # NCT05701657 (first line of a nested list)
+    "maternal pregnancy-related disease necessitating delivery (any hypertensive disorder, cardiac disease, renal "
+    "insufficiency, immune diseases, et al.)",  # LCT NCT03928899
+])
+def test_a_kind_of_pregnancy_is_no_pregnancy_exclusion(text):
+    assert [k for k, _ in found(text, "exclusion") if k[0] == "pregnancy"] == []
+
+
+@pytest.mark.parametrize("text", [
+    "Current pregnancy.",  # NCT00823654
+    "Participants with known pregnancy.",  # NCT06418204
+    "Concurrent pregnancy",  # NCT05892068
+    "Female subjects in pregnancy or lactation.",  # NCT05519293
+    "Female with pregnancy, planned pregnancy (within the study period), or currently breastfeeding.",  # NCT06494488
+    "medical contraindications for use of nicotine replacement therapy (e.g. pregnancy).",  # NCT07158749
+    "Pregnant or suspected pregnancy",  # LCT NCT03863236
+])
+def test_the_state_of_pregnancy_is_still_excluded(text):
+    assert (PREGNANT, "high") in found(text, "exclusion")
+
+
+def test_a_kind_of_pregnancy_required_still_requires_pregnancy():
+    # LCT NCT03864549 (whole text): 'Multiple pregnancy' excluded no longer contradicts the requirement, which stands
+    from gateway.mapping.eligibility import extract
+    text = ("Inclusion Criteria:\n  -  Pregnant women who were diagnosed with GDM from 13 to 32.6 gestational weeks\n"
+            "  -  18 years old and older\n  -  Singleton pregnancy\nExclusion Criteria:\n  -  Women with "
+            "pre-gestational diabetes mellitus\n  -  GDM diagnosed ≥ 33 gestational weeks\n  -  Multiple pregnancy\n")
+    keys = [(f.key(), f.confidence) for r in extract(text, LX).results for f in r.findings if f.kind == "pregnancy"]
+    assert keys == [(("pregnancy", "pregnancy", "present", "include", None), "high")] * 2
+
+
 def test_other_malignancy_windows_and_active():
     # NCT04872166
     assert found("Second primary malignancy that has not been in remission for greater than 3 years", "exclusion") == [

@@ -20,7 +20,7 @@ from gateway.terminology.lexicons import Lexicons, default_lexicons
 log = logging.getLogger(__name__)
 
 # Bump when a change to the extractor changes its output: cached results of older versions are not reused.
-EXTRACTOR_VERSION = "3"
+EXTRACTOR_VERSION = "4"
 
 # Kinds whose recogniser reads the status itself ('EGFR-negative', 'not detected'): only negation triggers
 # standing before the mention ('no', 'without', 'negative for', 'must not') come from context.
@@ -207,14 +207,18 @@ def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
                     exclude = True  # 'negative pregnancy test' (or 'without a negative test') excludes in any section
                     negated = True
                 elif kind in ("pregnancy", "breastfeeding") and not exclude and crit.stated and \
-                        _STATUS_REQUIRED.match(line) and not negated and f.rule in ("pregnancy", "breastfeeding") \
-                        and not _NOT_REQUIRED.search(low) and \
-                        not (_PREGNANT_WORD.search(low) and _LACTATING_WORD.search(low)):
+                        _STATUS_REQUIRED.match(line) and not negated and \
+                        f.rule in ("pregnancy", "pregnancy-kind", "breastfeeding") and not _NOT_REQUIRED.search(low) \
+                        and not (_PREGNANT_WORD.search(low) and _LACTATING_WORD.search(low)):
                     pass  # 'Pregnant or recently pregnant at enrolment' under an inclusion heading: a requirement
                 elif kind in ("pregnancy", "breastfeeding", "infection", "diagnosis") and not exclude:
                     # 'must agree to contraception', 'HBV carriers must be on antivirals': never a requirement to be
                     # pregnant or infected; left as text
                     dropped_conditional = True
+                    continue
+                if f.rule == "pregnancy-kind" and exclude:
+                    # 'High-risk pregnancy', 'to attempt pregnancy': a kind of pregnancy the records cannot tell
+                    # apart; excluding it does not exclude every pregnant patient. Left as text.
                     continue
                 if whole:
                     reasons.append(" / ".join(sorted(c.lower() for c in whole)))

@@ -580,6 +580,34 @@ _RECENT_PREGNANCY = re.compile(
     r"(?:after|following|post|of|since)\b)?")
 
 
+# The noun names the participant's state only bare or after a word of status or grammar ('current pregnancy',
+# 'known pregnancy', 'evidence of pregnancy', 'pregnancy'). After any other word it names a kind of pregnancy
+# ('high-risk pregnancy', 'multiple pregnancy', 'previous pregnancy') or is the object of something else ('to attempt
+# pregnancy'): excluding that kind does not exclude every pregnant patient.
+_PREGNANCY_NOUN = re.compile(r"pregnanc(?:y|ies)\b")
+_WORD_BEFORE = re.compile(r"([a-z][\w'’-]*?)-?[ \t]*-?[ \t]*$")
+_STATUS_BEFORE = frozenset({
+    "current", "currently", "known", "confirmed", "documented", "diagnosed", "active", "ongoing", "concurrent",
+    "existing", "suspected", "possible", "self-reported", "reported", "positive", "evidence", "presence",
+    "a", "an", "any", "of", "in", "with", "or", "and", "nor", "for", "by", "to", "is", "are", "was", "were", "be",
+    "been", "being", "including", "include", "includes", "such", "as", "e", "g", "eg", "i", "ie", "no", "not",
+    "without", "exclude", "excluding", "during", "where"})
+# ... and before another noun it only qualifies that noun ('pregnancy-related conditions', 'pregnancy category D').
+_MODIFIES_NEXT = re.compile(r"[ \t]*-?[ \t]*(?:related|induced|associated|complications?|categor(?:y|ies)|outcomes?|"
+                            r"loss(?:es)?|prevention|preventing|assessment|risks?|rates?|care|registry|intentions?|"
+                            r"wish|desire|planning|history|results?)\b")
+
+
+def _pregnancy_mentions(text: str) -> Iterator[tuple[re.Match, bool]]:
+    """Each 'pregnan...' mention that may be the participant's state, with whether it names a kind of pregnancy."""
+    for m in _PREGNANT.finditer(text):
+        if not _PREGNANCY_NOUN.match(text, m.start()):
+            yield m, False  # 'pregnant', 'pregnant women'
+        elif not _MODIFIES_NEXT.match(text, m.end()):
+            before = _WORD_BEFORE.search(text, max(0, m.start() - 40), m.start())
+            yield m, bool(before) and before.group(1) not in _STATUS_BEFORE  # type: ignore[union-attr]
+
+
 @recogniser("pregnancy")
 def pregnancy(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
     negative_test = re.search(r"negative\s+(?:[\w/()-]+\s+){0,4}?pregnancy\s+test|"
@@ -588,7 +616,10 @@ def pregnancy(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
         yield Finding("pregnancy", "pregnancy", "present", negative_test.start(), negative_test.end(),
                       "pregnancy-negative-test", negated=True)
     else:
-        m = _PREGNANT.search(text)
+        mentions = list(_pregnancy_mentions(text))
+        # the first mention of the state itself; else the first kind of pregnancy, which can only state a
+        # requirement ('Singleton pregnancy' under an inclusion heading needs a pregnant participant)
+        m, kind_of = next(((x, k) for x, k in mentions if not k), mentions[0] if mentions else (None, False))
         non = _NON_STATUS.search(text[max(0, m.start() - 5):m.start()]) if m else None
         if m and non and not _NOT_STATUS.search(text):
             # 'non-pregnant, non-breastfeeding female': the text states the patient is not pregnant
@@ -601,8 +632,8 @@ def pregnancy(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
                 window = (float(recent.group("n")), _UNIT_CODES[recent.group("u").rstrip("s")])
             elif recent:
                 reasons = ("recent pregnancy, period not stated",)
-            yield Finding("pregnancy", "pregnancy", "present", m.start(), m.end(), "pregnancy", window=window,
-                          reasons=reasons)
+            yield Finding("pregnancy", "pregnancy", "present", m.start(), m.end(),
+                          "pregnancy-kind" if kind_of else "pregnancy", window=window, reasons=reasons)
         elif m and _NOT_STATUS.search(text) and re.search(r"^[\s\W]*(?:pregnan\w*|(?:women|females?|patients?|"
                                                          r"participants?|subjects?)\s+(?:who\s+are\s+)?pregnant)|"
                                                          r"(?:is|are|currently)\s+pregnant", text):
