@@ -169,6 +169,11 @@ class People(DerivedRows):
         with self.store.engine.connect() as conn:
             return db.persons_of(conn, patient_ids)
 
+    def alerts_consenting(self) -> set[str]:
+        """Person keys whose row says trial-alerts consent (one index-only scan)."""
+        with self.store.engine.connect() as conn:
+            return db.alerts_consenting(conn)
+
     def alerts_only(self, key: str) -> bool:
         with self.store.engine.connect() as conn:
             return db.alerts_only(conn, key)

@@ -106,6 +106,7 @@ class FlowStats:
     cancelled: int = 0
     status_events: int = 0
     screened: int = 0  # people the database returned for a new study and the engine screened
+    alerts_enqueued_at: float | None = None  # time.perf_counter() when the last alert jobs were committed
     blocked: Counter = field(default_factory=Counter)
 
     def summary(self) -> str:
@@ -345,15 +346,28 @@ class AutomaticFlows:
         # From the consenting side: the database returns only people who may be told (trial-alerts consent) or
         # proposed (HRESCH consent, or an NHS number when a legal basis covers the study), and whose codes, sex
         # and age the study admits; only those are screened (no sentences: only who fits is needed here).
-        # Subscribers are asked for whatever their consent says, so that an alert blocked for want of consent
-        # is counted and audited; other people only when they may be proposed.
+        # Alerts first, so that a broad study's alerts do not wait for its proposals: the people with
+        # trial-alerts consent, and the subscribers without it (whose alert is blocked, counted and audited),
+        # then the proposable people not already acted on.
         q = self._query()
+        alerting = {p.key: p for _, p in self.state.patients.fitting(sc, q, Filter(alerts=True), seen=stats)}
+        without = self._subscribers_without_alerts_consent()
+        alerting.update((p.key, p) for _, p in self.state.patients.fitting(sc, q, Filter(any_consent=True),
+                                                                           only=without, seen=stats))
+        self._act(sid, alerting, stats, by_interest=self._interested_people(sid))
         proposable = Filter(research=True, nhs=self.policy.basis_for(study) is not None)
-        fitting = {p.key: p for _, p in self.state.patients.fitting(sc, q, proposable, seen=stats)}
-        subscribers = [k for k in self._subscriber_people() if k not in fitting]
-        fitting.update((p.key, p) for _, p in self.state.patients.fitting(sc, q, Filter(any_consent=True),
-                                                                          only=subscribers, seen=stats))
-        self._act(sid, fitting, stats, by_interest=self._interested_people(sid))
+        rest = {p.key: p for _, p in self.state.patients.fitting(sc, q, proposable, seen=stats)
+                if p.key not in alerting}
+        self._act(sid, rest, stats)
+
+    def _subscribers_without_alerts_consent(self) -> list[str]:
+        """Subscribers whose row says no trial-alerts consent: few, read by key (the others are found by the
+        consent column's index, however many they are)."""
+        subscribers = self._subscriber_people()
+        if not subscribers:
+            return []
+        consenting = self.state.patients.alerts_consenting()
+        return [k for k in subscribers if k not in consenting]
 
     def _subscriber_people(self) -> list[str]:
         """Person keys of everyone with a live new-matching-study subscription (cached like the subscriptions)."""
@@ -512,6 +526,7 @@ class AutomaticFlows:
             delivery.enqueue_events(tx.conn, [(sub, TOPIC_NEW_MATCHING_STUDY, f"ResearchStudy/{sid}")
                                               for _p, subs in alerts for sub in subs], self.max_attempts)
         stats.alerts += len(alerts)
+        stats.alerts_enqueued_at = time.perf_counter()
         for chunk in _chunks([f"Patient/{i}" for p, _ in alerts for i in p.patient_ids]):
             record_automatic(self.store, "alert", people=chunk, resources=[f"ResearchStudy/{sid}"],
                              detail=f"trial-alerts consent: alert about ResearchStudy/{sid}")

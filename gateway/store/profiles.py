@@ -47,6 +47,11 @@ def persons_of(conn, patient_ids: Iterable[str]) -> dict[str, str]:
     return out
 
 
+def alerts_consenting(conn) -> set[str]:
+    """Person keys whose row says trial-alerts consent (``(alerts_consent, person)`` index)."""
+    return set(conn.execute(select(P.c.person).where(P.c.alerts_consent.is_(True))).scalars())
+
+
 def patients_of(conn, person: str) -> list[str]:
     return sorted(conn.execute(select(PAT.c.patient_id).where(PAT.c.person == person)).scalars())
 

@@ -350,3 +350,30 @@ def test_a_study_proposes_many_people_reading_their_records_together(app, monkey
     assert all([s["status"] for s in _subjects(store, pid)] == ["potential-candidate"] for pid in people)
     patient_reads = [c for c in calls if any(t == "Patient" for t, _ in c)]
     assert len(patient_reads) == 1 and sorted(i for _, i in patient_reads[0]) == sorted(people), patient_reads
+
+
+def test_a_new_studys_alerts_are_committed_before_its_proposals(app, monkeypatch):
+    """A broad study's alerts never wait for its proposals: the alert jobs are in the outbox when the first
+    proposal is planned."""
+    store, service = app.extensions["gateway.store"], app.extensions["gateway.service"]
+    flows = app.extensions["gateway.root"].flows()
+    told = _person(service, "9449306060", "Whitaker")
+    _consent(service, told, cv.PURPOSE_TRIAL_ALERTS)
+    sub = _subscribe(service, told)
+    proposed = _person(service, "9434765919", "Nolan")
+    _consent(service, proposed, cv.PURPOSE_RESEARCH)
+    flows.tick()
+    service.run_bundle(_bundle("01-sponsor-glioblastoma-study.json"))
+    seen_at_proposal: list[int] = []
+    real = flows._propose
+
+    def propose(*args, **kwargs):
+        with store.engine.connect() as conn:
+            seen_at_proposal.append(len(events.events(conn, sub)))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(flows, "_propose", propose)
+    stats = flows.tick()
+    assert (stats.alerts, stats.proposals) == (1, 1), stats.summary()
+    assert seen_at_proposal == [1], "the alert was committed before the proposal was planned"
+    assert stats.alerts_enqueued_at is not None
