@@ -55,8 +55,15 @@ def make_engine(url: str, echo: bool = False, *, bulk: bool = False, read_only: 
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         return engine
+    # psycopg prepares a statement run five times, and after five more PostgreSQL may switch it to a generic
+    # plan, made without the parameters' values: for the candidate walks (keyset `person > $1`, a code list)
+    # that plan read every chunk's people anew, 300-400 ms instead of 80 ms a chunk at 1,000,000 people.
+    # Custom plans keep the values in view; the statements stay prepared (no parsing), only re-planned.
+    options = ["-c plan_cache_mode=force_custom_plan"]
     # A standby refuses writes by itself; the session default also covers a read URL that names a primary.
-    args = {"options": "-c default_transaction_read_only=on"} if read_only else {}
+    if read_only:
+        options.append("-c default_transaction_read_only=on")
+    args = {"options": " ".join(options)}
     return create_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=args)
 
 
