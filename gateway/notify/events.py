@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, and_, insert, select, update
 
 from gateway.notify.subscriptions import Event
+from gateway.store import bulk
 from gateway.store import schema as s
 from gateway.store.clock import now_iso
 
@@ -114,8 +115,7 @@ def emit_many(conn: Connection, items: list[tuple[str, str, str]]) -> list[Event
         rows.append({"subscription_id": sid, "event_number": number, "topic": topic, "focus": focus,
                      "occurred_at": at, "cancelled": False})
         out.append(Event(number, at, focus))
-    for i in range(0, len(rows), 5000):
-        conn.execute(insert(ev), rows[i:i + 5000])
+    bulk.insert_rows(conn, ev, rows)
     return out
 
 

@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway.fhir import conventions as cv
 from gateway.fhir.conventions import CONTACT_REQUEST_ID, TOPIC_NEW_MATCHING_STUDY, TOPIC_RESEARCH_SUBJECT_STATUS
@@ -43,7 +41,7 @@ from gateway.notify.policy import Policy
 from gateway.notify.subscriptions import filters_of
 from gateway.outbound.contact import plan_route, with_contact_identifier
 from gateway.outbound.destinations import Destinations
-from gateway.store import feed
+from gateway.store import bulk, feed
 from gateway.store import schema as s
 from gateway.store.audit import MAX_ENTITIES, record_automatic
 from gateway.store.clock import now_iso
@@ -180,18 +178,13 @@ def claim_notices(conn, study_id: str, kind: str, persons: list[str], at: str) -
     had one already (another worker, a rematch), so nothing is to be done for them again.
 
     On PostgreSQL a concurrent transaction inserting the same notice waits for this one and then does nothing;
-    on SQLite writers are serialised. One statement per 1,000 persons."""
+    on SQLite writers are serialised. A few statements whatever the number (store.bulk)."""
     persons = sorted(set(persons))
     if not persons:
         return set()
-    n = s.match_notices
-    ins = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    stmt = ins(n).on_conflict_do_nothing(index_elements=["study_id", "person", "kind"]).returning(n.c.person)
-    out: set[str] = set()
-    for i in range(0, len(persons), 1000):
-        rows = [{"study_id": study_id, "person": p, "kind": kind, "at": at} for p in persons[i:i + 1000]]
-        out.update(conn.execute(stmt, rows).scalars())
-    return out
+    rows = [{"study_id": study_id, "person": p, "kind": kind, "at": at} for p in persons]
+    return set(bulk.insert_rows(conn, s.match_notices, rows, conflict=["study_id", "person", "kind"],
+                                returning="person"))
 
 
 def counter(store: Store, name: str) -> int:

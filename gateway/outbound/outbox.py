@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 
 # The worker schedules a job's next attempt with the one outbound back-off (outbox.backoff_seconds).
 from gateway.outbound.backoff import backoff_seconds as backoff_seconds
+from gateway.store import bulk
 from gateway.store import schema as s
 from gateway.store.clock import now_iso
 from gateway.store.repo import Store
@@ -101,8 +102,9 @@ def enqueue(conn: Connection, *, kind: str, destination: str, payload: dict, ded
 
 
 def enqueue_many(conn: Connection, jobs: list[dict], max_attempts: int) -> None:
-    """``enqueue`` for many jobs in the caller's transaction, one INSERT per 5,000 (a dedupe key already queued
-    adds no second job) and one NOTIFY; each job: kind, destination, payload, dedupe_key[, resource]."""
+    """``enqueue`` for many jobs in the caller's transaction: a few statements whatever their number
+    (store.bulk; a dedupe key already queued adds no second job) and one NOTIFY; each job: kind, destination,
+    payload, dedupe_key[, resource]."""
     if not jobs:
         return
     now = now_iso()
@@ -114,12 +116,8 @@ def enqueue_many(conn: Connection, jobs: list[dict], max_attempts: int) -> None:
                          next_attempt_at=now, created_at=now, updated_at=now,
                          resource_type=res[0] if res else None, resource_id=res[1] if res else None,
                          resource_version=res[2] if res else None))
-    postgres = conn.dialect.name == "postgresql"
-    ins = pg_insert if postgres else sqlite_insert
-    stmt = ins(s.outbox).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    for i in range(0, len(rows), 5000):
-        conn.execute(stmt, rows[i:i + 5000])
-    if postgres:
+    bulk.insert_rows(conn, s.outbox, rows, conflict=["dedupe_key"])
+    if conn.dialect.name == "postgresql":
         for kind in sorted({r["kind"] for r in rows}):
             conn.execute(text("SELECT pg_notify(:channel, :kind)"), {"channel": NOTIFY_CHANNEL, "kind": kind})
 
