@@ -43,7 +43,7 @@ from gateway.outbound.contact import plan_route, with_contact_identifier
 from gateway.outbound.destinations import Destinations
 from gateway.store import bulk, feed
 from gateway.store import schema as s
-from gateway.store.audit import MAX_ENTITIES, record_automatic
+from gateway.store.audit import record_automatic, record_automatic_for
 from gateway.store.clock import now_iso
 from gateway.store.interactions import FhirService
 from gateway.store.profiles import Filter
@@ -158,10 +158,6 @@ class _BatchReads:
         if key not in self._seen:
             self._seen[key] = self._read(rtype, rid)
         return self._seen[key]
-
-
-def _chunks(items: list[str]) -> list[list[str]]:
-    return [items[i:i + MAX_ENTITIES] for i in range(0, len(items), MAX_ENTITIES)]
 
 
 def count(conn, name: str, n: int = 1) -> None:
@@ -520,8 +516,8 @@ class AutomaticFlows:
                                               for _p, subs in alerts for sub in subs], self.max_attempts)
         stats.alerts += len(alerts)
         stats.alerts_enqueued_at = time.perf_counter()
-        for chunk in _chunks([f"Patient/{i}" for p, _ in alerts for i in p.patient_ids]):
-            record_automatic(self.store, "alert", people=chunk, resources=[f"ResearchStudy/{sid}"],
+        record_automatic_for(self.store, "alert", [f"Patient/{i}" for p, _ in alerts for i in p.patient_ids],
+                             resources=[f"ResearchStudy/{sid}"],
                              detail=f"trial-alerts consent: alert about ResearchStudy/{sid}")
 
     def _propose(self, sid: str, study: dict, p: PatientProfile, stats: FlowStats,
@@ -562,8 +558,8 @@ class AutomaticFlows:
             for (action, reason), people in by_reason.items():
                 count(tx.conn, f"blocked:{action}:{reason}", len(people))
         for (action, reason), people in by_reason.items():
-            for chunk in _chunks([f"Patient/{i}" for p, _ in people for i in p.patient_ids]):
-                record_automatic(self.store, f"{action}-blocked", people=chunk, resources=[f"ResearchStudy/{sid}"],
+            patients = [f"Patient/{i}" for p, _ in people for i in p.patient_ids]
+            record_automatic_for(self.store, f"{action}-blocked", patients, resources=[f"ResearchStudy/{sid}"],
                                  status=403, detail=f"{reason}: {people[0][1]}")
 
     def _read(self, rtype: str, rid: str) -> dict | None:

@@ -158,3 +158,17 @@ def record_automatic(store: Store, action: str, *, people: Iterable[str] = (), r
                         automatic=True, subtype_system=AUDIT_SUBTYPE, detail=detail)
     write_audit(store, event)
     return event
+
+
+def record_automatic_for(store: Store, action: str, people: list[str], **details) -> int:
+    """``record_automatic`` for any number of people: one AuditEvent per MAX_ENTITIES of them (``details``: the
+    other arguments of ``record_automatic``), all written in one transaction; returns how many events."""
+    events = [audit_event(interaction=action, status=details.get("status", 200),
+                          client_id=details.get("actor", "gateway"), role="automatic",
+                          request_id=details.get("request_id") or str(uuid.uuid4()),
+                          people=people[i:i + MAX_ENTITIES], resources=details.get("resources", ()),
+                          automatic=True, subtype_system=AUDIT_SUBTYPE, detail=details.get("detail"))
+              for i in range(0, len(people), MAX_ENTITIES)]
+    if events:
+        write_audit(store, events)
+    return len(events)

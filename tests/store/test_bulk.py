@@ -31,9 +31,8 @@ def test_conflicting_rows_add_nothing_and_only_the_added_are_returned(store, mon
 
 
 def test_without_a_conflict_key_a_duplicate_is_an_error_and_nothing_of_it_is_kept(store):
-    with pytest.raises(IntegrityError):
-        with store.write() as tx:
-            bulk.insert_rows(tx.conn, s.match_notices, _rows(["x", "y", "x"]))
+    with pytest.raises(IntegrityError), store.write() as tx:
+        bulk.insert_rows(tx.conn, s.match_notices, _rows(["x", "y", "x"]))
     with store.engine.connect() as conn:
         assert conn.execute(s.match_notices.select()).all() == []
 
