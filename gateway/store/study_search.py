@@ -36,10 +36,14 @@ MAX_SORTED = 20_000  # matches that _sort may reorder (they go to the store as a
 TOTALS = ("none", "estimate", "accurate")  # FHIR _total
 # Nearest-first place search without an exact total: the first ring holds about this many placed sites (counted
 # in a small box around the centre, from the (lat, lon) index alone): enough for a page of studies with no other
-# filter; with words or other filters, enough for a page if about 1 study in 40 matches them (each ring runs the
-# words' full-text query again: better one ring too large than two).
+# filter; with words or other filters, enough for a page if about 1 study in 40 matches them.
 RING_SITES = 100
 RING_SITES_FILTERED = 2000
+# A ring too small is widened by what it found (the area that should hold the page, with a margin), at least by this
+# factor of its radius. Each ring only looks up its own sites (the words are ranked once per request), so a small
+# step costs less than overshooting: at 70,000 studies, 2.0 rather than 3.0 took the CPU p95 of words + postcode
+# from ~52 to ~46 ms, the pages unchanged.
+RING_GROWTH = 2.0
 DENSITY_KM = 5.0  # the box in which sites are counted
 _CODE_LIKE = re.compile(r"^[A-Za-z]{0,3}[0-9][0-9A-Za-z.\-]*$")  # 393563007, C71.9, D005909 (not 'glioma')
 _UNITS = {"km": 1.0, "mi": geo.KM_PER_MILE, "[mi_i]": geo.KM_PER_MILE}
@@ -351,7 +355,7 @@ def _uncounted_page(store, conn, query: SearchQuery, spec: StudySpec, compiled: 
             break
         found = query.offset + len(rows) if rows else 0  # studies within km (at least)
         grow = math.sqrt((query.offset + want) / max(found, 1)) * 1.5  # area grows with the square of km
-        km = min(spec.distance_km, km * max(3.0, grow))
+        km = min(spec.distance_km, km * max(RING_GROWTH, grow))
     for name in kept or ():
         fulltext.drop_matches(conn, name)
     spec.more = len(rows) >= want
