@@ -157,6 +157,9 @@ VARIANT_ABSENT = (LOINC, "LA9634-2")
 ER_STATUS = (LOINC, "85337-4")  # Estrogen receptor Ag [Presence] in Breast cancer specimen by Immune stain
 PR_STATUS = (LOINC, "85339-0")  # Progesterone receptor Ag [Presence] in Breast cancer specimen by Immune stain
 HER2_STATUS = (LOINC, "48676-1")  # HER2 [Interpretation] in Tissue
+# Hormone-receptor positive (HR+), 'ER and/or PR positive': valueCodeableConcept SCT_POSITIVE; the matching side
+# judges it on the ER_STATUS and PR_STATUS results (either positive: has it; both negative: has not)
+HORMONE_RECEPTOR = (BIOMARKER_CS, "hormone-receptor")
 SCT_POSITIVE = (SNOMED, "10828004")  # Positive (qualifier value)
 SCT_NEGATIVE = (SNOMED, "260385009")  # Negative (qualifier value)
 MSI_STATUS = (LOINC, "81695-9")  # Microsatellite instability [Interpretation] in Cancer specimen; value LA26203-2 MSI-H

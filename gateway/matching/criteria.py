@@ -40,7 +40,7 @@ class Alternative:
 class Criterion:
     """One requirement. ``exclude`` marks an exclusion criterion (the patient must NOT have the trait)."""
 
-    kind: str  # condition | diagnosis | age | sex | observation | therapy
+    kind: str  # condition | diagnosis | age | sex | observation | therapy | hormone-receptor | ...
     label: str
     exclude: bool = False
     alternatives: tuple[Alternative, ...] = ()  # condition / diagnosis / therapy / coded observation value
@@ -231,6 +231,11 @@ def _variants(char: dict) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def receptor_codes() -> tuple[tuple[Code, ...], tuple[Code, ...]]:
+    """The Observation codes read as the oestrogen and as the progesterone receptor status."""
+    return _obs_keys([cv.ER_STATUS]), _obs_keys([cv.PR_STATUS])
+
+
 def _obs_keys(keys: list[Code]) -> tuple[Code, ...]:
     """The characteristic's codes plus the LOINC codes the analyte lexicon accepts as the same analyte."""
     out = list(keys)
@@ -267,6 +272,18 @@ def _characteristic_criterion(char: dict, term: Terminology, unresolved: list[st
         name = next((g.upper() for g in genes if not g.startswith("hgnc:")), genes[0].upper())
         return Criterion("variant", f"{name} {var or 'variant'}", exclude, genes=genes,
                          variant=alts[0] if alts else "", variants=alts, flag=not absent)
+    if cv.HORMONE_RECEPTOR in keys:
+        # HR+ ('ER and/or PR positive'): judged on the ER and PR results together (engine._hormone_receptor)
+        cc = char.get("valueCodeableConcept")
+        if not isinstance(cc, dict):
+            return None
+        answers = set(codings(cc))
+        want = True if answers & {cv.SCT_POSITIVE} else False if answers & {cv.SCT_NEGATIVE} else None
+        if want is None:
+            return None
+        er, pr = receptor_codes()
+        label = "Hormone receptor (ER or PR) positive" if want else "Hormone receptor negative (ER and PR)"
+        return Criterion("hormone-receptor", label, exclude, obs_codes=er + pr, flag=want)
     if cv.PREGNANCY in keys or cv.BREASTFEEDING in keys:
         kind = "pregnancy" if cv.PREGNANCY in keys else "breastfeeding"
         want = char.get("valueBoolean") is not False
@@ -369,7 +386,7 @@ def study_criteria(study: dict, group: dict | None, locations: dict[str, dict], 
 # re-extracting every ResearchStudy, Group and Location at start. Each criterion is its own JSON text inside the
 # row, so that a reader decodes a criterion stated by thousands of studies once and shares the object (Decoder).
 # Bump DOC_FORMAT whenever extraction or this encoding changes: rows of another format are re-derived.
-DOC_FORMAT = 2
+DOC_FORMAT = 3
 _CRIT_FIELDS = tuple(f.name for f in fields(Criterion) if f.init)
 _CODE_FIELDS = frozenset({"obs_codes", "others"})
 _TUPLE_FIELDS = frozenset({"values", "qualifiers", "genes", "variants"})

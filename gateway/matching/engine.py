@@ -23,7 +23,15 @@ from datetime import date, timedelta
 
 from gateway.fhir import conventions as cv
 from gateway.matching import drugs, geo, units
-from gateway.matching.criteria import AGE_UNITS, Alternative, Criterion, Site, StudyCriteria, Unstructured
+from gateway.matching.criteria import (
+    AGE_UNITS,
+    Alternative,
+    Criterion,
+    Site,
+    StudyCriteria,
+    Unstructured,
+    receptor_codes,
+)
 from gateway.matching.profile import ABSENT_ANSWERS, PRESENT_ANSWERS, ConditionFact, ObservationFact, PatientProfile
 from gateway.matching.terms import Code, Terminology
 
@@ -530,6 +538,54 @@ def _pregnancy(crit: Criterion, p: PatientProfile, today: date, explain: bool = 
     return Finding(_name(crit), result, _quote(crit, f"Is recorded as {what}{on}; the study {verb} people who are"))
 
 
+def _receptor_state(f: ObservationFact) -> bool | None:
+    if f.flag is not None:
+        return f.flag
+    vals = set(f.codes)
+    return True if vals & PRESENT_ANSWERS else False if vals & ABSENT_ANSWERS else None
+
+
+def _hormone_receptor(crit: Criterion, p: PatientProfile, today: date, explain: bool = True) -> Finding | str:
+    """HR+ ('ER and/or PR positive'): the latest ER and PR results, each positive or negative. Either positive: the
+    patient has it; both negative: has not; otherwise (one missing, or not a positive/negative value) unknown."""
+    cutoff = _cutoff(today, crit.lookback_days)
+    seen: dict[str, tuple[bool, ObservationFact]] = {}
+    er, pr = receptor_codes()
+    for name, keys in (("ER", er), ("PR", pr)):
+        facts = sorted((f for k in keys for f in p.observations.get(k, ())), key=lambda f: f.when, reverse=True)
+        for f in facts:
+            if not _recent(f.when, cutoff):
+                break
+            state = _receptor_state(f)
+            if state is not None:
+                seen[name] = (state, f)
+                break
+    positive = [n for n, (st, _) in seen.items() if st]
+    has = True if positive else False if len(seen) == 2 else None
+    holds = None if has is None else has == (crit.flag is not False)
+    result = UNKNOWN if holds is None else MET if holds != crit.exclude else NOT_MET
+    if not explain:
+        return result
+    want = "hormone receptor positive (ER or PR positive)" if crit.flag is not False else \
+        "hormone receptor negative (ER and PR negative)"
+    verb = "excludes" if crit.exclude else "requires"
+
+    def shown(n: str) -> str:
+        st, f = seen[n]
+        return f"{n} {'positive' if st else 'negative'}" + (f" ({f.when[:10]})" if f.when else "")
+    if has is None:
+        missing = " or ".join(n for n in ("ER", "PR") if n not in seen)
+        known = f" ({', '.join(shown(n) for n in seen)})" if seen else ""
+        return Finding(_name(crit), UNKNOWN, _quote(crit, f"No {missing} result is recorded{known}; the study "
+                                                          f"{verb} {want}"))
+    facts = ", ".join(shown(n) for n in (positive or ["ER", "PR"]))
+    if crit.exclude and result == MET:
+        return Finding(_name(crit), MET, _quote(crit, f"Does not have {want}: {facts}"))
+    rel = "meets" if holds else "does not meet"
+    return Finding(_name(crit), result, _quote(crit, f"{facts} {rel} {want} "
+                                                     f"{'excluded' if crit.exclude else 'required'} by the study"))
+
+
 def _stage(crit: Criterion, p: PatientProfile, today: date, explain: bool = True) -> Finding | str:
     stage, when = None, ""
     cutoff = _cutoff(today, crit.lookback_days)
@@ -626,6 +682,8 @@ def _judge_kind(crit: Criterion, p: PatientProfile, term: Terminology, today: da
         return _pregnancy(crit, p, today, explain)
     if kind == "stage":
         return _stage(crit, p, today, explain)
+    if kind == "hormone-receptor":
+        return _hormone_receptor(crit, p, today, explain)
     if kind == "other-malignancy":
         return _other_malignancy(crit, p, term, today, explain)
     return _observation(crit, p, term, today, explain)

@@ -200,3 +200,49 @@ def test_figo_and_ann_arbor_groups_are_read_as_their_systems_at_medium():
         (("stage", "figo-stage", "IIIC|IV", "include", None), "medium")]
     assert found("Ann Arbor stage II-IV diffuse large B-cell lymphoma") == [
         (("stage", "ann-arbor", "II|III|IV", "include", None), "medium")]
+
+
+HR = ("receptor", "HR", "positive", "include", None)
+
+
+@pytest.mark.parametrize("text", [
+    "ER and/or PR positive",  # NCT04985032 (was 'PR positive' alone, at high)
+    "Documented estrogen receptor (ER) and/or progesterone receptor (PR)-positive tumor",  # NCT06760637
+    "Diagnosis of metastatic or advanced unresectable invasive breast cancer that is hormone receptor-positive (HR+) "
+    "and HER2-negative.",  # NCT05977036
+    "Patients must have histologically confirmed ER+ and/or PR+, HER2-, early invasive breast cancer.",  # NCT02513394
+])
+def test_hr_positive_is_one_high_confidence_characteristic(text):
+    got = found(text)
+    assert (HR, "high") in got
+    assert not [k for k, _ in got if k[0] == "receptor" and k[1] in ("ER", "PR")]
+
+
+@pytest.mark.parametrize("text", [
+    # the setting of a therapy
+    "At least one prior line of pharmacological therapy for hormone receptor (HR) positive, human epidermal growth "
+    "factor receptor 2 (HER2)-negative disease.",  # NCT06630325
+    # one tumour type of a list (a TNBC patient is eligible there)
+    "Histologically or cytologically confirmed solid tumors including locally advanced/metastatic NSCLC, HR+ and HER2- "
+    "breast cancer, HR- and HER2-positive breast cancer, TNBC, HNSCC, ovarian cancer",  # NCT05720117
+    "Histologically confirmed epithelial cancer of the following tumor types: breast (TNBC, HR+/HER2-/+BC), NSCLC, "
+    "cervical, CRPC, PDAC, HNSCC, endometrial, ovarian",  # NCT06999187
+    # a labelled item of a list
+    "HR-positive HER2-negative breast cancer: Participants must have received less than or equal to (≤)5 prior lines "
+    "of treatment for advanced or metastatic disease",  # NCT07213791
+    # a subgroup
+    "Female participants with advanced or metastatic HR+/HER2- BC will be required to have ovarian function "
+    "suppression",  # NCT06257264
+    # both statuses
+    "Is hormone receptor-negative or hormone receptor-positive.",  # NCT05950945
+])
+def test_hr_positive_outside_a_plain_requirement_is_medium(text):
+    got = [(k, c) for k, c in found(text) if k[:2] == ("receptor", "HR")]
+    assert got and all(c == "medium" for _, c in got), got
+
+
+def test_er_plus_slash_pr_plus_is_not_read_as_either():
+    # 'ER+/PR+' may state both receptors; only the bare pair 'ER/PR positive' and 'and/or' / 'or' are 'either'
+    # (two short wordings written for the expression, not corpus lines)
+    assert [k[1] for k, _ in found("ER+/PR+/HER2- disease") if k[0] == "receptor"] == ["ER", "PR", "HER2"]
+    assert (HR, "high") in found("ER/PR positive, HER2-negative")

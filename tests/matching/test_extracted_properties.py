@@ -32,7 +32,8 @@ PRODUCT = (cv.RXNORM, "1873980")  # ribociclib Oral Product (class cdk4-6-inhibi
 CLASSES = ["cdk4-6-inhibitor", "taxane", "anti-pd-1"]
 NOT_GBM = [c for c in ALL_CODES if c not in T.ancestors(*GBM)]
 KINDS = ["platelets", "alt-uln", "ecog", "variant", "pregnancy", "stage", "other-malignancy", "diagnosis-exclusion",
-         "therapy-class"]
+         "therapy-class", "hormone-receptor"]
+POS, NEG = (cv.SNOMED, "10828004"), (cv.SNOMED, "260385009")
 
 
 def _source(conf: str, section: str) -> dict:
@@ -72,6 +73,9 @@ def a_characteristic(draw, kind: str | None = None) -> dict:
             {"system": cv.AJCC_STAGE_CS, "code": s} for s in draw(st.sampled_from([["II"], ["III", "IV"], ["IV"]]))]}}
     elif kind == "other-malignancy":
         ch = {"code": b.concept(cv.OTHER_MALIGNANCY), "valueCodeableConcept": b.concept(cv.MALIGNANCY)}
+    elif kind == "hormone-receptor":  # HR+ ('ER and/or PR positive'), or HR- (both negative)
+        ch = {"code": b.concept(cv.HORMONE_RECEPTOR),
+              "valueCodeableConcept": b.concept(draw(st.sampled_from([POS, NEG])))}
     elif kind == "diagnosis-exclusion":  # of something the study's primary condition (GBM) is not a kind of
         ch, exclude = b.diagnosis_char(draw(st.sampled_from(NOT_GBM))), True
     else:
@@ -120,6 +124,11 @@ def a_records(draw, pid: str, without: str | None = None) -> list[dict]:
         elif k == "stage":
             recs.append(_obs(pid, "st", cv.STAGE_OBSERVATION_CODES[0], when,
                              valueCodeableConcept={"text": draw(st.sampled_from(["Stage IIB", "Stage IV"]))}))
+        elif k == "hormone-receptor":  # one receptor, the other or both
+            for name, code in draw(st.sampled_from([[("er", cv.ER_STATUS)], [("pr", cv.PR_STATUS)],
+                                                    [("er", cv.ER_STATUS), ("pr", cv.PR_STATUS)]])):
+                recs.append(_obs(pid, name, code, when, valueCodeableConcept=b.concept(draw(st.sampled_from([POS,
+                                                                                                            NEG])))))
         elif k == "therapy-class":
             recs.append({"resourceType": "MedicationStatement", "id": f"{pid}m", "status": "completed",
                          "medicationCodeableConcept": b.concept(PRODUCT), "subject": {"reference": f"Patient/{pid}"},
@@ -153,6 +162,19 @@ def test_adding_a_characteristic_without_a_datum_never_turns_a_match_into_a_non_
     assert new.result != NOT_MET, new
     assert after.is_match == before.is_match
     assert after.score <= before.score  # an unknown never raises the score
+
+
+@FAST
+@given(a_characteristic("hormone-receptor"), st.sampled_from([(cv.ER_STATUS, "er"), (cv.PR_STATUS, "pr")]),
+       st.sampled_from(["2026-11-01", "2025-06-01"]))
+def test_hormone_receptor_with_one_result_negative_and_the_other_missing_is_never_not_met(char, which, when):
+    """HR+ needs ER or PR positive, HR- both negative: one negative result alone decides neither."""
+    code, name = which
+    records = [b.patient("p"), b.condition("p-primary", "p", GBM),
+               _obs("p", name, code, when, valueCodeableConcept=b.concept(NEG))]
+    r = evaluate(study_criteria(*_study("s", [char]), {}, T), build_profile(records, T), T, TODAY)
+    assert r.findings[-1].result != NOT_MET, r.findings[-1]
+    assert r.is_match
 
 
 @FAST

@@ -20,7 +20,7 @@ from gateway.terminology.lexicons import Lexicons, default_lexicons
 log = logging.getLogger(__name__)
 
 # Bump when a change to the extractor changes its output: cached results of older versions are not reused.
-EXTRACTOR_VERSION = "4"
+EXTRACTOR_VERSION = "5"
 
 # Kinds whose recogniser reads the status itself ('EGFR-negative', 'not detected'): only negation triggers
 # standing before the mention ('no', 'without', 'negative for', 'must not') come from context.
@@ -373,9 +373,43 @@ def _parent_qualifies(first_line: str) -> bool:
                 re.search(r"\b(?:examples?|such\s+as|including|includes|e\.g\.)", first_line))
 
 
+# HR+ ('ER and/or PR positive', 'HR+/HER2-') read over the corpus (docs/eligibility.md, "Measured"): the words are
+# often no requirement of the study's patients but the setting of a therapy ('at least one prior line of therapy for
+# HR-positive, HER2-negative disease'), one tumour type of a list, cohort or labelled item ('solid tumors including
+# NSCLC, HR+ and HER2- breast cancer, TNBC, ...', 'HR+/HER2- BC: Participants must ...'), a subgroup ('Female
+# participants with HR+/HER2- BC will be required to ...'), or one of two statuses ('hormone receptor-negative or
+# hormone receptor-positive'). Any of these makes it medium.
+_HR_SETTING = re.compile(r"\bfor\b[^.;:()]{0,80}$")
+_HR_LIST = re.compile(r"\b(?:following|including|includes?|such\s+as|e\.g|types?|cohorts?|groups?|phase|parts?|arms?|"
+                      r"steps?)\b|:")
+_HR_LABEL = re.compile(r"[^.;:]{0,50}:")  # matched at the end of the finding
+_HR_SUBGROUP = re.compile(r"\b(?:participants?|patients?|subjects?|women|men|those|individuals?)\s+(?:who|with)\b")
+_HR_OTHER_SIGN = re.compile(r"\btnbc\b|triple[\s-]+negative|\b(?:hr|hormone[\s-]+receptors?)\s*(?:\(hr\)\s*)?[\s-]*"
+                            r"(?:negative|-)(?![a-z0-9])")
+
+
+def _hr_reasons(f: Finding, line: str) -> list[str]:
+    s0 = max(line.rfind(". ", 0, f.start), line.rfind(";", 0, f.start), -1) + 1
+    ends = [i for i in (line.find(". ", f.end), line.find(";", f.end)) if i >= 0]
+    before, sentence = line[s0:f.start], line[s0:min(ends) if ends else len(line)]
+    out = []
+    if _HR_SETTING.search(before):
+        out.append("the setting of a therapy")
+    # the line's list counts ('l. Breast cancer monotherapy group i. HR positive HER2 negative')
+    if _HR_LIST.search(line, 0, f.start) or _HR_LABEL.match(line, f.end):
+        out.append("one tumour type of a list")
+    if _HR_SUBGROUP.search(before):
+        out.append("a subgroup")
+    if _HR_OTHER_SIGN.search(sentence):
+        out.append("alternatives")
+    return out
+
+
 def _kind_reasons(f: Finding, line: str) -> list[str]:
     """Kind-specific reasons for medium confidence."""
     out = []
+    if f.kind == "receptor" and f.concept == "HR":
+        out += _hr_reasons(f, line)
     if f.kind == "cns" and (f.qualifiers or f.rule == "cns-lesions"):
         out.append("qualified: " + ", ".join(f.qualifiers) if f.qualifiers else "lesions, not metastases")
     if f.kind == "infection" and f.qualifiers:

@@ -20,7 +20,8 @@ _UCUM_DURATION = {"d": "days", "wk": "weeks", "mo": "months", "a": "years"}
 _PS = {"ecog": (c.ECOG, "ECOG Performance Status score"), "karnofsky": (c.KARNOFSKY, "Karnofsky Performance Status"),
        "lansky": (c.LANSKY, "Lansky Play-Performance Status")}
 _RECEPTORS = {"ER": (c.ER_STATUS, "Estrogen receptor status"), "PR": (c.PR_STATUS, "Progesterone receptor status"),
-              "HER2": (c.HER2_STATUS, "HER2 status")}
+              "HER2": (c.HER2_STATUS, "HER2 status"),
+              "HR": (c.HORMONE_RECEPTOR, "Hormone receptor status (ER or PR)")}
 _INFECTIONS = {"HIV": (c.HIV_INFECTION, "Human immunodeficiency virus infection"),
                "HBV": (c.HEPATITIS_B, "Viral hepatitis type B"), "HBV ": (c.HEPATITIS_B, "Viral hepatitis type B"),
                "HCV": (c.HEPATITIS_C, "Viral hepatitis type C")}

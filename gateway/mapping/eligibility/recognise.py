@@ -419,6 +419,18 @@ _RECEPTOR_KEY = {"er": "ER", "estrogen": "ER", "oestrogen": "ER", "pr": "PR", "p
                  "hormone": "HR", "her2": "HER2", "her-2": "HER2", "her 2": "HER2", "erbb2": "HER2"}
 
 
+# 'ER and/or PR positive', 'ER+ or PR+', 'ER/PR-positive', 'estrogen receptor (ER) positive and/or progesterone
+# receptor (PR) positive': either receptor positive, i.e. hormone-receptor positive (HR+), one characteristic
+_ER_NAME = r"(?:er|estrogen\s+receptors?|oestrogen\s+receptors?)(?:\s*\(er\))?"
+_PR_NAME = r"(?:pr|progesterone\s+receptors?)(?:\s*\(pr\))?"
+_POSITIVE = r"[\s-]*(?:positive|pos\b|\+)(?:\s*[\[(]\s*(?:er|pr)\s*\+\s*[\])])?"  # '... positive [ER+]'
+_EITHER = r"\s*(?:and\s*/\s*or|or)\s*"
+_HR_EITHER = re.compile(rf"(?<![a-z0-9])(?:{_ER_NAME}(?:{_POSITIVE})?{_EITHER}{_PR_NAME}|"
+                        rf"{_PR_NAME}(?:{_POSITIVE})?{_EITHER}{_ER_NAME}|(?:er|pr)\s*/\s*(?:pr|er)){_POSITIVE}")
+# ('ER+/PR+' with a status on each may state both; only the bare pair 'ER/PR positive' is read as either)
+_SHORT_NAME = re.compile(r"(?<![a-z0-9])(?:er|pr)(?![a-z0-9])")
+
+
 @recogniser("receptor")
 def receptors(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
     if re.search(r"triple[\s-]+negative|\btnbc\b", text):
@@ -426,14 +438,23 @@ def receptors(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
         assert m is not None
         for r in ("ER", "PR", "HER2"):
             yield Finding("receptor", r, "negative", m.start(), m.end(), "receptor-triple-negative")
+    either = [m for m in _HR_EITHER.finditer(text)
+              if all(original[a.start():a.end()].isupper() for a in _SHORT_NAME.finditer(text, m.start(), m.end()))]
+    for m in either:
+        yield Finding("receptor", "HR", "positive", m.start(), m.end(), "receptor-hr-either")
     for m in _RECEPTOR.finditer(text):
+        if any(e.start() <= m.start() < e.end() for e in either):
+            continue  # 'ER+' of 'ER+ and/or PR+': one alternative, read above
         raw = m.group("r")
         if raw in ("er", "pr", "hr") and original[m.start():m.start() + 2] != raw.upper():
             continue
         key = _RECEPTOR_KEY[raw.split()[0] if " " in raw and not raw.startswith("her") else raw]
         s = m.group("s")
         if key == "HR":
-            continue  # ER or PR: not one characteristic (left as text)
+            if s in ("positive", "pos", "+"):
+                # 'HR+', 'hormone receptor-positive': ER or PR positive (one characteristic, judged on both)
+                yield Finding("receptor", "HR", "positive", m.start(), m.end(), "receptor-hr")
+            continue  # 'HR-negative' (both negative), 'HR-low': left as text
         if s in ("low", "ultra-low", "ultralow", "0") or s.startswith("ultra"):
             yield Finding("receptor", key, f"{s}", m.start(), m.end(), "receptor-low")
             continue
