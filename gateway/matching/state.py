@@ -13,7 +13,6 @@ profiles are rows kept current by the store's write hook (people.People), read a
 
 from __future__ import annotations
 
-import gc
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -30,9 +29,6 @@ from gateway.store.repo import Store
 
 TYPES = STUDY_TYPES + PERSON_TYPES
 _CACHE = 512  # study JSON texts kept for responses ($match pages, the flows)
-
-
-FREEZE_AFTER = 1000  # studies in a first build worth freezing the heap for
 
 
 def matching_state(store: Store, term: Terminology) -> MatchingState:
@@ -95,12 +91,6 @@ class MatchingState:
                     self.studies.add_stored(sid, version, doc, *index_keys_of(keys), healthy, related=not first)
             if first:
                 self.studies.build_related()
-                if n >= FREEZE_AFTER:
-                    # The index is most of the process's objects and lives as long as the process: moved out of
-                    # the cyclic collector's view, so that the full collections a candidate walk's parsed rows set
-                    # off no longer traverse it (at 70,000 studies they took about a third of a broad study's
-                    # walk). Reference counting still frees what is dropped later.
-                    gc.freeze()
         if stale:  # written by another version of the extraction: re-derived here and stored again
             for row in self.rows.rewrite(stale):
                 if row.doc is None:
