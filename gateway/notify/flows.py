@@ -23,8 +23,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import chain
 
 from sqlalchemy import delete, insert, select, update
 
@@ -166,6 +168,23 @@ def count(conn, name: str, n: int = 1) -> None:
     done = conn.execute(update(c).where(c.c.name == name).values(value=c.c.value + n)).rowcount
     if not done:
         conn.execute(insert(c).values(name=name, value=n))
+
+
+ACT_BATCH = 2000  # people a new study's flows act on at a time
+
+
+def _batches(found: Iterable[tuple[object, PatientProfile]]) -> Iterator[dict[str, PatientProfile]]:
+    """(screened, profile) pairs -> dicts of ACT_BATCH people by key: a broad study's tens of thousands of fitting
+    people are acted on (and dropped) a batch at a time, so the memory they hold, and the garbage collector's work
+    over it, stays that of one batch."""
+    part: dict[str, PatientProfile] = {}
+    for _, p in found:
+        part[p.key] = p
+        if len(part) >= ACT_BATCH:
+            yield part
+            part = {}
+    if part:
+        yield part
 
 
 def claim_notices(conn, study_id: str, kind: str, persons: list[str], at: str) -> set[str]:
@@ -339,15 +358,20 @@ class AutomaticFlows:
         # trial-alerts consent, and the subscribers without it (whose alert is blocked, counted and audited),
         # then the proposable people not already acted on.
         q = self._query()
-        alerting = {p.key: p for _, p in self.state.patients.fitting(sc, q, Filter(alerts=True), seen=stats)}
-        without = self._subscribers_without_alerts_consent()
-        alerting.update((p.key, p) for _, p in self.state.patients.fitting(sc, q, Filter(any_consent=True),
-                                                                           only=without, seen=stats))
-        self._act(sid, alerting, stats, by_interest=self._interested_people(sid))
+        seen = self._notices(sid)
+        people = self.state.patients
+        alerting: set[str] = set()
+        for part in _batches(chain(people.fitting(sc, q, Filter(alerts=True), seen=stats),
+                                   people.fitting(sc, q, Filter(any_consent=True),
+                                                  only=self._subscribers_without_alerts_consent(), seen=stats))):
+            alerting.update(part)
+            self._act(sid, part, stats, seen=seen)
+        if interested := self._interested_people(sid):
+            self._act(sid, {}, stats, by_interest=interested, seen=seen)
         proposable = Filter(research=True, nhs=self.policy.basis_for(study) is not None)
-        rest = {p.key: p for _, p in self.state.patients.fitting(sc, q, proposable, seen=stats)
-                if p.key not in alerting}
-        self._act(sid, rest, stats)
+        for part in _batches((r, p) for r, p in people.fitting(sc, q, proposable, seen=stats)
+                             if p.key not in alerting):
+            self._act(sid, part, stats, seen=seen)
 
     def _subscribers_without_alerts_consent(self) -> list[str]:
         """Subscribers whose row says no trial-alerts consent: few, read by key (the others are found by the
@@ -444,7 +468,7 @@ class AutomaticFlows:
         return out
 
     def _act(self, sid: str, fitting: dict[str, PatientProfile], stats: FlowStats,
-             by_interest: set[str] | frozenset = frozenset()) -> None:
+             by_interest: set[str] | frozenset = frozenset(), seen: dict[str, set[str]] | None = None) -> None:
         """Decide, for everyone who fits study ``sid``, what may happen; write it in bulk.
 
         ``fitting``: people whose records fit (the $match rules), none of them alerts-only; ``by_interest``:
@@ -455,7 +479,8 @@ class AutomaticFlows:
         study = self.state.raw["ResearchStudy"].get(sid)
         if study is None or not (fitting or by_interest):
             return
-        seen = self._notices(sid)
+        if seen is None:
+            seen = self._notices(sid)
         subs_of = self._subscriptions()
         interests = self._interests or {}
         extra = self.state.patients.get_many(sorted(set(by_interest) - fitting.keys())) if by_interest else {}

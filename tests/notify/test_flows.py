@@ -377,3 +377,26 @@ def test_a_new_studys_alerts_are_committed_before_its_proposals(app, monkeypatch
     assert (stats.alerts, stats.proposals) == (1, 1), stats.summary()
     assert seen_at_proposal == [1], "the alert was committed before the proposal was planned"
     assert stats.alerts_enqueued_at is not None
+
+
+def test_people_acted_on_in_batches_are_each_told_and_proposed_once(app, monkeypatch):
+    """A broad study's fitting people are acted on a batch at a time: with batches of one, every subscriber is
+    still told once and every consenting person proposed once, and a second pass does nothing."""
+    from gateway.notify import flows as flows_module
+
+    monkeypatch.setattr(flows_module, "ACT_BATCH", 1)
+    store, service = app.extensions["gateway.store"], app.extensions["gateway.service"]
+    flows = app.extensions["gateway.root"].flows()
+    subs = []
+    for k, nhs in enumerate(("9449306060", "9434765919", "9449305552")):
+        pid = _person(service, nhs, f"Family{k}")
+        _consent(service, pid, cv.PURPOSE_TRIAL_ALERTS, *([cv.PURPOSE_RESEARCH] if k else []))
+        subs.append(_subscribe(service, pid))
+    service.run_bundle(_bundle("01-sponsor-glioblastoma-study.json"))
+    stats = flows.tick()
+    assert (stats.alerts, stats.proposals) == (3, 2), stats.summary()
+    with store.engine.connect() as conn:
+        assert [len(events.events(conn, sub)) for sub in subs] == [1, 1, 1]
+    flows.full()
+    with store.engine.connect() as conn:
+        assert [len(events.events(conn, sub)) for sub in subs] == [1, 1, 1], "nobody is told twice"
