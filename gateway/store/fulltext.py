@@ -211,6 +211,30 @@ def _rewrite_eligibility(conn, pks: list[int]) -> int:
     return len(pks)
 
 
+def refresh_sites(conn, study_pks: set[int], location_refs: set[str] = frozenset()) -> None:
+    """Rewrite the ``search_sites`` rows of the studies ``study_pks`` (written or deleted in this transaction) and
+    of the stored studies naming one of ``location_refs`` ('Location/<id>', written or deleted), from the index
+    rows just written: a study's placed sites, each with whether it recruits."""
+    pks = set(study_pks)
+    refs = sorted(location_refs)
+    for chunk in _chunks(refs):
+        pks.update(conn.execute(text("SELECT res_pk FROM idx_reference WHERE param = 'ResearchStudy:site' AND ref IN "
+                                     f"({', '.join(f':r{k}' for k in range(len(chunk)))})"),
+                                {f"r{k}": r for k, r in enumerate(chunk)}).scalars())
+    for chunk in _chunks(sorted(pks)):
+        marks = ", ".join(f":p{k}" for k in range(len(chunk)))
+        params = {f"p{k}": pk for k, pk in enumerate(chunk)}
+        conn.execute(text(f"DELETE FROM search_sites WHERE study_pk IN ({marks})"), params)
+        conn.execute(text(f"{_SITES_OF} AND ir.res_pk IN ({marks})"), params)
+
+
+def backfill_sites(engine: Engine) -> None:
+    """Migration 11: the ``search_sites`` rows of every stored study."""
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM search_sites"))
+        conn.execute(text(_SITES_OF))
+
+
 def merge_study_rows(engine: Engine, batch: int = 2000) -> int:
     """Migration 10: one row per study. The Groups' own rows go; each study's row gets its Groups' eligibility
     text. SQLite: the FTS5 index is rebuilt once at the end (cheaper than the triggers row by row). Returns the
@@ -456,21 +480,23 @@ def km_of_chord2(c2: float) -> float:
 
 _C2 = "((g.x - :px) * (g.x - :px) + (g.y - :py) * (g.y - :py) + (g.z - :pz) * (g.z - :pz))"
 _BOX = f"g.lat BETWEEN :lat_lo AND :lat_hi AND g.lon BETWEEN :lon_lo AND :lon_hi AND {_C2} <= :c2max"
-# A site recruits when its site-recruitment-status says so, or (without one) when its study is active.
+# A site recruits when its site-recruitment-status says so, or (without one) when its study is active: decided when
+# the study's search_sites rows are written (``refresh_sites``), from the study's and the Location's index rows.
 _RECRUITING = ("(lower(g.site_status) = 'recruiting' OR (g.site_status IS NULL AND EXISTS (SELECT 1 FROM idx_token "
                "st WHERE st.res_pk = ir.res_pk AND st.param = 'ResearchStudy:status' AND st.code = 'active')))")
-# One row per study: its nearest recruiting site within the distance. CROSS JOIN: SQLite reads the sites in the box
-# first (without ANALYZE statistics it would start from every study's site references). SQLite returns the other
-# columns of the MIN() row with it (of two sites at the same distance, the first in (lat, lon) index order, in a ring
-# as in the whole circle); PostgreSQL takes them with DISTINCT ON (ties: the lower site pk).
+_SITES_OF = ("INSERT INTO search_sites (study_pk, site_pk, site_ref, lat, lon, x, y, z, recruiting) "
+             f"SELECT DISTINCT ir.res_pk, g.res_pk, g.ref, g.lat, g.lon, g.x, g.y, g.z, COALESCE({_RECRUITING}, FALSE) "
+             "FROM idx_reference ir JOIN search_geo g ON g.ref = ir.ref WHERE ir.param = 'ResearchStudy:site'")
+# One row per study: its nearest recruiting site within the distance, read from the sites in the box alone (one row
+# per study and site: no look-up of each site's study). SQLite returns the other columns of the MIN() row with it (of
+# two sites at the same distance, the first in (lat, lon) index order, in a ring as in the whole circle); PostgreSQL
+# takes them with DISTINCT ON (ties: the lower site pk).
 _NEAREST_SITE = {
-    "sqlite": f"SELECT ir.res_pk AS pk, g.res_pk AS site_pk, g.ref AS site_ref, MIN({_C2}) AS c2 FROM search_geo g "
-              f"CROSS JOIN idx_reference ir WHERE {_BOX} AND ir.param = 'ResearchStudy:site' AND ir.ref = g.ref "
-              f"AND {_RECRUITING} GROUP BY ir.res_pk",
-    "postgresql": f"SELECT DISTINCT ON (ir.res_pk) ir.res_pk AS pk, g.res_pk AS site_pk, g.ref AS site_ref, "
-                  f"{_C2} AS c2 FROM search_geo g CROSS JOIN idx_reference ir WHERE {_BOX} AND "
-                  f"ir.param = 'ResearchStudy:site' AND ir.ref = g.ref AND {_RECRUITING} "
-                  "ORDER BY ir.res_pk, c2, g.res_pk",
+    "sqlite": f"SELECT g.study_pk AS pk, g.site_pk AS site_pk, g.site_ref AS site_ref, MIN({_C2}) AS c2 "
+              f"FROM search_sites g WHERE {_BOX} AND g.recruiting = 1 GROUP BY g.study_pk",
+    "postgresql": f"SELECT DISTINCT ON (g.study_pk) g.study_pk AS pk, g.site_pk AS site_pk, g.site_ref AS site_ref, "
+                  f"{_C2} AS c2 FROM search_sites g WHERE {_BOX} AND g.recruiting "
+                  "ORDER BY g.study_pk, c2, g.site_pk",
 }
 _PLACED = f"SELECT g.res_pk AS pk, {_C2} AS c2 FROM search_geo g WHERE {_BOX}"
 

@@ -151,6 +151,10 @@ class _Pending:
     # 'Group/<id>' of Groups written or deleted: the search rows of the studies enrolling them are rewritten at flush
     # (a study's full-text row holds its eligibility Group's text, gateway.store.fulltext)
     groups: set[str] = field(default_factory=set)
+    # ResearchStudy pks and 'Location/<id>' written or deleted: their studies' search_sites rows are rewritten at
+    # flush (gateway.store.fulltext.refresh_sites)
+    site_studies: set[int] = field(default_factory=set)
+    site_locations: set[str] = field(default_factory=set)
 
     def add_index_row(self, kind: str, row: tuple) -> None:
         self.index[kind].append(row)
@@ -175,7 +179,8 @@ class _Pending:
         assigns afresh) and ``tokens`` is left out: ``restored`` rebuilds it, and rollbacks are rare."""
         return _Pending(list(self.resources), list(self.versions), {k: list(v) for k, v in self.index.items()},
                         list(self.changes), list(self.clear_index), set(self.resource_keys), set(self.indexed_pks),
-                        groups=set(self.groups))
+                        groups=set(self.groups), site_studies=set(self.site_studies),
+                        site_locations=set(self.site_locations))
 
     def restored(self) -> _Pending:
         """This snapshot made current again."""
@@ -368,6 +373,7 @@ class Tx:
                 add(kind, (pk, *row))
             if rtype == "Group":
                 self.pending.groups.add(f"Group/{rid}")
+        self._sites_touched(rtype, rid, pk)
         self.pending.indexed_pks.add(pk)
         return WriteResult(outcome, Stored(rtype, rid, version, self.now, False, content, pk))
 
@@ -400,6 +406,7 @@ class Tx:
         self.pending.drop_index_rows(cur.pk)
         if rtype == "Group":
             self.pending.groups.add(f"Group/{rid}")
+        self._sites_touched(rtype, rid, cur.pk)
         self._record(cur.pk, rtype, rid, version, "DELETE", True, None, "delete")
         return WriteResult("deleted", Stored(rtype, rid, version, self.now, True, None, cur.pk))
 
@@ -409,6 +416,12 @@ class Tx:
                                           content=content))
         self.pending.changes.append(dict(res_pk=pk, type=rtype, id=rid, version=version, op=op, at=self.now))
         self.touched.append((rtype, rid))
+
+    def _sites_touched(self, rtype: str, rid: str, pk: int) -> None:
+        if rtype == "ResearchStudy":
+            self.pending.site_studies.add(pk)
+        elif rtype == "Location":
+            self.pending.site_locations.add(f"Location/{rid}")
 
     def flush(self) -> None:
         p = self.pending
@@ -430,6 +443,8 @@ class Tx:
             fulltext.add_words(c, {w for row in p.index["text"] for w in fulltext.words_of(row[1:])})
         if p.groups:  # Groups changed: the rows of the studies stored before that enrol them
             fulltext.refresh_eligibility(c, p.groups, skip={row[0] for row in p.index["text"]})
+        if p.site_studies or p.site_locations:  # after the index rows they are read from
+            fulltext.refresh_sites(c, p.site_studies, p.site_locations)
         if p.changes:
             # The counter row is locked until commit, so sequence numbers follow commit order.
             n = len(p.changes)

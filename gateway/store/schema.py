@@ -282,6 +282,26 @@ search_geo = Table(
 Index("ix_search_geo_lat", search_geo.c.lat, search_geo.c.lon)
 Index("ix_search_geo_ref", search_geo.c.ref)
 
+# One row per (study, placed site), rebuilt with the study and with its Locations (gateway.store.fulltext
+# ``refresh_sites``, migration 11): a place search reads the sites in its circle with their study and whether they
+# recruit, without a look-up per site of the study that names it (an exact count over a 50 km circle in a city
+# reads every one of its tens of thousands of sites).
+search_sites = Table(
+    "search_sites", metadata,
+    Column("study_pk", PK, primary_key=True, autoincrement=False),
+    Column("site_pk", PK, primary_key=True, autoincrement=False),
+    Column("site_ref", String(160), nullable=False),  # "Location/<id>"
+    Column("lat", Float, nullable=False),
+    Column("lon", Float, nullable=False),
+    Column("x", Float),
+    Column("y", Float),
+    Column("z", Float),
+    # the site-recruitment-status says recruiting, or (without one) the study is active
+    Column("recruiting", Boolean, nullable=False),
+)
+Index("ix_search_sites_lat", search_sites.c.lat, search_sites.c.lon)
+Index("ix_search_sites_site", search_sites.c.site_pk)
+
 search_words = Table(
     "search_words", metadata,
     Column("word", String(64), primary_key=True),
@@ -436,10 +456,17 @@ def _v10(engine: Engine) -> None:
     fulltext.merge_study_rows(engine)
 
 
+def _v11(engine: Engine) -> None:
+    from gateway.store import fulltext  # the sites of every stored study, from its index rows
+
+    metadata.create_all(engine, tables=[search_sites])
+    fulltext.backfill_sites(engine)
+
+
 # Ordered migrations: (version, step). Append, never edit a released step.
 MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5),
                                                           (6, _v6), (7, _v7), (8, _v8),
-                                                          (9, _v9), (10, _v10)]
+                                                          (9, _v9), (10, _v10), (11, _v11)]
 
 
 def current_version(engine: Engine) -> int:

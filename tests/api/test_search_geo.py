@@ -145,15 +145,82 @@ def test_sort_says_otherwise(fhir, world):
 
 
 def test_migration_8_fills_the_unit_sphere_points_of_sites_placed_before_it(fhir, world, store):
-    """Sites placed before migration 8 have no (x, y, z): the migration computes them from lat/lon, and place
-    search gives the same answer as for sites written since."""
+    """Sites placed before migration 8 have no (x, y, z): the migration computes them from lat/lon, migration 11
+    copies the sites to their studies' rows, and place search gives the same answer as for sites written since."""
     from sqlalchemy import text
 
     from gateway.store import fulltext
 
     before = [e["resource"]["id"] for e in _entries(fhir, "ResearchStudy?postcode=LS6&distance=150")]
-    with store.engine.begin() as conn:
+    with store.engine.begin() as conn:  # a database of before migration 8 (and so before 11)
         conn.execute(text("UPDATE search_geo SET x = NULL, y = NULL, z = NULL"))
+        conn.execute(text("DELETE FROM search_sites"))
     assert _entries(fhir, "ResearchStudy?postcode=LS6&distance=150") == []
     assert fulltext.fill_unit_vectors(store.engine) == len(SITES)
+    fulltext.backfill_sites(store.engine)
     assert [e["resource"]["id"] for e in _entries(fhir, "ResearchStudy?postcode=LS6&distance=150")] == before
+
+
+def _titles(fhir, query: str) -> list[str]:
+    return [e["resource"]["title"][0] for e in _entries(fhir, query)]
+
+
+def _put(fhir, rtype: str, rid: str, change) -> None:
+    body = fhir.get(f"/fhir/{rtype}/{rid}").get_json()
+    change(body)
+    assert fhir.put(f"/fhir/{rtype}/{rid}", json=body).status_code == 200
+
+
+def _study_id(fhir, letter: str) -> str:
+    found = fhir.get("/fhir/ResearchStudy?_count=50").get_json()["entry"]
+    return next(e["resource"]["id"] for e in found if e["resource"]["title"].startswith(f"{letter}:"))
+
+
+def test_a_sites_later_changes_reach_its_studies_place_search(fhir, world):
+    """A study's sites are kept with it (search_sites): a Location that stops recruiting, moves or is deleted after
+    its studies were stored changes their place search at once."""
+    near = "ResearchStudy?postcode=LS6&distance=150"
+    assert _titles(fhir, near) == ["A", "B", "C"]
+    _put(fhir, "Location", world["manchester"],
+         lambda loc: loc.__setitem__("extension", [{"url": EXT_SITE_RECRUITMENT_STATUS, "valueCode": "closed"}]))
+    assert _titles(fhir, near) == ["A", "C"], "B's only recruiting site stopped recruiting"
+    _put(fhir, "Location", world["leeds-not-yet"],
+         lambda loc: loc.__setitem__("extension", [{"url": EXT_SITE_RECRUITMENT_STATUS, "valueCode": "recruiting"}]))
+    entries = _entries(fhir, near)
+    assert [e["resource"]["title"][0] for e in entries] == ["A", "B", "C"]
+    assert [_nearest(e)[0] for e in entries[:2]] == ["leeds-not-yet", "leeds-not-yet"], "the site that now recruits"
+    _put(fhir, "Location", world["london"], lambda loc: loc["address"].__setitem__("postalCode", "LS9 7TF"))
+    assert _titles(fhir, "ResearchStudy?postcode=LS6&distance=10") == ["A", "B", "E"], "E's site moved to Leeds"
+    assert fhir.delete(f"/fhir/Location/{world['liverpool-no-status']}").status_code in (200, 204)
+    assert _titles(fhir, near) == ["A", "B", "E"], "C's only site is gone"
+
+
+def test_a_studys_status_and_sites_reach_its_place_search(fhir, world):
+    """A site without its own status recruits while its study is active; a study's site list and its deletion are
+    followed too."""
+    near = "ResearchStudy?postcode=LS6&distance=150"
+    _put(fhir, "ResearchStudy", _study_id(fhir, "D"), lambda st: st.__setitem__("status", "active"))
+    assert _titles(fhir, near) == ["A", "B", "C", "D"]
+    _put(fhir, "ResearchStudy", _study_id(fhir, "C"), lambda st: st.__setitem__("status", "closed-to-accrual"))
+    assert _titles(fhir, near) == ["A", "B", "D"]
+    _put(fhir, "ResearchStudy", _study_id(fhir, "E"),
+         lambda st: st.__setitem__("site", [*st["site"], {"reference": f"Location/{world['leeds-recruiting']}"}]))
+    titles = _titles(fhir, near)
+    assert set(titles[:2]) == {"A", "E"} and titles[2:] == ["B", "D"], "E now has a Leeds site, as A has"
+    assert fhir.delete(f"/fhir/ResearchStudy/{_study_id(fhir, 'A')}").status_code in (200, 204)
+    assert "A" not in _titles(fhir, near)
+
+
+def test_migration_11_gives_the_rows_the_write_path_gives(fhir, world, store):
+    from sqlalchemy import text
+
+    from gateway.store import fulltext
+
+    query = "SELECT study_pk, site_pk, site_ref, lat, lon, recruiting FROM search_sites ORDER BY study_pk, site_pk"
+    with store.engine.connect() as conn:
+        written = conn.execute(text(query)).all()
+    fulltext.backfill_sites(store.engine)
+    with store.engine.connect() as conn:
+        assert conn.execute(text(query)).all() == written
+    assert len(written) == 7  # A 2, B 2, C 1, D 1, E 1
+    assert sum(1 for r in written if r.recruiting) == 4  # A's Leeds, B's Manchester, C (active), E; not D, not-yet
