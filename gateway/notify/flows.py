@@ -41,7 +41,7 @@ from gateway.matching.state import PERSON_TYPES, STUDY_TYPES, MatchingState
 from gateway.notify import delivery, events
 from gateway.notify.policy import Policy
 from gateway.notify.subscriptions import filters_of
-from gateway.outbound.contact import plan_route, with_contact_identifier
+from gateway.outbound.contact import plan_route, ref_id, with_contact_identifier
 from gateway.outbound.destinations import Destinations
 from gateway.store import bulk, feed
 from gateway.store import schema as s
@@ -147,10 +147,8 @@ class _BatchReads:
             part = refs[i:i + 500]
             found = {(st.type, st.id): st.resource() for st in store.read_many(part)}
             self._seen.update({ref: found.get(ref) for ref in part})
-            orgs = {("Organization", r.rstrip("/").rsplit("/", 1)[-1]) for res in found.values()
-                    if isinstance(res.get("managingOrganization"), dict)
-                    and isinstance(r := res["managingOrganization"].get("reference"), str)
-                    and r.rstrip("/").rsplit("/", 2)[-2:-1] == ["Organization"]} - self._seen.keys()
+            orgs = {("Organization", oid) for res in found.values()
+                    if (oid := ref_id(res.get("managingOrganization"), "Organization"))} - self._seen.keys()
             if orgs:
                 got = {(st.type, st.id): st.resource() for st in store.read_many(sorted(orgs))}
                 self._seen.update({ref: got.get(ref) for ref in orgs})
@@ -546,13 +544,12 @@ class AutomaticFlows:
                              detail=f"trial-alerts consent: alert about ResearchStudy/{sid}")
 
     def _propose(self, sid: str, study: dict, p: PatientProfile, stats: FlowStats,
-                 blocked: list[tuple[PatientProfile, str, str, str]], read=None) -> None:
+                 blocked: list[tuple[PatientProfile, str, str, str]], read: _BatchReads) -> None:
         pid = p.patient_ids[0]
         subject = {"resourceType": "ResearchSubject", "status": "potential-candidate",
                    "study": {"reference": f"ResearchStudy/{sid}"}, "individual": {"reference": f"Patient/{pid}"}}
         try:
-            route = plan_route(subject, read or self._read, self.destinations,
-                               self.destinations.settings.contact_id_key)
+            route = plan_route(subject, read, self.destinations, self.destinations.settings.contact_id_key)
             subject = with_contact_identifier(subject, route.contact_id)
             result = self.service.create(subject, if_none_exist=f"identifier={CONTACT_REQUEST_ID}|{route.contact_id}")
         except FhirError as exc:

@@ -67,7 +67,7 @@ def contact_id(key: str, nhs_number: str, study_identifier: dict) -> str:
     return hmac.new(key.encode(), msg.encode(), hashlib.sha256).hexdigest()
 
 
-def _ref_id(ref: object, rtype: str) -> str | None:
+def ref_id(ref: object, rtype: str) -> str | None:
     if not isinstance(ref, dict) or not isinstance(ref.get("reference"), str):
         return None
     parts = ref["reference"].rstrip("/").split("/")
@@ -96,7 +96,7 @@ def patient_ods(patient: dict, read: Reader) -> str | None:
     ident = org.get("identifier")
     if isinstance(ident, dict) and ident.get("system") == ODS_ORGANIZATION and ident.get("value"):
         return str(ident["value"])
-    oid = _ref_id(org, "Organization")
+    oid = ref_id(org, "Organization")
     if oid:
         found = read("Organization", oid)
         if found:
@@ -119,7 +119,7 @@ def plan_route(subject: dict, read: Reader, destinations: Destinations, key: str
     ``sites_only_ok`` (a patient's own request): the person may be named by NHS number only, and their own
     hospital may be unconfigured, as long as a research team of one of the study's sites can be reached.
     """
-    pid = _ref_id(subject.get("individual"), "Patient")
+    pid = ref_id(subject.get("individual"), "Patient")
     patient: dict | None = None
     if pid:
         patient = read("Patient", pid)
@@ -134,7 +134,7 @@ def plan_route(subject: dict, read: Reader, destinations: Destinations, key: str
     else:
         raise BusinessRuleViolation("A contact request needs individual = a reference to a Patient (Patient/id)",
                                     "ResearchSubject.individual")
-    sid = _ref_id(subject.get("study"), "ResearchStudy")
+    sid = ref_id(subject.get("study"), "ResearchStudy")
     study = read("ResearchStudy", sid) if sid else None
     if study is None:
         raise BusinessRuleViolation("A contact request needs study = a reference to a known ResearchStudy",
@@ -181,7 +181,7 @@ def site_hospitals(study: dict, read: Reader, destinations: Destinations, exclud
     out: dict[str, Hospital] = {}
     linker = TrustLinker.from_file()
     for site in study.get("site") or []:
-        lid = _ref_id(site, "Location")
+        lid = ref_id(site, "Location")
         location = read("Location", lid) if lid else None
         if location is None:
             continue

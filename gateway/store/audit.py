@@ -146,28 +146,29 @@ class AuditWriter:
             self.flush()
 
 
-def record_automatic(store: Store, action: str, *, people: Iterable[str] = (), resources: Iterable[str] = (),
-                     actor: str = "gateway", status: int = 200, request_id: str | None = None,
-                     detail: str | None = None) -> dict:
-    """Audit an automatic action (a notification sent, a patient proposed to a research team, ...).
+def automatic_event(action: str, *, people: Iterable[str] = (), resources: Iterable[str] = (),
+                    actor: str = "gateway", status: int = 200, request_id: str | None = None,
+                    detail: str | None = None) -> dict:
+    """The AuditEvent of an automatic action (a notification sent, a patient proposed to a research team, ...)."""
+    return audit_event(interaction=action, status=status, client_id=actor, role="automatic",
+                       request_id=request_id or str(uuid.uuid4()), people=people, resources=resources,
+                       automatic=True, subtype_system=AUDIT_SUBTYPE, detail=detail)
+
+
+def record_automatic(store: Store, action: str, **details) -> dict:
+    """Audit an automatic action now (``details``: the keyword arguments of ``automatic_event``).
 
     record_automatic(store, "notify", people=["Patient/1"], resources=["Subscription/9"]) -> the AuditEvent.
     """
-    event = audit_event(interaction=action, status=status, client_id=actor, role="automatic",
-                        request_id=request_id or str(uuid.uuid4()), people=people, resources=resources,
-                        automatic=True, subtype_system=AUDIT_SUBTYPE, detail=detail)
+    event = automatic_event(action, **details)
     write_audit(store, event)
     return event
 
 
 def record_automatic_for(store: Store, action: str, people: list[str], **details) -> int:
-    """``record_automatic`` for any number of people: one AuditEvent per MAX_ENTITIES of them (``details``: the
-    other arguments of ``record_automatic``), all written in one transaction; returns how many events."""
-    events = [audit_event(interaction=action, status=details.get("status", 200),
-                          client_id=details.get("actor", "gateway"), role="automatic",
-                          request_id=details.get("request_id") or str(uuid.uuid4()),
-                          people=people[i:i + MAX_ENTITIES], resources=details.get("resources", ()),
-                          automatic=True, subtype_system=AUDIT_SUBTYPE, detail=details.get("detail"))
+    """``record_automatic`` for any number of people: one AuditEvent per MAX_ENTITIES of them, all written in one
+    transaction; returns how many events."""
+    events = [automatic_event(action, people=people[i:i + MAX_ENTITIES], **details)
               for i in range(0, len(people), MAX_ENTITIES)]
     if events:
         write_audit(store, events)

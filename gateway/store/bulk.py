@@ -63,4 +63,3 @@ def _unnest(conn: Connection, table: Table, columns: list[str], rows: list[dict]
         if returning is not None:
             out.extend(result.scalars())
     return out
-

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import orjson
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, bindparam, select, text
 
 from gateway.fhir import conventions as cv
 from gateway.store import geo
@@ -193,13 +193,18 @@ def refresh_eligibility(conn, group_refs: set[str], skip: set[int] = frozenset()
     """Rewrite the eligibility text in the row of every stored study that enrols one of ``group_refs`` ('Group/<id>':
     Groups written or deleted in this transaction), except the studies in ``skip`` (rows written just now, already
     with it). Returns the number of studies rewritten."""
+    return _rewrite_eligibility(conn, sorted(_referring(conn, ENROLLMENT, group_refs) - set(skip)))
+
+
+def _referring(conn, param: str, refs: set[str]) -> set[int]:
+    """The pks of the resources whose reference search parameter ``param`` names one of ``refs``."""
     from gateway.store import schema as s
 
     ir = s.idx_reference
     pks: set[int] = set()
-    for chunk in _chunks(sorted(group_refs)):
-        pks.update(conn.execute(select(ir.c.res_pk).where(ir.c.param == ENROLLMENT, ir.c.ref.in_(chunk))).scalars())
-    return _rewrite_eligibility(conn, sorted(pks - set(skip)))
+    for chunk in _chunks(sorted(refs)):
+        pks.update(conn.execute(select(ir.c.res_pk).where(ir.c.param == param, ir.c.ref.in_(chunk))).scalars())
+    return pks
 
 
 def _rewrite_eligibility(conn, pks: list[int]) -> int:
@@ -211,21 +216,18 @@ def _rewrite_eligibility(conn, pks: list[int]) -> int:
     return len(pks)
 
 
+_PKS = bindparam("pks", expanding=True)
+
+
 def refresh_sites(conn, study_pks: set[int], location_refs: set[str] = frozenset()) -> None:
     """Rewrite the ``search_sites`` rows of the studies ``study_pks`` (written or deleted in this transaction) and
     of the stored studies naming one of ``location_refs`` ('Location/<id>', written or deleted), from the index
     rows just written: a study's placed sites, each with whether it recruits."""
-    pks = set(study_pks)
-    refs = sorted(location_refs)
-    for chunk in _chunks(refs):
-        pks.update(conn.execute(text("SELECT res_pk FROM idx_reference WHERE param = 'ResearchStudy:site' AND ref IN "
-                                     f"({', '.join(f':r{k}' for k in range(len(chunk)))})"),
-                                {f"r{k}": r for k, r in enumerate(chunk)}).scalars())
+    pks = set(study_pks) | _referring(conn, "ResearchStudy:site", set(location_refs))
     for chunk in _chunks(sorted(pks)):
-        marks = ", ".join(f":p{k}" for k in range(len(chunk)))
-        params = {f"p{k}": pk for k, pk in enumerate(chunk)}
-        conn.execute(text(f"DELETE FROM search_sites WHERE study_pk IN ({marks})"), params)
-        conn.execute(text(f"{_SITES_OF} AND ir.res_pk IN ({marks})"), params)
+        params = {"pks": chunk}
+        conn.execute(text("DELETE FROM search_sites WHERE study_pk IN :pks").bindparams(_PKS), params)
+        conn.execute(text(f"{_SITES_OF} AND ir.res_pk IN :pks").bindparams(_PKS), params)
 
 
 def backfill_sites(engine: Engine) -> None:
