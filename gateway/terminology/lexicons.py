@@ -82,20 +82,6 @@ class DrugClassSchema(_Strict):
     parent = fields.String()
 
 
-class DrugSchema(_Strict):
-    rxnorm = fields.String(required=True, validate=validate.Regexp(r"^\d+$"))
-    names = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
-    classes = fields.List(fields.String(), required=True)
-    products = fields.List(fields.String(validate=validate.Regexp(r"^\d+$")), required=True)
-    dmd = fields.String(allow_none=True, required=True, validate=validate.Regexp(r"^\d{6,18}$"))
-    checked = fields.String(required=True)
-
-
-class DrugsFileSchema(_Strict):
-    classes = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[a-z0-9-]+$")),
-                          values=fields.Nested(DrugClassSchema), required=True)
-    drugs = fields.Dict(keys=fields.String(), values=fields.Nested(DrugSchema), required=True)
-    compounds = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), load_default=dict)
 
 
 class StageSchema(_Strict):
@@ -171,6 +157,26 @@ class _SctidValidator(validate.Validator):
 _SCTID = _SctidValidator()
 
 
+class DrugSchema(_Strict):
+    """One drug of drugs.yaml: an RxNorm ingredient, its classes, the RxNorm product codes EHRs send, and its NHS
+    dm+d ids (``dmd`` the VTM, ``dmd_products`` VMPs), which are SNOMED CT identifiers (Verhoeff-checked)."""
+
+    rxnorm = fields.String(required=True, validate=validate.Regexp(r"^\d+$"))
+    names = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
+    classes = fields.List(fields.String(), required=True)
+    products = fields.List(fields.String(validate=validate.Regexp(r"^\d+$")), required=True)
+    dmd = fields.String(allow_none=True, required=True, validate=_SCTID)
+    dmd_products = fields.List(fields.String(validate=_SCTID), load_default=list)
+    checked = fields.String(required=True)
+
+
+class DrugsFileSchema(_Strict):
+    classes = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[a-z0-9-]+$")),
+                          values=fields.Nested(DrugClassSchema), required=True)
+    drugs = fields.Dict(keys=fields.String(), values=fields.Nested(DrugSchema), required=True)
+    compounds = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), load_default=dict)
+
+
 class DiagnosisSchema(_Strict):
     """One general diagnosis of diagnoses.yaml (read by gateway/mapping/eligibility/diagnoses.py)."""
 
@@ -215,7 +221,8 @@ class Drug:
     names: tuple[str, ...]
     classes: tuple[str, ...]
     products: tuple[str, ...]
-    dmd: str | None
+    dmd: str | None  # NHS dm+d VTM id (the ingredient level), None where no id was verified
+    dmd_products: tuple[str, ...] = ()  # NHS dm+d VMP ids (products) of this drug
 
 
 @dataclass(frozen=True)
@@ -246,6 +253,7 @@ class Lexicons:
     compounds: dict[str, tuple[str, ...]] = field(default_factory=dict)  # 'pd-1/pd-l1' -> (anti-pd-1, anti-pd-l1)
     context: list[ContextRule] = field(default_factory=list)
     _by_code: dict[str, Drug] = field(default_factory=dict)  # ingredient or product RxNorm -> drug
+    _by_dmd: dict[str, Drug] = field(default_factory=dict)  # NHS dm+d VTM or VMP id -> drug
 
     # -- drugs (the matching side's API) ---------------------------------------------------------
     def ingredients(self, code: str) -> set[str]:
@@ -280,6 +288,10 @@ class Lexicons:
 
     def drug(self, code: str) -> Drug | None:
         return self._by_code.get(str(code))
+
+    def dmd_drug(self, code: str) -> Drug | None:
+        """The drug an NHS dm+d id (a VTM or a VMP we list) stands for; None if the lexicon does not list it."""
+        return self._by_dmd.get(str(code).strip())
 
     def stage_ancestors(self, stage: str) -> list[str]:
         """'IIIB' -> ['IIIB', 'III']."""
@@ -353,13 +365,20 @@ def load_lexicons(folder: Path = DEFAULT_PATH) -> Lexicons:
                 raise LexiconError(f"{path}: drugs.{key}.classes: unknown class '{cls}' (expected one of: "
                                    f"{', '.join(sorted(lx.classes))})")
         drug = Drug(key, d["rxnorm"], tuple(n.lower() for n in d["names"]), tuple(d["classes"]),
-                    tuple(d["products"]), d["dmd"])
+                    tuple(d["products"]), d["dmd"], tuple(d["dmd_products"]))
         lx.drugs[key] = drug
         for code in (drug.rxnorm, *drug.products):
             if code in lx._by_code:
                 raise LexiconError(f"{path}: drugs.{key}: RxNorm code {code} is also listed for "
                                    f"'{lx._by_code[code].key}'")
             lx._by_code[code] = drug
+        for name, code in [("dmd", drug.dmd), *(("dmd_products", c) for c in drug.dmd_products)]:
+            if code is None:
+                continue
+            if code in lx._by_dmd:
+                raise LexiconError(f"{path}: drugs.{key}.{name}: NHS dm+d id {code} is also listed for "
+                                   f"'{lx._by_dmd[code].key}'")
+            lx._by_dmd[code] = drug
 
     path = folder / "stages.yaml"
     data = _check(path, StagesFileSchema(), _load_yaml(path))
