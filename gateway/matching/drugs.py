@@ -1,4 +1,7 @@
-"""Therapy codes widened through the lexicon: a product-level RxNorm code also counts as its ingredient and classes.
+"""Therapy codes widened through the lexicon: a product-level RxNorm code also counts as its ingredient and classes,
+and so does an NHS dm+d id (VTM or VMP) the lexicon lists for a drug (system https://dmd.nhs.uk, the older
+https://fhir.nhs.uk/Id/dmd, or SNOMED CT, since dm+d ids are SNOMED CT identifiers): it counts as the drug's RxNorm
+ingredient and its classes, exactly as an RxNorm product code does.
 
 >>> [c for _, c in expand((("http://www.nlm.nih.gov/research/umls/rxnorm", "1873980"),))]  # ribociclib product
 ['1873980', '1873916', 'cdk4-6-inhibitor']
@@ -14,7 +17,7 @@ import re
 from functools import lru_cache
 
 from gateway.fhir import conventions as cv
-from gateway.matching.terms import Code
+from gateway.matching.terms import DMD_SYSTEMS, Code
 
 # SNOMED CT procedures -> our drug-class code (conventions: radiotherapy and stem-cell transplant are classes).
 PROCEDURE_CLASSES: dict[str, str] = {
@@ -45,6 +48,12 @@ def _widen(code: Code) -> tuple[Code, ...]:
         out += [(cv.DRUG_CLASS_CS, c) for c in sorted(lx.drug_classes(value))]
     elif system == cv.SNOMED and value in PROCEDURE_CLASSES:
         out.append((cv.DRUG_CLASS_CS, PROCEDURE_CLASSES[value]))
+    elif system.rstrip("/") in DMD_SYSTEMS or system == cv.SNOMED:
+        lx = _lexicons()
+        drug = lx.dmd_drug(value)
+        if drug:
+            out.append((cv.RXNORM, drug.rxnorm))
+            out += [(cv.DRUG_CLASS_CS, c) for c in sorted(lx.drug_classes(drug.rxnorm))]
     return tuple(out)
 
 

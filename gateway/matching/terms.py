@@ -45,13 +45,16 @@ def codings(concept: dict | None) -> list[Code]:
     return out
 
 
+# NHS dm+d (the UK medicines dictionary): the system URI UK Core uses, then the older NHS one still sent.
+DMD_SYSTEMS: tuple[str, ...] = ("https://dmd.nhs.uk", "https://fhir.nhs.uk/Id/dmd")
+
 # Names for code systems a terminology may not know, so that no explanation ever shows a raw URL.
 _OWN_NAMES = {
     cv.ELIGIBILITY_CS: "trial gateway eligibility code", cv.RXNORM: "RxNorm", cv.UCUM: "UCUM",
     f"{cv.BASE}/CodeSystem/drug-class": "drug class", f"{cv.BASE}/CodeSystem/ajcc-stage-group": "AJCC stage group",
     f"{cv.BASE}/CodeSystem/biomarker": "biomarker", "http://www.genenames.org": "HGNC",
     "http://hl7.org/fhir/administrative-gender": "administrative gender",
-    "https://dmd.nhs.uk": "NHS dm+d", "https://fhir.nhs.uk/Id/dmd": "NHS dm+d",
+    **{system: "NHS dm+d" for system in DMD_SYSTEMS},
     "http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips": "IPS absent/unknown",
 }
 
