@@ -30,6 +30,7 @@ from gateway.matching.profile import (
     THERAPY_TYPES,
     PatientProfile,
     build_profile,
+    identity_of_doc,
     person_key,
     profile_doc,
     profile_of_doc,
@@ -56,12 +57,18 @@ def _alerts_only(patients: list[dict]) -> bool:
             for t in (pat.get("meta") or {}).get("tag") or []) for pat in patients)
 
 
-def _years_before(today: date, years: int, leap_day: int) -> str:
-    """``today`` ``years`` earlier, as ISO; 29 February becomes ``leap_day`` February / 1 March when needed."""
+def _years_before(today: date, years: int) -> str:
+    """``today`` ``years`` earlier, as ISO; 29 February becomes 28 February in a year without one (the last day
+    on which someone born then has completed their years, as profile.age counts them)."""
     try:
         return today.replace(year=today.year - years).isoformat()
     except ValueError:  # 29 February in a year without one
-        return (date(today.year - years, 3, 1) if leap_day == 30 else date(today.year - years, 2, 28)).isoformat()
+        return date(today.year - years, 2, 28).isoformat()
+
+
+def _waivable(c) -> bool:
+    """Does the study waive this criterion for people with some diagnosis (qualifier ``unless-sct-<code>``)?"""
+    return any(q.startswith(cv.QUALIFIER_UNLESS_PREFIX) for q in c.qualifiers)
 
 
 def column_filter(sc: StudyCriteria, today: date) -> db.Filter:
@@ -76,20 +83,53 @@ def column_filter(sc: StudyCriteria, today: date) -> db.Filter:
     sexes: frozenset[str] | None = None
     born_after = born_on_or_before = None
     for c in sc.criteria:
-        if c.confidence != cv.CONFIDENCE_HIGH:
+        if c.confidence != cv.CONFIDENCE_HIGH or _waivable(c):  # a waiver can let a person through: no filter
             continue
         if c.kind == "sex":
             ok = _SEXES - set(c.values) if c.exclude else _SEXES & set(c.values)
             sexes = ok if sexes is None else sexes & ok
         elif c.kind == "age" and not c.exclude and (c.unit or "a") == "a":
             if c.low is not None and float(c.low).is_integer():  # age >= low: born on or before today - low
-                d = _years_before(today, int(c.low), 30)
+                d = _years_before(today, int(c.low))
                 born_on_or_before = d if born_on_or_before is None else min(born_on_or_before, d)
             if c.high is not None and float(c.high).is_integer():  # age <= high: born after today - (high + 1)
-                d = _years_before(today, int(c.high) + 1, 28)
+                d = _years_before(today, int(c.high) + 1)
                 born_after = d if born_after is None else max(born_after, d)
     return db.Filter(codes=codes, no_condition=bool(sc.healthy_volunteers), sexes=sexes, born_after=born_after,
                      born_on_or_before=born_on_or_before)
+
+
+def decided_by_columns(sc: StudyCriteria, q: MatchQuery) -> bool:
+    """Do the database's columns (``column_filter``) decide exactly who fits ``sc``, so that a person they let
+    through needs no screening? True when every criterion that can fail a person (high confidence, no waiver) is
+    the required condition the rows are keyed on (``index_keys``: codes with their ancestors in ``match_codes``,
+    no metastasis-only alternative), an age range in whole years or a sex, and no distance limit applies.
+    Anything else (an exclusion, a laboratory value, a therapy, a second required condition ...) needs the
+    profile. tests/matching/test_people_db.py checks it against full evaluation on generated studies.
+
+    study requiring glioblastoma, aged 18 or over -> True; the same study excluding ECOG >= 2 -> False
+    """
+    if q.max_distance_km is not None:
+        return False
+    keyed = False
+    for c in sc.criteria:
+        if c.confidence != cv.CONFIDENCE_HIGH:
+            continue  # medium confidence can lower a score, never fail a person (engine._decide)
+        if _waivable(c):
+            return False
+        if c.kind in ("condition", "diagnosis") and not c.exclude:
+            if keyed or "history" in c.qualifiers or c.lookback_days is not None \
+                    or any(a.secondary for a in c.alternatives) \
+                    or any(len(db.code_key(*code)) > 255 for a in c.alternatives for code in a.codes):
+                return False  # not the keyed criterion, or one match_codes cannot answer alone
+            keyed = True
+        elif c.kind == "age":
+            if c.exclude or (c.unit or "a") != "a" or \
+                    any(v is not None and not float(v).is_integer() for v in (c.low, c.high)):
+                return False
+        elif c.kind != "sex":
+            return False
+    return True
 
 
 @dataclass
@@ -191,21 +231,29 @@ class People(DerivedRows):
 
     # -- candidates ------------------------------------------------------------------------------------------
     def fitting(self, sc: StudyCriteria, q: MatchQuery, gate: db.Filter, only: list[str] | None = None,
-                seen=None) -> Iterator[tuple[Screened, PatientProfile]]:
-        """Everyone the database lets through ``gate`` (and the study's columns) who fits ``sc``, screened;
-        ``only``: among these people; ``seen.screened`` (when given) counts the people screened."""
+                seen=None) -> Iterator[PatientProfile]:
+        """Everyone the database lets through ``gate`` (and the study's columns) who fits ``sc``; ``only``: among
+        these people; ``seen.screened`` (when given) counts the people the database returned.
+
+        When the columns decide the study (``decided_by_columns``: a broad "any cancer, adults" study), every
+        row returned fits and is given without screening, as an identity-only profile (profile.identity_of_doc:
+        key, Patient ids, NHS number, demographics, consents; no clinical facts); otherwise each row's profile
+        is rebuilt and screened by the engine."""
         today = q.today or date.today()
         f = replace(column_filter(sc, today), research=gate.research, alerts=gate.alerts, nhs=gate.nhs,
                     any_consent=gate.any_consent, include_alerts_only=gate.include_alerts_only)
+        exact = decided_by_columns(sc, q)
         with self.store.engine.connect() as conn:
             for chunk in db.candidate_rows(conn, f, only=only):
                 if seen is not None:
                     seen.screened += len(chunk)
                 for _key, _nhs, doc in chunk:
+                    if exact:
+                        yield identity_of_doc(doc)
+                        continue
                     p = profile_of_doc(doc, self.term)
-                    r = screen(sc, p, self.term, today, q.max_distance_km, stop_early=True, distance=False)
-                    if r.not_met == 0:
-                        yield r, p
+                    if screen(sc, p, self.term, today, q.max_distance_km, stop_early=True, distance=False).is_match:
+                        yield p
 
     def ordered(self, sc: StudyCriteria, q: MatchQuery, gate: db.Filter,
                 allowed: Callable[[PatientProfile], bool]) -> Iterator[tuple[Screened, PatientProfile]]:

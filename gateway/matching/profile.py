@@ -477,6 +477,16 @@ def profile_doc(p: PatientProfile) -> dict:
     }
 
 
+def identity_of_doc(d: dict) -> PatientProfile:
+    """The stored dict -> a PatientProfile of who the person is, their demographics, position and consents, and no
+    clinical fact: what the automatic flows act on for a person whom the database's columns alone showed to fit
+    a study (people.decided_by_columns). Never evaluated: its empty conditions would be read as "none"."""
+    return PatientProfile(
+        key=d["key"], patient_ids=tuple(d["ids"]), nhs_number=d["nhs"], birth_date=_parse_date(d["birth"]),
+        sex=d["sex"], deceased=d["dead"], position=tuple(d["pos"]) if d["pos"] else None,  # type: ignore[arg-type]
+        position_source=d["pos_src"], consents=d["consents"])
+
+
 def profile_of_doc(d: dict, term: Terminology) -> PatientProfile:
     """The stored dict -> PatientProfile, with the conditions' ancestors from ``term``."""
     conditions = [_cond_of(c, term) for c in d["cond"]]

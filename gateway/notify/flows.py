@@ -105,7 +105,7 @@ class FlowStats:
     proposals: int = 0
     cancelled: int = 0
     status_events: int = 0
-    screened: int = 0  # people the database returned for a new study and the engine screened
+    screened: int = 0  # people the database returned for a new study (screened unless the columns decide it)
     alerts_enqueued_at: float | None = None  # time.perf_counter() when the last alert jobs were committed
     blocked: Counter = field(default_factory=Counter)
 
@@ -171,12 +171,12 @@ def count(conn, name: str, n: int = 1) -> None:
 ACT_BATCH = 2000  # people a new study's flows act on at a time
 
 
-def _batches(found: Iterable[tuple[object, PatientProfile]]) -> Iterator[dict[str, PatientProfile]]:
-    """(screened, profile) pairs -> dicts of ACT_BATCH people by key: a broad study's tens of thousands of fitting
-    people are acted on (and dropped) a batch at a time, so the memory they hold, and the garbage collector's work
-    over it, stays that of one batch."""
+def _batches(found: Iterable[PatientProfile]) -> Iterator[dict[str, PatientProfile]]:
+    """Profiles -> dicts of ACT_BATCH people by key: a broad study's tens of thousands of fitting people are
+    acted on (and dropped) a batch at a time, so the memory they hold, and the garbage collector's work over it,
+    stays that of one batch."""
     part: dict[str, PatientProfile] = {}
-    for _, p in found:
+    for p in found:
         part[p.key] = p
         if len(part) >= ACT_BATCH:
             yield part
@@ -367,8 +367,7 @@ class AutomaticFlows:
         if interested := self._interested_people(sid):
             self._act(sid, {}, stats, by_interest=interested, seen=seen)
         proposable = Filter(research=True, nhs=self.policy.basis_for(study) is not None)
-        for part in _batches((r, p) for r, p in people.fitting(sc, q, proposable, seen=stats)
-                             if p.key not in alerting):
+        for part in _batches(p for p in people.fitting(sc, q, proposable, seen=stats) if p.key not in alerting):
             self._act(sid, part, stats, seen=seen)
 
     def _subscribers_without_alerts_consent(self) -> list[str]:

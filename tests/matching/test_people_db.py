@@ -8,7 +8,7 @@ and their keyset pages give exactly what the in-memory PatientIndex gives by ful
 from __future__ import annotations
 
 import tempfile
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,8 @@ from sqlalchemy import select
 
 from gateway.fhir import conventions as cv
 from gateway.matching import MatchQuery, PatientIndex, build_profile, study_criteria
-from gateway.matching.people import HOOK, People, column_filter
+from gateway.matching.engine import screen
+from gateway.matching.people import HOOK, People, column_filter, decided_by_columns
 from gateway.matching.profile import profile_doc, profile_of_doc
 from gateway.matching.state import MatchingState
 from gateway.store import profiles as db
@@ -167,7 +168,81 @@ def test_age_bounds_are_exact_at_the_birthday():
     assert f.born_on_or_before == "2008-11-23"  # 18 today
     assert f.born_after == "1960-11-23"  # 66 today is too old; 65 and 364 days is not
     leap = column_filter(sc, date(2028, 2, 29))
-    assert leap.born_on_or_before == "2010-03-01" and leap.born_after == "1962-02-28"
+    # on 29 February 2028 someone born on 1 March 2010 is 17 for one more day (profile.age): 28 February is the bound
+    assert leap.born_on_or_before == "2010-02-28" and leap.born_after == "1962-02-28"
+
+
+LEAP_DAY = date(2028, 2, 29)
+
+
+def _birthdays(today: date) -> list[str]:
+    """Birth dates either side of each age bound a_study states (18, 40, 65, 99), as seen on ``today``."""
+    out = []
+    for years in (18, 40, 66, 100):
+        try:
+            day = today.replace(year=today.year - years)
+        except ValueError:  # 29 February in a year without one
+            day = date(today.year - years, 2, 28)
+        out += [(day + timedelta(days=d)).isoformat() for d in (-1, 0, 1, 2)]
+    return out
+
+
+@st.composite
+def _fit_world(draw):
+    today = draw(st.sampled_from([TODAY, LEAP_DAY]))
+    studies = [draw(a_study(f"s{i}")) for i in range(draw(st.integers(1, 6)))]
+    people = []
+    for i in range(draw(st.integers(1, 8))):
+        recs = draw(a_person_records(f"p{i}"))
+        if draw(st.booleans()):
+            recs[0] = {**recs[0], "birthDate": draw(st.sampled_from(_birthdays(today)))}
+        people.append(recs)
+    return today, studies, people
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_fit_world())
+def test_fitting_is_full_evaluation_whether_or_not_the_columns_decide(world):
+    """``fitting`` (the automatic flows' candidates) gives exactly the people full evaluation lets through, both
+    when it screens each row and when the columns alone decide the study (decided_by_columns: no screening)."""
+    today, studies, people = world
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine(f"sqlite:///{Path(tmp) / 'g.db'}")
+        s.migrate(engine)
+        store = Store(engine)
+        people_db = People(store, T)
+        people_db.attach()
+        _put_all(store, [r for recs in people for r in recs])
+        keys = {people_db.person_for_patient(recs[0]["id"]) for recs in people}
+        profiles = {k: people_db.get(k) for k in keys}
+        q = MatchQuery(today=today)
+        for sc in studies:
+            want = sorted(k for k, p in profiles.items() if screen(sc, p, T, today, stop_early=True).is_match)
+            got = [p for p in people_db.fitting(sc, q, db.Filter(any_consent=True))]
+            assert sorted(p.key for p in got) == want, ("decided by the columns" if decided_by_columns(sc, q)
+                                                        else "screened")
+            for p in got:  # whichever way, who the person is and what they consented to are given
+                assert p.patient_ids == profiles[p.key].patient_ids and p.consents == profiles[p.key].consents
+                assert p.nhs_number == profiles[p.key].nhs_number
+        engine.dispose()
+
+
+def test_the_columns_decide_a_broad_adult_study_and_not_one_with_an_exclusion(store):
+    """A broad "any glioma, adults" study's candidates are the database's rows as they are; add an ECOG
+    exclusion (or a distance limit) and every row is screened again."""
+    people_db = People(store, T)
+    people_db.attach()
+    _put_all(store, [b.patient("a", nhs="9434765919", birth="1970-01-01"), b.condition("ac", "a", GBM),
+                     b.observation("ae", "a", cv.ECOG, 3),
+                     b.patient("k", nhs="9434765870", birth="2015-01-01"), b.condition("kc", "k", GBM)])
+    adults = study_criteria(b.study("s", [GBM], group_id="g"), b.group("g", [b.age_char(18, None)]), {}, T)
+    fit = study_criteria(b.study("t", [GBM], group_id="h"),
+                         b.group("h", [b.age_char(18, None), b.range_char(cv.ECOG, 2, 5, True)]), {}, T)
+    assert decided_by_columns(adults, Q) and not decided_by_columns(fit, Q)
+    assert not decided_by_columns(adults, MatchQuery(max_distance_km=50.0, today=TODAY))
+    found = list(people_db.fitting(adults, Q, db.Filter(any_consent=True)))
+    assert [p.key for p in found] == ["nhs:9434765919"] and found[0].conditions == [], "identity only, unscreened"
+    assert list(people_db.fitting(fit, Q, db.Filter(any_consent=True))) == [], "ECOG 3 is excluded"
 
 
 def _broad_world(store: Store, n: int = 40) -> list[str]:
