@@ -88,23 +88,29 @@ def use_subscriptions(flows, subs: dict[str, list[str]]) -> None:
     flows._subs, flows._interests = subs, {}
 
 
-def adult_study(sid: str, code: tuple[str, str], title: str) -> list[dict]:
-    """ResearchStudy ``sid`` recruiting adults with ``code`` (its eligibility Group ``<sid>-g``: age >= 18)."""
+# An exclusion the database's columns cannot decide (ECOG 2-5 excluded): every candidate's profile is screened
+ECOG_EXCLUSION = {"code": {"coding": [{"system": cv.ECOG[0], "code": cv.ECOG[1]}]}, "exclude": True,
+                  "valueRange": {"low": {"value": 2}, "high": {"value": 5}}}
+
+
+def adult_study(sid: str, code: tuple[str, str], title: str, extra: tuple[dict, ...] = ()) -> list[dict]:
+    """ResearchStudy ``sid`` recruiting adults with ``code`` (its eligibility Group ``<sid>-g``: age >= 18, and
+    the characteristics ``extra``)."""
     return [{"resourceType": "ResearchStudy", "id": sid, "status": "active", "title": title,
              "condition": [{"coding": [{"system": code[0], "code": code[1]}]}],
              "enrollment": [{"reference": f"Group/{sid}-g"}]},
             {"resourceType": "Group", "id": f"{sid}-g", "type": "person", "actual": False, "characteristic": [
                 {"code": {"coding": [{"system": cv.AGE[0], "code": cv.AGE[1]}]}, "exclude": False,
-                 "valueRange": {"low": {"value": 18, "system": cv.UCUM, "code": "a"}}}]}]
+                 "valueRange": {"low": {"value": 18, "system": cv.UCUM, "code": "a"}}}, *extra]}]
 
 
-def new_study(flows, sid: str, code: tuple[str, str]) -> tuple[float, float, FlowStats]:
+def new_study(flows, sid: str, code: tuple[str, str], extra: tuple[dict, ...] = ()) -> tuple[float, float, FlowStats]:
     """A new study (``adult_study``) stored, then, as a worker's flows see its commit: their matching state
     refreshed, its candidates found and their alert jobs enqueued (the flows write alerts before proposals).
     Returns (ms from after the commit to its alert jobs committed - the whole call when it made none -, ms
     to the end of the flows' work on it, proposals included, the counts)."""
     with flows.store.write() as tx:
-        for res in reversed(adult_study(sid, code, f"New study {sid}")):
+        for res in reversed(adult_study(sid, code, f"New study {sid}", extra)):
             tx.put(res)
     t0 = time.perf_counter()
     flows.state.refresh()

@@ -24,6 +24,8 @@ through the FHIR API in-process (Flask test client, no network):
 - a new broad study stored, then its candidates found and alert jobs enqueued by the automatic flows, from after its
   commit (``alerts_broad_enqueue_s``: median of --alert-runs; the flows write a study's alerts before its
   proposals, and ``flows_broad_done_s`` is the time to the end of both), and a new specific study the same way.
+  The broad study ("any malignant neoplasm", adults) is one the database's columns decide alone; the same study
+  with an ECOG exclusion (``alerts_broad_screened_enqueue_s``) has every consenting candidate's profile screened.
 
 The JSON (--json FILE) holds at least those six keys, whose names never change; other keys may be added. The
 measuring process leaves its new studies and their queued alert jobs in the database.
@@ -175,11 +177,15 @@ def _alerts(app, args) -> dict:
     ba.use_subscriptions(flows, ba.subscribers(args.patients, EVERY))
     flows.state.refresh()  # a worker's flows are running already: their study index is built
     out = {}
-    for name, code in (("broad", bm.BROAD), ("specific", ba.SPECIFIC[0])):
+    # broad: "any malignant neoplasm, adults", which the database's columns decide (people.decided_by_columns);
+    # broad_screened: the same with an ECOG exclusion, so that every consenting candidate's profile is screened
+    kinds = (("broad", bm.BROAD, ()), ("broad_screened", bm.BROAD, (ba.ECOG_EXCLUSION,)),
+             ("specific", ba.SPECIFIC[0], ()))
+    for name, code, extra in kinds:
         secs, totals, jobs = [], [], []
         for k in range(args.alert_runs):
             sid = f"scale-new-{name}-{time.time_ns()}-{k}"
-            ms, total_ms, stats = ba.new_study(flows, sid, code)
+            ms, total_ms, stats = ba.new_study(flows, sid, code, extra)
             secs.append(ms / 1000)
             totals.append(total_ms / 1000)
             jobs.append(stats.alerts)

@@ -38,6 +38,7 @@ from gateway.matching.profile import (
 )
 from gateway.matching.terms import Terminology
 from gateway.store import profiles as db
+from gateway.store.ahead import read_ahead
 from gateway.store.geo import EARTH_KM
 from gateway.store.repo import Store
 
@@ -205,14 +206,10 @@ class People(DerivedRows):
         with self.store.engine.connect() as conn:
             return db.person_of(conn, patient_id)
 
-    def persons_for_patients(self, patient_ids: list[str]) -> dict[str, str]:
+    def without_alerts_consent(self, patient_ids: list[str]) -> set[str]:
+        """Person keys of the people of ``patient_ids`` whose row says no trial-alerts consent."""
         with self.store.engine.connect() as conn:
-            return db.persons_of(conn, patient_ids)
-
-    def alerts_consenting(self) -> set[str]:
-        """Person keys whose row says trial-alerts consent (one index-only scan)."""
-        with self.store.engine.connect() as conn:
-            return db.alerts_consenting(conn)
+            return db.persons_without_alerts_consent(conn, patient_ids)
 
     def alerts_only(self, key: str) -> bool:
         with self.store.engine.connect() as conn:
@@ -243,17 +240,27 @@ class People(DerivedRows):
         f = replace(column_filter(sc, today), research=gate.research, alerts=gate.alerts, nhs=gate.nhs,
                     any_consent=gate.any_consent, include_alerts_only=gate.include_alerts_only)
         exact = decided_by_columns(sc, q)
-        with self.store.engine.connect() as conn:
-            for chunk in db.candidate_rows(conn, f, only=only):
-                if seen is not None:
-                    seen.screened += len(chunk)
-                for _key, _nhs, doc in chunk:
+        term = self.term
+
+        def chunks() -> Iterator[tuple[int, list[PatientProfile]]]:
+            with self.store.engine.connect() as conn:
+                for chunk in db.candidate_rows(conn, f, only=only):
                     if exact:
-                        yield identity_of_doc(doc)
+                        yield len(chunk), [identity_of_doc(doc) for _, _, doc in chunk]
                         continue
-                    p = profile_of_doc(doc, self.term)
-                    if screen(sc, p, self.term, today, q.max_distance_km, stop_early=True, distance=False).is_match:
-                        yield p
+                    found = []
+                    for _, _, doc in chunk:
+                        p = profile_of_doc(doc, term)
+                        if screen(sc, p, term, today, q.max_distance_km, stop_early=True, distance=False).is_match:
+                            found.append(p)
+                    yield len(chunk), found
+
+        # Read and screened on a worker thread, a chunk ahead: the flows write one chunk's alerts while the next
+        # is read, and the screening runs while the writer waits on the database.
+        for n, found in read_ahead(chunks):
+            if seen is not None:
+                seen.screened += n
+            yield from found
 
     def ordered(self, sc: StudyCriteria, q: MatchQuery, gate: db.Filter,
                 allowed: Callable[[PatientProfile], bool]) -> Iterator[tuple[Screened, PatientProfile]]:

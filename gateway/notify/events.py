@@ -84,25 +84,16 @@ def emit(conn: Connection, subscription_id: str, topic: str, focus: str) -> Even
 
 
 def emit_many(conn: Connection, items: list[tuple[str, str, str]]) -> list[Event]:
-    """``emit`` for many (subscription id, topic, focus) at once, in a few statements whatever their number: one
-    numbering UPDATE per 500 subscriptions (more than one event for a subscription: numbered in ``items`` order)
-    and one INSERT of the events. Returns the events in the order of ``items``."""
+    """``emit`` for many (subscription id, topic, focus) at once, in a few statements whatever their number: the
+    subscriptions' event counters advanced together (store.bulk.increment; more than one event for a
+    subscription: numbered in ``items`` order) and one INSERT of the events. Returns the events in the order of
+    ``items``."""
     if not items:
         return []
     per: dict[str, int] = {}
     for sid, _, _ in items:
         per[sid] = per.get(sid, 0) + 1
-    last: dict[str, int] = {}
-    by_k: dict[int, list[str]] = {}
-    for sid, k in per.items():
-        by_k.setdefault(k, []).append(sid)
-    for k, sids in sorted(by_k.items()):
-        sids.sort()  # one lock order for concurrent writers
-        for i in range(0, len(sids), 500):
-            part = sids[i:i + 500]
-            last.update(conn.execute(update(st).where(st.c.subscription_id.in_(part))
-                                     .values(events_since_start=st.c.events_since_start + k)
-                                     .returning(st.c.subscription_id, st.c.events_since_start)).all())
+    last = bulk.increment(conn, st, "subscription_id", "events_since_start", per)
     missing = sorted(set(per) - last.keys())
     if missing:  # as ``emit``: a subscription without its state row is an error of the caller
         raise LookupError(f"no subscription state for {len(missing)} subscription(s), e.g. {missing[0]}")

@@ -20,13 +20,15 @@ Every blocked automatic action is counted (``counters`` rows ``blocked:<reason>`
 
 from __future__ import annotations
 
+import gc
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import chain
 
 from sqlalchemy import delete, insert, select, update
 
@@ -36,7 +38,7 @@ from gateway.fhir.errors import FhirError
 from gateway.fhir.search import parse_search
 from gateway.matching import geo
 from gateway.matching.index import MatchQuery
-from gateway.matching.profile import PatientProfile, subject_ref
+from gateway.matching.profile import PatientProfile, identity_of, subject_ref
 from gateway.matching.state import PERSON_TYPES, STUDY_TYPES, MatchingState
 from gateway.notify import delivery, events
 from gateway.notify.policy import Policy
@@ -185,6 +187,36 @@ def _batches(found: Iterable[PatientProfile]) -> Iterator[dict[str, PatientProfi
         yield part
 
 
+_gc_lock = threading.Lock()
+_gc_paused = 0
+_gc_saved: tuple[int, int, int] | None = None
+NO_FULL_COLLECTION = 1 << 30  # gc threshold 2: never reached
+
+
+@contextmanager
+def young_collections_only() -> Iterator[None]:
+    """Run the block with the garbage collector's full passes paused (the young generations still run, so cycles
+    made meanwhile are collected as usual).
+
+    A broad study's flows make and drop hundreds of thousands of objects; each time the survivors of the young
+    generations grew by a quarter, CPython scanned every tracked object of the process. Measured at 1,000,000
+    people (docs/scale.md): 14 full passes took 4.5 s of a 14 s study. Threads share the setting: the first to
+    enter pauses, the last to leave restores what was set before."""
+    global _gc_paused, _gc_saved
+    with _gc_lock:
+        if _gc_paused == 0:
+            _gc_saved = gc.get_threshold()
+            gc.set_threshold(_gc_saved[0], _gc_saved[1], NO_FULL_COLLECTION)
+        _gc_paused += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_paused -= 1
+            if _gc_paused == 0 and _gc_saved is not None:
+                gc.set_threshold(*_gc_saved)
+
+
 def claim_notices(conn, study_id: str, kind: str, persons: list[str], at: str) -> set[str]:
     """Record that ``persons`` were told / proposed / blocked (``kind``) for a study, idempotently (INSERT ... ON
     CONFLICT DO NOTHING on SQLite and PostgreSQL); returns the persons whose notice this call wrote: the others
@@ -217,7 +249,6 @@ class AutomaticFlows:
     _interests: dict[str, Interest] | None = None  # subscription id -> its narrowing filters (few)
     _concepts: dict = field(default_factory=dict)  # (study id, secondary) -> (its StudyCriteria, concepts)
     _status_subs: dict[str, dict[str, set[str]]] | None = None
-    _sub_people: tuple[dict, list[str]] | None = None  # (the _subs it was derived from, person keys)
 
     # -- entry points ----------------------------------------------------------------------------
     def tick(self, owner: str = "", lease_seconds: float = 30.0) -> FlowStats:
@@ -344,6 +375,10 @@ class AutomaticFlows:
         return MatchQuery(today=datetime.now(UTC).date())
 
     def study_matches(self, sid: str, stats: FlowStats) -> None:
+        with young_collections_only():
+            self._study_matches(sid, stats)
+
+    def _study_matches(self, sid: str, stats: FlowStats) -> None:
         sc = self.state.studies.studies.get(sid)
         study = self.state.raw["ResearchStudy"].get(sid)
         if sc is None or study is None or sc.status != RECRUITING:
@@ -355,37 +390,32 @@ class AutomaticFlows:
         # Alerts first, so that a broad study's alerts do not wait for its proposals: the people with
         # trial-alerts consent, and the subscribers without it (whose alert is blocked, counted and audited),
         # then the proposable people not already acted on.
+        # The alert jobs are written batch after batch before anything else: those people's proposal decisions
+        # (and the audit of what is blocked for them) wait until every alert of the study is queued.
         q = self._query()
         seen = self._notices(sid)
         people = self.state.patients
-        alerting: set[str] = set()
-        for part in _batches(chain(people.fitting(sc, q, Filter(alerts=True), seen=stats),
-                                   people.fitting(sc, q, Filter(any_consent=True),
-                                                  only=self._subscribers_without_alerts_consent(), seen=stats))):
-            alerting.update(part)
-            self._act(sid, part, stats, seen=seen)
+        alerting: dict[str, PatientProfile] = {}
+        for found in (people.fitting(sc, q, Filter(alerts=True), seen=stats), self._blocked_subscribers(sc, q, stats)):
+            for part in _batches(found):
+                alerting.update((k, identity_of(p)) for k, p in part.items())
+                self._act(sid, part, stats, seen=seen, propose=False)
         if interested := self._interested_people(sid):
             self._act(sid, {}, stats, by_interest=interested, seen=seen)
+        for part in _batches(alerting.values()):
+            self._act(sid, part, stats, seen=seen, alert=False)
         proposable = Filter(research=True, nhs=self.policy.basis_for(study) is not None)
         for part in _batches(p for p in people.fitting(sc, q, proposable, seen=stats) if p.key not in alerting):
             self._act(sid, part, stats, seen=seen)
 
-    def _subscribers_without_alerts_consent(self) -> list[str]:
-        """Subscribers whose row says no trial-alerts consent: few, read by key (the others are found by the
-        consent column's index, however many they are)."""
-        subscribers = self._subscriber_people()
-        if not subscribers:
-            return []
-        consenting = self.state.patients.alerts_consenting()
-        return [k for k in subscribers if k not in consenting]
-
-    def _subscriber_people(self) -> list[str]:
-        """Person keys of everyone with a live new-matching-study subscription (cached like the subscriptions)."""
-        subs = self._subscriptions()
-        if self._sub_people is None or self._sub_people[0] is not subs:
-            ids = [ref.partition("/")[2] for ref in subs]
-            self._sub_people = (subs, sorted(set(self.state.patients.persons_for_patients(ids).values())))
-        return self._sub_people[1]
+    def _blocked_subscribers(self, sc, q: MatchQuery, stats: FlowStats) -> Iterator[PatientProfile]:
+        """Subscribers whose row says no trial-alerts consent and who fit (their alert is blocked, counted and
+        audited): few, read by key once the consenting people (found by the consent column's index, however many
+        they are) have been acted on."""
+        ids = [ref.partition("/")[2] for ref in self._subscriptions()]
+        keys = sorted(self.state.patients.without_alerts_consent(ids)) if ids else []
+        if keys:
+            yield from self.state.patients.fitting(sc, q, Filter(any_consent=True), only=keys, seen=stats)
 
     def _interested_people(self, sid: str) -> set[str]:
         """Person keys of alerts-only people whose subscription's condition and area fit study ``sid``: the
@@ -465,13 +495,14 @@ class AutomaticFlows:
         return out
 
     def _act(self, sid: str, fitting: dict[str, PatientProfile], stats: FlowStats,
-             by_interest: set[str] | frozenset = frozenset(), seen: dict[str, set[str]] | None = None) -> None:
+             by_interest: set[str] | frozenset = frozenset(), seen: dict[str, set[str]] | None = None,
+             alert: bool = True, propose: bool = True) -> None:
         """Decide, for everyone who fits study ``sid``, what may happen; write it in bulk.
 
         ``fitting``: people whose records fit (the $match rules), none of them alerts-only; ``by_interest``:
         alerts-only people whose subscription's filters fit. An alerts-only person is told only through a
         subscription with a condition filter the study meets, and never proposed; anyone else only through
-        subscriptions the study meets.
+        subscriptions the study meets. ``alert`` / ``propose``: decide that action (False: left for another call).
         """
         study = self.state.raw["ResearchStudy"].get(sid)
         if study is None or not (fitting or by_interest):
@@ -493,7 +524,7 @@ class AutomaticFlows:
                 continue  # a person with records is told only of studies their records fit
             if alerts_only:
                 done = done | {"proposal"}  # nothing clinical was shared: never proposed to a research team
-            if "alert" not in done:
+            if alert and "alert" not in done:
                 subs = list(dict.fromkeys(x for pid in p.patient_ids for x in subs_of.get(f"Patient/{pid}", ())
                                           if (not alerts_only or (x in interests and interests[x].codes))
                                           and self._fits(x, sid)))
@@ -505,7 +536,7 @@ class AutomaticFlows:
                         blocked.append((p, "alert", "no-alert-consent", d.reason))
                     else:
                         stats.blocked["alert:no-alert-consent"] += 1
-            if "proposal" not in done:
+            if propose and "proposal" not in done:
                 d = self.policy.may_propose(study, p.consents, p.nhs_number)
                 if d.allowed:
                     proposals.append(p)

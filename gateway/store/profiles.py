@@ -16,7 +16,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import and_, delete, exists, func, insert, or_, select
+from sqlalchemy import String, and_, any_, bindparam, delete, exists, func, insert, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from gateway.store import derived
 from gateway.store import schema as s
@@ -47,9 +48,19 @@ def persons_of(conn, patient_ids: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def alerts_consenting(conn) -> set[str]:
-    """Person keys whose row says trial-alerts consent (``(alerts_consent, person)`` index)."""
-    return set(conn.execute(select(P.c.person).where(P.c.alerts_consent.is_(True))).scalars())
+def persons_without_alerts_consent(conn, patient_ids: Iterable[str]) -> set[str]:
+    """The people of ``patient_ids`` whose row says no trial-alerts consent (few, however many ids: on PostgreSQL
+    the ids go as one array per 50,000, elsewhere 500 at a time)."""
+    ids = sorted(set(patient_ids))
+    step = 50_000 if conn.dialect.name == "postgresql" else 500
+    out: set[str] = set()
+    for i in range(0, len(ids), step):
+        part = ids[i:i + step]
+        match = (PAT.c.patient_id == any_(bindparam("ids", part, type_=ARRAY(String)))
+                 if conn.dialect.name == "postgresql" else PAT.c.patient_id.in_(part))
+        out.update(conn.execute(select(PAT.c.person).join(P, P.c.person == PAT.c.person).where(
+            match, P.c.alerts_consent.is_(False))).scalars())
+    return out
 
 
 def patients_of(conn, person: str) -> list[str]:

@@ -48,3 +48,26 @@ def test_nulls_numbers_and_booleans_keep_their_types(store):
         got = conn.execute(s.outbox.select().order_by(s.outbox.c.dedupe_key)).mappings().all()
     assert [(r["dedupe_key"], r["resource_version"], r["resource_type"]) for r in got] == \
         [("key-3", 3, None), ("key-None", None, None)]
+
+
+def test_text_with_quotes_backslashes_and_non_ascii_is_stored_as_given(store):
+    """The rows travel as one JSON document on PostgreSQL: escapes must come back unchanged."""
+    odd = ['a "quoted" name', "back\\slash", "Siân Ó'Brien", "tab\tand\nnewline", "{\"json\": [1]}", "emoji 🧬"]
+    with store.write() as tx:
+        bulk.insert_rows(tx.conn, s.match_notices, _rows(odd))
+    with store.engine.connect() as conn:
+        got = conn.execute(s.match_notices.select()).mappings().all()
+    assert sorted(r["person"] for r in got) == sorted(odd)
+
+
+def test_increment_adds_to_the_rows_that_exist_and_returns_their_new_values(store, monkeypatch):
+    monkeypatch.setattr(bulk, "PG_ROWS", 2)  # several statements on PostgreSQL too
+    st = s.subscription_state
+    with store.write() as tx:
+        tx.conn.execute(st.insert(), [{"subscription_id": sid, "topic": "t", "status": "active", "updated_at": "t",
+                                       "events_since_start": n} for sid, n in (("a", 0), ("b", 5), ("c", 1))])
+        got = bulk.increment(tx.conn, st, "subscription_id", "events_since_start", {"b": 2, "a": 1, "zz": 4, "c": 1})
+    assert got == {"a": 1, "b": 7, "c": 2}, "zz has no row: not returned"
+    with store.engine.connect() as conn:
+        stored = dict(conn.execute(st.select().with_only_columns(st.c.subscription_id, st.c.events_since_start)).all())
+    assert stored == {"a": 1, "b": 7, "c": 2}
