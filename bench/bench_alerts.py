@@ -85,7 +85,8 @@ def subscribe(store, subs: dict[str, list[str]]) -> None:
 
 def use_subscriptions(flows, subs: dict[str, list[str]]) -> None:
     """Give the flows the subscription map they would build from stored Subscriptions (the bench stores rows)."""
-    flows._subs, flows._interests = subs, {}
+    flows._subs, flows._interests, flows._status_subs = subs, {}, {}
+    flows._sub_patients = {sid: [patient] for patient, sids in subs.items() for sid in sids}
 
 
 # An exclusion the database's columns cannot decide (ECOG 2-5 excluded): every candidate's profile is screened

@@ -62,6 +62,7 @@ RECRUITING = "active"  # R4 ResearchStudy.status for "recruiting"
 # meta.tag of the minimal Patient the gateway makes for a person it holds no record of, who opts in to alerts
 ALERTS_ONLY_TAG = cv.ALERTS_ONLY_TAG
 DEFAULT_DISTANCE_KM = 50.0
+LIVE_STATUSES = ("requested", "active", "error")  # a Subscription the flows notify ("off" is not)
 
 
 @dataclass(frozen=True)
@@ -245,8 +246,12 @@ class AutomaticFlows:
     policy: Policy
     destinations: Destinations
     max_attempts: int = 8
+    # The live subscriptions, kept as the change feed shows them change (_sync_subscriptions), not re-read each tick:
+    # 'Patient/<id>' -> new-matching-study subscription ids; None: not loaded yet
     _subs: dict[str, list[str]] | None = None
     _interests: dict[str, Interest] | None = None  # subscription id -> its narrowing filters (few)
+    _sub_patients: dict[str, list[str]] = field(default_factory=dict)  # subscription id -> its 'Patient/<id>'s
+    _subs_seq: int = 0  # the newest Subscription change the maps reflect
     _concepts: dict = field(default_factory=dict)  # (study id, secondary) -> (its StudyCriteria, concepts)
     _status_subs: dict[str, dict[str, set[str]]] | None = None
 
@@ -261,7 +266,7 @@ class AutomaticFlows:
         if owner and not take_lease(self.store, CURSOR, owner, lease_seconds):
             return stats
         self.state.refresh()
-        self._subs = self._status_subs = self._interests = None
+        self._sync_subscriptions()  # what other workers' ticks saw change while this one did not hold the lease
         for batch in feed.follow(self.store, CURSOR, types=FLOW_TYPES):
             self.state.refresh()
             self._handle(batch, stats)
@@ -271,7 +276,7 @@ class AutomaticFlows:
         """Every recruiting study against everyone (``gateway rematch --full``); notices prevent repeats."""
         stats = FlowStats()
         self.state.refresh()
-        self._subs = self._interests = None
+        self._subs = None  # read them all again
         ids = [sid for sid, sc in self.state.studies.studies.items() if sc.status == RECRUITING]
         for sid in ids:
             self.study_matches(sid, stats)
@@ -285,6 +290,7 @@ class AutomaticFlows:
         recheck: set[str] = set()
         stopped: set[str] = set()
         people: set[str] = set()
+        subscriptions_changed = False
         for ch in batch:
             rtype, rid = ch["type"], ch["id"]
             if rtype == "ResearchStudy":
@@ -299,8 +305,7 @@ class AutomaticFlows:
             elif rtype == "Location":
                 recheck |= self.state.studies_of_location.get(rid, set())
             elif rtype == "Subscription":
-                self._subs = self._interests = None
-                self._status_subs = None
+                subscriptions_changed = True
                 # Opting in is a Consent and a Subscription, in either order: re-match the person on both.
                 people |= self._subscribed_people(rid)
             elif rtype == "ResearchSubject":
@@ -309,6 +314,8 @@ class AutomaticFlows:
                 key = self._person_of(rtype, rid, ch["version"])
                 if key:
                     people.add(key)
+        if subscriptions_changed:
+            self._sync_subscriptions()
         for sid in stopped:
             with self.store.write() as tx:
                 stats.cancelled += events.cancel_for_focus(tx.conn, f"ResearchStudy/{sid}")
@@ -629,7 +636,7 @@ class AutomaticFlows:
         out: dict[str, dict[str, set[str]]] = {}
         offset = 0
         while True:
-            q = parse_search("Subscription", [("criteria:exact", topic), ("status", "requested,active,error"),
+            q = parse_search("Subscription", [("criteria:exact", topic), ("status", ",".join(LIVE_STATUSES)),
                                               ("_count", "1000"), ("_offset", str(offset))])
             _, rows = self.store.search(q)
             for st in rows:
@@ -641,20 +648,66 @@ class AutomaticFlows:
 
     def _subscriptions(self) -> dict[str, list[str]]:
         """'Patient/<id>' -> ids of live new-matching-study subscriptions filtered on that patient (and, in
-        ``_interests``, the narrowing filters of those that have some)."""
-        if self._subs is None or self._interests is None:
-            out: dict[str, list[str]] = {}
-            interests: dict[str, Interest] = {}
-            for sid, filters in self._live_subscriptions(TOPIC_NEW_MATCHING_STUDY).items():
-                for patient in filters.get("patient", ()):
-                    out.setdefault(patient, []).append(sid)
-                interest = interest_of(filters)
-                if interest is not None:
-                    interests[sid] = interest
-            self._subs, self._interests = out, interests
+        ``_interests``, the narrowing filters of those that have some); read all at the first use, then kept."""
+        if self._subs is None:
+            self._load_subscriptions()
+        assert self._subs is not None
         return self._subs
 
     def _status_subscriptions(self) -> dict[str, dict[str, set[str]]]:
-        if self._status_subs is None:
-            self._status_subs = self._live_subscriptions(TOPIC_RESEARCH_SUBJECT_STATUS)
+        """Subscription id -> filters of the live research-subject-status subscriptions (kept like ``_subs``)."""
+        if self._subs is None or self._status_subs is None:
+            self._load_subscriptions()
+        assert self._status_subs is not None
         return self._status_subs
+
+    def _load_subscriptions(self) -> None:
+        # the newest Subscription change first: one committed meanwhile is applied again by the next sync (the
+        # feed's numbers follow commit order, so none before it can still appear)
+        seq = feed.latest(self.store, ("Subscription",))
+        self._subs, self._interests, self._sub_patients = {}, {}, {}
+        self._status_subs = self._live_subscriptions(TOPIC_RESEARCH_SUBJECT_STATUS)
+        for sid, filters in self._live_subscriptions(TOPIC_NEW_MATCHING_STUDY).items():
+            self._learn(sid, TOPIC_NEW_MATCHING_STUDY, filters)
+        self._subs_seq = seq
+
+    def _sync_subscriptions(self) -> None:
+        """Apply the Subscription changes after ``_subs_seq`` to the maps: each changed subscription is read again
+        and filed afresh (or dropped when deleted, off or of another topic). A few reads, however many
+        subscriptions there are; nothing when the maps are not loaded yet."""
+        if self._subs is None:
+            return
+        while changes := self.store.changes_since(self._subs_seq, limit=1000, types=("Subscription",)):
+            ids = list(dict.fromkeys(ch["id"] for ch in changes))
+            current = {st.id: st.resource() for st in self.store.read_many([("Subscription", i) for i in ids])
+                       if not st.deleted}
+            for sid in ids:
+                self._forget(sid)
+                res = current.get(sid)
+                if res is not None and res.get("status") in LIVE_STATUSES:
+                    self._learn(sid, res.get("criteria"), filters_of(res))
+            self._subs_seq = changes[-1]["seq"]
+
+    def _learn(self, sid: str, topic: str | None, filters: dict[str, set[str]]) -> None:
+        assert self._subs is not None and self._interests is not None and self._status_subs is not None
+        if topic == TOPIC_RESEARCH_SUBJECT_STATUS:
+            self._status_subs[sid] = filters
+        elif topic == TOPIC_NEW_MATCHING_STUDY:
+            patients = sorted(filters.get("patient", ()))
+            for patient in patients:
+                self._subs.setdefault(patient, []).append(sid)
+            self._sub_patients[sid] = patients
+            interest = interest_of(filters)
+            if interest is not None:
+                self._interests[sid] = interest
+
+    def _forget(self, sid: str) -> None:
+        assert self._subs is not None and self._interests is not None and self._status_subs is not None
+        for patient in self._sub_patients.pop(sid, ()):
+            subs = self._subs.get(patient, [])
+            if sid in subs:
+                subs.remove(sid)
+            if not subs:
+                self._subs.pop(patient, None)
+        self._interests.pop(sid, None)
+        self._status_subs.pop(sid, None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from gateway.store import schema as s
 from gateway.store.clock import now_iso
@@ -19,6 +19,14 @@ def cursor(store: Store, name: str) -> int:
     """The last change-feed seq the worker ``name`` has processed (0 if it never ran)."""
     with store.engine.connect() as conn:
         seq = conn.execute(select(s.feed_cursors.c.seq).where(s.feed_cursors.c.name == name)).scalar()
+    return int(seq or 0)
+
+
+def latest(store: Store, types: tuple[str, ...]) -> int:
+    """The newest change-feed seq of a resource of ``types`` (0: none); ``ix_changes_type_seq`` answers it."""
+    c = s.changes
+    with store.engine.connect() as conn:
+        seq = conn.execute(select(func.max(c.c.seq)).where(c.c.type.in_(types))).scalar()
     return int(seq or 0)
 
 

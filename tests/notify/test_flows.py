@@ -400,3 +400,34 @@ def test_people_acted_on_in_batches_are_each_told_and_proposed_once(app, monkeyp
     flows.full()
     with store.engine.connect() as conn:
         assert [len(events.events(conn, sub)) for sub in subs] == [1, 1, 1], "nobody is told twice"
+
+
+def test_the_subscriptions_are_kept_from_the_change_feed_not_read_again_each_tick(app):
+    """At national scale there are millions of subscriptions: a worker reads them once, then applies the
+    Subscription changes the feed shows (created, turned off, deleted), including those another worker's tick
+    handled while this one did not hold the lease."""
+    store, service = app.extensions["gateway.store"], app.extensions["gateway.service"]
+    root = app.extensions["gateway.root"]
+    one, other = root.flows(), root.flows()
+    reads = []
+    live = one._live_subscriptions
+    one._live_subscriptions = lambda topic: reads.append(topic) or live(topic)  # type: ignore[method-assign]
+    a = _person(service, "9449306060", "Whitaker")
+    b = _person(service, "9434765919", "Nolan")
+    sub_a = _subscribe(service, a)
+    one.tick()
+    assert one._subscriptions() == {f"Patient/{a}": [sub_a]}
+    loads = len(reads)
+    sub_b = _subscribe(service, b)
+    other.tick()  # the other worker handles the new subscription and moves the shared cursor past it
+    one.tick()
+    assert one._subscriptions() == {f"Patient/{a}": [sub_a], f"Patient/{b}": [sub_b]}
+    off = {k: v for k, v in store.read("Subscription", sub_a).resource().items() if k != "meta"}
+    service.update("Subscription", sub_a, {**off, "status": "off"})
+    service.delete("Subscription", sub_b)
+    one.tick()
+    assert one._subscriptions() == {} and one._interests == {}
+    assert len(reads) == loads, "applied from the feed, not read again"
+    assert one._subscriptions() == other._subscriptions()
+    fresh = root.flows()
+    assert fresh._subscriptions() == {}, "a new worker's first read agrees"
