@@ -487,15 +487,6 @@ def identity_of_doc(d: dict) -> PatientProfile:
         position_source=d["pos_src"], consents=d["consents"])
 
 
-def identity_of(p: PatientProfile) -> PatientProfile:
-    """``p`` without its clinical facts (as ``identity_of_doc``): what deciding an action about the person needs."""
-    if not (p.conditions or p.history or p.observations or p.variants or p.therapies or p.texts or p.ancestors):
-        return p  # nothing to drop
-    return PatientProfile(key=p.key, patient_ids=p.patient_ids, nhs_number=p.nhs_number, birth_date=p.birth_date,
-                          sex=p.sex, deceased=p.deceased, position=p.position, position_source=p.position_source,
-                          consents=p.consents)
-
-
 def profile_of_doc(d: dict, term: Terminology) -> PatientProfile:
     """The stored dict -> PatientProfile, with the conditions' ancestors from ``term``."""
     conditions = [_cond_of(c, term) for c in d["cond"]]

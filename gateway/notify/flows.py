@@ -38,7 +38,7 @@ from gateway.fhir.errors import FhirError
 from gateway.fhir.search import parse_search
 from gateway.matching import geo
 from gateway.matching.index import MatchQuery
-from gateway.matching.profile import PatientProfile, identity_of, subject_ref
+from gateway.matching.profile import PatientProfile, subject_ref
 from gateway.matching.state import PERSON_TYPES, STUDY_TYPES, MatchingState
 from gateway.notify import delivery, events
 from gateway.notify.policy import Policy
@@ -397,23 +397,28 @@ class AutomaticFlows:
         # Alerts first, so that a broad study's alerts do not wait for its proposals: the people with
         # trial-alerts consent, and the subscribers without it (whose alert is blocked, counted and audited),
         # then the proposable people not already acted on.
-        # The alert jobs are written batch after batch before anything else: those people's proposal decisions
-        # (and the audit of what is blocked for them) wait until every alert of the study is queued.
+        # The alert jobs are written batch after batch before anything else; every proposal decision (and the audit
+        # of what is blocked) waits until the study's alerts are queued.
         q = self._query()
         seen = self._notices(sid)
         people = self.state.patients
-        alerting: dict[str, PatientProfile] = {}
+        alerting: dict[str, str] = {}  # person key -> their notices' person, of those the alert walks returned
         for found in (people.fitting(sc, q, Filter(alerts=True), seen=stats), self._blocked_subscribers(sc, q, stats)):
             for part in _batches(found):
-                alerting.update((k, identity_of(p)) for k, p in part.items())
+                alerting.update((k, p.nhs_number or k) for k, p in part.items())
                 self._act(sid, part, stats, seen=seen, propose=False)
         if interested := self._interested_people(sid):
             self._act(sid, {}, stats, by_interest=interested, seen=seen)
-        for part in _batches(alerting.values()):
-            self._act(sid, part, stats, seen=seen, alert=False)
+        # Everyone who may be proposed (or whose proposal the national data opt-out blocks) has research consent
+        # or, under a legal basis, an NHS number: the proposable walk returns them, alert-consenting or not. Those
+        # it returns have no subscription but the ones the alert walks saw, so no alert is decided here.
         proposable = Filter(research=True, nhs=self.policy.basis_for(study) is not None)
-        for part in _batches(p for p in people.fitting(sc, q, proposable, seen=stats) if p.key not in alerting):
-            self._act(sid, part, stats, seen=seen)
+        for part in _batches(people.fitting(sc, q, proposable, seen=stats)):
+            for key in part:
+                alerting.pop(key, None)
+            self._act(sid, part, stats, seen=seen, alert=False)
+        # the alert walks' people it did not return: no consent to research and no legal basis, nothing to record
+        stats.blocked["proposal:no-basis"] += sum(1 for who in alerting.values() if "proposal" not in seen.get(who, ()))
 
     def _blocked_subscribers(self, sc, q: MatchQuery, stats: FlowStats) -> Iterator[PatientProfile]:
         """Subscribers whose row says no trial-alerts consent and who fit (their alert is blocked, counted and
