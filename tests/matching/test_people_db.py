@@ -8,6 +8,7 @@ and their keyset pages give exactly what the in-memory PatientIndex gives by ful
 from __future__ import annotations
 
 import tempfile
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -37,6 +38,21 @@ def _put_all(store: Store, records: list[dict]) -> None:
     with store.write() as tx:
         for r in records:
             tx.put(r)
+
+
+@contextmanager
+def _sqlite_people():
+    """A fresh SQLite store (one file per hypothesis example) with the people hook: (engine, store, People)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine(f"sqlite:///{Path(tmp) / 'g.db'}")
+        s.migrate(engine)
+        store = Store(engine)
+        people_db = People(store, T)
+        people_db.attach()
+        try:
+            yield engine, store, people_db
+        finally:
+            engine.dispose()
 
 
 def _row(store: Store, person: str) -> dict | None:
@@ -101,12 +117,7 @@ def _world(draw):
 def test_database_pages_are_full_evaluation_cut_to_the_page(world):
     """SQLite here (a fresh file per example); the API tests run the same queries on PostgreSQL."""
     studies, people, consents, dist, limit = world
-    with tempfile.TemporaryDirectory() as tmp:
-        engine = make_engine(f"sqlite:///{Path(tmp) / 'g.db'}")
-        s.migrate(engine)
-        store = Store(engine)
-        people_db = People(store, T)
-        people_db.attach()
+    with _sqlite_people() as (engine, store, people_db):
         records = [r for recs in people for r in recs]
         records += [b.consent(f"k{i}", people[i][0]["id"], purposes=[cv.PURPOSE_RESEARCH]) for i in consents]
         _put_all(store, records)
@@ -137,7 +148,6 @@ def test_database_pages_are_full_evaluation_cut_to_the_page(world):
                     assert more, "a next link never leads to an empty page"
                     walked += [r for r, _ in more]
                 assert [_full(r) for r in walked] == [_full(r) for r in want]
-        engine.dispose()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -206,12 +216,7 @@ def test_fitting_is_full_evaluation_whether_or_not_the_columns_decide(world):
     """``fitting`` (the automatic flows' candidates) gives exactly the people full evaluation lets through, both
     when it screens each row and when the columns alone decide the study (decided_by_columns: no screening)."""
     today, studies, people = world
-    with tempfile.TemporaryDirectory() as tmp:
-        engine = make_engine(f"sqlite:///{Path(tmp) / 'g.db'}")
-        s.migrate(engine)
-        store = Store(engine)
-        people_db = People(store, T)
-        people_db.attach()
+    with _sqlite_people() as (engine, store, people_db):
         _put_all(store, [r for recs in people for r in recs])
         keys = {people_db.person_for_patient(recs[0]["id"]) for recs in people}
         profiles = {k: people_db.get(k) for k in keys}
@@ -224,7 +229,6 @@ def test_fitting_is_full_evaluation_whether_or_not_the_columns_decide(world):
             for p in got:  # whichever way, who the person is and what they consented to are given
                 assert p.patient_ids == profiles[p.key].patient_ids and p.consents == profiles[p.key].consents
                 assert p.nhs_number == profiles[p.key].nhs_number
-        engine.dispose()
 
 
 def test_the_columns_decide_a_broad_adult_study_and_not_one_with_an_exclusion(store):
