@@ -290,7 +290,6 @@ class AutomaticFlows:
         recheck: set[str] = set()
         stopped: set[str] = set()
         people: set[str] = set()
-        subscriptions_changed = False
         for ch in batch:
             rtype, rid = ch["type"], ch["id"]
             if rtype == "ResearchStudy":
@@ -305,7 +304,9 @@ class AutomaticFlows:
             elif rtype == "Location":
                 recheck |= self.state.studies_of_location.get(rid, set())
             elif rtype == "Subscription":
-                subscriptions_changed = True
+                # at once: a ResearchSubject later in this batch is matched against the subscriptions as they are
+                # (the first call applies every Subscription change committed so far, the next ones find none)
+                self._sync_subscriptions()
                 # Opting in is a Consent and a Subscription, in either order: re-match the person on both.
                 people |= self._subscribed_people(rid)
             elif rtype == "ResearchSubject":
@@ -314,8 +315,6 @@ class AutomaticFlows:
                 key = self._person_of(rtype, rid, ch["version"])
                 if key:
                     people.add(key)
-        if subscriptions_changed:
-            self._sync_subscriptions()
         for sid in stopped:
             with self.store.write() as tx:
                 stats.cancelled += events.cancel_for_focus(tx.conn, f"ResearchStudy/{sid}")
