@@ -22,7 +22,7 @@ from datetime import date
 
 from gateway.fhir import conventions as cv
 from gateway.matching import consent
-from gateway.matching.criteria import StudyCriteria
+from gateway.matching.criteria import Criterion, StudyCriteria
 from gateway.matching.derived import DerivedRows
 from gateway.matching.engine import MatchResult, Screened, _score, evaluate, screen
 from gateway.matching.index import MatchQuery, _patient_order
@@ -67,7 +67,7 @@ def _years_before(today: date, years: int) -> str:
         return date(today.year - years, 2, 28).isoformat()
 
 
-def _waivable(c) -> bool:
+def _waivable(c: Criterion) -> bool:
     """Does the study waive this criterion for people with some diagnosis (qualifier ``unless-sct-<code>``)?"""
     return any(q.startswith(cv.QUALIFIER_UNLESS_PREFIX) for q in c.qualifiers)
 

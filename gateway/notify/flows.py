@@ -392,12 +392,10 @@ class AutomaticFlows:
         stats.studies += 1
         # From the consenting side: the database returns only people who may be told (trial-alerts consent) or
         # proposed (HRESCH consent, or an NHS number when a legal basis covers the study), and whose codes, sex
-        # and age the study admits; only those are screened (no sentences: only who fits is needed here).
-        # Alerts first, so that a broad study's alerts do not wait for its proposals: the people with
-        # trial-alerts consent, and the subscribers without it (whose alert is blocked, counted and audited),
-        # then the proposable people not already acted on.
-        # The alert jobs are written batch after batch before anything else; every proposal decision (and the audit
-        # of what is blocked) waits until the study's alerts are queued.
+        # and age the study admits; only those are screened (no sentences: only who fits is needed here), unless
+        # the columns decide the study. Alerts first, so that a broad study's alerts do not wait for its proposals:
+        # the people with trial-alerts consent, batch after batch, then the subscribers without it (whose alert is
+        # blocked, counted and audited); every proposal decision waits until the study's alerts are queued.
         q = self._query()
         seen = self._notices(sid)
         people = self.state.patients

@@ -17,7 +17,7 @@ import orjson
 from sqlalchemy import Connection, Table, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-PG_ROWS = 20_000  # rows per PostgreSQL statement (its arrays are sent whole)
+PG_ROWS = 20_000  # rows per PostgreSQL statement (one JSON document each)
 SQLITE_ROWS = 1000  # rows per SQLite statement (below its bound-parameter limit for these tables)
 
 
