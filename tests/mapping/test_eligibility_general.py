@@ -246,3 +246,90 @@ def test_er_plus_slash_pr_plus_is_not_read_as_either():
     # (two short wordings written for the expression, not corpus lines)
     assert [k[1] for k, _ in found("ER+/PR+/HER2- disease") if k[0] == "receptor"] == ["ER", "PR", "HER2"]
     assert (HR, "high") in found("ER/PR positive, HER2-negative")
+
+
+def receptors(text: str, section: str = "inclusion") -> list[tuple[tuple, str]]:
+    return [(k, c) for k, c in found(text, section) if k[0] == "receptor"]
+
+
+# ER, PR and HER2 read over the corpus as HR+ was (docs/eligibility.md, "ER, PR and HER2 read over the corpus").
+# These lines are not the four the adversarial suite holds for the same rules (NCT05736367's exclusion, NCT06028022,
+# NCT04090567, NCT00823654).
+@pytest.mark.parametrize("text", [
+    "Has locally recurrent unresectable or metastatic TNBC that cannot be treated with curative intent",  # NCT06841354
+    "Patients must have histologically confirmed triple-negative breast cancer (TNBC) (estrogen receptor [ER] and "
+    "progesterone receptor [PR] = < 10%, human epidermal growth factor receptor-2 [HER2]-negative per American "
+    "Society of Clinical Oncology",  # NCT05673200 (the second 'TNBC' is the first one's name, no alternative)
+    "Patients with a diagnosis of ER+, human epidermal growth factor receptor 2 negative (HER2-) metastatic (stage "
+    "IV) breast cancer.",  # NCT05826964 ('patients with' and no rule for them: the requirement itself)
+    "the patient has a histologically confirmed advanced refractory HER2 positive solid tumor, including but not "
+    "limited to: head and neck squamous cell carcinoma; lung cancer; breast cancer",  # NCT03740256 (shortened)
+    "Histological or cytological confirmation of ER+/HER2 - disease",  # NCT05696626
+    "4.1.3 Patients' tumors must have HER2-overexpressing:",  # NCT05274048 (its first line)
+    "Clinical stage IV invasive breast cancer meeting the following criteria:\n\n"
+    "* Estrogen receptor (ER)/progesterone receptor (PR)-negative (= < 5% cells) by immunohistochemistry (IHC)",
+    # NCT03971409 (a list of conditions, all required; shortened)
+])
+def test_a_plain_receptor_requirement_stays_high(text):
+    got = receptors(text)
+    assert got and all(c == "high" for _, c in got), got
+
+
+@pytest.mark.parametrize(("text", "concepts"), [
+    ("Diagnosed with stages I-IV primary NSCLC, MM, TNBC or RCC", "ER PR HER2"),  # NCT05037825
+    ("Locally advanced unresectable or metastatic triple negative breast cancer, ovarian cancer (high-grade serous "
+     "histology), anal cancer (squamous), MSI-H CRC, esophagogastric cancer, mesothelioma, and HNSCC.",
+     "ER PR HER2"),  # NCT05544929
+    ("Histological or cytological diagnosis of:\n\n   Part A: advanced B-cell lymphomas or solid tumors, of the "
+     "following subtypes:\n\n   Solid Tumors:\n   * Pancreatic cancer\n   * Triple-negative breast cancer.",
+     "ER PR HER2"),  # NCT06823167 (shortened)
+    ("Triple Negative Breast Cancer (TNBC) - Progressed after \\>1 systemic therapy that must have included taxane",
+     "ER PR HER2"),  # NCT05005403
+    ("Female participants with ER+HER2- advanced or metastatic breast cancer of nonchildbearing potential must meet "
+     "at least 1 criteria of achieving postmenopausal status.", "ER HER2"),  # NCT04606446
+    ("Patients must have HER2-positive or HER2-expressing tumors determined by a Clinical Laboratory Improvement Act "
+     "(CLIA)-certified laboratory.", "HER2"),  # either status  # NCT04585958
+    ("Have hormone receptor (HR) positive \\[estrogen receptor( ER)+/progesterone receptor (PR)+, ER+/PR- or "
+     "ER-/PR+)/Her2 negative breast cancer previously diagnosed by biopsy.", "ER PR"),  # NCT05736367: either status
+    # (its 'HR positive' and '/Her2 negative' hold for every patient and stay high)
+    ("At least one prior line of targeted therapy for HER2-positive disease", "HER2"),  # NCT06630325
+])
+def test_er_pr_her2_outside_a_plain_requirement_are_medium(text, concepts):
+    got = [(k, c) for k, c in receptors(text) if k[1] in concepts.split()]
+    assert {k[1] for k, _ in got} == set(concepts.split()), got
+    assert all(c == "medium" for _, c in got), got
+
+
+@pytest.mark.parametrize("text", [
+    "Has TNBC with evaluable tumor programmed death ligand 1 (PD-L1) expression at combined positive score (CPS) ≥10",
+    # NCT06841354: excluding every ER-negative patient would exclude the study's own TNBC patients
+    "Patients with triple negative disease (negative for ER, PR, and HER2).",  # NCT06055881
+    "HR+/HER2- breast cancer",  # written for this test: one combination, not two exclusions
+    "Use of antibody drug conjugate (HER2+ breast cancer)",  # NCT05030038 (the setting of a therapy)
+    "HER2-negative cancers that have no FDA approved indication for treatment with HER2-directed therapy.",
+    # NCT06828588 (narrowed by what follows)
+])
+def test_receptor_exclusions_that_one_characteristic_cannot_state_are_medium(text):
+    got = receptors(text, "exclusion")
+    assert got and all(c == "medium" and k[3] == "exclude" for k, c in got), got
+
+
+def test_receptor_alternatives_in_an_exclusion_each_exclude():
+    # NCT05736367: 'or' between exclusions keeps HER2+ a high exclusion; the triple-negative combination is medium
+    got = receptors("Has triple negative (ER-/PR-/Her2-) or HER2+ breast cancer.", "exclusion")
+    assert (("receptor", "HER2", "positive", "exclude", None), "high") in got
+    assert all(c == "medium" for k, c in got if k[2] == "negative")
+
+
+def test_words_that_are_not_a_receptor_status_give_none():
+    assert receptors("Previously treated with any form HER2- or HER3-primed DC1 therapy.", "exclusion") == []
+    # NCT05504707: the hyphen of 'HER2-primed'
+    assert receptors("Invasive breast cancer of any subtype, irrespective of HER2-overexpression") == []
+    # written on the pattern of NCT00823654
+
+
+def test_never_previously_positive_is_an_exclusion_of_it():
+    # NCT05950945 (inclusion): 'Was never previously HER2-positive (IHC 3+ or IHC 2+/ISH+) on prior pathology testing'
+    got = receptors("Was never previously HER2-positive (IHC 3+ or IHC 2+/ISH+) on prior pathology testing (per ASCO "
+                    "CAP guidelines).")
+    assert got == [(("receptor", "HER2", "positive", "exclude", None), "high")]

@@ -20,7 +20,7 @@ from gateway.terminology.lexicons import Lexicons, default_lexicons
 log = logging.getLogger(__name__)
 
 # Bump when a change to the extractor changes its output: cached results of older versions are not reused.
-EXTRACTOR_VERSION = "5"
+EXTRACTOR_VERSION = "6"
 
 # Kinds whose recogniser reads the status itself ('EGFR-negative', 'not detected'): only negation triggers
 # standing before the mention ('no', 'without', 'negative for', 'must not') come from context.
@@ -238,6 +238,8 @@ def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
                 if crit.section == "exclusion" and negated and not f.negated and f.rule != "pregnancy-negative-test":
                     reasons.append("negated exclusion")
                 reasons += _kind_reasons(f, line)
+                if kind == "receptor":
+                    reasons += _receptor_reasons(f, line, low, ls, exclude)
                 if kind == "diagnosis" and "\n" in low.strip():
                     # a diagnosis inside a long nested list ('Medical Conditions' + 12 items): read at medium (on a
                     # reading of corpus findings, these were the ones whose sense could not be confirmed)
@@ -378,38 +380,112 @@ def _parent_qualifies(first_line: str) -> bool:
 # HR-positive, HER2-negative disease'), one tumour type of a list, cohort or labelled item ('solid tumors including
 # NSCLC, HR+ and HER2- breast cancer, TNBC, ...', 'HR+/HER2- BC: Participants must ...'), a subgroup ('Female
 # participants with HR+/HER2- BC will be required to ...'), or one of two statuses ('hormone receptor-negative or
-# hormone receptor-positive'). Any of these makes it medium.
+# hormone receptor-positive'). Any of these makes it medium. ER, PR and HER2 were then read the same way over the
+# corpus (2026-12-06), which added: a therapy named before the status ('Use of antibody drug conjugate (HER2+ breast
+# cancer)'), a subgroup named after it ('ER+ patients must have progressed on ...'), the list the item of a nested
+# list belongs to ('... of the following subtypes:' + '* Triple-negative breast cancer.'), and in exclusions the
+# combinations one characteristic per receptor cannot state ('Has TNBC with PD-L1 CPS >= 10' excludes no ER-negative,
+# HER2-positive patient).
 _HR_SETTING = re.compile(r"\bfor\b[^.;:()]{0,80}$")
-_HR_LIST = re.compile(r"\b(?:following|including|includes?|such\s+as|e\.g|types?|cohorts?|groups?|phase|parts?|arms?|"
-                      r"steps?)\b|:")
-_HR_LABEL = re.compile(r"[^.;:]{0,50}:")  # matched at the end of the finding
+_THERAPY_BEFORE = re.compile(r"\b(?:therap(?:y|ies)|treatments?|treated|regimens?|use\s+of|conjugates?|inhibitors?|"
+                             r"agents?|drugs?|antibod(?:y|ies)|vaccines?)\b[^.;:]{0,60}$")
+_HR_LIST = re.compile(r"\b(?:following|including|includes?|such\s+as|e\.g|types?|subtypes?|cohorts?|groups?|phase|"
+                      r"parts?|arms?|steps?)\b|:")
+# ... and above a nested item: lists of tumour types or cohorts, not 'meeting the following criteria:' nor 'Step 1'
+_LIST_ABOVE = re.compile(r"\bfollowing\s+(?:[\w-]+\s+){0,3}?(?:tumou?rs?|cancers?|types?|subtypes?|histolog\w*|"
+                         r"diseases?|malignancies|indications?|cohorts?|groups?|parts?)\b|\b(?:including|includes?|"
+                         r"such\s+as|e\.g|types?|subtypes?|cohorts?|groups?|phase\s*[0-9i]|parts?\s+[a-z0-9]|arms?)\b")
+# 'HR+/HER2- BC: Participants must ...', 'Triple Negative Breast Cancer (TNBC) - Progressed after ...': a label; not
+# 'HER2+ solid tumor, including but not limited to:' nor 'HER2-positive, defined as follows:'
+_HR_LABEL = re.compile(r"(?![^.;:,]*\b(?:including|such\s+as|e\.g|following|follows|defined|below)\b)"
+                       r"[^.;:,]{0,50}?(?::|\s-\s?(?=[a-z]))")
+_LABEL_START = re.compile(r"^\W*(?:[a-z0-9]{1,4}[.)]\s*)?(?:[\w/+-]+\s+){0,3}$")  # a label starts its line
 _HR_SUBGROUP = re.compile(r"\b(?:participants?|patients?|subjects?|women|men|those|individuals?)\s+(?:who|with)\b")
+_SUBGROUP_RULE = re.compile(r"\b(?:must|should|will\s+(?:be\s+required|need|have\s+to)|(?:are|is)\s+required|"
+                            r"need\s+to)\b")
+_SUBGROUP_AFTER = re.compile(r"\s*(?:\([^()]*\)\s*)?(?:[a-z/+-]+\s+){0,3}?(?:patients|participants|subjects|women|"
+                             r"men|cases)\b[^.;]{0,80}?" + _SUBGROUP_RULE.pattern)
 _HR_OTHER_SIGN = re.compile(r"\btnbc\b|triple[\s-]+negative|\b(?:hr|hormone[\s-]+receptors?)\s*(?:\(hr\)\s*)?[\s-]*"
                             r"(?:negative|-)(?![a-z0-9])")
+# A receptor status stated positive in the same sentence ('TNBC or HR+/HER2- BC'): TNBC is then one of two phenotypes
+_POSITIVE_SIGN = re.compile(r"(?<![a-z0-9])(?:hr|er|pr|her2|her-2|her\s2|hormone[\s-]+receptors?|"
+                            r"estrogen[\s-]+receptors?|progesterone[\s-]+receptors?)\s*(?:\((?:hr|er|pr|her2)\)\s*)?[\s-]*(?:positive|\+)"
+                            r"|her-?2[\s-]*(?:low|expressing|overexpress\w*|amplified)")
+# Another tumour type named in the sentence ('metastatic triple negative breast cancer, ovarian cancer, anal cancer')
+_OTHER_TUMOUR = re.compile(r"\b(?:nsclc|sclc|crc|hcc|rcc|hnscc|scchn|mcrpc|crpc|pdac|btc|escc|mpm|gej|cscc|"
+                           r"melanoma|lymphomas?|leuka?emias?|myelomas?|sarcomas?|mesothelioma|gliomas?|"
+                           r"glioblastoma|(?:lung|ovarian|ovary|colorectal|colon|rectal|gastric|pancrea\w*|prostate|"
+                           r"bladder|urothelial|cervical|endometrial|head\s+and\s+neck|esophageal|oesophageal|liver|"
+                           r"kidney|renal|thyroid|anal|biliary)\b[^.;,]{0,20}?\b(?:cancers?|carcinomas?|tumou?rs?))\b")
+# 'HER2 positive or negative', 'HER2-positive or HER2-expressing tumors': either status
+_EITHER_AFTER = re.compile(r"\s*(?:\([^()]*\)\s*)?,?\s*(?:and/or|or)\s+(?:her-?2[\s-]*|her\s2[\s-]*)?"
+                           r"(?:negative|positive|low|ultra-?low|equivocal|expressing|overexpress\w*|amplified)\b")
+_OPPOSITE = {"positive": re.compile(r"[\s-]*(?:negative|neg\b|-(?![a-z0-9]))"),
+             "negative": re.compile(r"[\s-]*(?:positive|pos\b|\+(?!\s*\d)|overexpress\w*|amplified)")}
+_RECEPTOR_NAMES = {"ER": r"(?<![a-z0-9])(?:er|estrogen\s+receptors?|oestrogen\s+receptors?)(?:\s*\(er\))?",
+                   "PR": r"(?<![a-z0-9])(?:pr|pgr|progesterone\s+receptors?)(?:\s*\((?:pr|pgr)\))?",
+                   "HER2": r"(?<![a-z0-9])(?:her2|her-2|her\s2|erbb2)(?:\s*\(her2\))?"}
+# An exclusion narrowed by what follows ('HER2-negative cancers that have no FDA approved indication for ...'):
+# excluding every patient with the status would exclude more than the study does (parentheses read as removed)
+_NARROWED_AFTER = re.compile(r"[^.;]{0,60}?\b(?:that|which|whose|who|with|without)\b")
 
 
-def _hr_reasons(f: Finding, line: str) -> list[str]:
+def _sentence(line: str, f: Finding) -> tuple[int, int]:
     s0 = max(line.rfind(". ", 0, f.start), line.rfind(";", 0, f.start), -1) + 1
     ends = [i for i in (line.find(". ", f.end), line.find(";", f.end)) if i >= 0]
-    before, sentence = line[s0:f.start], line[s0:min(ends) if ends else len(line)]
+    return s0, min(ends) if ends else len(line)
+
+
+def _lines_over(low: str, ls: int) -> list[str]:
+    """The lines a nested item at ``ls`` stands under: the criterion's first line, the lines less indented than it,
+    headings (ending with ':') and short lines ('l. Breast cancer monotherapy group i. HR positive HER2 negative')."""
+    lines = [ln for ln in low[:ls].split("\n") if ln.strip()]
+    if not lines:
+        return []
+    item = low[ls:].split("\n", 1)[0]
+    indent = len(item) - len(item.lstrip())
+    return lines[:1] + [ln for ln in lines[1:] if len(ln) - len(ln.lstrip()) < indent or ln.rstrip().endswith(":")
+                        or len(ln.split()) <= 12]
+
+
+def _receptor_reasons(f: Finding, line: str, low: str, ls: int, exclude: bool) -> list[str]:
+    """Why a receptor status (ER, PR, HER2, HR) is no study-wide rule (the contexts above). ``line`` is the line of
+    the criterion ``low`` that starts at ``ls``; ``exclude``: the finding excludes who has the status."""
+    s0, s1 = _sentence(line, f)
+    before, sentence = line[s0:f.start], line[s0:s1]
+    rest = sentence[:f.start - s0] + " " * (f.end - f.start) + sentence[f.end - s0:]  # the sentence without f
+    triple = f.rule == "receptor-triple-negative"
     out = []
-    if _HR_SETTING.search(before):
+    if _HR_SETTING.search(before) or _THERAPY_BEFORE.search(before):
         out.append("the setting of a therapy")
-    # the line's list counts ('l. Breast cancer monotherapy group i. HR positive HER2 negative')
-    if _HR_LIST.search(line, 0, f.start) or _HR_LABEL.match(line, f.end):
+    above = _lines_over(low, ls)
+    if _HR_LIST.search(line, 0, f.start) or (_HR_LABEL.match(line, f.end) and _LABEL_START.match(line[:f.start])) or \
+            (ls > 0 and any(_LIST_ABOVE.search(ln) for ln in above)):
         out.append("one tumour type of a list")
-    if _HR_SUBGROUP.search(before):
+    if _HR_SUBGROUP.search(before) and _SUBGROUP_RULE.search(line, f.end, s1) or _SUBGROUP_AFTER.match(line, f.end):
         out.append("a subgroup")
-    if _HR_OTHER_SIGN.search(sentence):
-        out.append("alternatives")
+    if not exclude:  # alternatives in an exclusion each exclude on their own ('TNBC or HER2+ breast cancer')
+        if f.concept == "HR":
+            other = bool(_HR_OTHER_SIGN.search(sentence))
+        elif triple:
+            other = bool(_POSITIVE_SIGN.search(rest) or _OTHER_TUMOUR.search(rest))
+        else:
+            other = bool(_EITHER_AFTER.match(line, f.end) or
+                         (f.value in _OPPOSITE and
+                          re.search(_RECEPTOR_NAMES[f.concept] + _OPPOSITE[f.value].pattern, rest)) or
+                         (f.value == "positive" and re.search(r"\btnbc\b|triple[\s-]+negative", rest)))
+        if other:
+            out.append("alternatives")
+    if exclude and triple:
+        out.append("one receptor of an excluded combination")
+    if exclude and _NARROWED_AFTER.match(re.sub(r"\([^()]*\)", lambda m: " " * len(m.group(0)), line), f.end):
+        out.append("an exclusion narrowed by what follows")
     return out
 
 
 def _kind_reasons(f: Finding, line: str) -> list[str]:
     """Kind-specific reasons for medium confidence."""
     out = []
-    if f.kind == "receptor" and f.concept == "HR":
-        out += _hr_reasons(f, line)
     if f.kind == "cns" and (f.qualifiers or f.rule == "cns-lesions"):
         out.append("qualified: " + ", ".join(f.qualifiers) if f.qualifiers else "lesions, not metastases")
     if f.kind == "infection" and f.qualifiers:
@@ -464,6 +540,10 @@ def _joint_reasons(findings: list[Finding], text: str) -> list[Finding]:
             extra.append("one value, two analytes")
         if f.kind in ("msi", "mmr") and any(g.kind in ("msi", "mmr") and g.kind != f.kind for g in findings):
             extra.append("MSI-H or dMMR")
+        if f.kind == "receptor" and f.exclude and "one receptor of an excluded combination" not in f.reasons and \
+                any(g.kind == "receptor" and g.exclude and g.concept != f.concept and
+                    not re.search(r"\bor\b|[.;\n]", text[min(f.end, g.end):max(f.start, g.start)]) for g in findings):
+            extra.append("one receptor of an excluded combination")  # 'HR+/HER2- breast cancer' under exclusions
         if extra:
             f = replace(f, confidence=MEDIUM, reasons=f.reasons + tuple(extra))
         out.append(f)

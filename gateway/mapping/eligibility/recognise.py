@@ -431,6 +431,11 @@ _HR_EITHER = re.compile(rf"(?<![a-z0-9])(?:{_ER_NAME}(?:{_POSITIVE})?{_EITHER}{_
 _SHORT_NAME = re.compile(r"(?<![a-z0-9])(?:er|pr)(?![a-z0-9])")
 
 
+# 'HER2- or HER3-primed DC1 therapy': the hyphen of 'HER2-primed', not a negative status
+_SUSPENDED_HYPHEN = re.compile(r"\s*(?:or|and|/|,)\s*[a-z0-9]+-(?!(?:positive|negative|pos|neg)\b)[a-z]")
+_REGARDLESS = re.compile(r"\b(?:regardless|irrespective)\s+of\b[^.;]*$")
+
+
 @recogniser("receptor")
 def receptors(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
     if re.search(r"triple[\s-]+negative|\btnbc\b", text):
@@ -458,8 +463,10 @@ def receptors(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
         if s in ("low", "ultra-low", "ultralow", "0") or s.startswith("ultra"):
             yield Finding("receptor", key, f"{s}", m.start(), m.end(), "receptor-low")
             continue
-        if s == "-" and text[m.end():m.end() + 1].isdigit():
+        if s == "-" and (text[m.end():m.end() + 1].isdigit() or _SUSPENDED_HYPHEN.match(text, m.end())):
             continue
+        if _REGARDLESS.search(text, max(0, m.start() - 80), m.start()):
+            continue  # 'regardless of hormone-receptor status or HER2-overexpression': no requirement
         status = "negative" if s in ("negative", "neg", "-", "non-amplified", "nonamplified") else "positive"
         yield Finding("receptor", key, status, m.start(), m.end(), "receptor-status")
     for m in re.finditer(r"\b(?:er|pr)\s*/\s*(?:pr|er)\s*[\s-]*(positive|negative|\+|-(?![a-z0-9]))", text):
