@@ -333,3 +333,106 @@ def test_never_previously_positive_is_an_exclusion_of_it():
     got = receptors("Was never previously HER2-positive (IHC 3+ or IHC 2+/ISH+) on prior pathology testing (per ASCO "
                     "CAP guidelines).")
     assert got == [(("receptor", "HER2", "positive", "exclude", None), "high")]
+
+
+def statuses(text: str, section: str = "inclusion") -> list[tuple[tuple, str]]:
+    return [(k, c) for k, c in found(text, section) if k[0] in ("variant", "msi", "mmr", "pdl1")]
+
+
+# Gene variants, MSI / MMR and PD-L1 read over the corpus in the same contexts (docs/eligibility.md, "Gene variants,
+# MSI, MMR and PD-L1 read over the corpus"). Not the adversarial suite's lines (NCT04093167, NCT06116682).
+@pytest.mark.parametrize("text", [
+    "Patients must have disease with evidence of KRAS G12C mutation in tumor tissue or circulating tumor "
+    "deoxyribonucleic acid (DNA).",  # NCT04956640
+    "Have one of the six KRAS mutations (KRAS G12C, KRAS G12V, KRAS G12D, KRAS G12A, KRAS G13D or KRAS G12R) in "
+    "vaccine expressed in tumor",  # NCT05254184 (the same gene listed: no alternative)
+    "ALK fusion identified by next generation sequencing (NGS) or IHC on material obtained from tumor or plasma",
+    # NCT06007937 (a test named after 'or': no other gene)
+    "Pathologically confirmed, locally advanced or metastatic PDAC, CRC, or NSCLC with a KRAS G12D mutation",
+    # NCT07207707 (the tumour types are alternatives, the mutation is required of each)
+    "Histology: pathologically documented, KRAS G12C-mutated, advanced or metastatic solid tumors not amendable to "
+    "curative therapy",  # NCT06128551 ('Histology:' is a heading, not a cohort)
+    "Have advanced NSCLC or metastatic NSCLC (NSCLC that started in the lungs and then spread to other parts of the "
+    "body) with the KRAS G12C mutation.",  # NCT05853575 ('parts of the body' is no study part)
+])
+def test_a_plain_variant_requirement_stays_high(text):
+    got = statuses(text)
+    assert got and all(c == "high" for _, c in got), got
+
+
+@pytest.mark.parametrize("text", [
+    "Patient must have a known pathogenic or likely pathogenic germline or somatic mutation in BRCA1, BRCA2, or "
+    "PALB2, as determined by a Clinical Laboratory Improvement Amendments (CLIA) certified laboratory",
+    # NCT04858334: one of three genes (PALB2 is in no lexicon)
+    "Tumors that harbor an EGFR exon 19 or exon 21 mutation must have received prior treatments with one or more "
+    "TKIs.",  # NCT03786692: a rule for a subgroup
+    "For Substudy B, evidence of a BRAF V600 mutation or BRAF Class II/III alteration in tumor tissue and/or blood",
+    # NCT05538130
+    "Parts 1a, 2a and 2b: Patients with BRAF-mutated melanoma should have received BRAF-targeted therapy.",
+    # NCT05859074
+    "EGFR overexpression in tumor sample; OR",  # NCT05176665: one of two lines
+    "Locally advanced unresectable or metastatic anal cancer (squamous), thymic carcinoma, MSI-H CRC, "
+    "esophagogastric cancer, mesothelioma, and HNSCC",  # NCT05544929: the status of one tumour type of a list
+    "Advanced melanoma or PD-L1-positive advanced, relapsed, or refractory solid tumor or lymphoma",  # NCT02332668
+    "Diagnosed with EGFR positive lung cancer (Arm 1-Cancer group)",  # NCT06659458: one arm
+])
+def test_variant_msi_pdl1_outside_a_plain_requirement_are_medium(text):
+    got = statuses(text)
+    assert got and all(c == "medium" for _, c in got), got
+
+
+@pytest.mark.parametrize("text", [
+    "Have one or more children who have tested positive for a BRCA1 or BRCA2 mutation",  # NCT03544983: a relative's
+    "Prior treatment with RAF/BRAF inhibitors active for Class 2 BRAF alterations for advanced unresectable or "
+    "metastatic disease.",  # NCT05503797: the setting of a therapy
+    "Has an EGFR T790M mutation and has not received a third generation EGFR TKI (eg, osimertinib).",
+    # NCT06074588: narrowed by what follows
+    "Diagnosis of BRAF V600E-mutated cutaneous melanoma, papillary thyroid cancer, or NSCLC.",
+    # NCT05503797 (a BRAF V600E study): narrowed to three tumour types
+    "Colorectal Cancer (CRC) participants with known KRAS/NRAS and BRAF mutations.",  # NCT06695845: one tumour type
+    "Patients who are MSI-high or have a BRAF V600E mutation are excluded from Arm 1 (FOLFIRI) and Arm 2 (Active "
+    "Surveillance).",  # NCT03803553: two arms
+    "Inability to confirm biomarker eligibility based on valid results from either central testing of blood or local "
+    "testing of blood or tumor tissue that documents one of the protocol-defined PIK3CA mutations",  # NCT04802759
+])
+def test_variant_exclusions_outside_a_plain_exclusion_are_medium(text):
+    got = statuses(text, "exclusion")
+    assert got and all(c == "medium" for _, c in got), got
+
+
+def test_examples_in_an_exclusion_each_exclude():
+    # NCT06119581: 'genes such as EGFR, ALK, BRAF (V600E), ...' - each example is excluded on its own
+    got = statuses("Documented additional validated targetable oncogenic driver mutation or alteration in genes such "
+                   "as epidermal growth factor receptor (EGFR), anaplastic lymphoma kinase (ALK), BRAF (V600E), MET "
+                   "(exon 14), ROS1", "exclusion")
+    assert (("variant", "BRAF", "present:V600E", "exclude", None), "high") in got
+
+
+def test_joined_genes_share_the_status_after_the_last():
+    # written for this test on the pattern of NCT04093167 ('Confirmed EGFR and ALK mutation-negative disease')
+    assert statuses("EGFR, ALK and ROS1 wild-type") == [
+        (("variant", g, "absent", "include", None), "high") for g in ("EGFR", "ALK", "ROS1")]
+    assert (("variant", "EGFR", "present", "include", None), "high") in statuses("EGFR mutation and ALK negative")
+
+
+def test_a_negation_reaches_every_gene_of_its_list():
+    # NCT04892953: 'must not harbor any EGFR ..., ALK fusion, ROS1 rearrangements, RET fusions, or MET exon 14'
+    got = statuses("For lung adenocarcinoma patients, patients must not harbor any EGFR sensitizing mutations, ALK "
+                   "fusion, ROS1 rearrangements, RET fusions, or MET exon 14 skipping mutations.")
+    assert {k[1] for k, _ in got} == {"EGFR", "ALK", "ROS1", "RET", "MET"}
+    assert all(k[3] == "exclude" for k, _ in got), got
+
+
+@pytest.mark.parametrize("text", [
+    "Participants with unknown EGFR status must have testing performed",  # written on the pattern of NCT06561386
+    "Presence of primary driver mutations other than KRAS G12C, and other KRAS mutations besides G12C",
+    # written on the pattern of NCT07227025 (a KRAS G12C study)
+])
+def test_words_that_are_no_variant_status_give_none(text):
+    assert statuses(text, "exclusion") == []
+
+
+def test_hyphenated_exon_names_are_variants():
+    # NCT06116682: 'MET Exon-14 skipping mutant NSCLC' names the exon 14 variant, not any MET alteration
+    got = statuses("MET Exon-14 skipping mutant NSCLC", "exclusion")
+    assert got == [(("variant", "MET", "present:exon 14 skipping", "exclude", None), "high")]

@@ -20,7 +20,7 @@ from gateway.terminology.lexicons import Lexicons, default_lexicons
 log = logging.getLogger(__name__)
 
 # Bump when a change to the extractor changes its output: cached results of older versions are not reused.
-EXTRACTOR_VERSION = "6"
+EXTRACTOR_VERSION = "7"
 
 # Kinds whose recogniser reads the status itself ('EGFR-negative', 'not detected'): only negation triggers
 # standing before the mention ('no', 'without', 'negative for', 'must not') come from context.
@@ -153,7 +153,7 @@ def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
                 unparsed = True
         if not found_in_line:
             continue
-        ctx = Context.for_text(line, rules)
+        ctx = Context.for_text(_NOT_LIMITED.sub(lambda m: " " * len(m.group(0)), line), rules)
         whole = ctx.whole() | (parent().whole() if ls > 0 else set())
         subgroup = _SUBGROUP.match(line)
         if subgroup:  # 'Patients who received chemotherapy must ...': what defines the subgroup is no requirement
@@ -238,8 +238,8 @@ def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
                 if crit.section == "exclusion" and negated and not f.negated and f.rule != "pregnancy-negative-test":
                     reasons.append("negated exclusion")
                 reasons += _kind_reasons(f, line)
-                if kind == "receptor":
-                    reasons += _receptor_reasons(f, line, low, ls, exclude)
+                if kind in _STATUS_KINDS:
+                    reasons += _status_reasons(f, line, original, low, ls, exclude)
                 if kind == "diagnosis" and "\n" in low.strip():
                     # a diagnosis inside a long nested list ('Medical Conditions' + 12 items): read at medium (on a
                     # reading of corpus findings, these were the ones whose sense could not be confirmed)
@@ -331,6 +331,10 @@ def _diagnosis_exceptions(ctx: Context, line: str, original: str) -> list[tuple[
     return out or None
 
 
+# '(including but not limited to)': no negation and no end of a negation's scope ('must not have other known
+# alterations, such as (but not limited to) EGFR ..., ALK ...'); ConText reads its 'but' and 'not' as both
+_NOT_LIMITED = re.compile(r"\bbut\s+(?:is\s+|are\s+)?not\s+limited\s+to\b")
+
 # Negations that state what a patient must not have received: they govern the whole list that follows them.
 _THERAPY_NEGATION = re.compile(r"\b(?:not|never)(?:\s+(?:have|has|had|been|received|receive|previously))*$|"
                                r"\bna[iï]ve\s+to$")
@@ -346,7 +350,8 @@ def _listed_negation(found: list[tuple[str, Finding]], ctx: Context, line: str) 
                 _THERAPY_NEGATION.search(line[t.start:t.end])]
     if not triggers:
         return out
-    items = sorted((f for _, f in found if f.value is not None and f.kind == "prior-therapy"), key=lambda f: f.start)
+    items = sorted((f for _, f in found if f.value is not None and f.kind in ("prior-therapy", "variant")),
+                   key=lambda f: f.start)
     negated_prev: Finding | None = None
     for f in items:
         negated = "NEGATED_EXISTENCE" in ctx.categories(f.start, f.end)
@@ -388,19 +393,31 @@ def _parent_qualifies(first_line: str) -> bool:
 # HER2-positive patient).
 _HR_SETTING = re.compile(r"\bfor\b[^.;:()]{0,80}$")
 _THERAPY_BEFORE = re.compile(r"\b(?:therap(?:y|ies)|treatments?|treated|regimens?|use\s+of|conjugates?|inhibitors?|"
-                             r"agents?|drugs?|antibod(?:y|ies)|vaccines?)\b[^.;:]{0,60}$")
-_HR_LIST = re.compile(r"\b(?:following|including|includes?|such\s+as|e\.g|types?|subtypes?|cohorts?|groups?|phase|"
-                      r"parts?|arms?|steps?)\b|:")
+                             r"agents?|drugs?|antibod(?:y|ies)|vaccines?|targets?|targeting)\b[^.;:]{0,60}$")
+_COHORT_WORDS = re.compile(r"\b(?:types?|subtypes?|cohorts?|groups?|phases?\s*(?:[0-9]|i\b|ii\b|one|two)|"
+                           r"(?:parts?|arms?)\s+(?:[0-9]{1,2}[a-z]?|[a-z]|i{1,3}|iv)\b|steps?\s*[0-9]|modules?|substud(?:y|ies)|"
+                           r"strat(?:um|a))")
+# A label before a colon names a cohort when it names a tumour type ('NSCLC: ...', 'HR-positive breast cancer: ...');
+# 'Histology: ...' or 'Disease indication: ...' is only a heading
+_COLON_LABEL = re.compile(r"(?:^|[.;]\s)([^.;:]{1,80}):")
+_COHORT_LABEL = re.compile(r"\b(?:nsclc|sclc|crc|hcc|rcc|hnscc|scchn|pdac|btc|escc|mpm|gej|tnbc|bc|mcrpc|crpc|"
+                           r"cancers?|carcinomas?|tumou?rs?|melanoma|lymphomas?|leuka?emias?|myelomas?|sarcomas?|"
+                           r"mesothelioma|gliomas?|glioblastoma|adenocarcinoma|specific|only)\b")
+_COHORT_ABOVE = re.compile(r"\b(?:types?|subtypes?|cohorts?|groups?|phase\s*[0-9i]|parts?\s+[a-z0-9]|arms?|modules?|"
+                           r"substud(?:y|ies))\b")
+_EXAMPLE_WORDS = re.compile(r"\b(?:following|including|includes?|such\s+as|e\.g)\b")
 # ... and above a nested item: lists of tumour types or cohorts, not 'meeting the following criteria:' nor 'Step 1'
 _LIST_ABOVE = re.compile(r"\bfollowing\s+(?:[\w-]+\s+){0,3}?(?:tumou?rs?|cancers?|types?|subtypes?|histolog\w*|"
                          r"diseases?|malignancies|indications?|cohorts?|groups?|parts?)\b|\b(?:including|includes?|"
-                         r"such\s+as|e\.g|types?|subtypes?|cohorts?|groups?|phase\s*[0-9i]|parts?\s+[a-z0-9]|arms?)\b")
+                         r"such\s+as|e\.g|types?|subtypes?|cohorts?|groups?|phase\s*[0-9i]|parts?\s+[a-z0-9]|arms?)\b|"
+                         r"\b(?:one|any|either)\s+of\s+the\s+following\b")
 # 'HR+/HER2- BC: Participants must ...', 'Triple Negative Breast Cancer (TNBC) - Progressed after ...': a label; not
 # 'HER2+ solid tumor, including but not limited to:' nor 'HER2-positive, defined as follows:'
 _HR_LABEL = re.compile(r"(?![^.;:,]*\b(?:including|such\s+as|e\.g|following|follows|defined|below)\b)"
                        r"[^.;:,]{0,50}?(?::|\s-\s?(?=[a-z]))")
 _LABEL_START = re.compile(r"^\W*(?:[a-z0-9]{1,4}[.)]\s*)?(?:[\w/+-]+\s+){0,3}$")  # a label starts its line
-_HR_SUBGROUP = re.compile(r"\b(?:participants?|patients?|subjects?|women|men|those|individuals?)\s+(?:who|with)\b")
+_HR_SUBGROUP = re.compile(r"\b(?:participants?|patients?|subjects?|women|men|those|individuals?)\s+"
+                          r"(?:who|with|whose)\b|\btumou?rs?\s+(?:that|which|with)\b")
 _SUBGROUP_RULE = re.compile(r"\b(?:must|should|will\s+(?:be\s+required|need|have\s+to)|(?:are|is)\s+required|"
                             r"need\s+to)\b")
 _SUBGROUP_AFTER = re.compile(r"\s*(?:\([^()]*\)\s*)?(?:[a-z/+-]+\s+){0,3}?(?:patients|participants|subjects|women|"
@@ -427,7 +444,44 @@ _RECEPTOR_NAMES = {"ER": r"(?<![a-z0-9])(?:er|estrogen\s+receptors?|oestrogen\s+
                    "HER2": r"(?<![a-z0-9])(?:her2|her-2|her\s2|erbb2)(?:\s*\(her2\))?"}
 # An exclusion narrowed by what follows ('HER2-negative cancers that have no FDA approved indication for ...'):
 # excluding every patient with the status would exclude more than the study does (parentheses read as removed)
-_NARROWED_AFTER = re.compile(r"[^.;]{0,60}?\b(?:that|which|whose|who|with|without)\b")
+_NARROWED_AFTER = re.compile(r"[^.;]{0,60}?\b(?:that|which|whose|who|with|without|"
+                             r"and\s+(?:has|have|had|is|are|was|were|not|no|did|does|do))\b")
+# Variants, MSI / MMR, PD-L1: alternatives ('at least one of', a line ending 'or', another gene named beside a
+# required one: 'mutation in BRCA1, BRCA2, or PALB2'; symbols from the original text, variants like L858R are not)
+_ANY_OF = re.compile(r"\b(?:one|any|either)\s+(?:or\s+more\s+)?of\b")
+_OR_AT_END = re.compile(r"(?:[;,]\s*|\s)(?:or|and/or)\s*$")
+_OTHER_GENE = re.compile(r"(?:,|\bor\b|\band/or\b|/)\s*(?:the\s+)?([A-Z]{2,6}[0-9]{0,2}[A-Z]?)(?![a-z0-9])"
+                         r"(?!\s*(?:cells?|tumou?rs?|cancer|disease|guidelines?)\b)")
+_NOT_GENES = frozenset({"NSCLC", "SCLC", "CRC", "HCC", "RCC", "HNSCC", "SCCHN", "PDAC", "BTC", "ESCC", "MPM", "GEJ",
+                        "TNBC", "CNS", "FDA", "EMA", "CLIA", "CAP", "ASCO", "NGS", "PCR", "IHC", "FISH", "ISH", "DNA",
+                        "RNA", "ECOG", "ULN", "AND", "OR", "THE", "WHO", "NCCN", "AJCC", "NOS", "CUP", "AML", "ALL",
+                        "CLL", "CML", "MDS", "NHL", "DLBCL", "MCL", "SLL", "GIST", "IV", "III", "II"})
+
+
+def _other_genes(f: Finding, original: str, start: int, end: int) -> bool:
+    """Another gene named in ``original[start:end]`` as an item of a list with the finding's ('BRCA1, BRCA2, or
+    PALB2'); tumour names, test names and the finding's own gene ('one of the six KRAS mutations (KRAS G12C, ...)')
+    are not."""
+    return any(m.group(1) not in _NOT_GENES and m.group(1) != f.concept.upper()
+               for m in _OTHER_GENE.finditer(original, start, end))
+
+
+# A cohort named after the status ('... are excluded from arm 1 (FOLFIRI)', 'EGFR positive lung cancer (arm 1-cancer
+# group)'), a subgroup named by its tumour type ('Colorectal cancer (CRC) participants with known KRAS ... mutations')
+_COHORT_AFTER = re.compile(r"\b(?:from|for|in|to)\s+(?:the\s+)?(?:arms?|cohorts?|parts?|groups?|modules?|"
+                           r"substud(?:y|ies))\s+[a-z0-9]|\(\s*(?:arms?|cohorts?|parts?|groups?)\s*[a-z0-9]")
+_TUMOUR_SUBGROUP = re.compile(r"\b(?:nsclc|sclc|crc|hcc|rcc|hnscc|pdac|btc|cancer|carcinoma|melanoma|tumou?r)\s*"
+                              r"(?:\([a-z]{2,6}\)\s*)?(?:participants?|patients?|subjects?)\s+(?:with|who|whose)\b")
+_TUMOUR_RIGHT_AFTER = re.compile(r"[\s-]*(?:[a-z-]+\s+){0,2}?(?:nsclc|sclc|crc|hcc|rcc|hnscc|pdac|btc|cancers?|"
+                                 r"carcinomas?|tumou?rs?|melanoma|lymphomas?|adenocarcinoma)\b")
+_OR_JUST_BEFORE = re.compile(r"\b(?:nsclc|sclc|crc|hcc|rcc|hnscc|pdac|btc|cancers?|carcinomas?|tumou?rs?|melanoma|"
+                             r"lymphomas?)\s*(?:\([a-z]{2,6}\)\s*)?,?\s+or\s+(?:(?!with\b)[a-z-]+\s+){0,2}$")
+
+_CANNOT_CONFIRM = re.compile(r"\b(?:inability|unable|failure|fail(?:s|ed)?)\s+to\s+"
+                             r"(?:confirm|determine|document|provide|obtain)\b")
+# A relative's result ('have one or more children who have tested positive for a BRCA1 ... mutation')
+_RELATIVE = re.compile(r"\b(?:children|child|relatives?|family\s+members?|parents?|siblings?|mother|father|sisters?|"
+                       r"brothers?|daughters?|sons?)\s+(?:who|with|of|that)\b")
 
 
 def _sentence(line: str, f: Finding) -> tuple[int, int]:
@@ -448,9 +502,10 @@ def _lines_over(low: str, ls: int) -> list[str]:
                         or len(ln.split()) <= 12]
 
 
-def _receptor_reasons(f: Finding, line: str, low: str, ls: int, exclude: bool) -> list[str]:
-    """Why a receptor status (ER, PR, HER2, HR) is no study-wide rule (the contexts above). ``line`` is the line of
-    the criterion ``low`` that starts at ``ls``; ``exclude``: the finding excludes who has the status."""
+def _status_reasons(f: Finding, line: str, original: str, low: str, ls: int, exclude: bool) -> list[str]:
+    """Why a status a recogniser read (a receptor, a gene variant, MSI / MMR, PD-L1) is no study-wide rule: the
+    contexts above. ``line`` (lower case) and ``original`` are the line of the criterion ``low`` that starts at
+    ``ls``; ``exclude``: the finding excludes who has the status."""
     s0, s1 = _sentence(line, f)
     before, sentence = line[s0:f.start], line[s0:s1]
     rest = sentence[:f.start - s0] + " " * (f.end - f.start) + sentence[f.end - s0:]  # the sentence without f
@@ -459,13 +514,32 @@ def _receptor_reasons(f: Finding, line: str, low: str, ls: int, exclude: bool) -
     if _HR_SETTING.search(before) or _THERAPY_BEFORE.search(before):
         out.append("the setting of a therapy")
     above = _lines_over(low, ls)
-    if _HR_LIST.search(line, 0, f.start) or (_HR_LABEL.match(line, f.end) and _LABEL_START.match(line[:f.start])) or \
-            (ls > 0 and any(_LIST_ABOVE.search(ln) for ln in above)):
+    # examples in an exclusion ('genes such as EGFR, ALK, BRAF (V600E)') each exclude; cohort words never do
+    listed = _COHORT_WORDS.search(line, 0, f.start) or (not exclude and _EXAMPLE_WORDS.search(line, 0, f.start)) or \
+        any(_COHORT_LABEL.search(m.group(1)) and not (exclude and _EXAMPLE_WORDS.search(m.group(1)))
+            for m in _COLON_LABEL.finditer(line, 0, f.start))
+    if listed or (_HR_LABEL.match(line, f.end) and _LABEL_START.match(line[:f.start])) or \
+            (ls > 0 and any(_COHORT_ABOVE.search(ln) or (not exclude and _LIST_ABOVE.search(ln)) for ln in above)):
         out.append("one tumour type of a list")
-    if _HR_SUBGROUP.search(before) and _SUBGROUP_RULE.search(line, f.end, s1) or _SUBGROUP_AFTER.match(line, f.end):
+    if _COHORT_AFTER.search(line, f.end, s1):
+        out.append("one cohort only")  # '... are excluded from arm 1 (FOLFIRI) and arm 2'
+    if _HR_SUBGROUP.search(before) and _SUBGROUP_RULE.search(line, f.end, s1) or _SUBGROUP_AFTER.match(line, f.end) \
+            or (exclude and _TUMOUR_SUBGROUP.search(before)):
         out.append("a subgroup")
+    if _RELATIVE.search(before):
+        out.append("a relative's result")
+    if _CANNOT_CONFIRM.search(before):
+        out.append("a result that could not be confirmed")  # 'Inability to confirm ... PIK3CA mutations' (exclusion)
     if not exclude:  # alternatives in an exclusion each exclude on their own ('TNBC or HER2+ breast cancer')
-        if f.concept == "HR":
+        if f.kind != "receptor":
+            near = _other_genes(f, original, max(s0, f.start - 40), min(s1, f.end + 50))
+            # 'MSI-H CRC, esophagogastric cancer, mesothelioma': the status of one tumour type of a list;
+            # 'advanced melanoma or PD-L1-positive solid tumor': one of two kinds of patients
+            tumour_item = _TUMOUR_RIGHT_AFTER.match(line, f.end) and len(_OTHER_TUMOUR.findall(rest)) >= 2
+            other = bool(_OR_AT_END.search(line) or (f.value == "present" and near) or tumour_item or
+                         _OR_JUST_BEFORE.search(before) or
+                         (_ANY_OF.search(before) and _other_genes(f, original, s0, s1)))
+        elif f.concept == "HR":
             other = bool(_HR_OTHER_SIGN.search(sentence))
         elif triple:
             other = bool(_POSITIVE_SIGN.search(rest) or _OTHER_TUMOUR.search(rest))
@@ -478,7 +552,9 @@ def _receptor_reasons(f: Finding, line: str, low: str, ls: int, exclude: bool) -
             out.append("alternatives")
     if exclude and triple:
         out.append("one receptor of an excluded combination")
-    if exclude and _NARROWED_AFTER.match(re.sub(r"\([^()]*\)", lambda m: " " * len(m.group(0)), line), f.end):
+    unbracketed = re.sub(r"\([^()]*\)", lambda m: " " * len(m.group(0)), line)
+    if exclude and (_NARROWED_AFTER.match(unbracketed, f.end) or
+                    len(_OTHER_TUMOUR.findall(unbracketed, f.end, s1)) >= 2):
         out.append("an exclusion narrowed by what follows")
     return out
 

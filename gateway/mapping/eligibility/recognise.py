@@ -369,10 +369,25 @@ _THERAPY_AFTER = re.compile(r"^[\s-]*(?:tki|tkis|inhibitor|inhibitors|targeted|d
 _AMBIGUOUS_GENE_WORDS = {"met", "ret", "alk"}
 
 
+_COORDINATED = re.compile(r"\s*(?:,\s*(?:and\s+|or\s+)?|and\s+|or\s+|and/or\s+|/\s*)")
+
+
+def _coordinated_absent(text: str, hits: list, i: int) -> bool:
+    """'EGFR, ALK and ROS1 wild-type': genes joined only by list words share the status the last one carries."""
+    j = i
+    while j + 1 < len(hits) and _COORDINATED.fullmatch(text, hits[j][1], hits[j + 1][0]):
+        j += 1
+    if j == i:
+        return False
+    phrase = re.split(r"[.;,)]|\b(?:or|and|who|that|with)\b", text[hits[j][1]:hits[j][1] + 45], maxsplit=1)[0]
+    return bool(re.match(rf"^[\s\-:/(]*(?:[a-z0-9]+[\s-]+){{0,4}}?(?:{_ABSENT})", phrase))
+
+
 @recogniser("variant")
 def variants(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
     seen: set[str] = set()
-    for start, end, gene in _gene_names(lx).find(text):
+    hits = list(_gene_names(lx).find(text))
+    for i, (start, end, gene) in enumerate(hits):
         m = _Span(start, end, text)
         gene = str(gene)
         word = original[m.start():m.end()]
@@ -385,6 +400,9 @@ def variants(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
         before = text[max(0, m.start() - 35):m.start()]
         if re.search(r"(?:other\s+than|except|besides|excluding|apart\s+from)\s*(?:for\s+)?$", before):
             continue
+        if re.search(r"\b(?:unknown|untested|not\s+(?:been\s+)?tested\s+for)\s+(?:[a-z0-9/-]+,?\s+){0,3}$", before) or \
+                (re.search(r"\bother\s+$", before) and re.search(r"\b(?:besides?|except|other\s+than)\b", after)):
+            continue  # 'participants with unknown EGFR status', 'other KRAS mutations beside G12C': no status
         status = None
         # nearest status word after the gene (within its phrase), else just before it
         phrase = re.split(r"[.;,)]|\b(?:or|and|who|that|with)\b", after, maxsplit=1)[0]
@@ -393,6 +411,8 @@ def variants(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
             status = "absent"
         elif pa:
             status = "present"
+        elif _coordinated_absent(text, hits, i):
+            status = "absent"  # 'EGFR and ALK mutation-negative': the status after the last gene is each one's
         else:
             pb = re.search(rf"(?P<w>{_ABSENT}|{_PRESENT}|known|documented|confirmed)[\s-]+(?:[a-z0-9]+[\s-]+){{0,2}}$",
                            before)
