@@ -436,3 +436,75 @@ def test_hyphenated_exon_names_are_variants():
     # NCT06116682: 'MET Exon-14 skipping mutant NSCLC' names the exon 14 variant, not any MET alteration
     got = statuses("MET Exon-14 skipping mutant NSCLC", "exclusion")
     assert got == [(("variant", "MET", "present:exon 14 skipping", "exclude", None), "high")]
+
+
+def therapies(text: str, section: str = "inclusion") -> list[tuple[tuple, str]]:
+    return [(k, c) for k, c in found(text, section) if k[0] == "prior-therapy"]
+
+
+# Prior therapy read over the corpus (docs/eligibility.md, "Prior therapy read over the corpus"): corpus lines.
+@pytest.mark.parametrize(("text", "medium"), [
+    ("Prior therapy with abiraterone acetate, enzalutamide, apalutamide, or darolutamide", {"1307298", "1999574"}),
+    # NCT04038502: one of four drugs, not each
+    ("Prior progression on at least one ARDT (enzalutamide, abiraterone, apalutamide, darolutamide).",
+     {"1307298", "1999574"}),  # NCT06691984
+    ("Participants must have had previous treatment with an androgen receptor pathway inhibitor (abiraterone, "
+     "enzalutamide, apalutamide, or darolutamide).", {"1307298", "1999574"}),  # NCT06764485: the class stays the rule
+    ("Have had previous treatment with 1) chemotherapy that included a drug called cisplatin or a drug called "
+     "carboplatin and 2) a type of drug called an immune checkpoint inhibitor", {"2555", "40048"}),
+    # NCT05853575: the two platinum drugs are alternatives, the checkpoint inhibitor is required
+])
+def test_therapies_listed_as_alternatives_are_medium(text, medium):
+    got = therapies(text)
+    assert {k[1] for k, c in got if c == "medium"} >= medium
+    assert all(c == "high" for k, c in got if k[1] not in medium and k[1] != "chemotherapy"), got
+
+
+def test_a_class_named_with_its_examples_stays_the_rule():
+    got = therapies("Participants must have had previous treatment with an androgen receptor pathway inhibitor "
+                    "(abiraterone, enzalutamide, apalutamide, or darolutamide).")  # NCT06764485
+    assert (("prior-therapy", "ar-inhibitor", "received", "include", None), "high") in got
+
+
+@pytest.mark.parametrize("text", [
+    "Must have received prior platinum and taxane chemotherapy",  # written for this test: both are required
+    "Patients must have received prior PD-1/PD-L1 inhibitor therapy",  # NCT03607890
+])
+def test_therapies_required_together_stay_high(text):
+    got = [(k, c) for k, c in therapies(text) if k[1] != "chemotherapy"]
+    assert got and all(c == "high" for _, c in got), got
+
+
+@pytest.mark.parametrize("text", [
+    "Prior intolerance to anti-PD-(L)1 monoclonal antibody",  # NCT04370587 (shortened): no therapy received
+    "Chronic gastrointestinal diseases, inability to swallow the formulated product, or previous significant bowel "
+    "resection that would preclude adequate absorption abemaciclib",  # NCT05095207 (shortened)
+    "Any comorbid condition that would preclude the administration of docetaxel/prednisone",  # NCT06615752
+    "Platinum resistant or refractory disease",  # NCT06971744: a disease state
+    "Concurrent use of endocrine therapy (tamoxifen, anastrozole, letrozole, exemestane, oral contraceptive pills)",
+    # NCT05095207: current use only, no window
+    "Prior treatment with docetaxel (Part 2 only)",  # NCT05094336: one part
+    "Previous treatment with liposomal doxorubicin",  # NCT05610735: one formulation
+    "Previously treated with three or more FDA-approved androgen/AR signaling inhibitors (ASI) (e.g., abiraterone, "
+    "enzalutamide, apalutamide, darolutamide).",  # NCT06100705: a count (not built)
+    "Disease progression within 6 months of receiving any HER2-targeted therapy",  # NCT05894239: an event
+    "Prior allogeneic stem cell transplant with active graft-versus-host disease (GVHD)",  # NCT06859008 (shortened)
+    "Treatment with checkpoint inhibitor in off-label capacity or through a clinical/interventional trial",
+    # NCT05037825
+])
+def test_therapy_exclusions_outside_a_plain_exclusion_are_medium(text):
+    got = therapies(text, "exclusion")
+    assert got and all(c == "medium" for _, c in got), got
+
+
+
+@pytest.mark.parametrize("text", [
+    "Patients who have ever received or are currently receiving other types of immunotherapies (nivolumab, "
+    "ipilimumab, durvalumab or atezolizumab).",  # NCT05415358: ever received, not current use only
+    "Has received prior therapy with an anti-PD-1, anti-PD-L1, or anti PD L2 agent or with an agent directed to "
+    "another stimulatory or co-inhibitory T-cell receptor",  # NCT06083844: 'or with' is no narrowing
+    "Prior allogeneic stem cell transplantation or organ transplantation.",  # NCT04918186
+])
+def test_plain_therapy_exclusions_stay_high(text):
+    got = therapies(text, "exclusion")
+    assert got and all(c == "high" for _, c in got), got

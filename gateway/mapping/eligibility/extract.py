@@ -20,7 +20,7 @@ from gateway.terminology.lexicons import Lexicons, default_lexicons
 log = logging.getLogger(__name__)
 
 # Bump when a change to the extractor changes its output: cached results of older versions are not reused.
-EXTRACTOR_VERSION = "7"
+EXTRACTOR_VERSION = "8"
 
 # Kinds whose recogniser reads the status itself ('EGFR-negative', 'not detected'): only negation triggers
 # standing before the mention ('no', 'without', 'negative for', 'must not') come from context.
@@ -240,6 +240,8 @@ def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
                 reasons += _kind_reasons(f, line)
                 if kind in _STATUS_KINDS:
                     reasons += _status_reasons(f, line, original, low, ls, exclude)
+                if kind == "prior-therapy":
+                    reasons += _therapy_reasons(f, line, low, ls, exclude)
                 if kind == "diagnosis" and "\n" in low.strip():
                     # a diagnosis inside a long nested list ('Medical Conditions' + 12 items): read at medium (on a
                     # reading of corpus findings, these were the ones whose sense could not be confirmed)
@@ -257,7 +259,7 @@ def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
                             (kind, f.concept) in MEDIUM_CONCEPTS else HIGH,
                             reasons=tuple(reasons))
                 findings.append(f)
-    findings = _joint_reasons(_merge_stages(_dedupe(findings)), low)
+    findings = _therapy_lists(_joint_reasons(_merge_stages(_dedupe(findings)), low), low, lx)
     if findings:
         return CriterionResult(crit, tuple(_dedupe(findings)))
     if NOT_CHECKABLE.search(crit.text):
@@ -394,17 +396,17 @@ def _parent_qualifies(first_line: str) -> bool:
 _HR_SETTING = re.compile(r"\bfor\b[^.;:()]{0,80}$")
 _THERAPY_BEFORE = re.compile(r"\b(?:therap(?:y|ies)|treatments?|treated|regimens?|use\s+of|conjugates?|inhibitors?|"
                              r"agents?|drugs?|antibod(?:y|ies)|vaccines?|targets?|targeting)\b[^.;:]{0,60}$")
-_COHORT_WORDS = re.compile(r"\b(?:types?|subtypes?|cohorts?|groups?|phases?\s*(?:[0-9]|i\b|ii\b|one|two)|"
-                           r"(?:parts?|arms?)\s+(?:[0-9]{1,2}[a-z]?|[a-z]|i{1,3}|iv)\b|steps?\s*[0-9]|modules?|substud(?:y|ies)|"
-                           r"strat(?:um|a))")
+_COHORT_WORDS = re.compile(r"\b(?:(?:tumou?r|cancer|disease|histolog\w*)\s+(?:sub)?types?|subtypes?|cohorts?|groups?|"
+                           r"phases?\s*(?:[0-9]|i\b|ii\b|one|two)|(?:parts?|arms?)\s+(?:[0-9]{1,2}[a-z]?|[a-z]|i{1,3}|iv)\b|"
+                           r"steps?\s*[0-9]|(?:modules?|substud(?:y|ies))\s+[a-z0-9]{1,2}\b|strat(?:um|a))")
 # A label before a colon names a cohort when it names a tumour type ('NSCLC: ...', 'HR-positive breast cancer: ...');
 # 'Histology: ...' or 'Disease indication: ...' is only a heading
 _COLON_LABEL = re.compile(r"(?:^|[.;]\s)([^.;:]{1,80}):")
 _COHORT_LABEL = re.compile(r"\b(?:nsclc|sclc|crc|hcc|rcc|hnscc|scchn|pdac|btc|escc|mpm|gej|tnbc|bc|mcrpc|crpc|"
                            r"cancers?|carcinomas?|tumou?rs?|melanoma|lymphomas?|leuka?emias?|myelomas?|sarcomas?|"
-                           r"mesothelioma|gliomas?|glioblastoma|adenocarcinoma|specific|only)\b")
-_COHORT_ABOVE = re.compile(r"\b(?:types?|subtypes?|cohorts?|groups?|phase\s*[0-9i]|parts?\s+[a-z0-9]|arms?|modules?|"
-                           r"substud(?:y|ies))\b")
+                           r"mesothelioma|gliomas?|glioblastoma|adenocarcinoma|specific|only|expansion|escalation)\b")
+_COHORT_ABOVE = re.compile(r"\b(?:tumou?r\s+types?|subtypes?|cohorts?|groups?|phase\s*[0-9i]|parts?\s+[a-z0-9]|arms?|"
+                           r"(?:modules?|substud(?:y|ies))\s+[a-z0-9]{1,2})\b")
 _EXAMPLE_WORDS = re.compile(r"\b(?:following|including|includes?|such\s+as|e\.g)\b")
 # ... and above a nested item: lists of tumour types or cohorts, not 'meeting the following criteria:' nor 'Step 1'
 _LIST_ABOVE = re.compile(r"\bfollowing\s+(?:[\w-]+\s+){0,3}?(?:tumou?rs?|cancers?|types?|subtypes?|histolog\w*|"
@@ -484,10 +486,18 @@ _RELATIVE = re.compile(r"\b(?:children|child|relatives?|family\s+members?|parent
                        r"brothers?|daughters?|sons?)\s+(?:who|with|of|that)\b")
 
 
-def _sentence(line: str, f: Finding) -> tuple[int, int]:
-    s0 = max(line.rfind(". ", 0, f.start), line.rfind(";", 0, f.start), -1) + 1
-    ends = [i for i in (line.find(". ", f.end), line.find(";", f.end)) if i >= 0]
-    return s0, min(ends) if ends else len(line)
+# A sentence ends at '. ' or ';' (and, in a whole criterion, at a line end); not at 'e.g. ', 'i.e. ', 'vs. ', 'etc. '
+_SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)(?<!\betc)(?<!\bno)\.\s|;")
+_SENTENCE_END_LINES = re.compile(_SENTENCE_END.pattern + r"|\n")
+
+
+def _sentence(line: str, f: Finding, ends: re.Pattern = _SENTENCE_END) -> tuple[int, int]:
+    """The bounds of the sentence of ``line`` that holds the finding."""
+    s0 = 0
+    for m in ends.finditer(line, 0, f.start):
+        s0 = m.end()
+    m = ends.search(line, f.end)
+    return s0, m.start() if m else len(line)
 
 
 def _lines_over(low: str, ls: int) -> list[str]:
@@ -556,6 +566,118 @@ def _status_reasons(f: Finding, line: str, original: str, low: str, ls: int, exc
     if exclude and (_NARROWED_AFTER.match(unbracketed, f.end) or
                     len(_OTHER_TUMOUR.findall(unbracketed, f.end, s1)) >= 2):
         out.append("an exclusion narrowed by what follows")
+    return out
+
+
+# Prior therapy read over the corpus (2026-12-06; docs/eligibility.md, "Prior therapy read over the corpus"): a drug
+# named where the study means no therapy the patient received ('the donor for the allo-SCT', 'Prior intolerance to
+# anti-PD-(L)1', '... preclude adequate absorption of abemaciclib', 'that pembrolizumab is FDA approved indication'),
+# a disease state named after a therapy ('Platinum resistant or refractory disease' excludes no one for having had
+# platinum), current use only ('Concurrent use of endocrine therapy (tamoxifen, ...)' without a window), one cohort
+# ('MSS-CRC - progressed on oxaliplatin, ...', 'prior treatment with docetaxel (part 2 only)'), and the treatment of
+# another malignancy the criterion permits ('... carcinoma on hormonal therapies such as lupron or tamoxifen and in
+# clinical remission').
+_FORMULATION_BEFORE = re.compile(r"\b(?:liposomal|pegylated|intravesical|topical|intrathecal|intraperitoneal|"
+                                 r"intra-?arterial)\s+$")
+_COUNT_BEFORE = re.compile(r"(?:\b(?:[2-9]|two|three|four|five)\s+or\s+more|\bat\s+least\s+(?:[2-9]|two|three|four)|"
+                           r"\bmore\s+than\s+(?:[1-9]|one|two|three)|[>≥]\s*[1-9])\b[^;]*$")
+_THERAPY_NARROWED_AFTER = re.compile(r"[^.;]{0,40}?\b(?:in\s+(?:an?\s+)?off[\s-]label|through\s+a\s+(?:clinical|"
+                                     r"interventional)|as\s+part\s+of\s+a\s+(?:clinical\s+)?(?:trial|study))")
+_EVENT_BEFORE = re.compile(r"\b(?:toxicit\w*|adverse|aes?|iraes?|reactions?|progress\w*|relapse\w*|recurr\w*|"
+                           r"complications?|neuropathy|resistan\w*|refractory)\b[^;]{0,80}$")
+# 'prior allogeneic stem cell transplant with active graft-versus-host disease': only those with it
+_WITH_AFTER = re.compile(r"[^.;()]{0,40}?(?<!or )(?<!, )\b(?:with(?!\s+or\b)|who|that|which|whose|requiring|resulting|"
+                         r"leading)\b")
+_NOT_RECEIVED_BEFORE = re.compile(r"\b(?:because|preclude\w*|donors?|intoleran\w*|absorption|hypersensitiv\w*|"
+                                  r"allerg\w*|contraindicat\w*|inelig\w*\s+(?:for|to)|unable\s+to\s+(?:receive|tolerate|take)|inability\s+to\s+"
+                                  r"(?:receive|tolerate|take|swallow))\b[^;]{0,50}$")
+_INDICATION_AFTER = re.compile(r"[^.;]{0,30}\b(?:is|are)\s+(?:\w+\s+){0,4}?(?:approved|indicated)\b")
+_DISEASE_STATE_AFTER = re.compile(r"[\s-]*(?:resistant|refractory|sensitive|resistance|sensitivity|free\s+interval)\b")
+_CURRENT_ONLY = re.compile(r"\b(?:concurrent|concomitant|current|currently|ongoing|active)\s+(?:\w+\s+){0,3}?"
+                           r"(?:use|treatment|therapy|receiving|taking|administration)\b[^;]{0,80}$|"
+                           r"\bcurrently\s+(?:receiving|taking|on)\b[^;]{0,80}$")
+_RULE_FOR_SUBGROUP = re.compile(r"\b(?:patients|participants|subjects|those)\s+(?:with|who|whose)\b[^;]{2,120}?\b"
+                                r"(?:must|should)\b[^;]*$")
+_EVER = re.compile(r"\b(?:ever|prior|previous(?:ly)?|history|past)\b")
+_DASH_LABEL = re.compile(r"^\W*([^.;:]{2,80}?)\s-\s?(?=[a-z])")
+
+
+def _therapy_reasons(f: Finding, line: str, low: str, ls: int, exclude: bool) -> list[str]:
+    """Why a prior therapy read from the text is no study-wide rule (the contexts above). ``line`` is the line of the
+    criterion ``low`` that starts at ``ls``; ``exclude``: the finding excludes who received the therapy."""
+    s0, s1 = _sentence(line, f)
+    before = line[s0:f.start]
+    out = []
+    if _NOT_RECEIVED_BEFORE.search(before) or _INDICATION_AFTER.match(line, f.end, s1):
+        out.append("no therapy the patient received")
+    if _FORMULATION_BEFORE.search(before):
+        out.append("one formulation of the drug")  # 'previous treatment with liposomal doxorubicin'
+    if _COUNT_BEFORE.search(before):
+        out.append("a count of therapies")  # 'three or more FDA-approved ... (e.g., abiraterone, ...)': not built
+    heading = line.rstrip().endswith(":") and ls + len(line) < len(low.rstrip())
+    if exclude and (_EVENT_BEFORE.search(before) or heading):
+        # 'disease progression within 6 months of receiving any HER2-targeted therapy'; 'Patients who have received
+        # prior anti-PD-1 ...:' over the conditions it lists
+        out.append("an event of the therapy, not the therapy")
+    if exclude and (_THERAPY_NARROWED_AFTER.match(line, f.end, s1) or _WITH_AFTER.match(line, f.end, s1)):
+        out.append("an exclusion narrowed by what follows")  # '... in off-label capacity or through a clinical trial'
+    if exclude and _DISEASE_STATE_AFTER.match(line, f.end):
+        out.append("a disease state named after the therapy")
+    if exclude and f.window is None and _CURRENT_ONLY.search(before) and not _EVER.search(before):
+        out.append("current use only")
+    if _RULE_FOR_SUBGROUP.search(before):
+        out.append("a subgroup")  # 'Patients with BRAF V600 activating mutation must have received ... MEK inhibitor'
+    dash = _DASH_LABEL.match(line[:f.start])
+    if _COHORT_WORDS.search(line, 0, f.start) or _COHORT_AFTER.search(line, f.end, s1) or \
+            any(_COHORT_LABEL.search(m.group(1)) for m in _COLON_LABEL.finditer(line, 0, f.start)) or \
+            (dash and _COHORT_LABEL.search(dash.group(1))) or \
+            (ls > 0 and any(_COHORT_ABOVE.search(ln) for ln in _lines_over(low, ls))):
+        out.append("one cohort only")
+    return out
+
+
+_REMISSION = re.compile(r"\b(?:remission|disease[\s-]free|no\s+evidence\s+of\s+disease|cured|adequately\s+treated|"
+                        r"curative(?:ly)?)\b")
+_EXAMPLES_BEFORE = re.compile(r"\b(?:e\.g|such\s+as|including|includes?|like|for\s+example|at\s+least\s+one|"
+                              r"(?:one|any)\s+of)\b|\(\s*(?:[a-z0-9-]+(?:\s+[a-z0-9-]+)?\s*,\s*)*$")
+def _in_a_list(f: Finding, text: str, s0: int, s1: int) -> bool:
+    """An item of a list of alternatives: separators beside it and an 'or' (or examples) around it ('abiraterone,
+    enzalutamide, apalutamide, or darolutamide', 'cisplatin or a drug called carboplatin'); 'platinum and taxane' is
+    both, and a class followed by its examples ('an androgen receptor pathway inhibitor (abiraterone, ...)') is not an
+    item."""
+    before, after = text[max(s0, f.start - 60):f.start], text[f.end:min(s1, f.end + 60)]
+    beside = _SEP_BEFORE.search(before) or _SEP_AFTER.match(after)
+    return bool(beside and (re.search(r"\bor\b|and/or", before + " " + after) or
+                            _EXAMPLES_BEFORE.search(text, s0, f.start) or _COLON_LIST_BEFORE.search(before)))
+
+
+# 'signaling inhibitor: abiraterone, enzalutamide'
+_COLON_LIST_BEFORE = re.compile(r":\s*(?:[a-z0-9-]+(?:\s+[a-z0-9-]+)?\s*,\s*)*$")
+_SEP_BEFORE = re.compile(r"(?:,|/|\bor\b|\band/or\b)\s*(?:[a-z-]+\s+){0,3}$")
+_SEP_AFTER = re.compile(r"^\s*(?:[a-z-]+\s+){0,1}?(?:,|/|\bor\b|\band/or\b)")
+
+
+def _therapy_lists(findings: list[Finding], text: str, lx: Lexicons) -> list[Finding]:
+    """Required therapies named as a list ('Prior therapy with abiraterone acetate, enzalutamide, apalutamide, or
+    darolutamide'): alternatives, not each one required, unless a class the list exemplifies is named too ('an androgen
+    receptor pathway inhibitor (abiraterone, enzalutamide, ...)'), which stays the rule. Other-malignancy wording in
+    the criterion ('... on hormonal therapies such as tamoxifen and in clinical remission') makes its therapies
+    medium."""
+    out = []
+    for f in findings:
+        extra = []
+        if f.kind != "prior-therapy":
+            out.append(f)
+            continue
+        s0, s1 = _sentence(text, f, _SENTENCE_END_LINES)
+        if any(g.kind == "other-malignancy" and s0 <= g.start < s1 for g in findings) and \
+                _REMISSION.search(text, s0, s1):
+            extra.append("the treatment of another malignancy")
+        if not f.exclude and _in_a_list(f, text, s0, s1):
+            extra.append("alternatives")
+        if extra:
+            f = replace(f, confidence=MEDIUM, reasons=f.reasons + tuple(extra))
+        out.append(f)
     return out
 
 
