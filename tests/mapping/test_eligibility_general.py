@@ -508,3 +508,42 @@ def test_therapy_exclusions_outside_a_plain_exclusion_are_medium(text):
 def test_plain_therapy_exclusions_stay_high(text):
     got = therapies(text, "exclusion")
     assert got and all(c == "high" for _, c in got), got
+
+
+def cns(text: str, section: str = "exclusion") -> list[tuple[tuple, str]]:
+    return [(k, c) for k, c in found(text, section) if k[0] == "cns"]
+
+
+# CNS metastases read over the corpus (docs/eligibility.md, "CNS metastases read over the corpus"): corpus lines.
+@pytest.mark.parametrize(("text", "section"), [
+    ("Major surgery (e.g., laparoscopic nephrectomy, GI surgery, removal or biopsy of brain metastasis) within 4 weeks "
+     "before first dose of study treatment.", "exclusion"),  # NCT04820179: the object of a surgery
+    ("Ongoing use of systemic corticosteroids for control of symptoms of CNS metastases \\< 7 days prior to the first "
+     "dose of study treatment", "exclusion"),  # NCT06907043
+    ("Patients requiring immediate local therapy for brain metastases", "exclusion"),  # NCT06253871
+    ("Brain metastasis larger than 4 cm", "exclusion"),  # NCT05538130: narrowed
+    ("Brain metastases that would require administration of whole brain radiotherapy for management", "exclusion"),
+    # NCT05501665
+    ("Participants with brain metastases for whom complete surgical resections is clinically appropriate",
+     "exclusion"),  # NCT05789082
+    ("Asymptomatic brain metastases must meet ALL criteria of the following (a-d):", "inclusion"),  # NCT04486833
+    ("Additionally, for participants in cohort D, measurable brain metastases defined as at least one lesion",
+     "inclusion"),  # NCT05789082 (shortened): one cohort
+    ("Presence of metastases for exclusion: Screening CT and MRI will be assessed to exclude participants with brain "
+     "metastasis with long-axis\\>1cm", "inclusion"),  # NCT06520345
+])
+def test_cns_metastases_outside_a_plain_rule_are_medium(text, section):
+    got = cns(text, section)
+    assert got and all(c == "medium" for _, c in got), got
+
+
+@pytest.mark.parametrize(("text", "section"), [
+    ("Known brain metastases or cranial epidural disease", "exclusion"),  # NCT05168618
+    ("Patients with known brain metastases.", "exclusion"),  # NCT06492122
+    ("Patients must have at least 1 and up to 8 total intact brain metastases detected on a contrast-enhanced MRI",
+     "inclusion"),  # NCT06500455 (shortened)
+    ("Presence of brain metastases that meet the following criteria:", "inclusion"),  # NCT06248606 (its first line)
+])
+def test_plain_cns_rules_stay_high(text, section):
+    got = cns(text, section)
+    assert got and all(c == "high" for _, c in got), got

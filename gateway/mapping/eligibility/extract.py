@@ -20,7 +20,7 @@ from gateway.terminology.lexicons import Lexicons, default_lexicons
 log = logging.getLogger(__name__)
 
 # Bump when a change to the extractor changes its output: cached results of older versions are not reused.
-EXTRACTOR_VERSION = "8"
+EXTRACTOR_VERSION = "9"
 
 # Kinds whose recogniser reads the status itself ('EGFR-negative', 'not detected'): only negation triggers
 # standing before the mention ('no', 'without', 'negative for', 'must not') come from context.
@@ -242,6 +242,8 @@ def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
                     reasons += _status_reasons(f, line, original, low, ls, exclude)
                 if kind == "prior-therapy":
                     reasons += _therapy_reasons(f, line, low, ls, exclude)
+                if kind == "cns":
+                    reasons += _cns_reasons(f, line, low, ls, exclude)
                 if kind == "diagnosis" and "\n" in low.strip():
                     # a diagnosis inside a long nested list ('Medical Conditions' + 12 items): read at medium (on a
                     # reading of corpus findings, these were the ones whose sense could not be confirmed)
@@ -655,6 +657,44 @@ def _in_a_list(f: Finding, text: str, s0: int, s1: int) -> bool:
 _COLON_LIST_BEFORE = re.compile(r":\s*(?:[a-z0-9-]+(?:\s+[a-z0-9-]+)?\s*,\s*)*$")
 _SEP_BEFORE = re.compile(r"(?:,|/|\bor\b|\band/or\b)\s*(?:[a-z-]+\s+){0,3}$")
 _SEP_AFTER = re.compile(r"^\s*(?:[a-z-]+\s+){0,1}?(?:,|/|\bor\b|\band/or\b)")
+
+
+# CNS metastases read over the corpus (2026-12-06; docs/eligibility.md, "CNS metastases read over the corpus"): the
+# metastases named as the object of a procedure or treatment ('major surgery (e.g., ... removal or biopsy of brain
+# metastasis) within 2 weeks', 'systemic corticosteroids for control of symptoms of CNS metastases'), exclusions
+# narrowed by what follows ('brain metastasis larger than 4 cm', 'brain metastases that would require whole brain
+# radiotherapy', '... for whom complete surgical resection is clinically appropriate'), rules for a subgroup
+# ('asymptomatic brain metastases must meet all criteria of the following', '... in participants with brain
+# metastases') and one cohort ('for participants in cohort D, measurable brain metastases').
+_CNS_OBJECT_BEFORE = re.compile(r"\b(?:removal|biops\w*|resections?|surgery|excision|radiation|radiotherapy|"
+                                r"irradiation|radiosurgery|srs|steroids?|corticosteroids?|symptoms|control|therapy|"
+                                r"treatment)\s+"
+                                r"(?:[\w-]+\s+){0,2}?(?:of|for|to)\s+(?:[\w-]+\s+){0,2}$")
+_CNS_NARROWED_AFTER = re.compile(r"\s*(?:\([^()]*\)\s*)?,?\s*(?:disease\s+)?(?:that|which|with(?!\s+or\b)|whose|"
+                                 r"for\s+whom|not\s+amenable|requiring|larger|greater|bigger|>|≥|>=|of\s+size|measuring|"
+                                 r"cannot)\b")
+_CNS_RULE_AFTER = re.compile(r"\s*(?:\([^()]*\)\s*)?(?:[\w-]+\s+){0,3}?(?:must|should|are\s+eligible|may\s+be|"
+                             r"are\s+(?:allowed|permitted))\b")
+_IN_SUBGROUP_BEFORE = re.compile(r"\b(?:in|for)\s+(?:participants|patients|subjects)\s+with(?:out)?\s+"
+                                 r"(?:[\w-]+\s+){0,3}$")
+
+
+def _cns_reasons(f: Finding, line: str, low: str, ls: int, exclude: bool) -> list[str]:
+    """Why CNS metastases read from the text are no study-wide rule (the contexts above)."""
+    s0, s1 = _sentence(line, f)
+    before = line[s0:f.start]
+    out = []
+    if _CNS_OBJECT_BEFORE.search(before):
+        out.append("the object of a procedure or treatment")
+    if exclude and _CNS_NARROWED_AFTER.match(line, f.end):
+        out.append("an exclusion narrowed by what follows")
+    if _CNS_RULE_AFTER.match(line, f.end) or _IN_SUBGROUP_BEFORE.search(before) or _RULE_FOR_SUBGROUP.search(before):
+        out.append("a subgroup")
+    if not exclude and re.search(r"\bexclud\w*", before):
+        out.append("an exclusion written in an inclusion line")  # '... will be assessed to exclude participants with
+    if _COHORT_WORDS.search(line, s0, f.start) or _COHORT_AFTER.search(line, f.end, s1):
+        out.append("one cohort only")
+    return out
 
 
 def _therapy_lists(findings: list[Finding], text: str, lx: Lexicons) -> list[Finding]:

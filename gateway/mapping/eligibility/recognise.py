@@ -566,7 +566,8 @@ _CNS = re.compile(
     r"spread)?|carcinomatous\s+meningitis|metasta\w*\s+(?:to|in|of)\s+(?:the\s+)?(?:brain|cns|central\s+nervous)|"
     r"meningeal\s+carcinomatosis")
 _CNS_QUALIFIERS = {"active": r"\bactive\b", "untreated": r"\buntreated\b|not\s+(?:been\s+)?(?:previously\s+)?treated",
-                   "symptomatic": r"(?<!a)symptomatic", "progressive": r"progress\w*|unstable|uncontrolled|growing",
+                   "symptomatic": r"(?<!a)symptomatic",
+                   "progressive": r"progress\w*|unstable|uncontrolled|growing|enlarg\w*|\bnew\b",
                    "leptomeningeal": r"leptomening\w*|carcinomatous\s+meningitis|meningeal"}
 
 
