@@ -547,3 +547,44 @@ def test_cns_metastases_outside_a_plain_rule_are_medium(text, section):
 def test_plain_cns_rules_stay_high(text, section):
     got = cns(text, section)
     assert got and all(c == "high" for _, c in got), got
+
+
+def conditions(text: str, section: str = "exclusion") -> list[tuple[tuple, str]]:
+    return [(k, c) for k, c in found(text, section) if k[0] in ("infection", "other-malignancy")]
+
+
+# Infections and other malignancies read over the corpus (docs/eligibility.md): corpus lines.
+@pytest.mark.parametrize("text", [
+    "Use of walking aids",  # LCT NCT03860610
+    "Subjects wearing other ear devices such as hearing aids.",  # NCT06598189
+    "Allergy to non-latex band aids, adhesive dressing, or medical tape",  # NCT07225296
+])
+def test_aids_in_lower_case_is_no_hiv(text):
+    assert conditions(text) == []
+
+
+@pytest.mark.parametrize(("text", "section"), [
+    ("Known history of human immunodeficiency virus (HIV) whose viral load is not controlled", "exclusion"),
+    # NCT07226544: narrowed
+    ("Prior or concurrent malignancy whose natural history or treatment has the potential to interfere with the safety "
+     "or efficacy assessment of the investigational regimen", "exclusion"),  # NCT06249282: a judgement
+    ("DONORS: Positive for HIV, active hepatitis B (HBV), hepatitis C (HCV) or human T-cell lymphotropic virus "
+     "(HTLV-I/II)", "exclusion"),  # NCT06059391: someone else's
+    ("Current treatment with anti-viral therapy for HBV", "exclusion"),  # NCT07049848: a treatment for it
+    ("Diagnosed with NSCLC, Colorectal adenocarcinoma, Pancreatic adenocarcinoma, Endometrial Cancer or any other "
+     "solid tumor", "inclusion"),  # NCT06218914: the study's own tumour types, not a second cancer
+])
+def test_conditions_outside_a_plain_rule_are_medium(text, section):
+    got = conditions(text, section)
+    assert got and all(c == "medium" for _, c in got), got
+
+
+@pytest.mark.parametrize("text", [
+    "Has known additional malignancy that is progressing or has required active treatment within the past 3 years",
+    # NCT07209111: the study's own 'active' and window, not a narrowing
+    "Second primary malignancy that has not been in remission for greater than 3 years",  # NCT04872166
+    "Known active infection with human immunodeficiency virus (HIV), hepatitis B or C.",  # NCT05254171
+])
+def test_plain_condition_exclusions_stay_high(text):
+    got = conditions(text)
+    assert got and all(c == "high" for _, c in got), got

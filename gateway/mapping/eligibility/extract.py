@@ -20,7 +20,7 @@ from gateway.terminology.lexicons import Lexicons, default_lexicons
 log = logging.getLogger(__name__)
 
 # Bump when a change to the extractor changes its output: cached results of older versions are not reused.
-EXTRACTOR_VERSION = "9"
+EXTRACTOR_VERSION = "10"
 
 # Kinds whose recogniser reads the status itself ('EGFR-negative', 'not detected'): only negation triggers
 # standing before the mention ('no', 'without', 'negative for', 'must not') come from context.
@@ -244,6 +244,8 @@ def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
                     reasons += _therapy_reasons(f, line, low, ls, exclude)
                 if kind == "cns":
                     reasons += _cns_reasons(f, line, low, ls, exclude)
+                if kind in ("infection", "other-malignancy"):
+                    reasons += _condition_reasons(f, line, low, ls, exclude)
                 if kind == "diagnosis" and "\n" in low.strip():
                     # a diagnosis inside a long nested list ('Medical Conditions' + 12 items): read at medium (on a
                     # reading of corpus findings, these were the ones whose sense could not be confirmed)
@@ -693,6 +695,53 @@ def _cns_reasons(f: Finding, line: str, low: str, ls: int, exclude: bool) -> lis
     if not exclude and re.search(r"\bexclud\w*", before):
         out.append("an exclusion written in an inclusion line")  # '... will be assessed to exclude participants with
     if _COHORT_WORDS.search(line, s0, f.start) or _COHORT_AFTER.search(line, f.end, s1):
+        out.append("one cohort only")
+    return out
+
+
+# Infections and other malignancies read over the corpus (2026-12-06; docs/eligibility.md, "Infections and other
+# malignancies read over the corpus"): exclusions narrowed by what follows ('HIV whose viral load is not controlled',
+# 'prior or concurrent malignancy whose natural history or treatment has the potential to interfere', 'HCV, HBV or HIV
+# who are on anti-viral therapy that has the potential to interact'), a treatment for it ('current treatment with
+# anti-viral therapy for HBV', 'received systemic therapy treatment for prior cancer(s)'), someone else's ('donors:
+# positive for HIV'), 'certain other cancers', and one cohort ('* all other solid tumor malignancies (n = 10)').
+_CONDITION_NARROWED_AFTER = re.compile(r"\s*(?:\([^()]*\)\s*)?(?:[\w-]+\s+){0,3}?(?:whose|who\s+(?:are|is|have|has)|"
+                                       r"(?:that|which)\s+(?:has|have|is|are|would|could|may|might)|not\s+controlled|"
+                                       r"with\s+(?:a\s+)?(?:prior|previous)\s+history)\b")
+_ACTIVE_CLAUSE = re.compile(r"\s*(?:\([^()]*\)\s*)?(?:[\w-]+\s+){0,3}?(?:that|which)\s+(?:is|are)\s+(?:active|"
+                            r"progressing)\b")
+_JUDGEMENT = re.compile(r"\b(?:interfere\w*|confound\w*|affect\w*|compromise\w*|opinion|potential|considered|likely|"
+                        r"life\s+expectancy|compliance)\b")
+_TREATMENT_FOR_BEFORE = re.compile(r"\b(?:therap(?:y|ies)|treatments?|antivirals?|anti-viral)\s+(?:[\w-]+\s+){0,2}?"
+                                   r"(?:for|of)\s+(?:[\w-]+\s+){0,2}$")
+_SOMEONE_ELSE = re.compile(r"\b(?:donors?|partners?|household|caregivers?)\b[^;]*$")
+
+
+def _condition_reasons(f: Finding, line: str, low: str, ls: int, exclude: bool) -> list[str]:
+    """Why an infection or another malignancy read from the text is no study-wide rule (the contexts above)."""
+    s0, s1 = _sentence(line, f)
+    before = line[s0:f.start]
+    out = []
+    narrowed = _CONDITION_NARROWED_AFTER.match(line, f.end)
+    if exclude and narrowed and not _ACTIVE_CLAUSE.match(line, narrowed.start(), s1) and \
+            (f.kind == "infection" or _JUDGEMENT.search(line, f.end, s1)):
+        # ('... additional malignancy that is progressing or has required active treatment within the past 3 years'
+        # is the study's own 'active' and window; a judgement - 'has the potential to interfere' - is not)
+        out.append("an exclusion narrowed by what follows")
+    if _TREATMENT_FOR_BEFORE.search(before) and (f.kind == "infection" or re.search(r"\b(?:received|prior|previous)\b",
+                                                                                   before)):
+        out.append("a treatment for it")  # ('requires ongoing systemic treatment for any other malignancy' is active)
+    if _SOMEONE_ELSE.search(line[:f.start]):
+        out.append("someone else's")
+    if f.kind == "other-malignancy" and not exclude:
+        # required, not excluded: nearly always the study's own tumour types ('... or other solid tumors', '* Other
+        # epithelial ovarian cancer with BRCA1/2 ...'), which the matching side would read as a second cancer
+        out.append("another malignancy required")
+    if re.search(r"\bcertain\b", line[max(s0, f.start - 12):f.end]):
+        out.append("some malignancies only")  # 'history of certain other cancers in the past 3 years'
+    if _COHORT_WORDS.search(line, s0, f.start) or _COHORT_AFTER.search(line, f.end, s1) or \
+            (ls > 0 and any(_COHORT_ABOVE.search(ln) for ln in _lines_over(low, ls))) or \
+            (not exclude and re.search(r"\(\s*n\s*=\s*\d+", line)):
         out.append("one cohort only")
     return out
 

@@ -596,6 +596,8 @@ _INFECTIONS = {
 def infections(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
     for name, rx in _INFECTIONS.items():
         m = rx.search(text)
+        while m and m.group(0) == "aids" and original[m.start():m.end()] != "AIDS":
+            m = rx.search(text, m.end())  # 'smoking cessation aids': not AIDS
         if not m:
             continue
         if re.search(r"\b(?:not\s+required|testing|screening\s+(?:is|for)|vaccin\w*|reactivation)\b", text) and \
