@@ -588,3 +588,16 @@ def test_conditions_outside_a_plain_rule_are_medium(text, section):
 def test_plain_condition_exclusions_stay_high(text):
     got = conditions(text)
     assert got and all(c == "high" for _, c in got), got
+
+
+@pytest.mark.parametrize("text", [
+    "Prior surgery for this cancer",  # NCT02476786: the study's own cancer
+    "Prior treatment for prostate cancer (cryotherapy, high frequency focused ultrasound, prostatectomy)",
+    # NCT04992728: a treatment, not a second cancer
+    "Immunocompromised subjects, and subjects known to be HIV positive and currently receiving antiretroviral therapy",
+    # NCT05520099: narrowed
+    "considered to be in an inactive HBV carrier state, defined as HBsAg-positive with normal ALT",  # NCT06412198
+])
+def test_more_conditions_outside_a_plain_rule_are_medium(text):
+    got = conditions(text)
+    assert got and all(c == "medium" for _, c in got), got

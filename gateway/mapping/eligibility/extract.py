@@ -707,11 +707,14 @@ def _cns_reasons(f: Finding, line: str, low: str, ls: int, exclude: bool) -> lis
 # positive for HIV'), 'certain other cancers', and one cohort ('* all other solid tumor malignancies (n = 10)').
 _CONDITION_NARROWED_AFTER = re.compile(r"\s*(?:\([^()]*\)\s*)?(?:[\w-]+\s+){0,3}?(?:whose|who\s+(?:are|is|have|has)|"
                                        r"(?:that|which)\s+(?:has|have|is|are|would|could|may|might)|not\s+controlled|"
-                                       r"with\s+(?:a\s+)?(?:prior|previous)\s+history)\b")
+                                       r"with\s+(?:a\s+)?(?:prior|previous)\s+history|and\s+(?:currently\s+)?"
+                                       r"(?:receiving|on)\b)\b")
 _ACTIVE_CLAUSE = re.compile(r"\s*(?:\([^()]*\)\s*)?(?:[\w-]+\s+){0,3}?(?:that|which)\s+(?:is|are)\s+(?:active|"
                             r"progressing)\b")
 _JUDGEMENT = re.compile(r"\b(?:interfere\w*|confound\w*|affect\w*|compromise\w*|opinion|potential|considered|likely|"
                         r"life\s+expectancy|compliance)\b")
+_TREATMENT_FOR_IN = re.compile(r"\b(?:therap(?:y|ies)|treatments?|surgery|resection)\s+(?:for|of)\s+(?:[\w-]+\s+){0,5}?"
+                               r"(?:cancers?|malignanc\w*|tumou?rs?|carcinomas?)\b")
 _TREATMENT_FOR_BEFORE = re.compile(r"\b(?:therap(?:y|ies)|treatments?|antivirals?|anti-viral)\s+(?:[\w-]+\s+){0,2}?"
                                    r"(?:for|of)\s+(?:[\w-]+\s+){0,2}$")
 _SOMEONE_ELSE = re.compile(r"\b(?:donors?|partners?|household|caregivers?)\b[^;]*$")
@@ -728,9 +731,15 @@ def _condition_reasons(f: Finding, line: str, low: str, ls: int, exclude: bool) 
         # ('... additional malignancy that is progressing or has required active treatment within the past 3 years'
         # is the study's own 'active' and window; a judgement - 'has the potential to interfere' - is not)
         out.append("an exclusion narrowed by what follows")
-    if _TREATMENT_FOR_BEFORE.search(before) and (f.kind == "infection" or re.search(r"\b(?:received|prior|previous)\b",
-                                                                                   before)):
+    span = line[s0:f.end]
+    if (_TREATMENT_FOR_BEFORE.search(before) or _TREATMENT_FOR_IN.search(span)) and \
+            (f.kind == "infection" or re.search(r"\b(?:received|prior|previous|has|have|had)\b", span)):
         out.append("a treatment for it")  # ('requires ongoing systemic treatment for any other malignancy' is active)
+    if f.kind == "other-malignancy" and re.search(r"\b(?:this|the\s+current|the\s+study)\s+(?:cancer|malignancy|"
+                                                  r"tumou?r|disease)\b", span):
+        out.append("the study's own cancer")  # 'prior surgery for this cancer'
+    if f.kind == "infection" and re.search(r"\binactive\b", line[max(s0, f.start - 20):f.start]):
+        out.append("an inactive carrier state")  # 'considered to be in an inactive HBV carrier state, defined as ...'
     if _SOMEONE_ELSE.search(line[:f.start]):
         out.append("someone else's")
     if f.kind == "other-malignancy" and not exclude:
