@@ -706,7 +706,8 @@ def _cns_reasons(f: Finding, line: str, low: str, ls: int, exclude: bool) -> lis
 # anti-viral therapy for HBV', 'received systemic therapy treatment for prior cancer(s)'), someone else's ('donors:
 # positive for HIV'), 'certain other cancers', and one cohort ('* all other solid tumor malignancies (n = 10)').
 _CONDITION_NARROWED_AFTER = re.compile(r"\s*(?:\([^()]*\)\s*)?(?:[\w-]+\s+){0,3}?(?:whose|who\s+(?:are|is|have|has)|"
-                                       r"(?:that|which)\s+(?:has|have|is|are|would|could|may|might)|not\s+controlled|"
+                                       r"(?:that|which)\s+(?:[\w-]+,?\s+){0,6}?(?:has|have|is|are|would|could|may|might)|"
+                                       r"not\s+controlled|at\s+risk\s+of|"
                                        r"with\s+(?:a\s+)?(?:prior|previous)\s+history|and\s+(?:currently\s+)?"
                                        r"(?:receiving|on)\b)\b")
 _ACTIVE_CLAUSE = re.compile(r"\s*(?:\([^()]*\)\s*)?(?:[\w-]+\s+){0,3}?(?:that|which)\s+(?:is|are)\s+(?:active|"
