@@ -601,3 +601,28 @@ def test_plain_condition_exclusions_stay_high(text):
 def test_more_conditions_outside_a_plain_rule_are_medium(text):
     got = conditions(text)
     assert got and all(c == "medium" for _, c in got), got
+
+
+def labs(text: str, section: str = "inclusion") -> list[tuple[tuple, str]]:
+    return [(k, c) for k, c in found(text, section) if k[0] == "lab"]
+
+
+# Laboratory thresholds read over the corpus (docs/eligibility.md): corpus lines.
+@pytest.mark.parametrize("text", [
+    "AST and ALT ≤2.5 ULN (no liver mets)",  # NCT05859074: the limit of patients without liver metastases
+    "Creatinine ≤ 1.5 x ULN OR",  # NCT04930783: one of two lines
+    "Platelet count \\> 100,000 x 10\\^9/L",  # NCT02178163: the number does not fit the unit written
+])
+def test_lab_limits_outside_a_plain_rule_are_medium(text):
+    got = labs(text)
+    assert got and all(c == "medium" for _, c in got), got
+
+
+@pytest.mark.parametrize("text", [
+    "Hemoglobin \\>= 10.0 g/dL (no blood transfusions in the preceding 28 days)",  # NCT05327010
+    "Absolute neutrophil count ≥1000/µL (without granulocyte colony-stimulating factor support)",  # NCT05064280
+    "Total bilirubin =\\< 2 x ULN (except patients with documented Gilbert's syndrome)",  # NCT04119024: an exception
+])
+def test_a_condition_on_the_measurement_keeps_a_lab_limit_high(text):
+    got = labs(text)
+    assert got and all(c == "high" for _, c in got), got

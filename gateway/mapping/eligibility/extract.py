@@ -20,7 +20,7 @@ from gateway.terminology.lexicons import Lexicons, default_lexicons
 log = logging.getLogger(__name__)
 
 # Bump when a change to the extractor changes its output: cached results of older versions are not reused.
-EXTRACTOR_VERSION = "10"
+EXTRACTOR_VERSION = "11"
 
 # Kinds whose recogniser reads the status itself ('EGFR-negative', 'not detected'): only negation triggers
 # standing before the mention ('no', 'without', 'negative for', 'must not') come from context.
@@ -246,6 +246,8 @@ def recognise_criterion(crit: Criterion, lx: Lexicons) -> CriterionResult:
                     reasons += _cns_reasons(f, line, low, ls, exclude)
                 if kind in ("infection", "other-malignancy"):
                     reasons += _condition_reasons(f, line, low, ls, exclude)
+                if kind == "lab":
+                    reasons += _lab_reasons(f, line)
                 if kind == "diagnosis" and "\n" in low.strip():
                     # a diagnosis inside a long nested list ('Medical Conditions' + 12 items): read at medium (on a
                     # reading of corpus findings, these were the ones whose sense could not be confirmed)
@@ -753,6 +755,29 @@ def _condition_reasons(f: Finding, line: str, low: str, ls: int, exclude: bool) 
             (ls > 0 and any(_COHORT_ABOVE.search(ln) for ln in _lines_over(low, ls))) or \
             (not exclude and re.search(r"\(\s*n\s*=\s*\d+", line)):
         out.append("one cohort only")
+    return out
+
+
+# Laboratory thresholds read over the corpus (2026-12-06; docs/eligibility.md, "Laboratory thresholds read over the
+# corpus"): a limit for some patients only ('AST and ALT <= 2.5 ULN (no liver mets)', '... participants with tumor
+# involving the liver may have ... total bilirubin ...'), one of two lines ('platelets >= 75,000/mcl or'), and a
+# count whose number does not fit the unit written ('platelets (PLT) count > 100,000 x 10^9/L': 10^14 per litre).
+_FOR_SOME_AFTER = re.compile(r"\s*\((?:no|without|with|in|for|if|except)\s+(?:[\w'-]+\s+){0,4}?(?:liver|hepatic|bone|"
+                             r"patients?|participants?|subjects?|metasta\w*|mets|involvement|infiltration)\b[^()]*\)")
+_COUNT_ANALYTES = frozenset({"platelets", "neutrophils", "leukocytes", "lymphocytes"})
+
+
+def _lab_reasons(f: Finding, line: str) -> list[str]:
+    s0, _ = _sentence(line, f)
+    out = []
+    if (_FOR_SOME_AFTER.match(line, f.end) and not f.exceptions) or _RULE_FOR_SUBGROUP.search(line[s0:f.start]) or \
+            re.search(r"\b(?:patients|participants|subjects)\s+(?:with|who)\b[^;]{2,120}?\bmay\b", line[s0:f.start]):
+        out.append("a limit for some patients")
+    if _OR_AT_END.search(line):
+        out.append("alternatives")
+    value = f.value if isinstance(f.value, tuple) else ()
+    if f.concept in _COUNT_ANALYTES and len(value) == 3 and value[2] == "10*9/L" and float(value[1]) >= 1000:
+        out.append("a number that does not fit its unit")
     return out
 
 
