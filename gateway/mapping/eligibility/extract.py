@@ -633,13 +633,19 @@ def _therapy_reasons(f: Finding, line: str, low: str, ls: int, exclude: bool) ->
         out.append("current use only")
     if _RULE_FOR_SUBGROUP.search(before):
         out.append("a subgroup")  # 'Patients with BRAF V600 activating mutation must have received ... MEK inhibitor'
-    dash = _DASH_LABEL.match(line[:f.start])
-    if _COHORT_WORDS.search(line, 0, f.start) or _COHORT_AFTER.search(line, f.end, s1) or \
-            any(_COHORT_LABEL.search(m.group(1)) for m in _COLON_LABEL.finditer(line, 0, f.start)) or \
-            (dash and _COHORT_LABEL.search(dash.group(1))) or \
-            (ls > 0 and any(_COHORT_ABOVE.search(ln) for ln in _lines_over(low, ls))):
+    if _one_cohort(f, line, low, ls, s1):
         out.append("one cohort only")
     return out
+
+
+def _one_cohort(f: Finding, line: str, low: str, ls: int, s1: int) -> bool:
+    """The finding holds for one cohort, part, arm or stratum: named before it in its line ('Part 2A (...)', 'HIGH-RISK
+    STRATUM:', 'MSS-CRC - Progressed on ...'), after it in its sentence ('(Part 2 only)'), or over its nested item."""
+    dash = _DASH_LABEL.match(line[:f.start])
+    return bool(_COHORT_WORDS.search(line, 0, f.start) or _COHORT_AFTER.search(line, f.end, s1) or
+                any(_COHORT_LABEL.search(m.group(1)) for m in _COLON_LABEL.finditer(line, 0, f.start)) or
+                (dash and _COHORT_LABEL.search(dash.group(1))) or
+                (ls > 0 and any(_COHORT_ABOVE.search(ln) for ln in _lines_over(low, ls))))
 
 
 _REMISSION = re.compile(r"\b(?:remission|disease[\s-]free|no\s+evidence\s+of\s+disease|cured|adequately\s+treated|"
@@ -696,7 +702,7 @@ def _cns_reasons(f: Finding, line: str, low: str, ls: int, exclude: bool) -> lis
         out.append("a subgroup")
     if not exclude and re.search(r"\bexclud\w*", before):
         out.append("an exclusion written in an inclusion line")  # '... will be assessed to exclude participants with
-    if _COHORT_WORDS.search(line, s0, f.start) or _COHORT_AFTER.search(line, f.end, s1):
+    if _one_cohort(f, line, low, ls, s1):
         out.append("one cohort only")
     return out
 
@@ -751,9 +757,7 @@ def _condition_reasons(f: Finding, line: str, low: str, ls: int, exclude: bool) 
         out.append("another malignancy required")
     if re.search(r"\bcertain\b", line[max(s0, f.start - 12):f.end]):
         out.append("some malignancies only")  # 'history of certain other cancers in the past 3 years'
-    if _COHORT_WORDS.search(line, s0, f.start) or _COHORT_AFTER.search(line, f.end, s1) or \
-            (ls > 0 and any(_COHORT_ABOVE.search(ln) for ln in _lines_over(low, ls))) or \
-            (not exclude and re.search(r"\(\s*n\s*=\s*\d+", line)):
+    if _one_cohort(f, line, low, ls, s1) or (not exclude and re.search(r"\(\s*n\s*=\s*\d+", line)):
         out.append("one cohort only")
     return out
 
