@@ -626,3 +626,9 @@ def test_lab_limits_outside_a_plain_rule_are_medium(text):
 def test_a_condition_on_the_measurement_keeps_a_lab_limit_high(text):
     got = labs(text)
     assert got and all(c == "high" for _, c in got), got
+
+
+def test_an_exacerbation_is_no_exclusion_of_the_disease():
+    # NCT06500455 (an inclusion line written as a negation) and LCT NCT03863821: the event, not COPD itself
+    got = [(k, c) for k, c in found("COPD exacerbation within 3 month", "exclusion") if k[0] == "diagnosis"]
+    assert got and all(c == "medium" for _, c in got), got

@@ -968,6 +968,8 @@ def diagnoses(text: str, original: str, lx: Lexicons) -> Iterator[Finding]:
             reasons.append("an example of a broader condition")
         if _NARROWER_BEFORE.search(text, max(0, start - 40), start):
             reasons.append("a narrower kind")
+        if re.match(r"\s*(?:\([^()]*\)\s*)?(?:exacerbations?|flares?)\b", text[end:se]):
+            reasons.append("an event of the disease")  # 'no COPD exacerbation or other acute respiratory illness'
         if re.search(r"\d+\s*(?:-|–|to)\s*\d+\s*(?:days?|weeks?|months?|years?)", text[end:se]):
             reasons.append("a period not read")  # 'within 6-12 months
         history = bool(re.search(r"\bhistory\s+of\b|\bprior\b|\bprevious\b|\bpast\b", text[cs:start]))
