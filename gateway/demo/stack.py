@@ -65,8 +65,16 @@ class Child:
 class Stack:
     children: list[Child] = field(default_factory=list)
 
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> Child:
-        child = Child(name, subprocess.Popen(args, env=env, process_group=0, preexec_fn=_stop_with_parent))
+    def start(self, name: str, args: list[str], env: dict[str, str], sock: socket.socket | None = None) -> Child:
+        """Start a child; ``sock`` (bound by ``reserve``) is handed to it as ``--fd N`` and closed here."""
+        if sock is not None:
+            args = [*args, "--fd", str(sock.fileno())]
+        try:
+            child = Child(name, subprocess.Popen(args, env=env, process_group=0, preexec_fn=_stop_with_parent,
+                                                 pass_fds=(sock.fileno(),) if sock is not None else ()))
+        finally:
+            if sock is not None:
+                sock.close()
         self.children.append(child)
         return child
 
@@ -93,6 +101,22 @@ def _stop_with_parent() -> None:  # pragma: no cover (runs in the child between 
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def reserve(preferred: int) -> socket.socket:
+    """A socket bound on 127.0.0.1 to ``preferred`` when it is free (0: never), else to any free port; the child that
+    will listen on it inherits it, so the port cannot be taken in between (``Stack.start``)."""
+    for port in (preferred, 0) if preferred else (0,):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            s.close()
+            continue
+        s.set_inheritable(True)
+        return s
+    raise DemoError("no free port on 127.0.0.1")
 
 
 def port_or_free(preferred: int) -> int:
@@ -251,11 +275,15 @@ def run_demo(host: str, port: int, settings: Settings | None = None) -> int:
     if port and gateway_port != port:
         print(f"gateway serve --demo: port {port} is in use (use --port)", file=sys.stderr)
         return 1
-    leeds_port = port_or_free(gateway_port + 1)
-    alerts_port = port_or_free(gateway_port + 2)
+    leeds_sock, alerts_sock = reserve(gateway_port + 1), reserve(gateway_port + 2)  # held until the stand-ins start
+    while gateway_port in (leeds_sock.getsockname()[1], alerts_sock.getsockname()[1]):  # the gateway's is not held
+        leeds_sock.close()
+        alerts_sock.close()
+        leeds_sock, alerts_sock = reserve(0), reserve(0)
+    leeds_port, alerts_port = leeds_sock.getsockname()[1], alerts_sock.getsockname()[1]
     worker_port = port_or_free(gateway_port + 3)  # its /metrics answering = the worker is polling
     if len({gateway_port, leeds_port, alerts_port, worker_port}) < 4:
-        leeds_port, alerts_port, worker_port = port_or_free(0), port_or_free(0), port_or_free(0)
+        worker_port = port_or_free(0)
     url_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     base = f"http://{url_host}:{gateway_port}/fhir"
     alerts_url = f"http://127.0.0.1:{alerts_port}/alerts"
@@ -268,12 +296,12 @@ def run_demo(host: str, port: int, settings: Settings | None = None) -> int:
         env = {**plain, **config.env}
         py = [sys.executable, "-m"]
         cli = [sys.executable, "-c", "from gateway.cli import main; main()"]
-        stack.start("the Leeds stand-in", [*py, "gateway.demo.standin", "hospital", "--port", str(leeds_port),
+        stack.start("the Leeds stand-in", [*py, "gateway.demo.standin", "hospital",
                                            "--name", "leeds-standin", "--client-key", str(config.leeds_public_key),
                                            *[a for p in sorted(DEMO_DATA.glob("*.json")) for a in
-                                             ("--patients", str(p))]], plain)
-        stack.start("the alert receiver", [*py, "gateway.demo.standin", "receiver", "--port", str(alerts_port),
-                                           "--name", "alert-receiver"], plain)
+                                             ("--patients", str(p))]], plain, leeds_sock)
+        stack.start("the alert receiver", [*py, "gateway.demo.standin", "receiver", "--name", "alert-receiver"],
+                    plain, alerts_sock)
         stack.start("the gateway", [*cli, "serve", "--host", host, "--port", str(gateway_port)], env)
         _wait(f"http://127.0.0.1:{leeds_port}/received", stack, "the Leeds stand-in")
         _wait(f"http://127.0.0.1:{alerts_port}/received", stack, "the alert receiver")
@@ -300,6 +328,8 @@ def run_demo(host: str, port: int, settings: Settings | None = None) -> int:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the stopping short
             signal.signal(sig, signal.SIG_IGN)
+        leeds_sock.close()  # (no-op once handed to its stand-in)
+        alerts_sock.close()
         stack.stop()
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
+import socket
 import threading
 import time
 from datetime import UTC, datetime
@@ -263,8 +264,16 @@ class StandinServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, role: str, port: int, name: str, public_key: str | None = None,
-                 client_id: str = "trial-gateway"):
-        super().__init__(("127.0.0.1", port), Handler)
+                 client_id: str = "trial-gateway", fd: int | None = None):
+        # fd: a socket the parent has already bound (gateway serve --demo), so no other process can take the port
+        # between choosing it and listening on it
+        super().__init__(("127.0.0.1", port), Handler, bind_and_activate=fd is None)
+        if fd is not None:
+            self.socket.close()
+            self.socket = socket.socket(fileno=fd)
+            self.server_address = self.socket.getsockname()
+            self.server_name, self.server_port = "127.0.0.1", self.server_address[1]
+            self.server_activate()
         self.role, self.name = role, name
         self.root = f"http://127.0.0.1:{self.server_port}"
         self.base = f"{self.root}/fhir"
@@ -282,6 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m gateway.demo.standin", description=__doc__.split("\n\n")[0])
     ap.add_argument("role", choices=["hospital", "receiver"])
     ap.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
+    ap.add_argument("--fd", type=int, help="listen on this already-bound socket (inherited) instead of --port")
     ap.add_argument("--name", help="shown in log lines (default: the role)")
     ap.add_argument("--patients", action="append", default=[],
                     help="hospital: a FHIR Bundle or resource file; its Patients are held from the start")
@@ -289,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--client-id", default="trial-gateway")
     args = ap.parse_args(argv)
     key = open(args.client_key).read() if args.client_key else None  # noqa: SIM115 (read once at start)
-    server = StandinServer(args.role, args.port, args.name or args.role, key, args.client_id)
+    server = StandinServer(args.role, args.port, args.name or args.role, key, args.client_id, fd=args.fd)
     for path in args.patients:
         with open(path) as fh:
             data = json.load(fh)

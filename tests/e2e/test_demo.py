@@ -14,6 +14,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -260,3 +261,30 @@ def test_development_configuration(tmp_path):
     for name in ("GATEWAY_CONTACT_ID_KEY", "GATEWAY_SESSION_SECRET", "LEEDS_FHIR_PRIVATE_KEY"):
         assert again.env[name] == first.env[name], name  # stable identifiers and sessions across restarts
     assert load_hospitals(again.hospital_file.parent).get("leeds").fhir_base_url == "http://127.0.0.1:19081/fhir"
+
+
+def test_a_reserved_port_is_held_until_its_stand_in_listens_on_it():
+    # The demo's stand-ins inherit the socket the parent bound (gateway.demo.stack.reserve), so another process cannot
+    # take the port between choosing it and listening on it (a CI run once lost the Leeds stand-in that way).
+    from gateway.demo.stack import Stack, child_environment, reserve
+
+    sock = reserve(0)
+    port = sock.getsockname()[1]
+    with socket.socket() as other, pytest.raises(OSError):  # held: nobody else can bind it
+        other.bind(("127.0.0.1", port))
+
+    def received() -> requests.Response | None:
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/received", timeout=2)
+        except requests.ConnectionError:
+            return None
+
+    stack = Stack()
+    try:
+        stack.start("receiver", [sys.executable, "-m", "gateway.demo.standin", "receiver", "--name", "r"],
+                    child_environment(PYTHONUNBUFFERED="1"), sock)
+        assert sock.fileno() == -1  # the parent's copy is closed once handed over
+        got = wait_until(received, timeout=30, what="the stand-in")
+        assert got.status_code == 200
+    finally:
+        stack.stop()
