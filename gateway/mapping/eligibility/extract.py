@@ -408,7 +408,9 @@ _COHORT_WORDS = re.compile(r"\b(?:(?:tumou?r|cancer|disease|histolog\w*)\s+(?:su
 # A label before a colon names a cohort when it names a tumour type ('NSCLC: ...', 'HR-positive breast cancer: ...');
 # 'Histology: ...' or 'Disease indication: ...' is only a heading
 _COLON_LABEL = re.compile(r"(?:^|[.;]\s)([^.;:]{1,80}):")
-_COHORT_LABEL = re.compile(r"\b(?:nsclc|sclc|crc|hcc|rcc|hnscc|scchn|pdac|btc|escc|mpm|gej|tnbc|bc|mcrpc|crpc|"
+# Tumour-type abbreviations every tumour-list regex below names (each adds its own further words)
+_TUMOUR_ABBR = r"nsclc|sclc|crc|hcc|rcc|hnscc|pdac|btc"
+_COHORT_LABEL = re.compile(rf"\b(?:{_TUMOUR_ABBR}|scchn|escc|mpm|gej|tnbc|bc|mcrpc|crpc|"
                            r"cancers?|carcinomas?|tumou?rs?|melanoma|lymphomas?|leuka?emias?|myelomas?|sarcomas?|"
                            r"mesothelioma|gliomas?|glioblastoma|adenocarcinoma|specific|only|expansion|escalation)\b")
 _COHORT_ABOVE = re.compile(r"\b(?:tumou?r\s+types?|subtypes?|cohorts?|groups?|phase\s*[0-9i]|parts?\s+[a-z0-9]|arms?|"
@@ -437,7 +439,7 @@ _POSITIVE_SIGN = re.compile(r"(?<![a-z0-9])(?:hr|er|pr|her2|her-2|her\s2|hormone
                             r"estrogen[\s-]+receptors?|progesterone[\s-]+receptors?)\s*(?:\((?:hr|er|pr|her2)\)\s*)?[\s-]*(?:positive|\+)"
                             r"|her-?2[\s-]*(?:low|expressing|overexpress\w*|amplified)")
 # Another tumour type named in the sentence ('metastatic triple negative breast cancer, ovarian cancer, anal cancer')
-_OTHER_TUMOUR = re.compile(r"\b(?:nsclc|sclc|crc|hcc|rcc|hnscc|scchn|mcrpc|crpc|pdac|btc|escc|mpm|gej|cscc|"
+_OTHER_TUMOUR = re.compile(rf"\b(?:{_TUMOUR_ABBR}|scchn|mcrpc|crpc|escc|mpm|gej|cscc|"
                            r"melanoma|lymphomas?|leuka?emias?|myelomas?|sarcomas?|mesothelioma|gliomas?|"
                            r"glioblastoma|(?:lung|ovarian|ovary|colorectal|colon|rectal|gastric|pancrea\w*|prostate|"
                            r"bladder|urothelial|cervical|endometrial|head\s+and\s+neck|esophageal|oesophageal|liver|"
@@ -478,11 +480,11 @@ def _other_genes(f: Finding, original: str, start: int, end: int) -> bool:
 # group)'), a subgroup named by its tumour type ('Colorectal cancer (CRC) participants with known KRAS ... mutations')
 _COHORT_AFTER = re.compile(r"\b(?:from|for|in|to)\s+(?:the\s+)?(?:arms?|cohorts?|parts?|groups?|modules?|"
                            r"substud(?:y|ies))\s+[a-z0-9]|\(\s*(?:arms?|cohorts?|parts?|groups?)\s*[a-z0-9]")
-_TUMOUR_SUBGROUP = re.compile(r"\b(?:nsclc|sclc|crc|hcc|rcc|hnscc|pdac|btc|cancer|carcinoma|melanoma|tumou?r)\s*"
+_TUMOUR_SUBGROUP = re.compile(rf"\b(?:{_TUMOUR_ABBR}|cancer|carcinoma|melanoma|tumou?r)\s*"
                               r"(?:\([a-z]{2,6}\)\s*)?(?:participants?|patients?|subjects?)\s+(?:with|who|whose)\b")
-_TUMOUR_RIGHT_AFTER = re.compile(r"[\s-]*(?:[a-z-]+\s+){0,2}?(?:nsclc|sclc|crc|hcc|rcc|hnscc|pdac|btc|cancers?|"
+_TUMOUR_RIGHT_AFTER = re.compile(rf"[\s-]*(?:[a-z-]+\s+){{0,2}}?(?:{_TUMOUR_ABBR}|cancers?|"
                                  r"carcinomas?|tumou?rs?|melanoma|lymphomas?|adenocarcinoma)\b")
-_OR_JUST_BEFORE = re.compile(r"\b(?:nsclc|sclc|crc|hcc|rcc|hnscc|pdac|btc|cancers?|carcinomas?|tumou?rs?|melanoma|"
+_OR_JUST_BEFORE = re.compile(rf"\b(?:{_TUMOUR_ABBR}|cancers?|carcinomas?|tumou?rs?|melanoma|"
                              r"lymphomas?)\s*(?:\([a-z]{2,6}\)\s*)?,?\s+or\s+(?:(?!with\b)[a-z-]+\s+){0,2}$")
 
 _CANNOT_CONFIRM = re.compile(r"\b(?:inability|unable|failure|fail(?:s|ed)?)\s+to\s+"
